@@ -1,0 +1,167 @@
+// Package mesh starts the embedded NATS JetStream server and opens client
+// connections to it or to an external NATS cluster. It knows nothing about
+// buckets or keys: that is package store's job.
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerConfig describes one embedded NATS server.
+type ServerConfig struct {
+	// Name identifies the server in a cluster; required when clustered.
+	Name string
+	// DataDir holds JetStream's file storage (in DataDir/jetstream).
+	DataDir string
+	// Listen is the client address, host:port. Port 0 picks a free port;
+	// an empty Listen accepts in-process connections only.
+	Listen string
+	// SyncAlways makes the server fsync every write before acknowledging it.
+	// See docs/adr/0002-durability.md: Harmony turns it on.
+	SyncAlways bool
+	// ClusterName, ClusterListen and Routes form a JetStream cluster when
+	// ClusterName is set: every member lists the route URLs of all members.
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	// ReadyTimeout bounds the wait for the server to accept connections.
+	ReadyTimeout time.Duration
+	// Logger receives the server's log lines (discarded when nil).
+	Logger *slog.Logger
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns  *server.Server
+	cfg ServerConfig
+}
+
+// StartServer starts an embedded NATS server with JetStream and waits until it
+// accepts client connections. Stop it with Shutdown.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	opts, err := serverOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: nats server: %w", err)
+	}
+	if cfg.Logger != nil {
+		ns.SetLoggerV2(&slogAdapter{l: cfg.Logger}, false, false, false)
+	}
+	ns.Start()
+	wait := cfg.ReadyTimeout
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	if !ns.ReadyForConnections(wait) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("mesh: nats server not ready after %s (is %s in use?)", wait, cfg.Listen)
+	}
+	if !ns.JetStreamEnabled() && cfg.ClusterName == "" {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("mesh: jetstream did not start")
+	}
+	return &Server{ns: ns, cfg: cfg}, nil
+}
+
+func serverOptions(cfg ServerConfig) (*server.Options, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("mesh: data dir is required")
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		JetStream:  true,
+		StoreDir:   cfg.DataDir,
+		SyncAlways: cfg.SyncAlways,
+		NoSigs:     true,
+		NoLog:      cfg.Logger == nil,
+		MaxPayload: 8 << 20,
+	}
+	if cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: listen address %q: %w", cfg.Listen, err)
+		}
+		opts.Host, opts.Port = host, port
+		if port == 0 {
+			opts.Port = server.RANDOM_PORT
+		}
+	}
+	if cfg.ClusterName != "" {
+		if cfg.Name == "" {
+			return nil, errors.New("mesh: a clustered server needs a name")
+		}
+		host, port, err := splitHostPort(cfg.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: cluster listen address %q: %w", cfg.ClusterListen, err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port}
+		for _, r := range cfg.Routes {
+			if !strings.Contains(r, "://") {
+				r = "nats-route://" + r
+			}
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("mesh: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	return opts, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	return host, port, nil
+}
+
+// ClientURL is the URL clients connect to ("" when the server listens for
+// in-process connections only).
+func (s *Server) ClientURL() string {
+	if s.cfg.Listen == "" {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// NATS exposes the server for in-process connections and for tests that
+// inspect cluster state (stream leaders).
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server and waits until it has stopped.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// slogAdapter feeds nats-server's logger interface into slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,192 @@
+// Package meshtest starts real embedded NATS servers for tests: one node, or a
+// JetStream cluster of several nodes in one process, on random loopback ports
+// with t.TempDir storage, stopped by t.Cleanup.
+package meshtest
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+// StartServer starts one embedded JetStream server listening on a random
+// loopback port, with sync-always durability as in production.
+func StartServer(t testing.TB) *mesh.Server {
+	t.Helper()
+	s, err := mesh.StartServer(mesh.ServerConfig{
+		Name:       "test",
+		DataDir:    t.TempDir(),
+		Listen:     "127.0.0.1:0",
+		SyncAlways: true,
+	})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// Cluster is a JetStream cluster whose members can be stopped and restarted
+// on their own data directories.
+type Cluster struct {
+	t       testing.TB
+	Configs []mesh.ServerConfig
+
+	mu      sync.Mutex
+	servers []*mesh.Server // nil while stopped
+}
+
+// StartCluster starts n clustered servers and waits until JetStream has a
+// meta leader.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	routePorts := freePorts(t, n)
+	clientPorts := freePorts(t, n)
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	c := &Cluster{t: t, servers: make([]*mesh.Server, n)}
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		c.Configs = append(c.Configs, mesh.ServerConfig{
+			Name:          fmt.Sprintf("n%d", i+1),
+			DataDir:       filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			Listen:        fmt.Sprintf("127.0.0.1:%d", clientPorts[i]),
+			SyncAlways:    true,
+			ClusterName:   "test",
+			ClusterListen: fmt.Sprintf("127.0.0.1:%d", routePorts[i]),
+			Routes:        routes,
+		})
+	}
+	// Members start one after another in the background of NewServer; each
+	// StartServer returns once its client port accepts connections.
+	for i := range c.Configs {
+		c.Start(i)
+	}
+	t.Cleanup(func() {
+		for i := range c.Configs {
+			c.Stop(i)
+		}
+	})
+	c.WaitForMetaLeader()
+	return c
+}
+
+// URLs are the client URLs of every member, for a connection that fails over.
+func (c *Cluster) URLs() []string {
+	var out []string
+	for _, cfg := range c.Configs {
+		out = append(out, "nats://"+cfg.Listen)
+	}
+	return out
+}
+
+// Start (re)starts member i on its data directory.
+func (c *Cluster) Start(i int) {
+	c.t.Helper()
+	s, err := mesh.StartServer(c.Configs[i])
+	if err != nil {
+		c.t.Fatalf("start %s: %v", c.Configs[i].Name, err)
+	}
+	c.mu.Lock()
+	c.servers[i] = s
+	c.mu.Unlock()
+}
+
+// Stop shuts member i down, if it runs.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	s := c.servers[i]
+	c.servers[i] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+	}
+}
+
+// running returns the members that run now.
+func (c *Cluster) running() map[int]*mesh.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[int]*mesh.Server{}
+	for i, s := range c.servers {
+		if s != nil {
+			out[i] = s
+		}
+	}
+	return out
+}
+
+// WaitForMetaLeader waits until the running members agree on a meta leader.
+func (c *Cluster) WaitForMetaLeader() {
+	c.t.Helper()
+	retry.Until(c.t, 60*time.Second, func() error {
+		for _, s := range c.running() {
+			if s.NATS().JetStreamIsLeader() {
+				return nil
+			}
+		}
+		return fmt.Errorf("no meta leader yet")
+	})
+}
+
+// StreamLeader returns the index of the member leading stream (in the
+// global account), or -1.
+func (c *Cluster) StreamLeader(stream string) int {
+	for i, s := range c.running() {
+		if s.NATS().JetStreamIsStreamLeader("$G", stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Connect opens a client connection to every member that fails over between
+// them and is closed at cleanup.
+func (c *Cluster) Connect() *nats.Conn {
+	c.t.Helper()
+	nc, err := mesh.Connect(mesh.ClientConfig{Name: "test", URLs: c.URLs(), ReconnectWait: 50 * time.Millisecond})
+	if err != nil {
+		c.t.Fatalf("connect: %v", err)
+	}
+	c.t.Cleanup(nc.Close)
+	return nc
+}
+
+// Connect opens a connection to one server, closed at cleanup.
+func Connect(t testing.TB, s *mesh.Server) *nats.Conn {
+	t.Helper()
+	nc, err := mesh.Connect(mesh.ClientConfig{Name: "test", URLs: []string{s.ClientURL()}, ReconnectWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}

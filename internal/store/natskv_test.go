@@ -1,0 +1,224 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/store/storetest"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// nats-server keeps a few process-wide goroutines after shutdown.
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+	)
+}
+
+
+func TestContractSingleNode(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	nc := meshtest.Connect(t, srv)
+	st, err := store.NewNATS(nc, store.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Run(t, func(*testing.T) store.Store { return st }, storetest.Options{})
+}
+
+func TestContractCluster(t *testing.T) {
+	c := meshtest.StartCluster(t, 3)
+	nc := c.Connect()
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Run(t, func(*testing.T) store.Store { return st }, storetest.Options{Replicas: 3})
+}
+
+// TestCASSurvivesLeaderKill runs a CAS counter from several goroutines on a
+// three-replica bucket and kills the stream leader halfway. Writes whose
+// outcome is unknown are resolved by re-reading (each attempt writes a unique
+// value). At the end every acknowledged write must be in the key's history
+// exactly once, in the order of the counter, and no two writers may have won
+// the same revision.
+func TestCASSurvivesLeaderKill(t *testing.T) {
+	c := meshtest.StartCluster(t, 3)
+	nc := c.Connect()
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kv, err := st.Ensure(ctx, store.BucketConfig{Name: "cas", History: 64, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "counter", []byte("0 init")); err != nil {
+		t.Fatal(err)
+	}
+
+	const writers, total = 4, 56 // at most 59 wins + 1: the 64 kept revisions hold all
+	type win struct {
+		rev, base uint64
+		value     string
+	}
+	var (
+		mu      sync.Mutex
+		wins    []win
+		killed  bool
+		unknown int
+	)
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(wins) }
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for attempt := 0; count() < total && ctx.Err() == nil; attempt++ {
+				e, err := get(ctx, kv)
+				if err != nil {
+					t.Logf("writer %d: get: %v", w, err)
+					continue // unavailable during the election: try again
+				}
+				n, _ := strconv.Atoi(strings.Fields(string(e.Value))[0])
+				value := fmt.Sprintf("%d w%d-a%d", n+1, w, attempt)
+				rev, err := update(ctx, kv, value, e.Revision)
+				switch {
+				case err == nil:
+				case errors.Is(err, store.ErrConflict):
+					continue
+				case errors.Is(err, store.ErrUnavailable):
+					t.Logf("writer %d: update: %v", w, err)
+					continue
+				case errors.Is(err, store.ErrOutcomeUnknown):
+					// Resolve by reading: our unique value is either the
+					// revision right after the base, or it never landed.
+					mu.Lock()
+					unknown++
+					mu.Unlock()
+					rev = resolve(ctx, kv, e.Revision, value)
+					if rev == 0 {
+						continue
+					}
+				default:
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				mu.Lock()
+				wins = append(wins, win{rev: rev, base: e.Revision, value: value})
+				if len(wins) == total/2 && !killed {
+					killed = true
+					leader := c.StreamLeader("KV_cas")
+					if leader < 0 {
+						t.Errorf("no stream leader to kill")
+					} else {
+						t.Logf("killing stream leader %s after %d writes", c.Configs[leader].Name, len(wins))
+						go c.Stop(leader) // do not hold mu while it shuts down
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if !killed {
+		t.Fatal("the leader was never killed")
+	}
+	t.Logf("%d acknowledged writes, %d with unknown outcome resolved by reading", len(wins), unknown)
+
+	var hist []store.Entry
+	retry.Until(t, 30*time.Second, func() error {
+		hist, err = history(context.Background(), kv)
+		return err
+	})
+	seen := map[uint64]string{}
+	for _, h := range hist {
+		seen[h.Revision] = string(h.Value)
+	}
+	bases := map[uint64]bool{}
+	for _, w := range wins {
+		if got, ok := seen[w.rev]; !ok || got != w.value {
+			t.Errorf("acknowledged write %q at revision %d is not in the history (found %q)", w.value, w.rev, got)
+		}
+		if bases[w.base] {
+			t.Errorf("two writers won on base revision %d", w.base)
+		}
+		bases[w.base] = true
+	}
+	// The history is a chain: each value is the previous plus one, each
+	// value appears once.
+	values := map[string]bool{}
+	for i, h := range hist {
+		if values[string(h.Value)] {
+			t.Errorf("value %q appears twice in the history", h.Value)
+		}
+		values[string(h.Value)] = true
+		if i == 0 {
+			continue
+		}
+		prev, _ := strconv.Atoi(strings.Fields(string(hist[i-1].Value))[0])
+		cur, _ := strconv.Atoi(strings.Fields(string(h.Value))[0])
+		if cur != prev+1 {
+			t.Errorf("history jumps from %d to %d at revision %d: a lost or doubled update", prev, cur, h.Revision)
+		}
+	}
+	if len(hist) != len(wins)+1 {
+		t.Errorf("history holds %d writes, %d acknowledged plus the initial one expected", len(hist), len(wins))
+	}
+}
+
+// resolve finds whether value was written right after base: the revision it
+// got, or 0 when it did not land (the next write after base is someone
+// else's, or there is none).
+func resolve(ctx context.Context, kv store.KV, base uint64, value string) uint64 {
+	for ctx.Err() == nil {
+		hist, err := history(ctx, kv)
+		if err != nil {
+			continue
+		}
+		for i, h := range hist {
+			if h.Revision != base {
+				continue
+			}
+			if i+1 < len(hist) && string(hist[i+1].Value) == value {
+				return hist[i+1].Revision
+			}
+			return 0
+		}
+		return 0 // base fell out of the history: someone else wrote after it
+	}
+	return 0
+}
+
+func history(ctx context.Context, kv store.KV) ([]store.Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return kv.History(ctx, "counter")
+}
+
+func get(ctx context.Context, kv store.KV) (store.Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return kv.Get(ctx, "counter")
+}
+
+func update(ctx context.Context, kv store.KV, value string, rev uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return kv.Update(ctx, "counter", []byte(value), rev)
+}
