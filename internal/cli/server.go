@@ -1,0 +1,42 @@
+package cli
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/server"
+)
+
+func newServerCmd(stderr io.Writer) *cobra.Command {
+	defaults := config.DefaultServer()
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: NATS JetStream, operator, HTTP API and metrics",
+		Long: `Run the control plane. By default it embeds a NATS JetStream server that keeps
+its data under --data-dir; with --nats-url it uses an external NATS instead.
+
+Settings come from defaults, then the --config YAML file, then HARMONY_*
+environment variables, then flags; each overrides the one before.`,
+		Args: cobra.NoArgs,
+	}
+	flags := settingFlags(cmd.Flags(), defaults.Settings())
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML config file (env HARMONY_CONFIG)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg := config.DefaultServer()
+		err := loadSettings(cmd.Flags(), configPath,
+			func(p string) error { return config.LoadFile(p, &cfg) },
+			cfg.Settings, flags)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		log := newLogger(stderr, cfg.LogLevel)
+		return server.Run(cmd.Context(), cfg, log, server.Options{})
+	}
+	return cmd
+}

@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/harmony-fleet/harmony/internal/config"
+)
+
+// settingFlags registers one string flag per setting, showing the default.
+// Values are applied after the file and the environment (see apply).
+func settingFlags(fs *pflag.FlagSet, settings []config.Setting) map[string]*string {
+	vals := map[string]*string{}
+	for _, s := range settings {
+		vals[s.Key] = fs.String(s.Flag, s.Get(), s.Usage+" (env "+config.EnvName(s.Key)+")")
+		if s.Bool {
+			fs.Lookup(s.Flag).NoOptDefVal = "true"
+		}
+	}
+	return vals
+}
+
+// loadSettings merges the three sources into the config behind settings:
+// file (when path is set), then environment, then the flags that were given.
+// settings must point into the config that load fills.
+func loadSettings(fs *pflag.FlagSet, path string, load func(path string) error, settings func() []config.Setting, flags map[string]*string) error {
+	if path == "" {
+		path = os.Getenv("HARMONY_CONFIG")
+	}
+	if path != "" {
+		if err := load(path); err != nil {
+			return err
+		}
+	}
+	if err := config.ApplyEnv(settings(), os.Environ()); err != nil {
+		return err
+	}
+	for _, s := range settings() {
+		f := fs.Lookup(s.Flag)
+		if f == nil || !f.Changed {
+			continue
+		}
+		if err := s.Set(*flags[s.Key]); err != nil {
+			return usageError{&config.Error{Setting: s.Key, Source: "flag --" + s.Flag, Reason: err.Error()}}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Buckets are the names of the fleet buckets (design brief, section 2).
+type Buckets struct {
+	Deployments     string `json:"deployments"`
+	DesiredState    string `json:"desired_state"`
+	DeviceInfo      string `json:"device_info"`
+	DeviceState     string `json:"device_state"`
+	DeviceHeartbeat string `json:"device_heartbeat"`
+}
+
+// Server is the configuration of `harmony server`.
+type Server struct {
+	// DataDir holds the embedded NATS server's JetStream storage.
+	DataDir string `json:"data_dir"`
+	// NATSListen is the embedded server's client address.
+	NATSListen string `json:"nats"`
+	// NATSURLs, when set, use an external NATS instead of embedding one.
+	NATSURLs  []string `json:"nats_url"`
+	NATSCreds string   `json:"nats_creds"`
+	NATSCA    string   `json:"nats_ca"`
+	NATSCert  string   `json:"nats_cert"`
+	NATSKey   string   `json:"nats_key"`
+	// HTTP is the API, dashboard and metrics address.
+	HTTP string `json:"http"`
+	// Replicas of every bucket the server creates (1, 3 or 5).
+	Replicas int `json:"replicas"`
+	// SyncAlways makes the embedded server fsync each write before it
+	// acknowledges it (docs/adr/0002-durability.md).
+	SyncAlways bool `json:"sync_always"`
+	// StoreTimeout bounds each store call.
+	StoreTimeout Duration `json:"store_timeout"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string  `json:"log_level"`
+	Buckets  Buckets `json:"buckets"`
+}
+
+// DefaultServer returns the defaults, the first of the three steps.
+func DefaultServer() Server {
+	return Server{
+		DataDir:      "./harmony-data",
+		NATSListen:   "127.0.0.1:4222",
+		HTTP:         "127.0.0.1:8080",
+		Replicas:     1,
+		SyncAlways:   true,
+		StoreTimeout: Duration(5 * time.Second),
+		LogLevel:     "info",
+		Buckets: Buckets{
+			Deployments:     "deployments",
+			DesiredState:    "desired-state",
+			DeviceInfo:      "device-info",
+			DeviceState:     "device-state",
+			DeviceHeartbeat: "device-heartbeat",
+		},
+	}
+}
+
+// Settings lists the server's settings for the environment and flags.
+func (c *Server) Settings() []Setting {
+	return []Setting{
+		stringSetting("data_dir", "data-dir", "directory of the embedded NATS server's storage", &c.DataDir),
+		stringSetting("nats", "nats", "client address of the embedded NATS server", &c.NATSListen),
+		listSetting("nats_url", "nats-url", "external NATS URLs, comma-separated (no embedded server then)", &c.NATSURLs),
+		stringSetting("nats_creds", "nats-creds", "NATS credentials file for an external NATS", &c.NATSCreds),
+		stringSetting("nats_ca", "nats-ca", "CA bundle that signs the external NATS servers' certificates", &c.NATSCA),
+		stringSetting("nats_cert", "nats-cert", "client certificate for an external NATS", &c.NATSCert),
+		stringSetting("nats_key", "nats-key", "client key for an external NATS", &c.NATSKey),
+		stringSetting("http", "http", "address of the HTTP API, dashboard and metrics", &c.HTTP),
+		intSetting("replicas", "replicas", "replicas of the buckets the server creates (1, 3 or 5)", &c.Replicas),
+		boolSetting("sync_always", "sync-always", "fsync every write before acknowledging it (embedded server)", &c.SyncAlways),
+		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
+		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
+	}
+}
+
+// Embedded reports whether the server runs its own NATS.
+func (c *Server) Embedded() bool { return len(c.NATSURLs) == 0 }
+
+// Validate checks the merged configuration; errors name the setting.
+func (c *Server) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Setting: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.Embedded() {
+		if strings.TrimSpace(c.DataDir) == "" {
+			bad("data_dir", "must not be empty")
+		}
+		if err := checkAddr(c.NATSListen); err != nil {
+			bad("nats", "%v", err)
+		}
+	} else {
+		for _, u := range c.NATSURLs {
+			if !strings.Contains(u, "://") && strings.Count(u, ":") != 1 {
+				bad("nats_url", "%q is not a URL such as nats://host:4222", u)
+			}
+		}
+	}
+	if err := checkAddr(c.HTTP); err != nil {
+		bad("http", "%v", err)
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		bad("replicas", "%d: must be 1, 3 or 5", c.Replicas)
+	}
+	if c.StoreTimeout.Std() < 100*time.Millisecond || c.StoreTimeout.Std() > time.Minute {
+		bad("store_timeout", "%s: must be between 100ms and 1m", c.StoreTimeout.Std())
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q: must be debug, info, warn or error", c.LogLevel)
+	}
+	for key, name := range map[string]string{
+		"buckets.deployments": c.Buckets.Deployments, "buckets.desired_state": c.Buckets.DesiredState,
+		"buckets.device_info": c.Buckets.DeviceInfo, "buckets.device_state": c.Buckets.DeviceState,
+		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat,
+	} {
+		if !validBucketName(name) {
+			bad(key, "%q: only letters, digits, '-' and '_'", name)
+		}
+	}
+	return joinErrors(errs)
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	_ = host
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < 0 || p > 65535 || fmt.Sprint(p) != port {
+		return fmt.Errorf("%q: port must be a number from 0 to 65535", addr)
+	}
+	return nil
+}
+
+func validBucketName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/harmony-fleet/harmony/internal/buildinfo"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/operator"
+)
+
+type handler struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	op  *operator.Operator
+	cfg config.Server
+	mux *http.ServeMux
+}
+
+func newHandler(nc *nats.Conn, op *operator.Operator, cfg config.Server) http.Handler {
+	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
+	h := &handler{nc: nc, js: js, op: op, cfg: cfg, mux: http.NewServeMux()}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "harmony_build_info", Help: "Build of the running server (always 1).",
+			ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit, "goversion": buildinfo.GoVersion()},
+		}, func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "harmony_nats_connected", Help: "1 while the server's NATS connection is up.",
+		}, func() float64 { return b2f(nc.IsConnected()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "harmony_operator_converged", Help: "1 once the operator has rebuilt its view from the store.",
+		}, func() float64 { return b2f(op.Phase() == operator.Converged) }),
+		&bucketCollector{op: op, desc: prometheus.NewDesc("harmony_bucket_keys", "Live keys per fleet bucket in the operator's view.", []string{"bucket"}, nil)},
+	)
+	h.mux.HandleFunc("GET /healthz", h.healthz)
+	h.mux.HandleFunc("GET /readyz", h.readyz)
+	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	h.mux.HandleFunc("GET /{$}", h.status)
+	return h.mux
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// healthz: the process is alive and serving.
+func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+// readiness lists why the server is not ready; empty means ready.
+func (h *handler) readiness(ctx context.Context) []string {
+	var reasons []string
+	if !h.nc.IsConnected() {
+		reasons = append(reasons, "store: not connected to NATS ("+h.nc.Status().String()+")")
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := h.js.AccountInfo(ctx); err != nil {
+			reasons = append(reasons, "store: JetStream not answering: "+err.Error())
+		}
+	}
+	if h.op.Phase() != operator.Converged {
+		reasons = append(reasons, "operator: "+string(h.op.Phase())+": "+h.op.Progress())
+	}
+	return reasons
+}
+
+// readyz: 200 only when the store answers and the operator has converged.
+func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
+	reasons := h.readiness(r.Context())
+	body := map[string]any{"ready": len(reasons) == 0, "operator": h.op.Phase()}
+	if len(reasons) > 0 {
+		body["reasons"] = reasons
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Harmony</title></head>
+<body>
+<h1>Harmony server</h1>
+<p>Version {{.Version}} ({{.Commit}}). Operator: <strong>{{.Phase}}</strong>.
+{{if .Reasons}}Not ready:{{else}}Ready.{{end}}</p>
+{{if .Reasons}}<ul>{{range .Reasons}}<li>{{.}}</li>{{end}}</ul>{{end}}
+<table><tr><th>Bucket</th><th>Keys</th></tr>
+{{range .Buckets}}<tr><td>{{.Name}}</td><td>{{.Keys}}</td></tr>{{end}}
+</table>
+<p><a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>
+</body></html>
+`))
+
+// status is a plain page of what the server knows; the dashboard replaces it.
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	type row struct {
+		Name string
+		Keys int
+	}
+	var rows []row
+	for b, n := range h.op.Counts() {
+		rows = append(rows, row{b, n})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'")
+	err := statusPage.Execute(w, map[string]any{
+		"Version": buildinfo.Version, "Commit": buildinfo.Commit, "Phase": h.op.Phase(),
+		"Reasons": h.readiness(r.Context()), "Buckets": rows,
+	})
+	if err != nil {
+		http.Error(w, fmt.Sprintf("render: %v", err), http.StatusInternalServerError)
+	}
+}
+
+type bucketCollector struct {
+	op   *operator.Operator
+	desc *prometheus.Desc
+}
+
+func (c *bucketCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *bucketCollector) Collect(ch chan<- prometheus.Metric) {
+	for b, n := range c.op.Counts() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), b)
+	}
+}

@@ -1,0 +1,225 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
+	"github.com/harmony-fleet/harmony/internal/server"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+	)
+}
+
+// running is a server started by start; stop ends it and returns Run's error.
+type running struct {
+	info server.Info
+	stop func() error
+}
+
+func start(t *testing.T, cfg config.Server) running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan server.Info, 1)
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() {
+		done <- server.Run(ctx, cfg, log, server.Options{OnReady: func(i server.Info) { ready <- i }})
+	}()
+	var r running
+	select {
+	case r.info = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("server stopped before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("server not ready within 30s")
+	}
+	stopped := false
+	var runErr error
+	r.stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			runErr = <-done
+		}
+		return runErr
+	}
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+func testConfig(t *testing.T, dataDir string) config.Server {
+	cfg := config.DefaultServer()
+	cfg.DataDir = dataDir
+	cfg.NATSListen = "127.0.0.1:0"
+	cfg.HTTP = "127.0.0.1:0"
+	return cfg
+}
+
+func getJSON(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	return resp.StatusCode, body
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	retry.Until(t, 30*time.Second, func() error {
+		code, body := getJSON(t, base+"/readyz")
+		if code != http.StatusOK {
+			return errors.New(strings.TrimSpace(jsonString(body)))
+		}
+		return nil
+	})
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func openStore(t *testing.T, natsURL string) store.Store {
+	t.Helper()
+	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{natsURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := store.NewNATS(nc, store.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestBucketsAndValuesSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	srv := start(t, cfg)
+	waitReady(t, srv.info.HTTPURL)
+
+	ctx := context.Background()
+	st := openStore(t, srv.info.NATSURL)
+	for _, b := range server.FleetBuckets(cfg) {
+		kv, err := st.Open(ctx, b.Name)
+		if err != nil {
+			t.Fatalf("bucket %s missing after start: %v", b.Name, err)
+		}
+		if _, err := kv.Create(ctx, "dev-1", []byte("kept in "+b.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.stop(); err != nil {
+		t.Fatalf("Run returned %v after a clean stop", err)
+	}
+
+	srv2 := start(t, cfg)
+	waitReady(t, srv2.info.HTTPURL)
+	st2 := openStore(t, srv2.info.NATSURL)
+	for _, b := range server.FleetBuckets(cfg) {
+		kv, err := st2.Open(ctx, b.Name)
+		if err != nil {
+			t.Fatalf("bucket %s lost across restart: %v", b.Name, err)
+		}
+		e, err := kv.Get(ctx, "dev-1")
+		if err != nil || string(e.Value) != "kept in "+b.Name {
+			t.Fatalf("value in %s after restart: %q, %v", b.Name, e.Value, err)
+		}
+	}
+	// The operator's view is rebuilt from the store alone.
+	retry.Until(t, 10*time.Second, func() error {
+		resp, err := http.Get(srv2.info.HTTPURL + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `harmony_bucket_keys{bucket="deployments"} 1`) {
+			return errors.New("operator view does not show the stored deployment yet")
+		}
+		return nil
+	})
+}
+
+func TestIncompatibleBucketStopsStartup(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	// Someone made the deployments bucket with other settings.
+	ns, err := mesh.StartServer(mesh.ServerConfig{DataDir: dir + "/nats", Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := openStore(t, ns.ClientURL())
+	if _, err := st.Ensure(context.Background(), store.BucketConfig{Name: "deployments", History: 2, Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ns.Shutdown()
+
+	err = server.Run(context.Background(), cfg, slog.New(slog.DiscardHandler), server.Options{})
+	var inc *store.IncompatibleBucketError
+	if !errors.As(err, &inc) || inc.Bucket != "deployments" {
+		t.Fatalf("Run = %v, want an IncompatibleBucketError for deployments", err)
+	}
+	if !strings.Contains(err.Error(), "history is 2, want 8") {
+		t.Fatalf("error does not say what differs: %v", err)
+	}
+}
+
+func TestReadyzReportsUnreachableStore(t *testing.T) {
+	// An external NATS that is down: the server starts HTTP only after its
+	// buckets exist, so start NATS, let the server come up, then stop NATS.
+	ns := meshtest.StartServer(t)
+	cfg := testConfig(t, "")
+	cfg.NATSURLs = []string{ns.ClientURL()}
+	srv := start(t, cfg)
+	waitReady(t, srv.info.HTTPURL)
+	ns.Shutdown()
+	retry.Until(t, 20*time.Second, func() error {
+		code, body := getJSON(t, srv.info.HTTPURL+"/readyz")
+		if code != http.StatusServiceUnavailable {
+			return errors.New("still ready")
+		}
+		if !strings.Contains(jsonString(body["reasons"]), "store:") {
+			t.Fatalf("503 without a store reason: %v", body)
+		}
+		return nil
+	})
+	if code, _ := getJSON(t, srv.info.HTTPURL+"/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz = %d while the store is down; the process is alive", code)
+	}
+}
+
+func TestInvalidConfigIsRefused(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Replicas = 2
+	err := server.Run(context.Background(), cfg, slog.New(slog.DiscardHandler), server.Options{})
+	if err == nil || !strings.Contains(err.Error(), "replicas") {
+		t.Fatalf("Run = %v, want an error naming replicas", err)
+	}
+}
