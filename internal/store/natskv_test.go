@@ -25,7 +25,6 @@ func TestMain(m *testing.M) {
 	)
 }
 
-
 func TestContractSingleNode(t *testing.T) {
 	srv := meshtest.StartServer(t)
 	nc := meshtest.Connect(t, srv)

@@ -1,0 +1,38 @@
+# Harmony: `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X github.com/harmony-fleet/harmony/internal/buildinfo.Version=$(VERSION) \
+	-X github.com/harmony-fleet/harmony/internal/buildinfo.Commit=$(COMMIT)
+STATICCHECK_VERSION := v0.8.2
+GOBIN := $(shell $(GO) env GOPATH)/bin
+# Packages whose tests run with the race detector (all of them, today).
+TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: help build run test lint bench deps
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build bin/harmony (static, no cgo)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/harmony ./cmd/harmony
+
+run: build ## run everything on this machine (harmony dev)
+	./bin/harmony dev
+
+deps: ## install what the tests need, when missing (idempotent, quiet)
+	@scripts/deps.sh
+
+test: deps ## run the whole test suite
+	$(GO) test $(TEST_FLAGS) ./...
+
+lint: ## go vet and staticcheck (pinned)
+	$(GO) vet ./...
+	@test -x $(GOBIN)/staticcheck && $(GOBIN)/staticcheck -version | grep -q '($(STATICCHECK_VERSION:v%=%))' \
+		|| $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN)/staticcheck ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt: $$unformatted"; exit 1; fi
+
+bench: ## run the benchmarks (see docs/BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./...
