@@ -156,6 +156,9 @@ func streamConfig(c BucketConfig) jetstream.StreamConfig {
 		AllowDirect:       true,
 		Discard:           jetstream.DiscardNew,
 	}
+	if c.MaxWatchers > 0 {
+		sc.MaxConsumers = c.MaxWatchers
+	}
 	if c.AsyncPersist && c.Replicas == 1 {
 		sc.PersistMode = jetstream.AsyncPersistMode
 	}

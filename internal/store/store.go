@@ -122,6 +122,10 @@ type BucketConfig struct {
 	// observed state), and only honoured on single-replica buckets; see
 	// docs/adr/0002-durability.md.
 	AsyncPersist bool
+	// MaxWatchers caps the JetStream consumers (watches) on the bucket. Zero
+	// keeps the server's default, which nats-server 2.15 sets to 1,000 per
+	// stream: a bucket that every device watches key by key needs more.
+	MaxWatchers int
 	// Description is stored with the bucket for operators.
 	Description string
 }

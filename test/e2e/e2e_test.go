@@ -1,0 +1,263 @@
+// Package e2e runs the real harmony binary as a user would.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "harmony-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "harmony")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/harmony")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build harmony:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a running harmony process.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startHarmony(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// signalAndWait sends sig and returns the exit code.
+func (p *proc) signalAndWait(t *testing.T, sig os.Signal) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(30 * time.Second):
+		t.Fatalf("harmony did not stop within 30s of %v; stderr:\n%s", sig, p.stderr)
+	}
+	return -1
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	retry.Until(t, 30*time.Second, func() error {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d: %s", resp.StatusCode, body)
+		}
+		return nil
+	})
+}
+
+func storeAt(t *testing.T, url string) store.Store {
+	t.Helper()
+	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := store.NewNATS(nc, store.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// A user starts the server, stores something, stops it with Ctrl-C and starts
+// it again on the same data directory: buckets and values are still there.
+func TestServerSurvivesCtrlC(t *testing.T) {
+	dir := t.TempDir()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	args := []string{"server", "--data-dir", dir, "--nats", natsAddr, "--http", httpAddr}
+
+	p := startHarmony(t, args...)
+	waitReady(t, "http://"+httpAddr)
+	ctx := context.Background()
+	kv, err := storeAt(t, "nats://"+natsAddr).Open(ctx, "deployments")
+	if err != nil {
+		t.Fatalf("deployments bucket: %v", err)
+	}
+	rev, err := kv.Create(ctx, "web", []byte(`{"v":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := p.signalAndWait(t, os.Interrupt); code != 0 {
+		t.Fatalf("exit code %d after Ctrl-C; stderr:\n%s", code, p.stderr)
+	}
+
+	p2 := startHarmony(t, args...)
+	waitReady(t, "http://"+httpAddr)
+	kv2, err := storeAt(t, "nats://"+natsAddr).Open(ctx, "deployments")
+	if err != nil {
+		t.Fatalf("deployments bucket after restart: %v", err)
+	}
+	e, err := kv2.Get(ctx, "web")
+	if err != nil || string(e.Value) != `{"v":1}` || e.Revision != rev {
+		t.Fatalf("after restart: %q@%d, %v; want the value written before at %d", e.Value, e.Revision, err, rev)
+	}
+	if code := p2.signalAndWait(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM; stderr:\n%s", code, p2.stderr)
+	}
+}
+
+func TestInvalidSettingExitsNamingIt(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{args: []string{"server", "--replicas", "2"}, want: "replicas"},
+		{args: []string{"server"}, env: "HARMONY_HTTP=nowhere", want: "http"},
+		{args: []string{"server", "--store-timeout", "soon"}, want: "store_timeout"},
+	} {
+		cmd := exec.Command(binary, tc.args...)
+		if tc.env != "" {
+			cmd.Env = append(os.Environ(), tc.env)
+		}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("%v %s: exit %v, want non-zero", tc.args, tc.env, err)
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v %s: output does not name %q:\n%s", tc.args, tc.env, tc.want, out)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(out), "harmony ") || !strings.Contains(string(out), "go1.") {
+		t.Fatalf("version output %q", out)
+	}
+}
+
+// harmony dev prints the dashboard URL, serves it, and stops on SIGTERM.
+func TestDevPrintsDashboardURL(t *testing.T) {
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd := exec.Command(binary, "dev", "--http", httpAddr)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "Dashboard: "); ok {
+				urls <- u
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	var url string
+	select {
+	case url = <-urls:
+	case err := <-done:
+		t.Fatalf("dev exited: %v\n%s", err, stderr.String())
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("no Dashboard line within 30s\n%s", stderr.String())
+	}
+	if url != "http://"+httpAddr+"/" {
+		t.Fatalf("Dashboard URL %q, want http://%s/", url, httpAddr)
+	}
+	waitReady(t, strings.TrimSuffix(url, "/"))
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "Harmony") {
+		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, page)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("dev did not stop within 30s of SIGTERM")
+	}
+}
