@@ -23,7 +23,7 @@ func newDevCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Run an embedded NATS JetStream server and the control plane in one process,
 with data in a temporary directory (removed on exit unless --keep or
 --data-dir), and print the dashboard URL. Local agents join here as they land.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := config.DefaultServer()
 			cfg.HTTP = httpAddr

@@ -20,7 +20,7 @@ its data under --data-dir; with --nats-url it uses an external NATS instead.
 
 Settings come from defaults, then the --config YAML file, then HARMONY_*
 environment variables, then flags; each overrides the one before.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 	}
 	flags := settingFlags(cmd.Flags(), defaults.Settings())
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML config file (env HARMONY_CONFIG)")
