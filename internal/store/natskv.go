@@ -529,7 +529,9 @@ func classify(err error, write bool) error {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, nats.ErrConnectionDraining):
 		// Nobody took the request: nothing was written.
 		return ErrUnavailable
-	case errors.As(err, &apiErr) && apiErr.Code == 503:
+	case errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == jsErrNoSuitablePeers):
+		// 10005: a cluster that has not seen enough peers yet (forming,
+		// or a node down): nothing was placed, try again.
 		return ErrUnavailable
 	}
 	if c, ok := ctxClass(err, write); ok {
@@ -543,7 +545,10 @@ func classify(err error, write bool) error {
 	return ErrUnavailable
 }
 
-const jsErrMessageTooLarge = 10054
+const (
+	jsErrMessageTooLarge = 10054
+	jsErrNoSuitablePeers = 10005
+)
 
 func validBucket(b string) bool {
 	if b == "" {

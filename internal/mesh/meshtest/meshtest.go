@@ -126,12 +126,18 @@ func (c *Cluster) running() map[int]*mesh.Server {
 	return out
 }
 
-// WaitForMetaLeader waits until the running members agree on a meta leader.
+// WaitForMetaLeader waits until the running members have a meta leader that
+// sees every running member as an online JetStream peer, so that streams of
+// any replica count up to that can be placed.
 func (c *Cluster) WaitForMetaLeader() {
 	c.t.Helper()
 	retry.Until(c.t, 60*time.Second, func() error {
-		for _, s := range c.running() {
+		running := c.running()
+		for _, s := range running {
 			if s.NATS().JetStreamIsLeader() {
+				if peers := s.NATS().JetStreamClusterPeers(); len(peers) < len(running) {
+					return fmt.Errorf("meta leader sees %d of %d peers", len(peers), len(running))
+				}
 				return nil
 			}
 		}
