@@ -2,18 +2,27 @@ package cli
 
 import (
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/harmony-fleet/harmony/internal/config"
 )
 
-// settingFlags registers one string flag per setting, showing the default.
-// Values are applied after the file and the environment (see apply).
-func settingFlags(fs *pflag.FlagSet, settings []config.Setting) map[string]*string {
-	vals := map[string]*string{}
+// settingFlags registers one flag per setting, showing the default, and
+// returns how to read each flag's text. Values are applied after the file and
+// the environment (see loadSettings).
+func settingFlags(fs *pflag.FlagSet, settings []config.Setting) map[string]func() string {
+	vals := map[string]func() string{}
 	for _, s := range settings {
-		vals[s.Key] = fs.String(s.Flag, s.Get(), s.Usage+" (env "+config.EnvName(s.Key)+")")
+		usage := s.Usage + " (env " + config.EnvName(s.Key) + ")"
+		if s.Repeat {
+			p := fs.StringArray(s.Flag, nil, usage+"; repeatable")
+			vals[s.Key] = func() string { return strings.Join(*p, ",") }
+			continue
+		}
+		p := fs.String(s.Flag, s.Get(), usage)
+		vals[s.Key] = func() string { return *p }
 		if s.Bool {
 			fs.Lookup(s.Flag).NoOptDefVal = "true"
 		}
@@ -24,7 +33,7 @@ func settingFlags(fs *pflag.FlagSet, settings []config.Setting) map[string]*stri
 // loadSettings merges the three sources into the config behind settings:
 // file (when path is set), then environment, then the flags that were given.
 // settings must point into the config that load fills.
-func loadSettings(fs *pflag.FlagSet, path string, load func(path string) error, settings func() []config.Setting, flags map[string]*string) error {
+func loadSettings(fs *pflag.FlagSet, path string, load func(path string) error, settings func() []config.Setting, flags map[string]func() string) error {
 	if path == "" {
 		path = os.Getenv("HARMONY_CONFIG")
 	}
@@ -41,7 +50,7 @@ func loadSettings(fs *pflag.FlagSet, path string, load func(path string) error, 
 		if f == nil || !f.Changed {
 			continue
 		}
-		if err := s.Set(*flags[s.Key]); err != nil {
+		if err := s.Set(flags[s.Key]()); err != nil {
 			return usageError{&config.Error{Setting: s.Key, Source: "flag --" + s.Flag, Reason: err.Error()}}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,9 @@ type Setting struct {
 	Get   func() string
 	// Bool settings may be given as a bare flag (--x means --x=true).
 	Bool bool
+	// Repeat settings take a repeatable flag (--label a=1 --label b=2),
+	// whose values are joined with commas.
+	Repeat bool
 }
 
 // EnvName is the environment variable of a setting key.
@@ -161,4 +165,36 @@ func durationSetting(key, flag, usage string, p *Duration) Setting {
 			return nil
 		},
 		Get: func() string { return time.Duration(*p).String() }}
+}
+
+func mapSetting(key, flag, usage string, p *map[string]string) Setting {
+	return Setting{Key: key, Flag: flag, Usage: usage, Repeat: true,
+		Set: func(s string) error {
+			m := map[string]string{}
+			for _, part := range strings.Split(s, ",") {
+				part = strings.TrimSpace(part)
+				if part == "" {
+					continue
+				}
+				k, v, ok := strings.Cut(part, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("%q is not key=value", part)
+				}
+				m[k] = v
+			}
+			*p = m
+			return nil
+		},
+		Get: func() string {
+			keys := make([]string, 0, len(*p))
+			for k := range *p {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			parts := make([]string, 0, len(keys))
+			for _, k := range keys {
+				parts = append(parts, k+"="+(*p)[k])
+			}
+			return strings.Join(parts, ",")
+		}}
 }

@@ -1,0 +1,173 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Agent is the configuration of `harmony agent`.
+type Agent struct {
+	// ID is the device id (RFC 1123 subdomain); defaults to the hostname.
+	ID string `json:"id"`
+	// NATSURLs of the mesh; the agent moves between them when one dies.
+	NATSURLs  []string `json:"nats_url"`
+	NATSCreds string   `json:"nats_creds"`
+	NATSCA    string   `json:"nats_ca"`
+	NATSCert  string   `json:"nats_cert"`
+	NATSKey   string   `json:"nats_key"`
+	// Labels the device reports about itself.
+	Labels map[string]string `json:"labels"`
+	// StateDir keeps the desired-state cache, the ownership ledger and job
+	// records across restarts.
+	StateDir string `json:"state_dir"`
+	// HeartbeatInterval between liveness records.
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	// ResyncInterval between full re-observations of every resource (drift).
+	ResyncInterval Duration `json:"resync_interval"`
+	// RetryInitial and RetryMax bound the per-resource backoff after failures.
+	RetryInitial Duration `json:"retry_initial"`
+	RetryMax     Duration `json:"retry_max"`
+	// AllowedRoots are the directories File resources may write under.
+	AllowedRoots []string `json:"allowed_roots"`
+	// ShellJobs and Exec enable the two escape hatches; both off by default.
+	ShellJobs bool `json:"shell_jobs"`
+	Exec      bool `json:"exec"`
+	// AllowPrivileged and AllowHostNetwork let containers ask for them.
+	AllowPrivileged  bool `json:"allow_privileged"`
+	AllowHostNetwork bool `json:"allow_host_network"`
+	// Podman is the podman binary.
+	Podman string `json:"podman"`
+	// SystemdUnitDir and SystemdBus locate systemd ("" bus: the system bus).
+	SystemdUnitDir string `json:"systemd_unit_dir"`
+	SystemdBus     string `json:"systemd_bus"`
+	// StoreTimeout bounds each store call.
+	StoreTimeout Duration `json:"store_timeout"`
+	LogLevel     string   `json:"log_level"`
+	Buckets      Buckets  `json:"buckets"`
+}
+
+// DefaultAgent returns the agent's defaults.
+func DefaultAgent() Agent {
+	return Agent{
+		NATSURLs:          []string{"nats://127.0.0.1:4222"},
+		Labels:            map[string]string{},
+		StateDir:          "/var/lib/harmony-agent",
+		HeartbeatInterval: Duration(10 * time.Second),
+		ResyncInterval:    Duration(30 * time.Second),
+		RetryInitial:      Duration(time.Second),
+		RetryMax:          Duration(5 * time.Minute),
+		AllowedRoots:      []string{"/etc/harmony", "/srv/harmony"},
+		Podman:            "podman",
+		SystemdUnitDir:    "/etc/systemd/system",
+		StoreTimeout:      Duration(5 * time.Second),
+		LogLevel:          "info",
+		Buckets:           DefaultServer().Buckets,
+	}
+}
+
+// Settings lists the agent's settings for the environment and flags.
+func (c *Agent) Settings() []Setting {
+	return []Setting{
+		stringSetting("id", "id", "device id (RFC 1123 name); default: the hostname", &c.ID),
+		listSetting("nats_url", "nats-url", "NATS URLs, comma-separated", &c.NATSURLs),
+		stringSetting("nats_creds", "nats-creds", "NATS credentials file", &c.NATSCreds),
+		stringSetting("nats_ca", "nats-ca", "CA bundle that signs the NATS servers' certificates", &c.NATSCA),
+		stringSetting("nats_cert", "nats-cert", "client certificate", &c.NATSCert),
+		stringSetting("nats_key", "nats-key", "client key", &c.NATSKey),
+		mapSetting("labels", "label", "device labels k=v, comma-separated", &c.Labels),
+		stringSetting("state_dir", "state-dir", "directory of the agent's local state", &c.StateDir),
+		durationSetting("heartbeat_interval", "heartbeat-interval", "time between heartbeats", &c.HeartbeatInterval),
+		durationSetting("resync_interval", "resync-interval", "time between full re-observations (drift correction)", &c.ResyncInterval),
+		durationSetting("retry_initial", "retry-initial", "first retry delay of a failing resource", &c.RetryInitial),
+		durationSetting("retry_max", "retry-max", "longest retry delay of a failing resource", &c.RetryMax),
+		listSetting("allowed_roots", "allowed-roots", "directories File resources may write under, comma-separated", &c.AllowedRoots),
+		boolSetting("shell_jobs", "shell-jobs", "run ShellJob resources", &c.ShellJobs),
+		boolSetting("exec", "exec", "answer exec commands", &c.Exec),
+		boolSetting("allow_privileged", "allow-privileged", "let containers run privileged", &c.AllowPrivileged),
+		boolSetting("allow_host_network", "allow-host-network", "let containers use the host network", &c.AllowHostNetwork),
+		stringSetting("podman", "podman", "podman binary", &c.Podman),
+		stringSetting("systemd_unit_dir", "systemd-unit-dir", "directory of unit files", &c.SystemdUnitDir),
+		stringSetting("systemd_bus", "systemd-bus", "D-Bus address of systemd (default: the system bus)", &c.SystemdBus),
+		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
+		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
+	}
+}
+
+// Validate checks the merged configuration; errors name the setting.
+func (c *Agent) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Setting: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.ID == "" {
+		bad("id", "must be set (the hostname is used when it is a valid name)")
+	} else if err := ValidateDNSSubdomain(c.ID); err != nil {
+		bad("id", "%q: %v", c.ID, err)
+	}
+	if len(c.NATSURLs) == 0 {
+		bad("nats_url", "at least one URL is needed")
+	}
+	if strings.TrimSpace(c.StateDir) == "" {
+		bad("state_dir", "must not be empty")
+	}
+	if c.HeartbeatInterval.Std() < 100*time.Millisecond || c.HeartbeatInterval.Std() > 10*time.Minute {
+		bad("heartbeat_interval", "%s: must be between 100ms and 10m", c.HeartbeatInterval.Std())
+	}
+	if c.ResyncInterval.Std() < 100*time.Millisecond {
+		bad("resync_interval", "%s: must be at least 100ms", c.ResyncInterval.Std())
+	}
+	if c.RetryInitial.Std() <= 0 || c.RetryMax.Std() < c.RetryInitial.Std() {
+		bad("retry_max", "%s must be at least retry_initial (%s), which must be positive", c.RetryMax.Std(), c.RetryInitial.Std())
+	}
+	for _, r := range c.AllowedRoots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" {
+			bad("allowed_roots", "%q: must be a clean absolute path other than /", r)
+		}
+	}
+	if !filepath.IsAbs(c.SystemdUnitDir) {
+		bad("systemd_unit_dir", "%q: must be an absolute path", c.SystemdUnitDir)
+	}
+	keys := make([]string, 0, len(c.Labels))
+	for k := range c.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "" || len(k) > 63 || strings.ContainsAny(k, " =,") {
+			bad("labels", "key %q is not a valid label key", k)
+		}
+	}
+	if c.StoreTimeout.Std() < 100*time.Millisecond || c.StoreTimeout.Std() > time.Minute {
+		bad("store_timeout", "%s: must be between 100ms and 1m", c.StoreTimeout.Std())
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q: must be debug, info, warn or error", c.LogLevel)
+	}
+	return joinErrors(errs)
+}
+
+// ValidateDNSSubdomain checks an RFC 1123 subdomain: lowercase letters,
+// digits, '-' and '.', labels of 1 to 63 characters that start and end with
+// a letter or digit, 253 characters in all.
+func ValidateDNSSubdomain(s string) error {
+	if len(s) == 0 || len(s) > 253 {
+		return fmt.Errorf("must be 1 to 253 characters")
+	}
+	for _, label := range strings.Split(s, ".") {
+		if len(label) == 0 || len(label) > 63 {
+			return fmt.Errorf("each dot-separated part must be 1 to 63 characters")
+		}
+		for i, r := range label {
+			alnum := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+			if !alnum && (r != '-' || i == 0 || i == len(label)-1) {
+				return fmt.Errorf("only lowercase letters, digits and '-' (not at either end of a part)")
+			}
+		}
+	}
+	return nil
+}
