@@ -1,0 +1,255 @@
+// Package files manages File resources: a whole file with exact content,
+// mode and ownership, written atomically and only under the agent's allowed
+// roots (checked after cleaning the path and resolving symlinks).
+package files
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+)
+
+// Spec is one desired file.
+type Spec struct {
+	Path    string
+	Content []byte
+	Mode    fs.FileMode // permission bits (plus setuid/setgid/sticky)
+	Owner   string      // user name or numeric id; "" keeps the agent's
+	Group   string      // group name or numeric id; "" keeps the agent's
+}
+
+// ErrOutsideRoots: the path is not under an allowed root.
+var ErrOutsideRoots = errors.New("path is outside the allowed roots")
+
+// Observed is what is on disk.
+type Observed struct {
+	Exists bool
+	InSync bool
+	// Diff says what differs, for status messages ("content", "mode 0600", ...).
+	Diff   []string
+	SHA256 string
+}
+
+// Manager writes files under a set of roots.
+type Manager struct {
+	roots []string // cleaned, symlinks resolved where they exist
+}
+
+// New returns a manager for the given allowed roots (absolute paths).
+func New(roots []string) *Manager {
+	m := &Manager{}
+	for _, r := range roots {
+		r = filepath.Clean(r)
+		if resolved, err := filepath.EvalSymlinks(r); err == nil {
+			r = resolved
+		}
+		m.roots = append(m.roots, r)
+	}
+	return m
+}
+
+// Check verifies that path may be managed: absolute, clean, not a root
+// itself, and, after resolving every symlink of its existing ancestors,
+// inside an allowed root. The file itself may be a symlink only if it is
+// replaced (writes rename over it, never follow it).
+func (m *Manager) Check(path string) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("path %q: must be absolute", path)
+	}
+	if filepath.Clean(path) != path {
+		return fmt.Errorf("path %q: must be clean (no '..', '.', '//' or trailing '/')", path)
+	}
+	resolvedDir, err := resolveExisting(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("path %q: %w", path, err)
+	}
+	full := filepath.Join(resolvedDir, filepath.Base(path))
+	for _, r := range m.roots {
+		if full != r && strings.HasPrefix(full, r+string(filepath.Separator)) {
+			return nil
+		}
+	}
+	if full != path {
+		return fmt.Errorf("path %q (resolves to %q): %w %v", path, full, ErrOutsideRoots, m.roots)
+	}
+	return fmt.Errorf("path %q: %w %v", path, ErrOutsideRoots, m.roots)
+}
+
+// resolveExisting resolves symlinks in the longest existing prefix of dir and
+// appends the rest.
+func resolveExisting(dir string) (string, error) {
+	rest := ""
+	for {
+		resolved, err := filepath.EvalSymlinks(dir)
+		if err == nil {
+			return filepath.Join(resolved, rest), nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", err
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+		dir = parent
+	}
+}
+
+// Observe compares the file on disk with spec.
+func (m *Manager) Observe(s Spec) (Observed, error) {
+	if err := m.Check(s.Path); err != nil {
+		return Observed{}, err
+	}
+	fi, err := os.Lstat(s.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Observed{Diff: []string{"missing"}}, nil
+	}
+	if err != nil {
+		return Observed{}, err
+	}
+	o := Observed{Exists: true}
+	if !fi.Mode().IsRegular() {
+		o.Diff = append(o.Diff, "not a regular file ("+fi.Mode().Type().String()+")")
+		return o, nil
+	}
+	data, err := os.ReadFile(s.Path)
+	if err != nil {
+		return Observed{}, err
+	}
+	sum := sha256.Sum256(data)
+	o.SHA256 = hex.EncodeToString(sum[:])
+	if !bytes.Equal(data, s.Content) {
+		o.Diff = append(o.Diff, "content")
+	}
+	if got := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky); got != s.Mode {
+		o.Diff = append(o.Diff, fmt.Sprintf("mode %#o, want %#o", unixMode(got), unixMode(s.Mode)))
+	}
+	uid, gid, err := ids(s)
+	if err != nil {
+		return Observed{}, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if uid >= 0 && int(st.Uid) != uid {
+			o.Diff = append(o.Diff, fmt.Sprintf("owner %d, want %d", st.Uid, uid))
+		}
+		if gid >= 0 && int(st.Gid) != gid {
+			o.Diff = append(o.Diff, fmt.Sprintf("group %d, want %d", st.Gid, gid))
+		}
+	}
+	o.InSync = len(o.Diff) == 0
+	return o, nil
+}
+
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}
+
+// Apply writes the file when it differs: parents created (0755), content
+// written to a temporary file, fsynced, renamed into place, then mode and
+// ownership set.
+func (m *Manager) Apply(s Spec) (changed bool, err error) {
+	o, err := m.Observe(s)
+	if err != nil {
+		return false, err
+	}
+	if o.InSync {
+		return false, nil
+	}
+	uid, gid, err := ids(s)
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+		return false, err
+	}
+	// Check again: creating parents must not have opened a way out.
+	if err := m.Check(s.Path); err != nil {
+		return false, err
+	}
+	if err := localstate.WriteFileAtomic(s.Path, s.Content, s.Mode.Perm()); err != nil {
+		return false, err
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := os.Lchown(s.Path, uid, gid); err != nil {
+			return true, err
+		}
+	}
+	// Chmod after chown: chown clears setuid/setgid bits.
+	if err := os.Chmod(s.Path, s.Mode); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+// Delete removes the file if it exists and is inside the roots.
+func (m *Manager) Delete(path string) error {
+	if err := m.Check(path); err != nil {
+		return err
+	}
+	err := os.Remove(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ids resolves owner and group to numeric ids; -1 means "leave as is".
+func ids(s Spec) (uid, gid int, err error) {
+	uid, gid = -1, -1
+	if s.Owner != "" {
+		if uid, err = lookupID(s.Owner, func(n string) (string, error) {
+			u, err := user.Lookup(n)
+			if err != nil {
+				return "", err
+			}
+			return u.Uid, nil
+		}); err != nil {
+			return 0, 0, fmt.Errorf("owner %q: %w", s.Owner, err)
+		}
+	}
+	if s.Group != "" {
+		if gid, err = lookupID(s.Group, func(n string) (string, error) {
+			g, err := user.LookupGroup(n)
+			if err != nil {
+				return "", err
+			}
+			return g.Gid, nil
+		}); err != nil {
+			return 0, 0, fmt.Errorf("group %q: %w", s.Group, err)
+		}
+	}
+	return uid, gid, nil
+}
+
+func lookupID(name string, lookup func(string) (string, error)) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	id, err := lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(id)
+}
