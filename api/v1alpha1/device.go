@@ -1,0 +1,156 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"time"
+)
+
+// Phases of a deployment on a device and of one resource.
+const (
+	PhasePending     = "Pending"
+	PhaseProgressing = "Progressing"
+	PhaseReady       = "Ready"
+	PhaseFailed      = "Failed"
+	PhaseConflict    = "Conflict"
+	PhaseUnsupported = "Unsupported" // resources only: a kind this agent does not know
+	PhaseInvalid     = "Invalid"     // resources only: the spec failed validation
+)
+
+// Inventory is what an agent reports about its machine.
+type Inventory struct {
+	Hostname     string `json:"hostname"`
+	OS           string `json:"os"`
+	Arch         string `json:"arch"`
+	CPUs         int    `json:"cpus"`
+	MemoryBytes  uint64 `json:"memoryBytes"`
+	AgentVersion string `json:"agentVersion"`
+}
+
+// DeviceInfo is the value of device-info/<device>.
+type DeviceInfo struct {
+	V         int               `json:"v"`
+	ID        string            `json:"id"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Inventory Inventory         `json:"inventory"`
+	UpdatedAt time.Time         `json:"updatedAt"`
+}
+
+// Validate checks a device info value.
+func (d *DeviceInfo) Validate() error {
+	e := newErrs()
+	if err := ValidateDeviceID(d.ID); err != nil {
+		e.at("id").add("%v", err)
+	}
+	validateLabels(e.at("labels"), d.Labels)
+	return e.err()
+}
+
+// DecodeDeviceInfo reads and validates a device-info value.
+func DecodeDeviceInfo(data []byte) (DeviceInfo, error) {
+	var d DeviceInfo
+	if err := decodeStored(data, MaxDeviceInfoBytes, &d, func() int { return d.V }); err != nil {
+		return d, err
+	}
+	return d, d.Validate()
+}
+
+// DesiredState is the value of desired-state/<device>.<deployment>: what the
+// server rendered for one device.
+type DesiredState struct {
+	V          int        `json:"v"`
+	Device     string     `json:"device"`
+	Deployment string     `json:"deployment"`
+	Generation int64      `json:"generation"`
+	Resources  []Resource `json:"resources"`
+}
+
+// Validate checks the envelope and every resource. Resources of unknown kind
+// are not errors here: the agent reports them as Unsupported.
+func (d *DesiredState) Validate() error {
+	e := newErrs()
+	if err := ValidateDeviceID(d.Device); err != nil {
+		e.at("device").add("%v", err)
+	}
+	if err := ValidateDeploymentName(d.Deployment); err != nil {
+		e.at("deployment").add("%v", err)
+	}
+	if d.Generation < 1 {
+		e.at("generation").add("%d: must be at least 1", d.Generation)
+	}
+	if len(d.Resources) > MaxResources {
+		e.at("resources").add("%d resources is more than the limit of %d", len(d.Resources), MaxResources)
+	}
+	ids := map[string]bool{}
+	for i, r := range d.Resources {
+		if err := validateLabel(r.ID); err != nil {
+			e.at("resources").index(i).at("id").add("%v", err)
+		} else if ids[r.ID] {
+			e.at("resources").index(i).at("id").add("%q is used twice", r.ID)
+		}
+		ids[r.ID] = true
+	}
+	return e.err()
+}
+
+// DecodeDesiredState reads a desired-state value: size, encoding, nesting,
+// format version and envelope are checked; resource specs are decoded one by
+// one later (DecodeSpec), so one bad resource does not hide the others.
+func DecodeDesiredState(data []byte) (DesiredState, error) {
+	var d DesiredState
+	if err := decodeStored(data, MaxDesiredStateBytes, &d, func() int { return d.V }); err != nil {
+		return d, err
+	}
+	return d, d.Validate()
+}
+
+// ResourceStatus is the observed state of one resource.
+type ResourceStatus struct {
+	ID        string            `json:"id"`
+	Kind      string            `json:"kind"`
+	Phase     string            `json:"phase"`
+	Message   string            `json:"message,omitempty"`
+	Field     string            `json:"field,omitempty"` // the field at fault, when Invalid
+	Since     time.Time         `json:"since"`
+	NextRetry *time.Time        `json:"nextRetry,omitempty"`
+	Details   map[string]string `json:"details,omitempty"`
+}
+
+// DeviceState is the value of device-state/<device>.<deployment>.
+type DeviceState struct {
+	V                  int              `json:"v"`
+	Device             string           `json:"device"`
+	Deployment         string           `json:"deployment"`
+	ObservedGeneration int64            `json:"observedGeneration"`
+	Phase              string           `json:"phase"`
+	Message            string           `json:"message,omitempty"`
+	Resources          []ResourceStatus `json:"resources,omitempty"`
+}
+
+// DecodeDeviceState reads a device-state value.
+func DecodeDeviceState(data []byte) (DeviceState, error) {
+	var d DeviceState
+	if err := decodeStored(data, MaxDeviceStateBytes, &d, func() int { return d.V }); err != nil {
+		return d, err
+	}
+	if err := ValidateDeviceID(d.Device); err != nil {
+		return d, fmt.Errorf("device: %w", err)
+	}
+	return d, nil
+}
+
+// Heartbeat is the value of device-heartbeat/<device>: tiny on purpose.
+// Boot changes when the agent restarts; Seq grows by one per heartbeat.
+// Staleness is judged by the observer's own clock from when Seq last
+// advanced, never by comparing timestamps of two machines.
+type Heartbeat struct {
+	V    int    `json:"v"`
+	Boot string `json:"b"`
+	Seq  uint64 `json:"s"`
+}
+
+// DecodeHeartbeat reads a heartbeat value.
+func DecodeHeartbeat(data []byte) (Heartbeat, error) {
+	var h Heartbeat
+	err := decodeStored(data, MaxHeartbeatBytes, &h, func() int { return h.V })
+	return h, err
+}
