@@ -67,6 +67,12 @@ func checkInput(data []byte, limit int) error {
 	return nil
 }
 
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 // decodeStored checks limits, decodes strictly and checks the format version.
 func decodeStored(data []byte, limit int, v any, version func() int) error {
 	if err := checkInput(data, limit); err != nil {

@@ -62,6 +62,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(),
 		newServerCmd(stderr),
+		newAgentCmd(stderr),
 		newDevCmd(stdout, stderr),
 	)
 	return root

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// candidate is the latest desired-state value of one deployment, decoded or
+// not. The engine decides whether it becomes the one enforced.
+type candidate struct {
+	raw       []byte
+	ds        v1.DesiredState
+	err       error // the envelope did not decode or validate
+	revision  uint64
+	fromCache bool
+}
+
+// desiredSet follows this device's keys in the desired-state bucket.
+type desiredSet struct {
+	device string
+	state  *localstate.Dir
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	items map[string]candidate // by deployment
+}
+
+func newDesiredSet(device string, st *localstate.Dir, log *slog.Logger) *desiredSet {
+	return &desiredSet{device: device, state: st, log: log, items: map[string]candidate{}}
+}
+
+// loadCache starts from the last good desired states kept on disk.
+func (d *desiredSet) loadCache() error {
+	cached, err := d.state.LoadDesired()
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for dep, raw := range cached {
+		ds, err := v1.DecodeDesiredState(raw)
+		if err != nil {
+			d.log.Warn("cached desired state unreadable; ignoring it", "deployment", dep, "err", err)
+			continue
+		}
+		d.items[dep] = candidate{raw: raw, ds: ds, fromCache: true}
+	}
+	if len(cached) > 0 {
+		d.log.Info("enforcing cached desired state until the mesh answers", "deployments", len(cached))
+	}
+	return nil
+}
+
+func (d *desiredSet) snapshot() map[string]candidate {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]candidate, len(d.items))
+	for k, v := range d.items {
+		out[k] = v
+	}
+	return out
+}
+
+// follow watches <device>.* until ctx ends, restarting the watch (from the
+// next revision) whenever it fails.
+func (d *desiredSet) follow(ctx context.Context, kv store.KV, wake func()) error {
+	var last uint64
+	bo := newBackoff(200*time.Millisecond, 10*time.Second)
+	for ctx.Err() == nil {
+		err := d.watchOnce(ctx, kv, &last, wake, bo)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := bo.NextBackOff()
+		d.log.Warn("desired-state watch ended; restarting", "err", err, "after", wait)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+func (d *desiredSet) watchOnce(ctx context.Context, kv store.KV, last *uint64, wake func(), bo interface{ Reset() }) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	opts := store.WatchOptions{}
+	if *last > 0 {
+		opts.ResumeFrom = *last + 1
+	}
+	w, err := kv.Watch(wctx, d.device+".*", opts)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for ev := range w.Events() {
+		bo.Reset()
+		if ev.Replayed {
+			if opts.ResumeFrom == 0 {
+				d.dropUnseen(seen)
+			}
+			wake()
+			continue
+		}
+		*last = ev.Entry.Revision
+		dep, ok := d.deploymentOf(ev.Entry.Key)
+		if !ok {
+			continue
+		}
+		seen[dep] = true
+		d.apply(dep, ev.Entry)
+		wake()
+	}
+	if err := w.Err(); err != nil {
+		return err
+	}
+	return errors.New("watch closed")
+}
+
+func (d *desiredSet) deploymentOf(key string) (string, bool) {
+	dev, dep, err := v1.SplitDeviceKey(key)
+	if err != nil || dev != d.device {
+		d.log.Warn("ignoring a desired-state key that is not this device's", "key", key)
+		return "", false
+	}
+	return dep, true
+}
+
+func (d *desiredSet) apply(dep string, e store.Entry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e.Op == store.OpDelete {
+		delete(d.items, dep)
+		return
+	}
+	if cur, ok := d.items[dep]; ok && bytes.Equal(cur.raw, e.Value) {
+		cur.revision, cur.fromCache = e.Revision, false
+		d.items[dep] = cur
+		return
+	}
+	ds, err := v1.DecodeDesiredState(e.Value)
+	if err == nil && (ds.Device != d.device || ds.Deployment != dep) {
+		err = &v1.FieldError{Field: "device", Reason: "the value names " + ds.Device + "." + ds.Deployment + ", not its key"}
+	}
+	d.items[dep] = candidate{raw: e.Value, ds: ds, err: err, revision: e.Revision}
+}
+
+// dropUnseen forgets deployments known only from the cache that the store no
+// longer has: they were deleted while the agent was away.
+func (d *desiredSet) dropUnseen(seen map[string]bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var gone []string
+	for dep, c := range d.items {
+		if !seen[dep] && c.fromCache {
+			delete(d.items, dep)
+			gone = append(gone, dep)
+		}
+	}
+	if len(gone) > 0 {
+		d.log.Info("deployments removed while offline", "deployments", strings.Join(gone, ","))
+	}
+}

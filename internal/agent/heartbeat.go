@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/buildinfo"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// publishInfo writes the device's labels and inventory once the mesh is
+// reachable (and again whenever it changes), with CAS.
+func (a *Agent) publishInfo(ctx context.Context, kv store.KV) error {
+	host, _ := os.Hostname()
+	info := v1.DeviceInfo{V: v1.FormatVersion, ID: a.cfg.ID, Labels: a.cfg.Labels, Inventory: v1.Inventory{
+		Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
+		MemoryBytes: memTotal(), AgentVersion: buildinfo.Version,
+	}}
+	return retryForever(ctx, a.log, "publish device info", func() error {
+		e, err := kv.Get(ctx, a.cfg.ID)
+		var rev uint64
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			rev = e.Revision
+			if cur, err := v1.DecodeDeviceInfo(e.Value); err == nil {
+				info.UpdatedAt = cur.UpdatedAt
+				if b, _ := v1.Marshal(info); bytes.Equal(b, e.Value) {
+					return nil // unchanged
+				}
+			}
+		}
+		info.UpdatedAt = time.Now().UTC().Truncate(time.Second)
+		b, err := v1.Marshal(info)
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = kv.Create(ctx, a.cfg.ID, b)
+		} else {
+			_, err = kv.Update(ctx, a.cfg.ID, b, rev)
+		}
+		if err == nil {
+			a.log.Info("device info published", "labels", a.cfg.Labels)
+		}
+		return err
+	})
+}
+
+// heartbeat writes a tiny record every heartbeat interval, by CAS on its own
+// last revision. A conflict (another writer, or a restart that lost the
+// revision) is resolved by reading the key again.
+func (a *Agent) heartbeat(ctx context.Context, kv store.KV) error {
+	key := a.cfg.ID
+	var seq, rev uint64
+	known := false
+	tick := time.NewTicker(a.cfg.HeartbeatInterval.Std())
+	defer tick.Stop()
+	for {
+		if !known {
+			e, err := kv.Get(ctx, key)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				rev, known = 0, true
+			case err == nil:
+				rev, known = e.Revision, true
+			}
+		}
+		if known {
+			seq++
+			b, _ := v1.Marshal(v1.Heartbeat{V: v1.FormatVersion, Boot: a.boot, Seq: seq})
+			var err error
+			var newRev uint64
+			if rev == 0 {
+				newRev, err = kv.Create(ctx, key, b)
+			} else {
+				newRev, err = kv.Update(ctx, key, b, rev)
+			}
+			if err != nil {
+				known = false
+				a.log.Debug("heartbeat failed", "err", err)
+			} else {
+				rev = newRev
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func memTotal() uint64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) > 0 {
+				kb, _ := strconv.ParseUint(fields[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
