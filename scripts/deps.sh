@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing. Idempotent and quiet:
-# it prints only what it installs. Today the suite needs Go alone; system
-# packages (podman, PostgreSQL, Chromium) join this list with the tests that
-# use them.
+# it prints only what it installs or changes.
 set -euo pipefail
 
 need_go="1.26"
@@ -25,3 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+here=$(cd "$(dirname "$0")" && pwd)
+# Rootful podman with runc and the local busybox test image.
+"$here/podman-setup.sh"

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/agent/containers"
 	"github.com/harmony-fleet/harmony/internal/agent/files"
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
@@ -57,8 +58,11 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	fm := files.New(cfg.AllowedRoots)
 	kinds := map[string]Kind{
-		v1.KindFile:     fileKind{m: files.New(cfg.AllowedRoots)},
+		v1.KindFile: fileKind{m: fm},
+		v1.KindContainer: containerKind{p: containers.NewPodman(cfg.Podman), files: fm,
+			allowPrivileged: cfg.AllowPrivileged, allowHostNetwork: cfg.AllowHostNetwork},
 		v1.KindShellJob: shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: cfg.ShellJobs},
 	}
 	for k, v := range opts.Kinds {

@@ -14,7 +14,7 @@ import (
 
 // LogReader is implemented by kinds that keep output (containers, jobs).
 type LogReader interface {
-	Logs(ctx context.Context, deployment, resource string, lines int) (string, error)
+	Logs(ctx context.Context, d Desired, lines int) (string, error)
 }
 
 // serveCommands answers ping, logs and exec on the device's own subject
@@ -65,7 +65,7 @@ func (a *Agent) logs(ctx context.Context, req v1.CommandRequest) v1.CommandReply
 			if !ok {
 				return v1.CommandReply{Code: v1.CodeInvalid, Error: fmt.Sprintf("resource %s is a %s, which keeps no logs", d.ID, d.Kind)}
 			}
-			out, err := lr.Logs(ctx, d.Deployment, d.ID, lines)
+			out, err := lr.Logs(ctx, d, lines)
 			if err != nil {
 				return v1.CommandReply{Code: v1.CodeFailed, Error: err.Error()}
 			}

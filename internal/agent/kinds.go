@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/agent/containers"
 	"github.com/harmony-fleet/harmony/internal/agent/files"
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
@@ -135,4 +138,99 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// containerKind adapts the podman driver.
+type containerKind struct {
+	p                *containers.Podman
+	files            *files.Manager
+	allowPrivileged  bool
+	allowHostNetwork bool
+}
+
+func containerName(d Desired) string {
+	s := d.Spec.(*v1.ContainerSpec)
+	if s.Name != "" {
+		return s.Name
+	}
+	return d.Deployment + "-" + d.ID
+}
+
+func (k containerKind) Admit(d Desired) (string, error) {
+	s := d.Spec.(*v1.ContainerSpec)
+	if s.Privileged && !k.allowPrivileged {
+		return "", &v1.FieldError{Field: "spec.privileged", Reason: "privileged containers are not allowed on this device (agent setting allow_privileged)"}
+	}
+	if s.HostNetwork && !k.allowHostNetwork {
+		return "", &v1.FieldError{Field: "spec.hostNetwork", Reason: "the host network is not allowed on this device (agent setting allow_host_network)"}
+	}
+	for i, v := range s.Volumes {
+		if err := k.files.Check(v.HostPath); err != nil {
+			return "", &v1.FieldError{Field: fmt.Sprintf("spec.volumes[%d].hostPath", i), Reason: err.Error()}
+		}
+	}
+	return containerName(d), nil
+}
+
+func toContainerSpec(name string, s *v1.ContainerSpec) containers.Spec {
+	cs := containers.Spec{Name: name, Image: s.Image, Command: s.Command, Args: s.Args, Env: s.Env, Labels: s.Labels,
+		RestartPolicy: s.RestartPolicy, StopSignal: s.StopSignal, StopTimeout: secondsDuration(*s.StopTimeoutSeconds),
+		Privileged: s.Privileged, HostNetwork: s.HostNetwork}
+	for _, p := range s.Ports {
+		cs.Ports = append(cs.Ports, containers.Port{ContainerPort: p.ContainerPort, HostPort: p.HostPort, Protocol: p.Protocol})
+	}
+	for _, v := range s.Volumes {
+		cs.Volumes = append(cs.Volumes, containers.Volume{HostPath: v.HostPath, ContainerPath: v.ContainerPath, ReadOnly: v.ReadOnly})
+	}
+	return cs
+}
+
+func (k containerKind) Reconcile(ctx context.Context, d Desired) (Result, error) {
+	s := d.Spec.(*v1.ContainerSpec)
+	o, err := k.p.Reconcile(ctx, containers.Desired{Deployment: d.Deployment, Resource: d.ID,
+		Spec: toContainerSpec(containerName(d), s), Canonical: d.Raw})
+	if err != nil {
+		return Result{Details: containers.Details(o.Container)}, err
+	}
+	msg := "running"
+	if o.Action != "none" {
+		msg = "running (" + o.Action + ")"
+	}
+	return Result{Phase: v1.PhaseReady, Message: msg, Details: containers.Details(o.Container)}, nil
+}
+
+func (k containerKind) Remove(ctx context.Context, o localstate.Owned) error {
+	timeout := 30 * time.Second
+	var s v1.ContainerSpec
+	if json.Unmarshal(o.Spec, &s) == nil && s.StopTimeoutSeconds != nil {
+		timeout = secondsDuration(*s.StopTimeoutSeconds)
+	}
+	return k.p.RemoveOwned(ctx, o.Claim, timeout)
+}
+
+// Logs implements LogReader: the container's last lines.
+func (k containerKind) Logs(ctx context.Context, d Desired, lines int) (string, error) {
+	return k.p.Logs(ctx, containerName(d), lines)
+}
+
+// Logs implements LogReader: the recorded output tail of the job's run for
+// the current generation.
+func (k shellJobKind) Logs(_ context.Context, d Desired, lines int) (string, error) {
+	rec, ok, err := k.r.Done(shelljob.Spec{Deployment: d.Deployment, Generation: d.Generation, ID: d.ID})
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("job %s has not run for generation %d yet", d.ID, d.Generation)
+	}
+	return lastLines(rec.OutputTail, lines), nil
+}
+
+func lastLines(s string, n int) string {
+	s = strings.TrimSuffix(s, "\n")
+	parts := strings.Split(s, "\n")
+	if len(parts) > n {
+		parts = parts[len(parts)-n:]
+	}
+	return strings.Join(parts, "\n") + "\n"
 }
