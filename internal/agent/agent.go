@@ -20,6 +20,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/files"
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
+	"github.com/harmony-fleet/harmony/internal/agent/units"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -63,7 +64,8 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 		v1.KindFile: fileKind{m: fm},
 		v1.KindContainer: containerKind{p: containers.NewPodman(cfg.Podman), files: fm,
 			allowPrivileged: cfg.AllowPrivileged, allowHostNetwork: cfg.AllowHostNetwork},
-		v1.KindShellJob: shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: cfg.ShellJobs},
+		v1.KindSystemdUnit: unitKind{m: units.New(cfg.SystemdUnitDir, cfg.SystemdBus)},
+		v1.KindShellJob:    shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: cfg.ShellJobs},
 	}
 	for k, v := range opts.Kinds {
 		kinds[k] = v

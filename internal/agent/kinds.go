@@ -13,6 +13,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/files"
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
+	"github.com/harmony-fleet/harmony/internal/agent/units"
 )
 
 // Desired is one decoded resource the agent should enforce.
@@ -233,4 +234,44 @@ func lastLines(s string, n int) string {
 		parts = parts[len(parts)-n:]
 	}
 	return strings.Join(parts, "\n") + "\n"
+}
+
+// unitKind adapts the systemd driver.
+type unitKind struct{ m *units.Manager }
+
+func (k unitKind) Admit(d Desired) (string, error) {
+	s := d.Spec.(*v1.SystemdUnitSpec)
+	if err := units.ValidateName(s.Name); err != nil {
+		return "", &v1.FieldError{Field: "spec.name", Reason: err.Error()}
+	}
+	return s.Name, nil
+}
+
+func toUnit(s *v1.SystemdUnitSpec) units.Unit {
+	return units.Unit{Name: s.Name, Content: s.Content, Enabled: *s.Enabled, Active: *s.Active}
+}
+
+func (k unitKind) Reconcile(ctx context.Context, d Desired) (Result, error) {
+	s := d.Spec.(*v1.SystemdUnitSpec)
+	changes, err := k.m.Apply(ctx, toUnit(s))
+	if err != nil {
+		return Result{}, err
+	}
+	st, err := k.m.Observe(ctx, toUnit(s))
+	if err != nil {
+		return Result{}, err
+	}
+	details := map[string]string{"activeState": st.ActiveState, "subState": st.SubState, "unitFileState": st.UnitFileState}
+	if *s.Active && st.ActiveState != "active" {
+		return Result{Details: details}, fmt.Errorf("unit %s is %s/%s", s.Name, st.ActiveState, st.SubState)
+	}
+	msg := st.ActiveState
+	if len(changes) > 0 {
+		msg += " (" + strings.Join(changes, ", ") + ")"
+	}
+	return Result{Phase: v1.PhaseReady, Message: msg, Details: details}, nil
+}
+
+func (k unitKind) Remove(ctx context.Context, o localstate.Owned) error {
+	return k.m.Delete(ctx, o.Claim)
 }

@@ -1,0 +1,267 @@
+// Package units manages SystemdUnit resources through systemd's D-Bus API:
+// the unit file (written atomically, daemon-reload when it changed), whether
+// it is enabled, and whether it runs. Nothing here reads systemctl's text.
+package units
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+)
+
+// Unit is one desired unit.
+type Unit struct {
+	Name    string
+	Content string
+	Enabled bool
+	Active  bool
+}
+
+// Status is what systemd reports about a unit.
+type Status struct {
+	Name          string
+	LoadState     string
+	ActiveState   string
+	SubState      string
+	UnitFileState string
+	MainPID       uint32
+	FileExists    bool
+	FileMatches   bool
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+\.(service|timer|socket|path|target|mount)$`)
+
+// ValidateName checks a unit name.
+func ValidateName(name string) error {
+	if !nameRe.MatchString(name) || len(name) > 255 {
+		return fmt.Errorf("unit name %q: want letters, digits, ':_.@-' and a .service, .timer, .socket, .path, .target or .mount suffix", name)
+	}
+	return nil
+}
+
+// Manager talks to one systemd. It connects lazily and reconnects after
+// systemd or the bus went away.
+type Manager struct {
+	unitDir string
+	bus     string
+
+	mu   sync.Mutex
+	conn *sd.Conn
+}
+
+// New returns a manager for unit files in unitDir and systemd at the D-Bus
+// address bus ("" means the system bus).
+func New(unitDir, bus string) *Manager { return &Manager{unitDir: unitDir, bus: bus} }
+
+// Close drops the D-Bus connection.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn != nil {
+		m.conn.Close()
+		m.conn = nil
+	}
+}
+
+func (m *Manager) connection(ctx context.Context) (*sd.Conn, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn != nil && m.conn.Connected() {
+		return m.conn, nil
+	}
+	var c *sd.Conn
+	var err error
+	if m.bus == "" {
+		c, err = sd.NewSystemConnectionContext(ctx)
+	} else {
+		c, err = sd.NewConnection(func() (*godbus.Conn, error) {
+			conn, err := godbus.Dial(m.bus, godbus.WithContext(ctx))
+			if err != nil {
+				return nil, err
+			}
+			if err := conn.Auth(nil); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			if err := conn.Hello(); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return conn, nil
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to systemd: %w", err)
+	}
+	m.conn = c
+	return c, nil
+}
+
+func (m *Manager) path(name string) string { return filepath.Join(m.unitDir, name) }
+
+// Observe reports the unit's state and whether its file matches content.
+func (m *Manager) Observe(ctx context.Context, u Unit) (Status, error) {
+	if err := ValidateName(u.Name); err != nil {
+		return Status{}, err
+	}
+	c, err := m.connection(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{Name: u.Name}
+	data, err := os.ReadFile(m.path(u.Name))
+	switch {
+	case err == nil:
+		st.FileExists = true
+		st.FileMatches = bytes.Equal(data, []byte(u.Content))
+	case !errors.Is(err, fs.ErrNotExist):
+		return Status{}, err
+	}
+	props, err := c.GetUnitPropertiesContext(ctx, u.Name)
+	if err != nil {
+		return Status{}, fmt.Errorf("unit %s: %w", u.Name, err)
+	}
+	st.LoadState, _ = props["LoadState"].(string)
+	st.ActiveState, _ = props["ActiveState"].(string)
+	st.SubState, _ = props["SubState"].(string)
+	st.UnitFileState, _ = props["UnitFileState"].(string)
+	if strings.HasSuffix(u.Name, ".service") && st.LoadState == "loaded" {
+		sp, err := c.GetUnitTypePropertiesContext(ctx, u.Name, "Service")
+		if err != nil {
+			return Status{}, fmt.Errorf("unit %s: %w", u.Name, err)
+		}
+		st.MainPID, _ = sp["MainPID"].(uint32)
+	}
+	return st, nil
+}
+
+// Apply makes the unit match u and says what it changed.
+func (m *Manager) Apply(ctx context.Context, u Unit) (changes []string, err error) {
+	before, err := m.Observe(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	c, err := m.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fileChanged := !before.FileMatches
+	if fileChanged {
+		if err := os.MkdirAll(m.unitDir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := localstate.WriteFileAtomic(m.path(u.Name), []byte(u.Content), 0o644); err != nil {
+			return nil, err
+		}
+		if err := c.ReloadContext(ctx); err != nil {
+			return nil, fmt.Errorf("daemon-reload: %w", err)
+		}
+		changes = append(changes, "file written, daemon reloaded")
+	}
+	enabled := before.UnitFileState == "enabled"
+	switch {
+	case u.Enabled && !enabled:
+		if _, _, err := c.EnableUnitFilesContext(ctx, []string{u.Name}, false, true); err != nil {
+			return changes, fmt.Errorf("enable %s: %w", u.Name, err)
+		}
+		changes = append(changes, "enabled")
+	case !u.Enabled && enabled:
+		if _, err := c.DisableUnitFilesContext(ctx, []string{u.Name}, false); err != nil {
+			return changes, fmt.Errorf("disable %s: %w", u.Name, err)
+		}
+		changes = append(changes, "disabled")
+	}
+	if (u.Enabled && !enabled) || (!u.Enabled && enabled) {
+		if err := c.ReloadContext(ctx); err != nil {
+			return changes, fmt.Errorf("daemon-reload: %w", err)
+		}
+	}
+	active := before.ActiveState == "active" || before.ActiveState == "activating" || before.ActiveState == "reloading"
+	switch {
+	case u.Active && active && fileChanged:
+		if err := m.job(ctx, u.Name, c.RestartUnitContext); err != nil {
+			return changes, err
+		}
+		changes = append(changes, "restarted")
+	case u.Active && !active:
+		if before.ActiveState == "failed" {
+			_ = c.ResetFailedUnitContext(ctx, u.Name)
+		}
+		if err := m.job(ctx, u.Name, c.StartUnitContext); err != nil {
+			return changes, err
+		}
+		changes = append(changes, "started")
+	case !u.Active && active:
+		if err := m.job(ctx, u.Name, c.StopUnitContext); err != nil {
+			return changes, err
+		}
+		changes = append(changes, "stopped")
+	}
+	return changes, nil
+}
+
+type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
+
+// job runs a start/stop/restart job and waits for its result.
+func (m *Manager) job(ctx context.Context, name string, f jobFunc) error {
+	ch := make(chan string, 1)
+	if _, err := f(ctx, name, "replace", ch); err != nil {
+		return fmt.Errorf("unit %s: %w", name, err)
+	}
+	select {
+	case res := <-ch:
+		if res != "done" {
+			return fmt.Errorf("unit %s: job %s", name, res)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("unit %s: %w", name, ctx.Err())
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("unit %s: job did not finish within 2m", name)
+	}
+}
+
+// Delete stops and disables the unit, removes its file and reloads.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if _, err := os.Stat(m.path(name)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	c, err := m.connection(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := m.Observe(ctx, Unit{Name: name})
+	if err != nil {
+		return err
+	}
+	if st.ActiveState == "active" || st.ActiveState == "activating" {
+		if err := m.job(ctx, name, c.StopUnitContext); err != nil {
+			return err
+		}
+	}
+	if st.UnitFileState == "enabled" {
+		if _, err := c.DisableUnitFilesContext(ctx, []string{name}, false); err != nil {
+			return fmt.Errorf("disable %s: %w", name, err)
+		}
+	}
+	if err := os.Remove(m.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return c.ReloadContext(ctx)
+}
