@@ -40,6 +40,7 @@ type Agent struct {
 	ledger *localstate.Ledger
 	kinds  map[string]Kind
 	boot   string
+	units  *units.Manager // holds a D-Bus connection once used
 
 	desired *desiredSet
 	engine  *engine
@@ -60,17 +61,18 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	fm := files.New(cfg.AllowedRoots)
+	um := units.New(cfg.SystemdUnitDir, cfg.SystemdBus)
 	kinds := map[string]Kind{
 		v1.KindFile: fileKind{m: fm},
 		v1.KindContainer: containerKind{p: containers.NewPodman(cfg.Podman), files: fm,
 			allowPrivileged: cfg.AllowPrivileged, allowHostNetwork: cfg.AllowHostNetwork},
-		v1.KindSystemdUnit: unitKind{m: units.New(cfg.SystemdUnitDir, cfg.SystemdBus)},
+		v1.KindSystemdUnit: unitKind{m: um},
 		v1.KindShellJob:    shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: cfg.ShellJobs},
 	}
 	for k, v := range opts.Kinds {
 		kinds[k] = v
 	}
-	a := &Agent{cfg: cfg, log: log, state: st, ledger: ledger, kinds: kinds, boot: newBootID()}
+	a := &Agent{cfg: cfg, log: log, state: st, ledger: ledger, kinds: kinds, boot: newBootID(), units: um}
 	a.desired = newDesiredSet(cfg.ID, st, log)
 	a.status = newStatusWriter(cfg.ID, log)
 	a.engine = newEngine(a)
@@ -86,6 +88,7 @@ func newBootID() string {
 // Run runs the agent until ctx ends. It starts from the local cache at once
 // and joins the mesh whenever it is reachable, for as long as it runs.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.units.Close()
 	if err := a.desired.loadCache(); err != nil {
 		a.log.Warn("desired-state cache unreadable; starting empty", "err", err)
 	}
