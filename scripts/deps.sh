@@ -10,7 +10,11 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 # Debian packages the tests use: name of a command -> package.
-declare -A packages=()
+declare -A packages=(
+  [systemctl]=systemd          # booted in a container by the SystemdUnit tests
+  [dbus-daemon]=dbus           # its system bus
+  [tar]=tar
+)
 
 missing=()
 for cmd in "${!packages[@]}"; do

@@ -55,11 +55,6 @@ func startFleet(t *testing.T) *fleet {
 	return f
 }
 
-type runningAgent struct {
-	stop func()
-	root string
-}
-
 func agentConfig(t *testing.T, natsURL, root, stateDir string) config.Agent {
 	cfg := config.DefaultAgent()
 	cfg.ID = "dev-1"
