@@ -380,4 +380,49 @@ func TestAgentCommands(t *testing.T) {
 	if r := ask(v1.CommandRequest{Op: "format-disk"}); r.OK || r.Code != v1.CodeInvalid {
 		t.Fatalf("unknown op: %+v", r)
 	}
+	// A job's output is readable through logs once it ran.
+	job, _ := json.Marshal(map[string]any{"command": []string{"sh", "-c", "echo one; echo two; echo three"}})
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "jobs", Generation: 1,
+		Resources: []v1.Resource{{ID: "hello", Kind: v1.KindShellJob, Spec: job}}})
+	f.waitStatus(t, "jobs", readyAt(1))
+	if r := ask(v1.CommandRequest{Op: v1.OpLogs, Resource: "hello", Lines: 2}); !r.OK || r.Output != "two\nthree\n" {
+		t.Fatalf("logs: %+v", r)
+	}
+	if r := ask(v1.CommandRequest{Op: v1.OpLogs, Resource: "nope"}); r.OK || r.Code != v1.CodeNotFound {
+		t.Fatalf("logs of a missing resource: %+v", r)
+	}
+}
+
+func TestExecDisabledByDefault(t *testing.T) {
+	f := startFleet(t)
+	cfg := agentConfig(t, f.srv.ClientURL(), t.TempDir(), t.TempDir())
+	cfg.Exec = false
+	cfg.ShellJobs = false
+	startAgent(t, cfg)
+	nc := meshtest.Connect(t, f.srv)
+	b, _ := json.Marshal(v1.CommandRequest{Op: v1.OpExec, Command: []string{"id"}})
+	var reply v1.CommandReply
+	retry.Until(t, 10*time.Second, func() error {
+		m, err := nc.Request(v1.CommandSubject("dev-1"), b, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(m.Data, &reply)
+	})
+	if reply.OK || reply.Code != v1.CodeDisabled {
+		t.Fatalf("exec with exec disabled: %+v", reply)
+	}
+	// A ShellJob on a device without shell_jobs is refused, typed.
+	job, _ := json.Marshal(map[string]any{"command": []string{"true"}})
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "jobs", Generation: 1,
+		Resources: []v1.Resource{{ID: "j", Kind: v1.KindShellJob, Spec: job}}})
+	s := f.waitStatus(t, "jobs", func(s v1.DeviceState) error {
+		if s.Phase != v1.PhaseFailed {
+			return fmt.Errorf("phase %s", s.Phase)
+		}
+		return nil
+	})
+	if s.Resources[0].Phase != v1.PhaseInvalid || s.Resources[0].Field != "resources[0].kind" {
+		t.Fatalf("status %+v", s.Resources)
+	}
 }

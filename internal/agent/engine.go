@@ -261,7 +261,7 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 	if rs.permanent || (!rs.nextRetry.IsZero() && time.Now().Before(rs.nextRetry)) {
 		return
 	}
-	res, err := e.a.kinds[d.Kind].Reconcile(ctx, d)
+	res, err := e.observeApply(ctx, d)
 	if ctx.Err() != nil {
 		return
 	}
@@ -306,7 +306,7 @@ func (e *engine) remove(ctx context.Context, o plan.Owned) {
 		e.a.log.Warn("cannot remove: kind not available", "kind", o.Kind, "claim", o.Claim)
 		return
 	}
-	if err := kind.Remove(ctx, owned); err != nil {
+	if err := kind.Delete(ctx, owned); err != nil {
 		e.a.log.Warn("remove failed; will retry", "kind", o.Kind, "claim", o.Claim, "err", err)
 		return
 	}
@@ -398,4 +398,30 @@ func (e *engine) snapshotGood() map[string][]Desired {
 		out[dep] = append([]Desired(nil), g.resources...)
 	}
 	return out
+}
+
+// observeApply observes the resource, applies it when it differs, and
+// observes again to confirm.
+func (e *engine) observeApply(ctx context.Context, d Desired) (Result, error) {
+	kind := e.a.kinds[d.Kind]
+	before, err := kind.Observe(ctx, d)
+	if err != nil {
+		return before.Result, err
+	}
+	if before.InSync {
+		return before.Result, nil
+	}
+	if err := kind.Apply(ctx, d); err != nil {
+		return before.Result, err
+	}
+	after, err := kind.Observe(ctx, d)
+	if err != nil {
+		return after.Result, err
+	}
+	if !after.InSync {
+		return after.Result, fmt.Errorf("still differs after applying: %s", after.Diff)
+	}
+	res := after.Result
+	res.Message = fmt.Sprintf("%s (corrected: %s)", res.Message, before.Diff)
+	return res, nil
 }

@@ -34,17 +34,28 @@ type Result struct {
 	Details map[string]string
 }
 
-// Kind reconciles one resource kind. Every method is idempotent.
+// Observation is what Observe saw, without changing anything.
+type Observation struct {
+	InSync bool
+	// Diff says what differs when not in sync.
+	Diff   string
+	Result Result
+}
+
+// Kind reconciles one resource kind: the engine observes, applies when the
+// observation differs from the spec, observes again, and deletes what is no
+// longer desired. Every method is idempotent.
 type Kind interface {
 	// Admit checks a decoded spec against this device's rules (allowed
 	// roots, privileges) and returns the device-level name it claims; errors
 	// are *v1.FieldError naming the field.
 	Admit(d Desired) (claim string, err error)
-	// Reconcile observes the thing, corrects it when it differs, and
-	// reports what it found.
-	Reconcile(ctx context.Context, d Desired) (Result, error)
-	// Remove undoes a thing the agent created (and still owns).
-	Remove(ctx context.Context, o localstate.Owned) error
+	// Observe reports whether the thing matches the spec; it changes nothing.
+	Observe(ctx context.Context, d Desired) (Observation, error)
+	// Apply makes the thing match the spec.
+	Apply(ctx context.Context, d Desired) error
+	// Delete undoes a thing the agent created (and still owns).
+	Delete(ctx context.Context, o localstate.Owned) error
 }
 
 // fileKind adapts files.Manager.
@@ -64,30 +75,21 @@ func (k fileKind) Admit(d Desired) (string, error) {
 	return s.Path, nil
 }
 
-func (k fileKind) Reconcile(_ context.Context, d Desired) (Result, error) {
-	s := d.Spec.(*v1.FileSpec)
-	before, err := k.m.Observe(fileSpec(s))
+func (k fileKind) Observe(_ context.Context, d Desired) (Observation, error) {
+	o, err := k.m.Observe(fileSpec(d.Spec.(*v1.FileSpec)))
 	if err != nil {
-		return Result{}, err
+		return Observation{}, err
 	}
-	if _, err := k.m.Apply(fileSpec(s)); err != nil {
-		return Result{}, err
-	}
-	after, err := k.m.Observe(fileSpec(s))
-	if err != nil {
-		return Result{}, err
-	}
-	if !after.InSync {
-		return Result{}, fmt.Errorf("file still differs after writing: %v", after.Diff)
-	}
-	msg := "in sync"
-	if !before.InSync {
-		msg = fmt.Sprintf("corrected: %v", before.Diff)
-	}
-	return Result{Phase: v1.PhaseReady, Message: msg, Details: map[string]string{"sha256": after.SHA256}}, nil
+	return Observation{InSync: o.InSync, Diff: strings.Join(o.Diff, ", "),
+		Result: Result{Phase: v1.PhaseReady, Message: "in sync", Details: map[string]string{"sha256": o.SHA256}}}, nil
 }
 
-func (k fileKind) Remove(_ context.Context, o localstate.Owned) error {
+func (k fileKind) Apply(_ context.Context, d Desired) error {
+	_, err := k.m.Apply(fileSpec(d.Spec.(*v1.FileSpec)))
+	return err
+}
+
+func (k fileKind) Delete(_ context.Context, o localstate.Owned) error {
 	return k.m.Delete(o.Claim)
 }
 
@@ -104,23 +106,32 @@ func (k shellJobKind) Admit(d Desired) (string, error) {
 	return "", nil
 }
 
-func (k shellJobKind) Reconcile(ctx context.Context, d Desired) (Result, error) {
+func (k shellJobKind) jobSpec(d Desired) shelljob.Spec {
 	s := d.Spec.(*v1.ShellJobSpec)
-	spec := shelljob.Spec{Deployment: d.Deployment, Generation: d.Generation, ID: d.ID, Command: s.Command,
+	return shelljob.Spec{Deployment: d.Deployment, Generation: d.Generation, ID: d.ID, Command: s.Command,
 		Shell: s.Shell, Timeout: secondsDuration(s.TimeoutSeconds), Env: s.Env}
-	rec, err := k.r.Run(ctx, spec)
-	if err != nil {
-		return Result{}, err
+}
+
+// Observe: a job is in sync once it ran for this generation. A run that
+// failed is a permanent failure for the generation.
+func (k shellJobKind) Observe(_ context.Context, d Desired) (Observation, error) {
+	rec, ok, err := k.r.Done(k.jobSpec(d))
+	if err != nil || !ok {
+		return Observation{Diff: "not run for this generation"}, err
 	}
 	details := map[string]string{"exitCode": fmt.Sprint(rec.ExitCode), "finishedAt": rec.FinishedAt}
 	if rec.Error != "" {
-		// Failed for this generation; it will not run again until the next.
-		return Result{Details: details}, &permanentError{fmt.Errorf("job failed: %s; output: %s", rec.Error, tail(rec.OutputTail, 512))}
+		return Observation{Result: Result{Details: details}}, &permanentError{fmt.Errorf("job failed: %s; output: %s", rec.Error, tail(rec.OutputTail, 512))}
 	}
-	return Result{Phase: v1.PhaseReady, Message: "completed", Details: details}, nil
+	return Observation{InSync: true, Result: Result{Phase: v1.PhaseReady, Message: "completed", Details: details}}, nil
 }
 
-func (k shellJobKind) Remove(context.Context, localstate.Owned) error { return nil }
+func (k shellJobKind) Apply(ctx context.Context, d Desired) error {
+	_, err := k.r.Run(ctx, k.jobSpec(d))
+	return err
+}
+
+func (k shellJobKind) Delete(context.Context, localstate.Owned) error { return nil }
 
 // permanentError marks a failure that retrying cannot fix (a ShellJob that
 // ran and failed): no backoff timer, the status stays Failed.
@@ -186,21 +197,26 @@ func toContainerSpec(name string, s *v1.ContainerSpec) containers.Spec {
 	return cs
 }
 
-func (k containerKind) Reconcile(ctx context.Context, d Desired) (Result, error) {
-	s := d.Spec.(*v1.ContainerSpec)
-	o, err := k.p.Reconcile(ctx, containers.Desired{Deployment: d.Deployment, Resource: d.ID,
-		Spec: toContainerSpec(containerName(d), s), Canonical: d.Raw})
-	if err != nil {
-		return Result{Details: containers.Details(o.Container)}, err
-	}
-	msg := "running"
-	if o.Action != "none" {
-		msg = "running (" + o.Action + ")"
-	}
-	return Result{Phase: v1.PhaseReady, Message: msg, Details: containers.Details(o.Container)}, nil
+func (k containerKind) desired(d Desired) containers.Desired {
+	return containers.Desired{Deployment: d.Deployment, Resource: d.ID,
+		Spec: toContainerSpec(containerName(d), d.Spec.(*v1.ContainerSpec)), Canonical: d.Raw}
 }
 
-func (k containerKind) Remove(ctx context.Context, o localstate.Owned) error {
+func (k containerKind) Observe(ctx context.Context, d Desired) (Observation, error) {
+	c, diff, err := k.p.Observe(ctx, k.desired(d))
+	if err != nil {
+		return Observation{}, err
+	}
+	return Observation{InSync: diff == "", Diff: diff,
+		Result: Result{Phase: v1.PhaseReady, Message: "running", Details: containers.Details(c)}}, nil
+}
+
+func (k containerKind) Apply(ctx context.Context, d Desired) error {
+	_, err := k.p.Reconcile(ctx, k.desired(d))
+	return err
+}
+
+func (k containerKind) Delete(ctx context.Context, o localstate.Owned) error {
 	timeout := 30 * time.Second
 	var s v1.ContainerSpec
 	if json.Unmarshal(o.Spec, &s) == nil && s.StopTimeoutSeconds != nil {
@@ -251,27 +267,32 @@ func toUnit(s *v1.SystemdUnitSpec) units.Unit {
 	return units.Unit{Name: s.Name, Content: s.Content, Enabled: *s.Enabled, Active: *s.Active}
 }
 
-func (k unitKind) Reconcile(ctx context.Context, d Desired) (Result, error) {
+func (k unitKind) Observe(ctx context.Context, d Desired) (Observation, error) {
 	s := d.Spec.(*v1.SystemdUnitSpec)
-	changes, err := k.m.Apply(ctx, toUnit(s))
-	if err != nil {
-		return Result{}, err
-	}
 	st, err := k.m.Observe(ctx, toUnit(s))
 	if err != nil {
-		return Result{}, err
+		return Observation{}, err
+	}
+	var diff []string
+	if !st.FileMatches {
+		diff = append(diff, "unit file")
+	}
+	if enabled := st.UnitFileState == "enabled"; enabled != *s.Enabled {
+		diff = append(diff, "unit file state "+st.UnitFileState)
+	}
+	if active := st.ActiveState == "active"; active != *s.Active {
+		diff = append(diff, "active state "+st.ActiveState)
 	}
 	details := map[string]string{"activeState": st.ActiveState, "subState": st.SubState, "unitFileState": st.UnitFileState}
-	if *s.Active && st.ActiveState != "active" {
-		return Result{Details: details}, fmt.Errorf("unit %s is %s/%s", s.Name, st.ActiveState, st.SubState)
-	}
-	msg := st.ActiveState
-	if len(changes) > 0 {
-		msg += " (" + strings.Join(changes, ", ") + ")"
-	}
-	return Result{Phase: v1.PhaseReady, Message: msg, Details: details}, nil
+	return Observation{InSync: len(diff) == 0, Diff: strings.Join(diff, ", "),
+		Result: Result{Phase: v1.PhaseReady, Message: st.ActiveState, Details: details}}, nil
 }
 
-func (k unitKind) Remove(ctx context.Context, o localstate.Owned) error {
+func (k unitKind) Apply(ctx context.Context, d Desired) error {
+	_, err := k.m.Apply(ctx, toUnit(d.Spec.(*v1.SystemdUnitSpec)))
+	return err
+}
+
+func (k unitKind) Delete(ctx context.Context, o localstate.Owned) error {
 	return k.m.Delete(ctx, o.Claim)
 }

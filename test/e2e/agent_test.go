@@ -23,7 +23,7 @@ import (
 // fleetEnv is a real server and a real agent, both the harmony binary, with
 // systemd running in a container and podman on the host.
 type fleetEnv struct {
-	t         *testing.T
+	t         testing.TB
 	natsURL   string
 	httpAddr  string
 	dataDir   string
@@ -37,7 +37,7 @@ type fleetEnv struct {
 	container string
 }
 
-func newFleetEnv(t *testing.T) *fleetEnv {
+func newFleetEnv(t testing.TB) *fleetEnv {
 	if err := podmantest.Setup(); err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +61,7 @@ type proc struct {
 	done   chan error
 }
 
-func startHarmony(t *testing.T, args ...string) *proc {
+func startHarmony(t testing.TB, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
@@ -80,7 +80,7 @@ func startHarmony(t *testing.T, args ...string) *proc {
 }
 
 // signalAndWait sends sig and returns the exit code.
-func (p *proc) signalAndWait(t *testing.T, sig os.Signal) int {
+func (p *proc) signalAndWait(t testing.TB, sig os.Signal) int {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func (p *proc) signalAndWait(t *testing.T, sig os.Signal) int {
 	return -1
 }
 
-func waitReady(t *testing.T, base string) {
+func waitReady(t testing.TB, base string) {
 	t.Helper()
 	retry.Until(t, 30*time.Second, func() error {
 		resp, err := http.Get(base + "/readyz")
@@ -117,7 +117,7 @@ func waitReady(t *testing.T, base string) {
 	})
 }
 
-func storeAt(t *testing.T, url string) store.Store {
+func storeAt(t testing.TB, url string) store.Store {
 	t.Helper()
 	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{url}})
 	if err != nil {

@@ -129,3 +129,22 @@ func shortID(id string) string {
 	}
 	return id
 }
+
+// Observe compares the container with d without changing anything; diff is
+// empty when it matches and runs.
+func (p *Podman) Observe(ctx context.Context, d Desired) (Container, string, error) {
+	c, err := p.Inspect(ctx, d.Spec.Name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Container{}, "missing", nil
+	case err != nil:
+		return Container{}, "", err
+	case c.Labels[LabelDeployment] == "":
+		return c, "", fmt.Errorf("container %q: %w", d.Spec.Name, ErrNotOurs)
+	case c.Labels[LabelSpecHash] != SpecHash(d.Canonical):
+		return c, "spec changed", nil
+	case !c.Running:
+		return c, "not running (" + c.State + ")", nil
+	}
+	return c, "", nil
+}
