@@ -154,3 +154,31 @@ func DecodeHeartbeat(data []byte) (Heartbeat, error) {
 	err := decodeStored(data, MaxHeartbeatBytes, &h, func() int { return h.V })
 	return h, err
 }
+
+// DeviceLabels is the value of device-labels/<device>: labels set from the
+// control plane. A value sets the label, null removes it; they win over the
+// labels the agent reports.
+type DeviceLabels struct {
+	V         int                `json:"v"`
+	Overrides map[string]*string `json:"overrides"`
+}
+
+// DecodeDeviceLabels reads a device-labels value.
+func DecodeDeviceLabels(data []byte) (DeviceLabels, error) {
+	var d DeviceLabels
+	if err := decodeStored(data, MaxDeviceInfoBytes, &d, func() int { return d.V }); err != nil {
+		return d, err
+	}
+	e := newErrs().at("overrides")
+	for _, k := range sortedKeys(d.Overrides) {
+		if err := ValidateLabelKey(k); err != nil {
+			e.at(k).add("%v", err)
+		}
+		if v := d.Overrides[k]; v != nil {
+			if err := ValidateLabelValue(*v); err != nil {
+				e.at(k).add("%v", err)
+			}
+		}
+	}
+	return d, e.err()
+}

@@ -377,7 +377,7 @@ func TestSettingsRoundTrip(t *testing.T) {
 		"data_dir": "/d", "nats": "127.0.0.1:1", "nats_url": "nats://a:1,nats://b:2",
 		"nats_creds": "/c", "nats_ca": "/ca", "nats_cert": "/cert", "nats_key": "/key",
 		"http": "127.0.0.1:2", "replicas": "5", "sync_always": "false",
-		"store_timeout": "7s", "log_level": "warn",
+		"store_timeout": "7s", "log_level": "warn", "heartbeat_staleness": "45s",
 	}
 	cfg := config.DefaultServer()
 	keys, flags := map[string]bool{}, map[string]bool{}

@@ -14,6 +14,7 @@ type Buckets struct {
 	DeviceInfo      string `json:"device_info"`
 	DeviceState     string `json:"device_state"`
 	DeviceHeartbeat string `json:"device_heartbeat"`
+	DeviceLabels    string `json:"device_labels"`
 }
 
 // Server is the configuration of `harmony server`.
@@ -37,6 +38,9 @@ type Server struct {
 	SyncAlways bool `json:"sync_always"`
 	// StoreTimeout bounds each store call.
 	StoreTimeout Duration `json:"store_timeout"`
+	// HeartbeatStaleness is how long a device may stay silent before it
+	// counts as offline (three default heartbeat intervals).
+	HeartbeatStaleness Duration `json:"heartbeat_staleness"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string  `json:"log_level"`
 	Buckets  Buckets `json:"buckets"`
@@ -45,19 +49,21 @@ type Server struct {
 // DefaultServer returns the defaults, the first of the three steps.
 func DefaultServer() Server {
 	return Server{
-		DataDir:      "./harmony-data",
-		NATSListen:   "127.0.0.1:4222",
-		HTTP:         "127.0.0.1:8080",
-		Replicas:     1,
-		SyncAlways:   true,
-		StoreTimeout: Duration(5 * time.Second),
-		LogLevel:     "info",
+		DataDir:            "./harmony-data",
+		NATSListen:         "127.0.0.1:4222",
+		HTTP:               "127.0.0.1:8080",
+		Replicas:           1,
+		SyncAlways:         true,
+		StoreTimeout:       Duration(5 * time.Second),
+		HeartbeatStaleness: Duration(30 * time.Second),
+		LogLevel:           "info",
 		Buckets: Buckets{
 			Deployments:     "deployments",
 			DesiredState:    "desired-state",
 			DeviceInfo:      "device-info",
 			DeviceState:     "device-state",
 			DeviceHeartbeat: "device-heartbeat",
+			DeviceLabels:    "device-labels",
 		},
 	}
 }
@@ -76,6 +82,7 @@ func (c *Server) Settings() []Setting {
 		intSetting("replicas", "replicas", "replicas of the buckets the server creates (1, 3 or 5)", &c.Replicas),
 		boolSetting("sync_always", "sync-always", "fsync every write before acknowledging it (embedded server)", &c.SyncAlways),
 		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
+		durationSetting("heartbeat_staleness", "heartbeat-staleness", "silence after which a device counts as offline", &c.HeartbeatStaleness),
 		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
 	}
 }
@@ -112,6 +119,9 @@ func (c *Server) Validate() error {
 	if c.StoreTimeout.Std() < 100*time.Millisecond || c.StoreTimeout.Std() > time.Minute {
 		bad("store_timeout", "%s: must be between 100ms and 1m", c.StoreTimeout.Std())
 	}
+	if c.HeartbeatStaleness.Std() < 100*time.Millisecond {
+		bad("heartbeat_staleness", "%s: must be at least 100ms", c.HeartbeatStaleness.Std())
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -120,7 +130,7 @@ func (c *Server) Validate() error {
 	for key, name := range map[string]string{
 		"buckets.deployments": c.Buckets.Deployments, "buckets.desired_state": c.Buckets.DesiredState,
 		"buckets.device_info": c.Buckets.DeviceInfo, "buckets.device_state": c.Buckets.DeviceState,
-		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat,
+		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat, "buckets.device_labels": c.Buckets.DeviceLabels,
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)

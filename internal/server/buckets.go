@@ -12,6 +12,9 @@ const (
 	maxDesiredStateSize = 4 << 20
 	maxRecordSize       = 256 << 10
 	maxHeartbeatSize    = 1 << 10
+	// maxWatchers: every agent watches its own desired-state keys, and
+	// nats-server allows only 1,000 consumers per stream unless told more.
+	maxWatchers = 100_000
 )
 
 // FleetBuckets are the buckets the server creates, with the durability each
@@ -23,12 +26,14 @@ func FleetBuckets(c config.Server) []store.BucketConfig {
 	return []store.BucketConfig{
 		{Name: b.Deployments, History: 8, Replicas: c.Replicas, MaxValueSize: maxDeploymentSize,
 			Description: "Harmony deployments (spec and generation), written by the server"},
-		{Name: b.DesiredState, History: 1, Replicas: c.Replicas, MaxValueSize: maxDesiredStateSize,
+		{Name: b.DesiredState, History: 1, Replicas: c.Replicas, MaxValueSize: maxDesiredStateSize, MaxWatchers: maxWatchers,
 			Description: "Harmony desired state per device and deployment, rendered by the server"},
 		{Name: b.DeviceInfo, History: 1, Replicas: c.Replicas, MaxValueSize: maxRecordSize,
 			Description: "Harmony device labels and inventory, written by agents"},
 		{Name: b.DeviceState, History: 1, Replicas: c.Replicas, MaxValueSize: maxRecordSize, AsyncPersist: true,
 			Description: "Harmony observed state per device and deployment, written by agents"},
+		{Name: b.DeviceLabels, History: 1, Replicas: c.Replicas, MaxValueSize: maxRecordSize,
+			Description: "Harmony device labels set from the control plane"},
 		{Name: b.DeviceHeartbeat, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize, AsyncPersist: true,
 			Description: "Harmony device liveness, written by agents"},
 	}

@@ -18,19 +18,21 @@ import (
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/operator"
+	"github.com/harmony-fleet/harmony/internal/store"
 )
 
 type handler struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	op  *operator.Operator
+	kvs map[string]store.KV
 	cfg config.Server
 	mux *http.ServeMux
 }
 
-func newHandler(nc *nats.Conn, op *operator.Operator, cfg config.Server) http.Handler {
+func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, cfg config.Server) http.Handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
-	h := &handler{nc: nc, js: js, op: op, cfg: cfg, mux: http.NewServeMux()}
+	h := &handler{nc: nc, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux()}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -51,6 +53,7 @@ func newHandler(nc *nats.Conn, op *operator.Operator, cfg config.Server) http.Ha
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	h.mux.HandleFunc("GET /{$}", h.status)
+	h.routesAPI()
 	return h.mux
 }
 

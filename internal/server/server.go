@@ -84,14 +84,18 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 	if err != nil {
 		return err
 	}
-	op := operator.New(kvs, log.With("component", "operator"))
+	b := cfg.Buckets
+	op := operator.New(operator.Buckets{
+		Deployments: kvs[b.Deployments], DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
+		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
+	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true})
 
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("http listen %s: %w", cfg.HTTP, err)
 	}
 	info.HTTPURL = "http://" + ln.Addr().String()
-	h := newHandler(nc, op, cfg)
+	h := newHandler(nc, op, kvs, cfg)
 	httpSrv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -120,13 +124,13 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 // ensureBuckets creates missing buckets and checks existing ones, retrying
 // while the store is unavailable (an external NATS that is still starting)
 // until ctx ends. An incompatible bucket stops start-up.
-func ensureBuckets(ctx context.Context, st store.Store, cfg config.Server, log *slog.Logger) ([]store.KV, error) {
-	var kvs []store.KV
+func ensureBuckets(ctx context.Context, st store.Store, cfg config.Server, log *slog.Logger) (map[string]store.KV, error) {
+	kvs := map[string]store.KV{}
 	for _, bc := range FleetBuckets(cfg) {
 		for {
 			kv, err := st.Ensure(ctx, bc)
 			if err == nil {
-				kvs = append(kvs, kv)
+				kvs[bc.Name] = kv
 				break
 			}
 			if !store.Retryable(err) || ctx.Err() != nil {

@@ -38,10 +38,8 @@ func BenchmarkAgentApplyToReady(b *testing.B) {
 	for _, kind := range []string{"File", "Container"} {
 		b.Run(kind, func(b *testing.B) {
 			e := newFleetEnv(b)
-			gen := int64(0)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				gen++
 				var r v1.Resource
 				if kind == "File" {
 					r = res("f", v1.KindFile, map[string]any{"path": filepath.Join(e.root, "f"), "content": strconv.Itoa(i)})
@@ -49,7 +47,7 @@ func BenchmarkAgentApplyToReady(b *testing.B) {
 					r = res("c", v1.KindContainer, map[string]any{"name": e.container, "image": podmantest.Image,
 						"command": []string{"sleep"}, "args": []string{"3600"}, "env": map[string]string{"I": strconv.Itoa(i)}, "stopTimeoutSeconds": 0})
 				}
-				e.putAndWatchReady(b, gen, r)
+				e.applyAndWatchReady(b, r)
 			}
 		})
 	}
@@ -60,20 +58,19 @@ func BenchmarkAgentApplyToReady(b *testing.B) {
 func BenchmarkAgentMemory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		e := newFleetEnv(b)
-		e.put(1)
-		e.waitStatus("ready", ready(1))
+		e.waitStatus("ready", ready(e.apply()))
 		idle := rssKiB(b, e.agent.cmd.Process.Pid)
 		var rs []v1.Resource
 		for j := 0; j < 50; j++ {
 			rs = append(rs, res(fmt.Sprintf("f%d", j), v1.KindFile, map[string]any{
 				"path": filepath.Join(e.root, fmt.Sprintf("f%d", j)), "content": strings.Repeat("x", 1024)}))
 		}
-		e.put(2, rs...)
-		e.waitStatus("ready", ready(2))
+		gen := e.apply(rs...)
+		e.waitStatus("ready", ready(gen))
 		// Let a few resyncs run over the 50 resources before reading.
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
-			e.waitStatus("ready", ready(2))
+			e.waitStatus("ready", ready(gen))
 		}
 		busy := rssKiB(b, e.agent.cmd.Process.Pid)
 		b.ReportMetric(idle/1024, "idle-RSS-MiB")
@@ -83,9 +80,9 @@ func BenchmarkAgentMemory(b *testing.B) {
 	}
 }
 
-// putAndWatchReady writes a generation and waits, on a watch of the status
-// key (no polling), until the agent reports it Ready.
-func (e *fleetEnv) putAndWatchReady(b *testing.B, gen int64, rs ...v1.Resource) {
+// applyAndWatchReady applies the deployment through the API and waits, on a
+// watch of the status key (no polling), until the agent reports it Ready.
+func (e *fleetEnv) applyAndWatchReady(b *testing.B, rs ...v1.Resource) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	w, err := e.status.Watch(ctx, "dev-1.web", store.WatchOptions{UpdatesOnly: true})
@@ -93,7 +90,7 @@ func (e *fleetEnv) putAndWatchReady(b *testing.B, gen int64, rs ...v1.Resource) 
 		b.Fatal(err)
 	}
 	<-w.Events() // replay marker
-	e.put(gen, rs...)
+	gen := e.apply(rs...)
 	for ev := range w.Events() {
 		s, err := v1.DecodeDeviceState(ev.Entry.Value)
 		if err == nil && ready(gen)(s) == nil {

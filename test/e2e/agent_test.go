@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +35,6 @@ type fleetEnv struct {
 	sys       *systemdtest.Systemd
 	server    *proc
 	agent     *proc
-	desired   store.KV
 	status    store.KV
 	container string
 }
@@ -48,9 +50,6 @@ func newFleetEnv(t testing.TB) *fleetEnv {
 	e.startServer()
 	st := storeAt(t, e.natsURL)
 	var err error
-	if e.desired, err = st.Open(context.Background(), "desired-state"); err != nil {
-		t.Fatal(err)
-	}
 	if e.status, err = st.Open(context.Background(), "device-state"); err != nil {
 		t.Fatal(err)
 	}
@@ -69,23 +68,42 @@ func (e *fleetEnv) startAgent() {
 		"--heartbeat-interval", "1s", "--resync-interval", "1s", "--retry-initial", "200ms", "--retry-max", "2s")
 }
 
-func (e *fleetEnv) put(gen int64, resources ...v1.Resource) {
+// apply sends deployment "web" (selecting site=home) through the HTTP API
+// and returns the generation the server gave it.
+func (e *fleetEnv) apply(resources ...v1.Resource) int64 {
 	e.t.Helper()
-	b, err := v1.Marshal(v1.DesiredState{V: 1, Device: "dev-1", Deployment: "web", Generation: gen, Resources: resources})
+	gen, err := e.tryApply(resources...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ctx := context.Background()
-	cur, err := e.desired.Get(ctx, "dev-1.web")
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		_, err = e.desired.Create(ctx, "dev-1.web", b)
-	case err == nil:
-		_, err = e.desired.Update(ctx, "dev-1.web", b, cur.Revision)
+	return gen
+}
+
+func (e *fleetEnv) tryApply(resources ...v1.Resource) (int64, error) {
+	if resources == nil {
+		resources = []v1.Resource{}
 	}
+	d := v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "web"},
+		Spec: v1.DeploymentSpec{Selector: v1.Selector{MatchLabels: map[string]string{"site": "home"}}, Resources: resources}}
+	body, _ := json.Marshal(d)
+	resp, err := http.Post("http://"+e.httpAddr+"/api/v1/deployments", "application/yaml", bytes.NewReader(body))
 	if err != nil {
-		e.t.Fatal(err)
+		return 0, err
 	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("apply: %d %s", resp.StatusCode, out)
+	}
+	var res struct {
+		Items []struct {
+			Generation int64 `json:"generation"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Items) != 1 {
+		return 0, fmt.Errorf("apply answer %s: %v", out, err)
+	}
+	return res.Items[0].Generation, nil
 }
 
 func (e *fleetEnv) waitStatus(what string, ok func(v1.DeviceState) error) v1.DeviceState {
@@ -154,8 +172,8 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 
 	// A deployment with a File, a Container and a SystemdUnit reaches Ready.
-	e.put(1, e.resources("0644", "a", true)...)
-	s := e.waitStatus("ready", ready(1))
+	gen := e.apply(e.resources("0644", "a", true)...)
+	s := e.waitStatus("ready", ready(gen))
 	details := map[string]map[string]string{}
 	for _, r := range s.Resources {
 		details[r.ID] = r.Details
@@ -191,22 +209,35 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 
 	// Changing the container's env replaces it once; re-applying the same
-	// spec recreates nothing.
-	e.put(2, e.resources("0644", "b", true)...)
-	e.waitStatus("generation 2", ready(2))
+	// spec changes nothing (same generation) and recreates nothing.
+	gen2 := e.apply(e.resources("0644", "b", true)...)
+	if gen2 != gen+1 {
+		t.Fatalf("generation %d after a spec change from %d", gen2, gen)
+	}
+	e.waitStatus("generation 2", ready(gen2))
 	id2 := e.containerID()
 	if id2 == id || id2 == "" {
 		t.Fatalf("container not replaced: %s -> %s", id, id2)
 	}
-	e.put(3, e.resources("0644", "b", true)...) // same spec, new generation
-	e.waitStatus("generation 3", ready(3))
+	if again := e.apply(e.resources("0644", "b", true)...); again != gen2 {
+		t.Fatalf("re-applying the same spec moved the generation to %d", again)
+	}
+	e.waitStatus("still generation 2", ready(gen2))
 	if got := e.containerID(); got != id2 {
 		t.Fatal("re-applying the same spec recreated the container")
 	}
 
-	// An invalid value gives a typed status naming the field, and nothing
-	// that runs is disturbed.
-	e.put(4, e.resources("9999", "b", true)...)
+	// An invalid value is refused with the field named; nothing changes.
+	if _, err := e.tryApply(e.resources("9999", "b", true)...); err == nil || !strings.Contains(err.Error(), "spec.resources[0].spec.mode") {
+		t.Fatalf("bad mode: %v, want a refusal naming spec.resources[0].spec.mode", err)
+	}
+	// A path the server cannot judge but the device refuses (outside its
+	// allowed roots): typed status naming the field; nothing running is
+	// disturbed.
+	outside := filepath.Join(t.TempDir(), "x.conf")
+	bad := e.resources("0644", "b", true)
+	bad[0] = res("conf", v1.KindFile, map[string]any{"path": outside, "content": "x"})
+	gen3 := e.apply(bad...)
 	s = e.waitStatus("refused", func(s v1.DeviceState) error {
 		if s.Phase != v1.PhaseFailed {
 			return fmt.Errorf("phase %s", s.Phase)
@@ -219,27 +250,35 @@ func TestAgentEndToEnd(t *testing.T) {
 			field = r.Field
 		}
 	}
-	if field != "resources[0].spec.mode" || s.ObservedGeneration != 3 {
-		t.Fatalf("refused status: field %q, observed generation %d", field, s.ObservedGeneration)
+	if field != "resources[0].spec.path" || s.ObservedGeneration != gen2 || !strings.Contains(s.Message, fmt.Sprintf("generation %d refused", gen3)) {
+		t.Fatalf("refused status: field %q, observed generation %d, message %q", field, s.ObservedGeneration, s.Message)
 	}
 	if got := e.containerID(); got != id2 {
 		t.Fatal("a refused update disturbed the container")
 	}
+	if b, _ := os.ReadFile(conf); string(b) != "port=80\n" {
+		t.Fatalf("a refused update disturbed the file: %q", b)
+	}
+	if _, err := os.Stat(outside); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a file was written outside the allowed roots")
+	}
 
 	// Removing a resource removes what the agent created; deleting the
 	// deployment removes the rest; nothing else is touched.
-	e.put(5, e.resources("0644", "b", false)...)
-	e.waitStatus("generation 5", ready(5))
+	gen5 := e.apply(e.resources("0644", "b", false)...)
+	e.waitStatus("without the container", ready(gen5))
 	retry.Until(t, 30*time.Second, func() error {
 		if e.containerID() != "" {
 			return errors.New("container still there")
 		}
 		return nil
 	})
-	cur, _ := e.desired.Get(context.Background(), "dev-1.web")
-	if err := e.desired.Delete(context.Background(), "dev-1.web", cur.Revision); err != nil {
-		t.Fatal(err)
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+e.httpAddr+"/api/v1/deployments/web", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("delete: %v %v", resp, err)
 	}
+	resp.Body.Close()
 	retry.Until(t, 30*time.Second, func() error {
 		for _, p := range []string{conf, unitFile} {
 			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
@@ -254,8 +293,8 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// With the mesh down, a restarted agent still enforces its last desired
 	// state.
-	e.put(6, e.resources("0644", "b", false)[:1]...)
-	e.waitStatus("generation 6", ready(6))
+	gen6 := e.apply(e.resources("0644", "b", false)[:1]...)
+	e.waitStatus("file only", ready(gen6))
 	if code := e.server.signalAndWait(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("server exit %d", code)
 	}

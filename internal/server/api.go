@@ -1,0 +1,430 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/operator"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// Stable error codes of the API.
+const (
+	CodeInvalid       = "invalid"
+	CodeNotFound      = "not_found"
+	CodeConflict      = "conflict"
+	CodeUnavailable   = "store_unavailable"
+	CodeDeviceOffline = "device_offline"
+	CodeDeviceError   = "device_error"
+	CodeInternal      = "internal"
+)
+
+// APIError is the body of every error answer.
+type APIError struct {
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+	Field    string `json:"field,omitempty"`
+	Document int    `json:"document,omitempty"` // 1-based, in a multi-document apply
+}
+
+func (h *handler) routesAPI() {
+	h.mux.HandleFunc("GET /api/v1/status", h.apiStatus)
+	h.mux.HandleFunc("GET /api/v1/deployments", h.listDeployments)
+	h.mux.HandleFunc("POST /api/v1/deployments", h.applyDeployments)
+	h.mux.HandleFunc("GET /api/v1/deployments/{name}", h.getDeployment)
+	h.mux.HandleFunc("DELETE /api/v1/deployments/{name}", h.deleteDeployment)
+	h.mux.HandleFunc("GET /api/v1/devices", h.listDevices)
+	h.mux.HandleFunc("GET /api/v1/devices/{id}", h.getDevice)
+	h.mux.HandleFunc("PATCH /api/v1/devices/{id}/labels", h.patchLabels)
+	h.mux.HandleFunc("GET /api/v1/devices/{id}/logs", h.deviceLogs)
+	h.mux.HandleFunc("POST /api/v1/devices/{id}/exec", h.deviceExec)
+}
+
+func apiError(w http.ResponseWriter, status int, e APIError) {
+	writeJSON(w, status, map[string]APIError{"error": e})
+}
+
+// storeError answers a store failure with the right status and code.
+func storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()})
+	case errors.Is(err, store.ErrConflict):
+		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Message: err.Error() + "; try again"})
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrOutcomeUnknown):
+		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: err.Error()})
+	default:
+		apiError(w, http.StatusInternalServerError, APIError{Code: CodeInternal, Message: err.Error()})
+	}
+}
+
+func (h *handler) apiStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "progress": h.op.Progress()})
+}
+
+// DeploymentView is a deployment with its roll-up.
+type DeploymentView struct {
+	Deployment v1.Deployment             `json:"deployment"`
+	Status     operator.DeploymentStatus `json:"status"`
+}
+
+func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
+	snap := h.op.Snapshot()
+	agg := operator.Aggregate(snap)
+	out := []DeploymentView{}
+	for _, name := range sortedNames(snap.Deployments) {
+		st := agg[name]
+		st.Devices = nil
+		out = append(out, DeploymentView{Deployment: snap.Deployments[name], Status: st})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "items": out})
+}
+
+func (h *handler) getDeployment(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	snap := h.op.Snapshot()
+	d, ok := snap.Deployments[name]
+	if !ok {
+		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: fmt.Sprintf("deployment %q not found", name), Field: "name"})
+		return
+	}
+	writeJSON(w, http.StatusOK, DeploymentView{Deployment: d, Status: operator.Aggregate(snap)[name]})
+}
+
+// ApplyResult says what happened to one applied document.
+type ApplyResult struct {
+	Name       string `json:"name"`
+	Generation int64  `json:"generation"`
+	Result     string `json:"result"` // created, configured, unchanged
+}
+
+func (h *handler) applyDeployments(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4*v1.MaxDeploymentBytes))
+	if err != nil {
+		apiError(w, http.StatusRequestEntityTooLarge, APIError{Code: CodeInvalid, Message: err.Error()})
+		return
+	}
+	docs, err := v1.ParseDeployments(body)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: err.Error()})
+		return
+	}
+	seen := map[string]int{}
+	for i := range docs {
+		if err := docs[i].Validate(); err != nil {
+			e := APIError{Code: CodeInvalid, Message: fmt.Sprintf("document %d: %v", i+1, err), Document: i + 1}
+			if fe, ok := v1.First(err); ok {
+				e.Field = fe.Field
+			}
+			apiError(w, http.StatusBadRequest, e)
+			return
+		}
+		if j, dup := seen[docs[i].Metadata.Name]; dup {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "metadata.name", Document: i + 1,
+				Message: fmt.Sprintf("document %d: deployment %q is also document %d", i+1, docs[i].Metadata.Name, j)})
+			return
+		}
+		seen[docs[i].Metadata.Name] = i + 1
+	}
+	var results []ApplyResult
+	for _, d := range docs {
+		res, err := h.applyOne(r.Context(), d)
+		if err != nil {
+			storeError(w, err)
+			return
+		}
+		results = append(results, res)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": results})
+}
+
+// applyOne stores one validated deployment. The generation grows only when
+// the canonical spec changes. Concurrent writers are settled by CAS.
+func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (ApplyResult, error) {
+	kv := h.kvs[h.cfg.Buckets.Deployments]
+	c, err := d.Canonical()
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	hash, _ := c.SpecHash()
+	for attempt := 0; ; attempt++ {
+		cur, err := kv.Get(ctx, c.Metadata.Name)
+		res := ApplyResult{Name: c.Metadata.Name}
+		var rev uint64
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			c.Metadata.Generation, res.Result = 1, "created"
+		case err != nil:
+			return res, err
+		default:
+			rev = cur.Revision
+			old, derr := v1.DecodeStoredDeployment(cur.Value)
+			oldHash := ""
+			if derr == nil {
+				oldHash, _ = old.Deployment.SpecHash()
+			}
+			c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation+1, "configured"
+			if derr == nil && oldHash == hash {
+				c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation, "configured"
+				if a, _ := v1.Marshal(old.Deployment.Metadata); string(a) == mustMarshal(c.Metadata) {
+					res.Result, res.Generation = "unchanged", c.Metadata.Generation
+					return res, nil
+				}
+			}
+		}
+		b, err := v1.Marshal(v1.StoredDeployment{V: v1.FormatVersion, Deployment: c})
+		if err != nil {
+			return res, err
+		}
+		if rev == 0 {
+			_, err = kv.Create(ctx, c.Metadata.Name, b)
+		} else {
+			_, err = kv.Update(ctx, c.Metadata.Name, b, rev)
+		}
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue // someone else wrote it meanwhile: read and decide again
+		}
+		res.Generation = c.Metadata.Generation
+		return res, err
+	}
+}
+
+func mustMarshal(v any) string {
+	b, _ := v1.Marshal(v)
+	return string(b)
+}
+
+func (h *handler) deleteDeployment(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	kv := h.kvs[h.cfg.Buckets.Deployments]
+	cur, err := kv.Get(r.Context(), name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: fmt.Sprintf("deployment %q not found", name), Field: "name"})
+			return
+		}
+		storeError(w, err)
+		return
+	}
+	if err := kv.Delete(r.Context(), name, cur.Revision); err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"name": name, "result": "deleted"})
+}
+
+func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	sel, err := parseSelector(r.URL.Query().Get("selector"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "selector", Message: err.Error()})
+		return
+	}
+	out := []operator.DeviceStatus{}
+	for _, d := range operator.Devices(h.op.Snapshot()) {
+		if sel.Matches(d.Labels) {
+			out = append(out, d)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "items": out})
+}
+
+// parseSelector reads "k=v,k2=v2" (equality only).
+func parseSelector(s string) (v1.Selector, error) {
+	sel := v1.Selector{MatchLabels: map[string]string{}}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return sel, fmt.Errorf("%q: want key=value", part)
+		}
+		sel.MatchLabels[k] = v
+	}
+	return sel, nil
+}
+
+// DeviceView is one device with its per-deployment status.
+type DeviceView struct {
+	operator.DeviceStatus
+	States []v1.DeviceState `json:"states"`
+}
+
+func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	snap := h.op.Snapshot()
+	for _, d := range operator.Devices(snap) {
+		if d.ID != id {
+			continue
+		}
+		view := DeviceView{DeviceStatus: d, States: []v1.DeviceState{}}
+		for _, name := range sortedNames(snap.Deployments) {
+			if st, ok := snap.States[v1.DeviceKey(id, name)]; ok {
+				view.States = append(view.States, st)
+			}
+		}
+		writeJSON(w, http.StatusOK, view)
+		return
+	}
+	apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)})
+}
+
+// LabelPatch sets and removes control-plane labels of a device.
+type LabelPatch struct {
+	Set    map[string]string `json:"set"`
+	Remove []string          `json:"remove"`
+}
+
+func (h *handler) patchLabels(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := v1.ValidateDeviceID(id); err != nil {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "id", Message: err.Error()})
+		return
+	}
+	var p LabelPatch
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		return
+	}
+	for k, v := range p.Set {
+		if err := v1.ValidateLabelKey(k); err != nil {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "set." + k, Message: err.Error()})
+			return
+		}
+		if err := v1.ValidateLabelValue(v); err != nil {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "set." + k, Message: err.Error()})
+			return
+		}
+	}
+	for _, k := range p.Remove {
+		if err := v1.ValidateLabelKey(k); err != nil {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "remove", Message: err.Error()})
+			return
+		}
+	}
+	kv := h.kvs[h.cfg.Buckets.DeviceLabels]
+	for attempt := 0; ; attempt++ {
+		cur, err := kv.Get(r.Context(), id)
+		dl := v1.DeviceLabels{V: v1.FormatVersion, Overrides: map[string]*string{}}
+		var rev uint64
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			storeError(w, err)
+			return
+		default:
+			rev = cur.Revision
+			if old, err := v1.DecodeDeviceLabels(cur.Value); err == nil && old.Overrides != nil {
+				dl = old
+			}
+		}
+		for k, v := range p.Set {
+			dl.Overrides[k] = &v
+		}
+		for _, k := range p.Remove {
+			dl.Overrides[k] = nil
+		}
+		b, _ := v1.Marshal(dl)
+		if rev == 0 {
+			_, err = kv.Create(r.Context(), id, b)
+		} else {
+			_, err = kv.Update(r.Context(), id, b, rev)
+		}
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, dl)
+		return
+	}
+}
+
+// command sends a request to a device and waits for its reply. An offline
+// device is refused at once instead of waiting.
+func (h *handler) command(w http.ResponseWriter, r *http.Request, req v1.CommandRequest, timeout time.Duration) {
+	id := r.PathValue("id")
+	snap := h.op.Snapshot()
+	if _, known := snap.Devices[id]; !known {
+		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)})
+		return
+	}
+	if !snap.Online(id) {
+		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q is offline (no heartbeat for more than %s)", id, snap.Staleness)})
+		return
+	}
+	if err := req.Validate(); err != nil {
+		e := APIError{Code: CodeInvalid, Message: err.Error()}
+		if fe, ok := v1.First(err); ok {
+			e.Field = fe.Field
+		}
+		apiError(w, http.StatusBadRequest, e)
+		return
+	}
+	b, _ := json.Marshal(req)
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	m, err := h.nc.RequestWithContext(ctx, v1.CommandSubject(id), b)
+	if err != nil {
+		code := http.StatusGatewayTimeout
+		if errors.Is(err, nats.ErrNoResponders) {
+			code = http.StatusServiceUnavailable
+		}
+		apiError(w, code, APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q did not answer: %v", id, err)})
+		return
+	}
+	var reply v1.CommandReply
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		apiError(w, http.StatusBadGateway, APIError{Code: CodeDeviceError, Message: "unreadable reply: " + err.Error()})
+		return
+	}
+	status := http.StatusOK
+	if !reply.OK {
+		status = http.StatusBadGateway
+		if reply.Code == v1.CodeNotFound {
+			status = http.StatusNotFound
+		}
+	}
+	writeJSON(w, status, reply)
+}
+
+func (h *handler) deviceLogs(w http.ResponseWriter, r *http.Request) {
+	lines, _ := strconv.Atoi(r.URL.Query().Get("lines"))
+	h.command(w, r, v1.CommandRequest{Op: v1.OpLogs, Resource: r.URL.Query().Get("resource"),
+		Deployment: r.URL.Query().Get("deployment"), Lines: lines}, 10*time.Second)
+}
+
+func (h *handler) deviceExec(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Command []string `json:"command"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, v1.MaxCommandBytes)).Decode(&body); err != nil {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		return
+	}
+	h.command(w, r, v1.CommandRequest{Op: v1.OpExec, Command: body.Command}, (v1.ExecTimeoutLimit+5)*time.Second)
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
