@@ -73,9 +73,8 @@ type Operator struct {
 	overrides   map[string]map[string]*string
 	states      map[string]v1.DeviceState
 	beats       map[string]heartbeat
-	stale       bool // a watch failed and has not replayed again
-	renders     int  // render passes, for tests and metrics
-	writes      int  // desired-state writes done
+	renders     int // render passes, for tests and metrics
+	writes      int // desired-state writes done
 }
 
 // New returns an operator over the given buckets.
