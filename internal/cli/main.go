@@ -64,6 +64,13 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newServerCmd(stderr),
 		newAgentCmd(stderr),
 		newDevCmd(stdout, stderr),
+		newApplyCmd(stdout),
+		newGetCmd(stdout),
+		newDescribeCmd(stdout),
+		newDeleteCmd(stdout),
+		newLabelCmd(stdout),
+		newLogsCmd(stdout),
+		newExecCmd(stdout),
 	)
 	return root
 }

@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+)
+
+// client talks to the server's HTTP API.
+type client struct {
+	base string
+	http *http.Client
+}
+
+// apiError is the server's error body.
+type apiError struct {
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+	Field    string `json:"field"`
+	Document int    `json:"document"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func addServerFlag(cmd *cobra.Command, server *string) {
+	def := os.Getenv("HARMONY_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:8080"
+	}
+	cmd.Flags().StringVar(server, "server", def, "server URL (env HARMONY_SERVER)")
+}
+
+func newClient(server string) *client {
+	return &client{base: strings.TrimSuffix(server, "/"), http: &http.Client{Timeout: 60 * time.Second}}
+}
+
+// do sends a request and decodes a JSON answer into out; a non-2xx answer
+// becomes an *apiError.
+func (c *client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("server %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error *apiError `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != nil {
+			return e.Error
+		}
+		// Device command replies carry their own shape.
+		var reply struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &reply) == nil && reply.Error != "" {
+			return &apiError{Code: "device_error", Message: reply.Error}
+		}
+		return fmt.Errorf("server answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// printAs writes v as JSON or YAML.
+func printAs(w io.Writer, format string, v any) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		y, err := yaml.JSONToYAML(b)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(y)
+		return err
+	}
+	return usageError{fmt.Errorf("output %q: want table, json or yaml", format)}
+}
+
+func addOutputFlag(cmd *cobra.Command, out *string) {
+	cmd.Flags().StringVarP(out, "output", "o", "table", "table, json or yaml")
+}
+
+func age(secs float64) string {
+	if secs < 0 {
+		return "never"
+	}
+	d := time.Duration(secs * float64(time.Second))
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	default:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

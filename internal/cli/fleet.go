@@ -1,0 +1,410 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+)
+
+// Wire shapes of the API, as the CLI reads them.
+type deploymentStatus struct {
+	Name       string `json:"name"`
+	Generation int64  `json:"generation"`
+	Matched    int    `json:"matched"`
+	Succeeded  int    `json:"succeeded"`
+	Failed     int    `json:"failed"`
+	Pending    int    `json:"pending"`
+	Offline    int    `json:"offline"`
+	LastError  string `json:"lastError,omitempty"`
+	Devices    []struct {
+		Device             string `json:"device"`
+		Online             bool   `json:"online"`
+		Phase              string `json:"phase"`
+		ObservedGeneration int64  `json:"observedGeneration"`
+		Message            string `json:"message,omitempty"`
+	} `json:"devices,omitempty"`
+}
+
+type deploymentView struct {
+	Deployment v1.Deployment    `json:"deployment"`
+	Status     deploymentStatus `json:"status"`
+}
+
+type deviceView struct {
+	ID               string            `json:"id"`
+	Labels           map[string]string `json:"labels"`
+	Inventory        v1.Inventory      `json:"inventory"`
+	Online           bool              `json:"online"`
+	HeartbeatAgeSecs float64           `json:"heartbeatAgeSeconds"`
+	Deployments      map[string]string `json:"deployments"`
+	States           []v1.DeviceState  `json:"states,omitempty"`
+}
+
+func newApplyCmd(stdout io.Writer) *cobra.Command {
+	var server, file string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|-",
+		Short: "Create or update deployments from YAML (several documents per file)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return usageError{errors.New("-f FILE (or - for standard input) is required")}
+			}
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 4*v1.MaxDeploymentBytes))
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			c := newClient(server)
+			var res struct {
+				Items []struct {
+					Name       string `json:"name"`
+					Generation int64  `json:"generation"`
+					Result     string `json:"result"`
+				} `json:"items"`
+			}
+			if err := c.do(cmd.Context(), "POST", "/api/v1/deployments", "application/yaml", data, &res); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			for _, it := range res.Items {
+				fmt.Fprintf(stdout, "deployment/%s %s (generation %d)\n", it.Name, it.Result, it.Generation)
+			}
+			if !wait {
+				return nil
+			}
+			for _, it := range res.Items {
+				if err := waitRollout(cmd.Context(), c, stdout, it.Name, it.Generation, timeout); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "YAML file, or - for standard input")
+	cmd.Flags().BoolVar(&wait, "wait", false, "show progress until the rollout converges; fail if it fails")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
+	addServerFlag(cmd, &server)
+	return cmd
+}
+
+// waitRollout polls a deployment until every matched device succeeded at the
+// generation, one failed, or the timeout passes.
+func waitRollout(ctx context.Context, c *client, w io.Writer, name string, gen int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		var v deploymentView
+		err := c.do(ctx, "GET", "/api/v1/deployments/"+url.PathEscape(name), "", nil, &v)
+		if err == nil {
+			s := v.Status
+			line := fmt.Sprintf("deployment/%s: %d/%d succeeded, %d failed, %d pending, %d offline",
+				name, s.Succeeded, s.Matched, s.Failed, s.Pending, s.Offline)
+			if line != last {
+				fmt.Fprintln(w, line)
+				last = line
+			}
+			switch {
+			case s.Generation == gen && s.Failed > 0:
+				return fmt.Errorf("deployment/%s failed: %s", name, s.LastError)
+			case s.Generation == gen && s.Succeeded == s.Matched:
+				fmt.Fprintf(w, "deployment/%s rolled out\n", name)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("deployment/%s did not converge within %s", name, timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+func newGetCmd(stdout io.Writer) *cobra.Command {
+	var server, output, selector string
+	cmd := &cobra.Command{
+		Use:       "get deployments|devices",
+		Short:     "List deployments or devices",
+		ValidArgs: []string{"deployments", "devices"},
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{errors.New("want one of: deployments, devices")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := newClient(server)
+			switch strings.TrimSuffix(args[0], "s") {
+			case "deployment":
+				var res struct {
+					Items []deploymentView `json:"items"`
+				}
+				if err := c.do(cmd.Context(), "GET", "/api/v1/deployments", "", nil, &res); err != nil {
+					return err
+				}
+				if output != "table" {
+					return printAs(stdout, output, res.Items)
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tGENERATION\tMATCHED\tSUCCEEDED\tFAILED\tPENDING\tOFFLINE")
+				for _, d := range res.Items {
+					s := d.Status
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", s.Name, s.Generation, s.Matched, s.Succeeded, s.Failed, s.Pending, s.Offline)
+				}
+				return tw.Flush()
+			case "device":
+				var res struct {
+					Items []deviceView `json:"items"`
+				}
+				if err := c.do(cmd.Context(), "GET", "/api/v1/devices?selector="+url.QueryEscape(selector), "", nil, &res); err != nil {
+					return err
+				}
+				if output != "table" {
+					return printAs(stdout, output, res.Items)
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATUS\tHEARTBEAT\tLABELS\tDEPLOYMENTS")
+				for _, d := range res.Items {
+					status := "Online"
+					if !d.Online {
+						status = "Offline"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID, status, age(d.HeartbeatAgeSecs), joinMap(d.Labels, "="), joinMap(d.Deployments, ":"))
+				}
+				return tw.Flush()
+			}
+			return usageError{fmt.Errorf("%q: want deployments or devices", args[0])}
+		},
+	}
+	addServerFlag(cmd, &server)
+	addOutputFlag(cmd, &output)
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "devices: only those with these labels (k=v,k2=v2)")
+	return cmd
+}
+
+func joinMap(m map[string]string, sep string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+sep+m[k])
+	}
+	if len(parts) == 0 {
+		return "<none>"
+	}
+	return strings.Join(parts, ",")
+}
+
+func newDescribeCmd(stdout io.Writer) *cobra.Command {
+	var server, output string
+	cmd := &cobra.Command{
+		Use:   "describe deployment|device NAME",
+		Short: "Show one deployment or device in detail",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageError{errors.New("want: describe deployment|device NAME")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := newClient(server)
+			switch strings.TrimSuffix(args[0], "s") {
+			case "deployment":
+				var v deploymentView
+				if err := c.do(cmd.Context(), "GET", "/api/v1/deployments/"+url.PathEscape(args[1]), "", nil, &v); err != nil {
+					return err
+				}
+				if output != "table" {
+					return printAs(stdout, output, v)
+				}
+				s := v.Status
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "Name:\t%s\nGeneration:\t%d\nSelector:\t%s\nResources:\t%d\n", s.Name, s.Generation,
+					joinMap(v.Deployment.Spec.Selector.MatchLabels, "="), len(v.Deployment.Spec.Resources))
+				fmt.Fprintf(tw, "Matched:\t%d\nSucceeded:\t%d\nFailed:\t%d\nPending:\t%d\nOffline:\t%d\n", s.Matched, s.Succeeded, s.Failed, s.Pending, s.Offline)
+				if s.LastError != "" {
+					fmt.Fprintf(tw, "Last error:\t%s\n", s.LastError)
+				}
+				fmt.Fprintln(tw, "\nDEVICE\tONLINE\tPHASE\tOBSERVED\tMESSAGE")
+				for _, d := range s.Devices {
+					fmt.Fprintf(tw, "%s\t%v\t%s\t%d\t%s\n", d.Device, d.Online, d.Phase, d.ObservedGeneration, d.Message)
+				}
+				return tw.Flush()
+			case "device":
+				var d deviceView
+				if err := c.do(cmd.Context(), "GET", "/api/v1/devices/"+url.PathEscape(args[1]), "", nil, &d); err != nil {
+					return err
+				}
+				if output != "table" {
+					return printAs(stdout, output, d)
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				status := "Online"
+				if !d.Online {
+					status = "Offline"
+				}
+				fmt.Fprintf(tw, "Name:\t%s\nStatus:\t%s (heartbeat %s ago)\nLabels:\t%s\n", d.ID, status, age(d.HeartbeatAgeSecs), joinMap(d.Labels, "="))
+				fmt.Fprintf(tw, "Inventory:\t%s %s/%s, %d CPUs, %d MiB, agent %s\n", d.Inventory.Hostname, d.Inventory.OS, d.Inventory.Arch,
+					d.Inventory.CPUs, d.Inventory.MemoryBytes>>20, d.Inventory.AgentVersion)
+				fmt.Fprintln(tw, "\nDEPLOYMENT\tRESOURCE\tKIND\tPHASE\tMESSAGE")
+				for _, st := range d.States {
+					fmt.Fprintf(tw, "%s\t\t\t%s (generation %d)\t%s\n", st.Deployment, st.Phase, st.ObservedGeneration, st.Message)
+					for _, r := range st.Resources {
+						msg := r.Message
+						if r.Field != "" {
+							msg = r.Field + ": " + msg
+						}
+						fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Phase, msg)
+					}
+				}
+				return tw.Flush()
+			}
+			return usageError{fmt.Errorf("%q: want deployment or device", args[0])}
+		},
+	}
+	addServerFlag(cmd, &server)
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newDeleteCmd(stdout io.Writer) *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "delete deployment NAME",
+		Short: "Delete a deployment (its resources are removed from the devices)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 || strings.TrimSuffix(args[0], "s") != "deployment" {
+				return usageError{errors.New("want: delete deployment NAME")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := newClient(server).do(cmd.Context(), "DELETE", "/api/v1/deployments/"+url.PathEscape(args[1]), "", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "deployment/%s deleted\n", args[1])
+			return nil
+		},
+	}
+	addServerFlag(cmd, &server)
+	return cmd
+}
+
+func newLabelCmd(stdout io.Writer) *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "label device ID k=v|k- ...",
+		Short: "Set (k=v) or remove (k-) a device's labels from the control plane",
+		Long: `Set or remove device labels from the control plane. These win over the
+labels the agent reports for the same key: k=v sets a label whatever the agent
+says, k- removes it even if the agent reports it.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 3 || args[0] != "device" {
+				return usageError{errors.New("want: label device ID k=v|k- ...")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			patch := struct {
+				Set    map[string]string `json:"set"`
+				Remove []string          `json:"remove"`
+			}{Set: map[string]string{}}
+			for _, a := range args[2:] {
+				if k, ok := strings.CutSuffix(a, "-"); ok && !strings.Contains(a, "=") {
+					patch.Remove = append(patch.Remove, k)
+					continue
+				}
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					return usageError{fmt.Errorf("%q: want k=v or k-", a)}
+				}
+				patch.Set[k] = v
+			}
+			body, _ := jsonMarshal(patch)
+			if err := newClient(server).do(cmd.Context(), "PATCH", "/api/v1/devices/"+url.PathEscape(args[1])+"/labels", "application/json", body, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "device/%s labeled\n", args[1])
+			return nil
+		},
+	}
+	addServerFlag(cmd, &server)
+	return cmd
+}
+
+func newLogsCmd(stdout io.Writer) *cobra.Command {
+	var server, deployment string
+	var lines int
+	cmd := &cobra.Command{
+		Use:   "logs DEVICE RESOURCE",
+		Short: "Print the last lines of a container's or a job's output on a device",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageError{errors.New("want: logs DEVICE RESOURCE")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{"resource": {args[1]}, "lines": {fmt.Sprint(lines)}, "deployment": {deployment}}
+			var reply v1.CommandReply
+			if err := newClient(server).do(cmd.Context(), "GET", "/api/v1/devices/"+url.PathEscape(args[0])+"/logs?"+q.Encode(), "", nil, &reply); err != nil {
+				return err
+			}
+			_, err := io.WriteString(stdout, reply.Output)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&lines, "tail", 100, "how many lines")
+	cmd.Flags().StringVar(&deployment, "deployment", "", "the resource's deployment, when several have that id")
+	addServerFlag(cmd, &server)
+	return cmd
+}
+
+func newExecCmd(stdout io.Writer) *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "exec DEVICE -- CMD [ARG...]",
+		Short: "Run a command on a device (when its agent allows exec)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 || cmd.ArgsLenAtDash() != 1 {
+				return usageError{errors.New("want: exec DEVICE -- CMD [ARG...]")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, _ := jsonMarshal(map[string][]string{"command": args[1:]})
+			var reply v1.CommandReply
+			err := newClient(server).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/exec", "application/json", body, &reply)
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(stdout, reply.Output)
+			return err
+		},
+	}
+	addServerFlag(cmd, &server)
+	return cmd
+}
