@@ -323,7 +323,7 @@ labels the agent reports for the same key: k=v sets a label whatever the agent
 says, k- removes it even if the agent reports it.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 3 || args[0] != "device" {
-				return usageError{errors.New("want: label device ID k=v|k- ...")}
+				return usageError{errors.New("want: label device ID k=v|k- [k=v|k-]")}
 			}
 			return nil
 		},
@@ -390,7 +390,7 @@ func newExecCmd(stdout io.Writer) *cobra.Command {
 		Short: "Run a command on a device (when its agent allows exec)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 2 || cmd.ArgsLenAtDash() != 1 {
-				return usageError{errors.New("want: exec DEVICE -- CMD [ARG...]")}
+				return usageError{errors.New("want: exec DEVICE -- CMD [ARG]")}
 			}
 			return nil
 		},

@@ -50,6 +50,9 @@ type Options struct {
 	// Render turns rendering (and orphan removal) on; a read-only operator
 	// only aggregates.
 	Render bool
+	// OrphanGrace is how long a desired-state key must stay unrendered
+	// before it is removed (default 2s).
+	OrphanGrace time.Duration
 }
 
 type heartbeat struct {
@@ -75,6 +78,7 @@ type Operator struct {
 	beats       map[string]heartbeat
 	renders     int // render passes, for tests and metrics
 	writes      int // desired-state writes done
+	orphanSince map[string]time.Time
 }
 
 // New returns an operator over the given buckets.
@@ -82,10 +86,14 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 	if opts.Staleness <= 0 {
 		opts.Staleness = 30 * time.Second
 	}
+	if opts.OrphanGrace <= 0 {
+		opts.OrphanGrace = 2 * time.Second
+	}
 	o := &Operator{b: b, log: log, opts: opts, wake: make(chan struct{}, 1),
 		raw: map[string]map[string]store.Entry{}, replayed: map[string]bool{},
 		deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
-		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{}}
+		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{},
+		orphanSince: map[string]time.Time{}}
 	for _, kv := range b.all() {
 		o.raw[kv.Bucket()] = map[string]store.Entry{}
 	}
@@ -368,11 +376,16 @@ func (o *Operator) render(ctx context.Context) error {
 		}
 	}
 	writes := 0
+	now := time.Now()
 	for _, key := range sortedKeys(want) {
 		b := want[key]
 		cur, ok := have[key]
 		switch {
 		case ok && bytes.Equal(cur.Value, b):
+			continue
+		case ok && newerGeneration(cur.Value, deployments, key):
+			// Another operator with a fresher view wrote a later generation;
+			// ours is stale and must never roll a device back.
 			continue
 		case ok:
 			_, err = o.b.DesiredState.Update(ctx, key, b, cur.Revision)
@@ -391,6 +404,20 @@ func (o *Operator) render(ctx context.Context) error {
 		if _, _, err := v1.SplitDeviceKey(key); err != nil {
 			continue // not a key this operator writes: leave it alone
 		}
+		// An orphan is removed only once it has stayed an orphan for a
+		// moment: another operator's view may be ahead of ours (a device
+		// that just started matching), and a removal tells the agent to
+		// delete what runs.
+		o.mu.Lock()
+		since, seen := o.orphanSince[key]
+		if !seen {
+			o.orphanSince[key] = now
+		}
+		o.mu.Unlock()
+		if !seen || now.Sub(since) < o.opts.OrphanGrace {
+			time.AfterFunc(o.opts.OrphanGrace, o.poke)
+			continue
+		}
 		err := o.b.DesiredState.Delete(ctx, key, have[key].Revision)
 		if err == nil {
 			writes++
@@ -400,6 +427,13 @@ func (o *Operator) render(ctx context.Context) error {
 	}
 	o.mu.Lock()
 	o.writes += writes
+	for key := range o.orphanSince {
+		if _, still := have[key]; !still {
+			delete(o.orphanSince, key)
+		} else if _, wanted := want[key]; wanted {
+			delete(o.orphanSince, key)
+		}
+	}
 	o.mu.Unlock()
 	return firstErr
 }
@@ -411,4 +445,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// newerGeneration reports whether the stored desired value of key carries a
+// later generation than the deployment this operator knows.
+func newerGeneration(stored []byte, deployments map[string]v1.Deployment, key string) bool {
+	_, dep, err := v1.SplitDeviceKey(key)
+	if err != nil {
+		return false
+	}
+	ds, err := v1.DecodeDesiredState(stored)
+	if err != nil {
+		return false
+	}
+	return ds.Generation > deployments[dep].Metadata.Generation
 }

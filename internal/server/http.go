@@ -47,6 +47,12 @@ func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, c
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "harmony_operator_converged", Help: "1 once the operator has rebuilt its view from the store.",
 		}, func() float64 { return b2f(op.Phase() == operator.Converged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "harmony_operator_desired_writes_total", Help: "Desired-state values this operator wrote or deleted.",
+		}, func() float64 { _, w := op.Stats(); return float64(w) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "harmony_operator_render_passes_total", Help: "Render passes of this operator.",
+		}, func() float64 { r, _ := op.Stats(); return float64(r) }),
 		&bucketCollector{op: op, desc: prometheus.NewDesc("harmony_bucket_keys", "Live keys per fleet bucket in the operator's view.", []string{"bucket"}, nil)},
 	)
 	h.mux.HandleFunc("GET /healthz", h.healthz)
