@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/agent"
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/server"
+)
+
+// instantKind is a reconciler that is always in sync: simulated devices run
+// the real agent (device info, heartbeats, desired-state watch, status by
+// CAS) with only the reconcilers replaced.
+type instantKind struct{}
+
+func (instantKind) Admit(agent.Desired) (string, error) { return "", nil }
+func (instantKind) Observe(context.Context, agent.Desired) (agent.Observation, error) {
+	return agent.Observation{InSync: true, Result: agent.Result{Phase: v1.PhaseReady, Message: "simulated"}}, nil
+}
+func (instantKind) Apply(context.Context, agent.Desired) error     { return nil }
+func (instantKind) Delete(context.Context, localstate.Owned) error { return nil }
+
+type benchServer struct {
+	info   server.Info
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startBenchServer(b *testing.B, dataDir string) *benchServer {
+	cfg := config.DefaultServer()
+	cfg.DataDir = dataDir
+	cfg.NATSListen = "127.0.0.1:0"
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.HeartbeatStaleness = config.Duration(30 * time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan server.Info, 1)
+	go func() {
+		s.done <- server.Run(ctx, cfg, slog.New(slog.DiscardHandler), server.Options{OnReady: func(i server.Info) { ready <- i }})
+	}()
+	select {
+	case s.info = <-ready:
+	case err := <-s.done:
+		b.Fatalf("server: %v", err)
+	}
+	return s
+}
+
+func (s *benchServer) stop() { s.cancel(); <-s.done }
+
+func getJSONB(b *testing.B, url string, out any) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		_ = json.Unmarshal(data, out)
+	}
+	return resp.StatusCode
+}
+
+// BenchmarkFleetRollout: N simulated devices; apply one deployment that
+// selects them all, and measure until every device reports it succeeded;
+// then restart the server (embedded NATS included) on its data and measure
+// until it is ready (operator Converged).
+func BenchmarkFleetRollout(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) {
+			for it := 0; it < b.N; it++ {
+				dir := b.TempDir()
+				srv := startBenchServer(b, filepath.Join(dir, "server"))
+				actx, acancel := context.WithCancel(context.Background())
+				g, gctx := errgroup.WithContext(actx)
+				for i := 0; i < n; i++ {
+					cfg := config.DefaultAgent()
+					cfg.ID = fmt.Sprintf("sim-%04d", i)
+					cfg.NATSURLs = []string{srv.info.NATSURL}
+					cfg.StateDir = filepath.Join(dir, "agents", cfg.ID)
+					cfg.Labels = map[string]string{"fleet": "sim"}
+					cfg.HeartbeatInterval = config.Duration(5 * time.Second)
+					cfg.ResyncInterval = config.Duration(time.Minute)
+					a, err := agent.New(cfg, slog.New(slog.DiscardHandler), agent.Options{Kinds: map[string]agent.Kind{v1.KindFile: instantKind{}}})
+					if err != nil {
+						b.Fatal(err)
+					}
+					g.Go(func() error { return a.Run(gctx) })
+				}
+				waitFor(b, 2*time.Minute, func() bool {
+					var res struct {
+						Items []struct {
+							Online bool `json:"online"`
+						} `json:"items"`
+					}
+					getJSONB(b, srv.info.HTTPURL+"/api/v1/devices", &res)
+					online := 0
+					for _, d := range res.Items {
+						if d.Online {
+							online++
+						}
+					}
+					return online == n
+				})
+
+				spec, _ := json.Marshal(map[string]string{"path": "/etc/harmony/x", "content": "x"})
+				dep := v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "sim"},
+					Spec: v1.DeploymentSpec{Selector: v1.Selector{MatchLabels: map[string]string{"fleet": "sim"}},
+						Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
+				body, _ := json.Marshal(dep)
+				start := time.Now()
+				resp, err := http.Post(srv.info.HTTPURL+"/api/v1/deployments", "application/yaml", bytes.NewReader(body))
+				if err != nil || resp.StatusCode != 200 {
+					b.Fatalf("apply: %v %v", resp, err)
+				}
+				resp.Body.Close()
+				waitFor(b, 5*time.Minute, func() bool {
+					var v struct {
+						Status struct {
+							Succeeded int `json:"succeeded"`
+						} `json:"status"`
+					}
+					getJSONB(b, srv.info.HTTPURL+"/api/v1/deployments/sim", &v)
+					return v.Status.Succeeded == n
+				})
+				rollout := time.Since(start)
+
+				srv.stop()
+				start = time.Now()
+				srv = startBenchServer(b, filepath.Join(dir, "server"))
+				waitFor(b, 2*time.Minute, func() bool { return getJSONB(b, srv.info.HTTPURL+"/readyz", nil) == 200 })
+				converge := time.Since(start)
+
+				acancel()
+				_ = g.Wait()
+				srv.stop()
+				b.ReportMetric(rollout.Seconds(), "apply-to-all-succeeded-s")
+				b.ReportMetric(converge.Seconds(), "restart-to-converged-s")
+			}
+		})
+	}
+}
+
+// waitFor polls cond every 20 ms until it holds or timeout passes.
+func waitFor(b *testing.B, timeout time.Duration, cond func() bool) {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
