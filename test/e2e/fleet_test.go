@@ -213,6 +213,18 @@ func TestFleetEndToEnd(t *testing.T) {
 	if !strings.Contains(devOut, "a1") || !strings.Contains(devOut, "Offline") {
 		t.Fatalf("devices after stopping a1:\n%s", devOut)
 	}
+	// Commands to an offline device fail at once with a clear error; an
+	// online one answers (the job's output through logs).
+	start := time.Now()
+	if _, e, c := cli(t, srv, "logs", "a1", "hello"); c == 0 || !strings.Contains(e, "offline") {
+		t.Fatalf("logs of an offline device: exit %d, %q", c, e)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("a command to an offline device hung")
+	}
+	if o, e, c := cli(t, srv, "logs", "a3", "hello"); c != 0 || strings.TrimSpace(o) != "v1" {
+		t.Fatalf("logs of a3's job: exit %d, %q %q", c, o, e)
+	}
 
 	// Bad YAML and invalid specs are refused with the line or field; nothing
 	// stored changes.
