@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/agent"
@@ -24,11 +23,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-	)
-}
+func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 
 // fleet is an embedded NATS with the fleet buckets, as the server makes them.
 type fleet struct {

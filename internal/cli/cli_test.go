@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"io"
 	"net"
 	"net/http"
@@ -15,17 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/cli"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-	)
-}
+func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 
 // syncBuffer is an output stream that goroutines of a running server may
 // write while the test reads it.

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -18,12 +17,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats-server keeps a few process-wide goroutines after shutdown.
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-	)
-}
+func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 
 func TestContractSingleNode(t *testing.T) {
 	srv := meshtest.StartServer(t)

@@ -25,7 +25,9 @@ import (
 // the exit code.
 func cli(t testing.TB, server string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(binary, append(args, "--server", "http://"+server)...)
+	// The flag goes right after the subcommand, before any "--".
+	full := append([]string{args[0], "--server", "http://" + server}, args[1:]...)
+	cmd := exec.Command(binary, full...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -224,6 +226,10 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	if o, e, c := cli(t, srv, "logs", "a3", "hello"); c != 0 || strings.TrimSpace(o) != "v1" {
 		t.Fatalf("logs of a3's job: exit %d, %q %q", c, o, e)
+	}
+	// exec reaches the agent, which refuses it: exec is off unless enabled.
+	if _, e, c := cli(t, srv, "exec", "a3", "--", "id"); c == 0 || !strings.Contains(e, "disabled") {
+		t.Fatalf("exec on an agent without exec: exit %d, %q", c, e)
 	}
 
 	// Bad YAML and invalid specs are refused with the line or field; nothing
