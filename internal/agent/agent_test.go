@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,19 +28,25 @@ func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 
 // fleet is an embedded NATS with the fleet buckets, as the server makes them.
 type fleet struct {
-	srv *mesh.Server
-	kvs map[string]store.KV
+	srv   *mesh.Server
+	kvs   map[string]store.KV
+	close func()
 }
 
 func startFleet(t *testing.T) *fleet {
 	t.Helper()
-	srv := meshtest.StartServer(t)
+	return fleetOn(t, meshtest.StartServer(t))
+}
+
+// fleetOn ensures the fleet buckets on srv and opens them.
+func fleetOn(t *testing.T, srv *mesh.Server) *fleet {
+	t.Helper()
 	nc := meshtest.Connect(t, srv)
 	st, err := store.NewNATS(nc, store.NATSOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{srv: srv, kvs: map[string]store.KV{}}
+	f := &fleet{srv: srv, kvs: map[string]store.KV{}, close: nc.Close}
 	for _, b := range server.FleetBuckets(config.DefaultServer()) {
 		kv, err := st.Ensure(context.Background(), b)
 		if err != nil {
@@ -420,4 +427,54 @@ func TestExecDisabledByDefault(t *testing.T) {
 	if s.Resources[0].Phase != v1.PhaseInvalid || s.Resources[0].Field != "resources[0].kind" {
 		t.Fatalf("status %+v", s.Resources)
 	}
+}
+
+// An agent started while the mesh is down enforces its cache, then joins when
+// the mesh comes back on the same address: heartbeats resume and a new
+// desired state is applied, without restarting the agent.
+func TestAgentCatchesUpWhenMeshReturns(t *testing.T) {
+	dir := t.TempDir()
+	cfg := mesh.ServerConfig{Name: "n", DataDir: dir, Listen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), SyncAlways: true}
+	srv, err := mesh.StartServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fleetOn(t, srv)
+	root, stateDir := t.TempDir(), t.TempDir()
+	acfg := agentConfig(t, "nats://"+cfg.Listen, root, stateDir)
+	stop := startAgent(t, acfg)
+	conf := filepath.Join(root, "conf")
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "web", Generation: 1, Resources: []v1.Resource{fileRes("c", conf, "v1\n", "")}})
+	f.waitStatus(t, "web", readyAt(1))
+	stop()
+	f.close()
+	srv.Shutdown()
+
+	startAgent(t, acfg) // the mesh is down
+	retry.Until(t, 10*time.Second, func() error {
+		if b, _ := os.ReadFile(conf); string(b) != "v1\n" {
+			return fmt.Errorf("conf = %q", b)
+		}
+		return nil
+	})
+	srv2, err := mesh.StartServer(cfg) // back, same address and data
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv2.Shutdown)
+	f2 := fleetOn(t, srv2)
+	f2.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "web", Generation: 2, Resources: []v1.Resource{fileRes("c", conf, "v2\n", "")}})
+	f2.waitStatus(t, "web", readyAt(2))
+	if b, _ := os.ReadFile(conf); string(b) != "v2\n" {
+		t.Fatalf("conf = %q after catching up", b)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
