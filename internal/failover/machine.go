@@ -1,0 +1,507 @@
+package failover
+
+import "time"
+
+// Status is a node's place in the failover workflow. It is what the node's
+// heartbeat reports, so a fenced node never reports itself healthy.
+type Status string
+
+const (
+	StatusStarting   Status = "Starting"
+	StatusPrimary    Status = "Primary"    // serves writes
+	StatusFencing    Status = "Fencing"    // fence under way: may still serve
+	StatusFenced     Status = "Fenced"     // proven not to accept writes
+	StatusReplica    Status = "Replica"    // follows the primary
+	StatusPromoting  Status = "Promoting"  // compare-and-set on cluster-state under way
+	StatusActivating Status = "Activating" // won; PostgreSQL being promoted
+	StatusFailed     Status = "Failed"     // a replica whose own checks fail: not promotable
+)
+
+// ClusterState is the value of the failover bucket's cluster-state key.
+type ClusterState struct {
+	Primary string
+	// Sync is the standby the primary replicates to synchronously; in
+	// AbsoluteConsistency only it may be promoted.
+	Sync  string
+	Epoch uint64
+	// Rev is the store revision of this value (0: there is none yet).
+	Rev uint64
+}
+
+// Result is the outcome of an action, as the loop reports it.
+type Result int
+
+const (
+	ResultOK          Result = iota
+	ResultUnhealthy          // the local PostgreSQL check failed
+	ResultUnreachable        // the store did not answer in time
+	ResultConflict           // a compare-and-set lost
+	ResultUnknown            // a write whose outcome is unknown
+	ResultFailed             // an action failed (fence, promote, follow)
+)
+
+// ActionKind names what a node must do.
+type ActionKind string
+
+const (
+	// ActBeat: check PostgreSQL, read cluster-state from the stream leader
+	// (primary only), and compare-and-set the node's own heartbeat; each step
+	// bounded by HeartbeatTimeout. Result: EvBeatResult.
+	ActBeat ActionKind = "beat"
+	// ActFence: make PostgreSQL refuse writes, escalating with each retry
+	// (fast shutdown, immediate shutdown, kill the postmaster).
+	ActFence ActionKind = "fence"
+	// ActUnfence: let PostgreSQL accept writes again.
+	ActUnfence ActionKind = "unfence"
+	// ActPromote: compare-and-set cluster-state to name this node, epoch+1.
+	ActPromote ActionKind = "promote"
+	// ActActivate: read cluster-state from the stream leader and, only if it
+	// still names this node at Epoch, promote the local PostgreSQL (a node
+	// frozen between winning and activating may have been overtaken).
+	// Result: ResultOK, ResultConflict (overtaken), or a failure.
+	ActActivate ActionKind = "activate"
+	// ActFollow: (re)join Target as a streaming replica (pg_rewind first
+	// when the node was primary).
+	ActFollow ActionKind = "follow"
+	// ActReadState: read cluster-state from the stream leader.
+	ActReadState ActionKind = "read-state"
+	// ActSetSync: name Target the synchronous standby: compare-and-set
+	// cluster-state (BaseRev) first, then configure PostgreSQL to wait for
+	// it. A promotion clears the name: until the new primary names a standby
+	// that streams from it, no replica is promotable and the primary
+	// acknowledges nothing, so a replica that missed writes the old primary
+	// acknowledged can never be promoted.
+	ActSetSync ActionKind = "set-sync"
+)
+
+// Action is one thing to do. A new action replaces (cancels) the one in
+// flight: actions are serialized and the latest decision wins.
+type Action struct {
+	Kind       ActionKind
+	Epoch      uint64 // ActPromote: the epoch to claim; ActActivate: the epoch won
+	BaseRev    uint64 // ActPromote: the cluster-state revision it replaces
+	Target     string // ActFollow: the primary to follow
+	Escalation int    // ActFence: 0, 1, 2: ever harder
+}
+
+// EventKind says what happened.
+type EventKind int
+
+const (
+	EvStart         EventKind = iota // CS: cluster-state read first thing (Result: could it be read)
+	EvTick                           // the heartbeat timer fired
+	EvBeatResult                     // Result of ActBeat; CS: the leader read (primary)
+	EvClusterState                   // the watch delivered a cluster-state value
+	EvPrimaryBeat                    // the watch saw the primary's heartbeat at Rev
+	EvPromoteResult                  // Result of ActPromote; CS: the value now stored
+	EvActionDone                     // Result of Action (fence, unfence, activate, follow, read-state)
+)
+
+// Event is one observation. Now is the node's monotonic clock: the machine
+// never looks at wall-clock time, so clock steps cannot move its decisions.
+type Event struct {
+	Kind   EventKind
+	Now    time.Duration
+	CS     ClusterState
+	Result Result
+	Rev    uint64
+	Action ActionKind
+	// Writable (EvStart): PostgreSQL accepts writes right now.
+	Writable bool
+	// Status (EvPrimaryBeat): what the primary's heartbeat says it is.
+	Status Status
+	// Standbys (EvBeatResult of a primary): the replicas streaming from it;
+	// PGSync: the synchronous standby PostgreSQL is configured to wait for.
+	Standbys []string
+	PGSync   string
+}
+
+// Node is one member's decision state.
+type Node struct {
+	Name     string
+	T        Timings
+	Strategy Strategy
+
+	Status    Status
+	CS        ClusterState
+	Failures  int // consecutive failed beats
+	Successes int // consecutive good beats (counted while fenced or failed)
+	BeatRev   uint64
+	BeatSeen  time.Duration // when the primary's heartbeat last advanced (replica)
+	Pending   ActionKind    // the action in flight
+	Escalated int           // fence escalation level reached
+	// Attempted is the epoch this node last tried to claim by promotion.
+	Attempted uint64
+}
+
+// NewNode returns a node that has not started.
+func NewNode(name string, t Timings, s Strategy) Node {
+	return Node{Name: name, T: t, Strategy: s, Status: StatusStarting}
+}
+
+// MayServe reports whether, by the machine's own account, PostgreSQL may be
+// accepting writes (the loop keeps PostgreSQL in line with it).
+func (n Node) MayServe() bool {
+	return n.Status == StatusPrimary || n.Status == StatusFencing || n.Status == StatusActivating
+}
+
+func (n Node) do(a Action) (Node, []Action) {
+	n.Pending = a.Kind
+	return n, []Action{a}
+}
+
+// Step is the whole decision function: given the node and one event, the
+// next node and what to do.
+func Step(n Node, ev Event) (Node, []Action) {
+	switch ev.Kind {
+	case EvStart:
+		return n.start(ev)
+	case EvTick:
+		return n.tick(ev)
+	case EvBeatResult:
+		if n.Pending != ActBeat {
+			return n, nil // a cancelled beat
+		}
+		n.Pending = ""
+		return n.beatResult(ev)
+	case EvClusterState:
+		return n.clusterState(ev.CS, ev.Now)
+	case EvPrimaryBeat:
+		// Only a heartbeat from a node holding the primary role (serving,
+		// fencing, or fenced and about to unfence) proves the primary alive;
+		// a node that believes itself a replica must not hold a failover off.
+		holds := ev.Status == StatusPrimary || ev.Status == StatusFencing || ev.Status == StatusFenced
+		if ev.Rev != n.BeatRev && holds {
+			n.BeatRev, n.BeatSeen = ev.Rev, ev.Now
+		}
+		return n, nil
+	case EvPromoteResult:
+		if n.Pending != ActPromote {
+			return n, nil
+		}
+		n.Pending = ""
+		return n.promoteResult(ev)
+	case EvActionDone:
+		if n.Pending != ev.Action {
+			return n, nil
+		}
+		n.Pending = ""
+		return n.actionDone(ev)
+	}
+	return n, nil
+}
+
+// start reconciles with cluster-state first: a restarted agent whose node
+// still owns the epoch and whose PostgreSQL still serves resumes without a
+// failover; one whose PostgreSQL does not serve (the whole node restarted)
+// starts fenced and unfences after SuccessThreshold good beats; a node that
+// serves but is no longer named fences at once.
+func (n Node) start(ev Event) (Node, []Action) {
+	n.BeatSeen = ev.Now
+	if ev.Result != ResultOK && n.CS.Rev > 0 {
+		// The watch delivered cluster-state before the first read failed:
+		// that value is as good as a read.
+		ev.Result, ev.CS = ResultOK, n.CS
+	}
+	if ev.Result != ResultOK {
+		// Cluster-state could not be read. A serving node cannot prove it
+		// still owns the cluster: in AbsoluteConsistency it fences (and
+		// unfences after SuccessThreshold good beats if it does own it).
+		switch {
+		case ev.Writable && n.Strategy == AbsoluteConsistency:
+			n.Status = StatusPrimary
+			return n.fence()
+		case ev.Writable:
+			n.Status = StatusPrimary
+		default:
+			n.Status = StatusReplica
+		}
+		return n, nil
+	}
+	n.CS = ev.CS
+	switch {
+	case ev.CS.Primary == n.Name && ev.Writable:
+		n.Status = StatusPrimary
+		return n.do(Action{Kind: ActBeat})
+	case ev.CS.Primary == n.Name:
+		n.Status = StatusFenced
+		return n.do(Action{Kind: ActBeat})
+	case ev.Writable:
+		n.Status = StatusPrimary
+		return n.fence()
+	}
+	n.Status = StatusReplica
+	if ev.CS.Primary == "" {
+		return n, nil
+	}
+	return n.do(Action{Kind: ActFollow, Target: ev.CS.Primary})
+}
+
+func (n Node) tick(ev Event) (Node, []Action) {
+	if n.Pending != "" {
+		return n, nil
+	}
+	if n.Status == StatusReplica && n.promotable() && ev.Now-n.BeatSeen >= n.T.FailoverTimeout {
+		n.Status = StatusPromoting
+		n.Attempted = n.CS.Epoch + 1
+		return n.do(Action{Kind: ActPromote, Epoch: n.Attempted, BaseRev: n.CS.Rev})
+	}
+	switch n.Status {
+	case StatusPrimary, StatusFenced, StatusReplica, StatusFailed:
+		return n.do(Action{Kind: ActBeat})
+	}
+	return n, nil
+}
+
+// promotable: a healthy replica that follows the current primary and, in
+// AbsoluteConsistency, is its synchronous standby (so it has every
+// acknowledged write).
+func (n Node) promotable() bool {
+	if n.CS.Primary == "" || n.CS.Primary == n.Name {
+		return false
+	}
+	if n.Strategy == AbsoluteConsistency && n.CS.Sync != n.Name {
+		return false
+	}
+	return true
+}
+
+func (n Node) beatResult(ev Event) (Node, []Action) {
+	switch n.Status {
+	case StatusPrimary, StatusFencing, StatusFenced:
+		return n.primaryBeat(ev)
+	case StatusReplica, StatusFailed:
+		return n.replicaBeat(ev)
+	}
+	return n, nil
+}
+
+func (n Node) primaryBeat(ev Event) (Node, []Action) {
+	if ev.Result == ResultConflict || (ev.Result == ResultOK && ev.CS.Primary != n.Name) {
+		// Someone else owns the cluster: a zombie fences at once.
+		if ev.Result == ResultOK {
+			n.CS = ev.CS
+		}
+		return n.fence()
+	}
+	if ev.Result == ResultOK {
+		n.CS = ev.CS
+		n.Failures = 0
+		if n.Status == StatusFenced {
+			n.Successes++
+			if n.Successes >= n.T.SuccessThreshold {
+				n.Successes = 0
+				return n.do(Action{Kind: ActUnfence})
+			}
+		}
+		if n.Status == StatusPrimary && n.Strategy == AbsoluteConsistency {
+			switch {
+			case n.CS.Sync == "" && len(ev.Standbys) > 0:
+				return n.do(Action{Kind: ActSetSync, Target: ev.Standbys[0], BaseRev: n.CS.Rev})
+			case n.CS.Sync != "" && ev.PGSync != n.CS.Sync:
+				// Recorded but not configured (an earlier attempt's outcome
+				// was unknown): configure PostgreSQL to match.
+				return n.do(Action{Kind: ActSetSync, Target: n.CS.Sync, BaseRev: n.CS.Rev})
+			}
+		}
+		return n, nil
+	}
+	// A failed beat. In SplitBrainAllowed a primary cut off from the store
+	// keeps serving; only its own PostgreSQL failing counts.
+	if n.Strategy == SplitBrainAllowed && ev.Result != ResultUnhealthy {
+		return n, nil
+	}
+	n.Successes = 0
+	n.Failures++
+	if n.Status == StatusPrimary {
+		if n.Failures >= n.T.FailureThreshold {
+			return n.fence()
+		}
+		// Retry at once: the unconfirmed time is bounded by the thresholds.
+		return n.do(Action{Kind: ActBeat})
+	}
+	return n, nil
+}
+
+func (n Node) fence() (Node, []Action) {
+	if n.Status == StatusFenced {
+		return n.afterFenced()
+	}
+	n.Status = StatusFencing
+	n.Successes = 0
+	return n.do(Action{Kind: ActFence, Escalation: n.Escalated})
+}
+
+// afterFenced: a fenced node that is no longer named primary rejoins the new
+// primary as a replica.
+func (n Node) afterFenced() (Node, []Action) {
+	if n.CS.Primary != "" && n.CS.Primary != n.Name {
+		return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+	}
+	return n, nil
+}
+
+func (n Node) replicaBeat(ev Event) (Node, []Action) {
+	if ev.Result == ResultOK {
+		n.Failures = 0
+		if n.Status == StatusFailed {
+			n.Successes++
+			if n.Successes >= n.T.SuccessThreshold {
+				n.Successes = 0
+				n.Status = StatusReplica
+				n.BeatSeen = ev.Now // judge the primary afresh
+			}
+		}
+		return n, nil
+	}
+	if ev.Result == ResultConflict {
+		return n, nil // our own heartbeat raced a restart of ours; next beat re-reads
+	}
+	n.Successes = 0
+	n.Failures++
+	if n.Failures >= n.T.FailureThreshold {
+		n.Status = StatusFailed
+	}
+	return n, nil
+}
+
+func (n Node) clusterState(cs ClusterState, now time.Duration) (Node, []Action) {
+	if cs.Rev <= n.CS.Rev {
+		return n, nil // old news (watches may redeliver)
+	}
+	prev := n.CS
+	n.CS = cs
+	switch n.Status {
+	case StatusPrimary, StatusFencing:
+		if cs.Primary != n.Name {
+			return n.fence()
+		}
+	case StatusFenced:
+		if cs.Primary != n.Name {
+			return n.afterFenced()
+		}
+	case StatusPromoting:
+		if cs.Primary == n.Name {
+			n.Status = StatusActivating
+			return n.do(Action{Kind: ActActivate, Epoch: cs.Epoch})
+		}
+		n.Status = StatusReplica
+		n.BeatSeen = now
+		return n.do(Action{Kind: ActFollow, Target: cs.Primary})
+	case StatusReplica, StatusFailed:
+		if cs.Primary == n.Name && cs.Epoch == n.Attempted {
+			// Our own promotion, whose outcome looked lost (it landed after
+			// we read), has in fact won. Take the role rather than leave the
+			// cluster without a primary.
+			n.Status = StatusActivating
+			return n.do(Action{Kind: ActActivate, Epoch: cs.Epoch})
+		}
+		if cs.Primary == n.Name {
+			// Named primary while not serving (this node restarted without
+			// reaching the store): take the role the safe way, fenced,
+			// unfencing only after SuccessThreshold beats that confirm it.
+			n.Status = StatusFenced
+			n.Successes = 0
+			return n.do(Action{Kind: ActBeat})
+		}
+		if cs.Primary != prev.Primary && cs.Primary != "" {
+			n.BeatSeen = now // give the new primary a full timeout
+			return n.do(Action{Kind: ActFollow, Target: cs.Primary})
+		}
+	}
+	return n, nil
+}
+
+func (n Node) promoteResult(ev Event) (Node, []Action) {
+	switch ev.Result {
+	case ResultOK:
+		n.CS = ev.CS
+		n.Status = StatusActivating
+		return n.do(Action{Kind: ActActivate, Epoch: ev.CS.Epoch})
+	case ResultUnknown, ResultUnreachable:
+		// The write may have landed: read before deciding.
+		return n.do(Action{Kind: ActReadState})
+	default:
+		n.Status = StatusReplica
+		n.BeatSeen = ev.Now
+		if ev.CS.Rev > n.CS.Rev {
+			n.CS = ev.CS
+		}
+		if n.CS.Primary != "" && n.CS.Primary != n.Name {
+			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+		}
+		return n, nil
+	}
+}
+
+func (n Node) actionDone(ev Event) (Node, []Action) {
+	switch ev.Action {
+	case ActFence:
+		if ev.Result != ResultOK {
+			// Not proven fenced: escalate and stay Fencing.
+			if n.Escalated < 2 {
+				n.Escalated++
+			}
+			return n.do(Action{Kind: ActFence, Escalation: n.Escalated})
+		}
+		n.Status = StatusFenced
+		n.Escalated = 0
+		n.Failures = 0
+		return n.afterFenced()
+	case ActUnfence:
+		if ev.Result == ResultOK && n.CS.Primary == n.Name {
+			n.Status = StatusPrimary
+		}
+		return n, nil
+	case ActActivate:
+		if ev.Result == ResultConflict {
+			// Overtaken while we were not looking: follow whoever holds it.
+			if ev.CS.Rev > n.CS.Rev {
+				n.CS = ev.CS
+			}
+			n.Status = StatusReplica
+			n.BeatSeen = ev.Now
+			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+		}
+		if ev.Result != ResultOK {
+			return n.do(Action{Kind: ActActivate, Epoch: n.CS.Epoch})
+		}
+		n.Status = StatusPrimary
+		n.Failures, n.Successes = 0, 0
+		return n, nil
+	case ActFollow:
+		if ev.Result != ResultOK {
+			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+		}
+		if n.Status == StatusFenced || n.Status == StatusStarting {
+			n.Status = StatusReplica
+			n.BeatSeen = ev.Now
+		}
+		return n, nil
+	case ActSetSync:
+		if ev.CS.Rev > n.CS.Rev {
+			n.CS = ev.CS
+		}
+		if ev.Result == ResultConflict && n.CS.Primary != n.Name {
+			return n.fence()
+		}
+		return n, nil
+	case ActReadState:
+		if ev.Result != ResultOK {
+			return n.do(Action{Kind: ActReadState})
+		}
+		if ev.CS.Rev >= n.CS.Rev {
+			n.CS = ev.CS
+		}
+		if n.Status == StatusPromoting {
+			if n.CS.Primary == n.Name {
+				n.Status = StatusActivating
+				return n.do(Action{Kind: ActActivate, Epoch: n.CS.Epoch})
+			}
+			n.Status = StatusReplica
+			n.BeatSeen = ev.Now
+			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,596 @@
+package failover
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// The simulation runs three nodes' decision machines against a simulated
+// store (linearizable compare-and-set, watches with delays), simulated
+// PostgreSQL (writable or not, following whom) and a simulated clock, with
+// seeded schedules of crashes, freezes, partitions, slow stores and agent
+// restarts. After every event it checks the invariants:
+//   - AbsoluteConsistency: at most one node can acknowledge a write at any
+//     instant (PostgreSQL writable, running, and its synchronous standby
+//     attached);
+//   - no promoted node misses an acknowledged write;
+//   - once faults heal, some node acknowledges writes again (no missed
+//     failover, no endless fencing).
+
+type simEvent struct {
+	at   time.Duration
+	seq  int
+	node int // -1: the simulator itself
+	fn   func()
+}
+
+type eventQueue []*simEvent
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*simEvent)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+type simNode struct {
+	m           Node
+	pgUp        bool
+	writable    bool
+	following   string
+	upToDate    bool // holds every acknowledged write
+	pgSync      string // synchronous_standby_names as PostgreSQL has it
+	down        bool // crashed (agent and PostgreSQL)
+	frozenUntil time.Duration
+	cutUntil    time.Duration // cut off from the store until then
+	actionGen   int           // bumps when an action is replaced (cancels its result)
+}
+
+// reporter is the part of testing.T the simulation uses.
+type reporter interface {
+	Errorf(format string, args ...any)
+	Failed() bool
+}
+
+// fakeT records failures instead of failing the test.
+type fakeT struct{ failed bool }
+
+func (f *fakeT) Errorf(string, ...any) { f.failed = true }
+func (f *fakeT) Failed() bool          { return f.failed }
+
+type sim struct {
+	t        reporter
+	rng      *rand.Rand
+	now      time.Duration
+	q        eventQueue
+	seq      int
+	nodes    []*simNode
+	names    []string
+	cs       ClusterState
+	rev      uint64
+	strategy Strategy
+	timings  Timings
+	slowUntil time.Duration
+	log      []string
+	acks     int
+	// strict: no node has been frozen in this schedule, so at most one
+	// PostgreSQL may be writable at any instant (the timing argument alone,
+	// without counting on synchronous replication).
+	strict bool
+}
+
+func newSim(t reporter, seed int64, strategy Strategy, tm Timings) *sim {
+	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), strategy: strategy, timings: tm, names: []string{"n1", "n2", "n3"}, strict: true}
+	s.rev = 1
+	s.cs = ClusterState{Primary: "n1", Sync: "n2", Epoch: 1, Rev: 1}
+	for i, name := range s.names {
+		n := &simNode{m: NewNode(name, tm, strategy), pgUp: true, upToDate: true}
+		if i == 0 {
+			n.writable, n.pgSync = true, "n2"
+		} else {
+			n.following = "n1"
+		}
+		s.nodes = append(s.nodes, n)
+	}
+	for i := range s.nodes {
+		s.deliver(i, 0, Event{Kind: EvStart, CS: s.cs, Writable: s.nodes[i].writable})
+		s.scheduleTick(i)
+	}
+	return s
+}
+
+func (s *sim) at(d time.Duration, node int, fn func()) {
+	s.seq++
+	heap.Push(&s.q, &simEvent{at: s.now + d, seq: s.seq, node: node, fn: fn})
+}
+
+func (s *sim) logf(format string, args ...any) {
+	s.log = append(s.log, fmt.Sprintf("%8s ", s.now)+fmt.Sprintf(format, args...))
+}
+
+func (s *sim) jitter(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + time.Duration(s.rng.Int63n(int64(hi-lo)))
+}
+
+// deliver hands an event to node i's machine (deferred while it is frozen,
+// dropped while it is down) and carries out the resulting actions.
+func (s *sim) deliver(i int, d time.Duration, ev Event) {
+	s.at(d, i, func() {
+		n := s.nodes[i]
+		if n.down {
+			return
+		}
+		if s.now < n.frozenUntil {
+			s.deliver(i, n.frozenUntil-s.now, ev)
+			return
+		}
+		ev.Now = s.now
+		before := n.m.Status
+		var acts []Action
+		n.m, acts = Step(n.m, ev)
+		if n.m.Status != before {
+			s.logf("%s %s -> %s (event %d result %d)", n.m.Name, before, n.m.Status, ev.Kind, ev.Result)
+		}
+		for _, a := range acts {
+			n.actionGen++
+			s.run(i, a, n.actionGen)
+		}
+		s.check()
+	})
+}
+
+func (s *sim) scheduleTick(i int) {
+	s.at(s.timings.HeartbeatInterval, i, func() {
+		s.deliver(i, 0, Event{Kind: EvTick})
+		s.scheduleTick(i)
+	})
+}
+
+func (s *sim) reachable(i int) bool { return s.now >= s.nodes[i].cutUntil }
+
+// storeOp simulates one store round trip started now by node i: it lands (or
+// not) after a latency; the node hears back within HeartbeatTimeout, or hears
+// "unknown" when the latency exceeds it.
+func (s *sim) storeOp(i, gen int, apply func() (Result, ClusterState), done func(Result, ClusterState)) {
+	timeout := s.timings.HeartbeatTimeout
+	if !s.reachable(i) {
+		s.at(timeout, i, func() { s.result(i, gen, func() { done(ResultUnreachable, ClusterState{}) }) })
+		return
+	}
+	hi := timeout / 3
+	if s.now < s.slowUntil {
+		hi = timeout * 2
+	}
+	lat := s.jitter(time.Millisecond, hi)
+	if lat <= timeout {
+		s.at(lat, i, func() {
+			r, cs := apply()
+			s.result(i, gen, func() { done(r, cs) })
+		})
+		return
+	}
+	s.at(lat, i, func() { apply() })
+	s.at(timeout, i, func() { s.result(i, gen, func() { done(ResultUnknown, ClusterState{}) }) })
+}
+
+// result reports an action's result unless the action was replaced.
+func (s *sim) result(i, gen int, report func()) {
+	if s.nodes[i].actionGen != gen || s.nodes[i].down {
+		return
+	}
+	report()
+}
+
+func (s *sim) setCS(cs ClusterState) {
+	s.rev++
+	cs.Rev = s.rev
+	s.cs = cs
+	for j := range s.nodes {
+		s.watch(j, Event{Kind: EvClusterState, CS: cs})
+	}
+}
+
+// watch delivers a watch event after a delay, or once the node can reach the
+// store again.
+func (s *sim) watch(j int, ev Event) {
+	d := s.jitter(time.Millisecond, 30*time.Millisecond)
+	if cut := s.nodes[j].cutUntil; cut > s.now {
+		d += cut - s.now
+	}
+	s.deliver(j, d, ev)
+}
+
+func (s *sim) heartbeatWritten(i int) {
+	s.rev++
+	rev := s.rev
+	status := s.nodes[i].m.Status
+	for j := range s.nodes {
+		if j == i {
+			continue
+		}
+		j := j
+		d := s.jitter(time.Millisecond, 30*time.Millisecond)
+		if cut := s.nodes[j].cutUntil; cut > s.now {
+			d += cut - s.now
+		}
+		s.at(d, j, func() {
+			if s.nodes[j].m.CS.Primary == s.names[i] {
+				s.deliver(j, 0, Event{Kind: EvPrimaryBeat, Rev: rev, Status: status})
+			}
+		})
+	}
+}
+
+func (s *sim) run(i int, a Action, gen int) {
+	n := s.nodes[i]
+	me := s.names[i]
+	switch a.Kind {
+	case ActBeat:
+		healthy := n.pgUp
+		var standbys []string
+		for j, other := range s.nodes {
+			if j != i && s.alive(j) && other.following == me && other.upToDate == n.upToDate {
+				standbys = append(standbys, s.names[j])
+			}
+		}
+		s.storeOp(i, gen, func() (Result, ClusterState) {
+			if !healthy {
+				return ResultUnhealthy, ClusterState{}
+			}
+			s.heartbeatWritten(i)
+			return ResultOK, s.cs
+		}, func(r Result, cs ClusterState) {
+			s.deliver(i, 0, Event{Kind: EvBeatResult, Result: r, CS: cs, Standbys: standbys, PGSync: n.pgSync})
+		})
+	case ActSetSync:
+		s.storeOp(i, gen, func() (Result, ClusterState) {
+			if s.cs.Primary == me && s.cs.Sync == a.Target {
+				return ResultOK, s.cs // recorded already: configure PostgreSQL only
+			}
+			if s.cs.Rev != a.BaseRev || s.cs.Primary != me {
+				return ResultConflict, s.cs
+			}
+			cs := s.cs
+			cs.Sync = a.Target
+			s.setCS(cs)
+			return ResultOK, s.cs
+		}, func(r Result, cs ClusterState) {
+			if r == ResultOK {
+				n.pgSync = a.Target // PostgreSQL waits for it from now on
+			}
+			if r == ResultUnknown {
+				r = ResultFailed
+			}
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: r, CS: cs})
+		})
+	case ActPromote:
+		s.storeOp(i, gen, func() (Result, ClusterState) {
+			if s.cs.Rev != a.BaseRev {
+				return ResultConflict, s.cs
+			}
+			s.setCS(ClusterState{Primary: me, Sync: "", Epoch: a.Epoch})
+			return ResultOK, s.cs
+		}, func(r Result, cs ClusterState) {
+			s.deliver(i, 0, Event{Kind: EvPromoteResult, Result: r, CS: cs})
+		})
+	case ActReadState:
+		s.storeOp(i, gen, func() (Result, ClusterState) { return ResultOK, s.cs }, func(r Result, cs ClusterState) {
+			if r == ResultUnknown {
+				r = ResultFailed
+			}
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActReadState, Result: r, CS: cs})
+		})
+	case ActFence:
+		// Three escalating attempts fit in the safety margin.
+		d := s.jitter(5*time.Millisecond, s.timings.SafetyMargin/4)
+		ok := s.rng.Intn(10) > 0 || a.Escalation >= 2 // the last resort always works
+		s.at(d, i, func() {
+			if n.down || n.actionGen != gen {
+				return
+			}
+			if ok {
+				n.writable = false
+			}
+			r := ResultOK
+			if !ok {
+				r = ResultFailed
+			}
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActFence, Result: r})
+		})
+	case ActUnfence:
+		s.at(s.jitter(5*time.Millisecond, 50*time.Millisecond), i, func() {
+			if n.down || n.actionGen != gen {
+				return
+			}
+			if n.m.CS.Primary == me && n.pgUp {
+				n.writable, n.following, n.pgSync = true, "", n.m.CS.Sync
+			}
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultOK})
+		})
+	case ActActivate:
+		s.at(s.jitter(50*time.Millisecond, 300*time.Millisecond), i, func() {
+			if n.down || n.actionGen != gen {
+				return
+			}
+			if s.cs.Primary != me || s.cs.Epoch != a.Epoch || !s.reachable(i) {
+				r := ResultConflict
+				if !s.reachable(i) {
+					r = ResultFailed
+				}
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActActivate, Result: r, CS: s.cs})
+				return
+			}
+			if s.strategy == AbsoluteConsistency && !n.upToDate {
+				s.t.Errorf("%s promoted without every acknowledged write\n%s", me, s.dump())
+			}
+			n.writable, n.following, n.pgSync = true, "", n.m.CS.Sync
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActActivate, Result: ResultOK})
+		})
+	case ActFollow:
+		s.at(s.jitter(50*time.Millisecond, 300*time.Millisecond), i, func() {
+			if n.down || n.actionGen != gen {
+				return
+			}
+			n.writable = false
+			// Streaming from a primary brings everything that primary has;
+			// following the same primary again loses nothing.
+			same := n.following == a.Target
+			for j, name := range s.names {
+				if name == a.Target {
+					n.upToDate = (same && n.upToDate) || s.nodes[j].upToDate
+				}
+			}
+			n.following = a.Target
+			s.logf("%s follows %s, upToDate=%v", me, a.Target, n.upToDate)
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActFollow, Result: ResultOK})
+		})
+	}
+}
+
+func (s *sim) alive(i int) bool {
+	n := s.nodes[i]
+	return !n.down && n.pgUp && s.now >= n.frozenUntil
+}
+
+// canAck reports whether node i could acknowledge a write now.
+func (s *sim) canAck(i int) (bool, int) {
+	n := s.nodes[i]
+	if !s.alive(i) || !n.writable {
+		return false, -1
+	}
+	if s.strategy == SplitBrainAllowed {
+		return true, -1
+	}
+	for j, name := range s.names {
+		if name == n.pgSync && j != i && s.alive(j) && s.nodes[j].following == s.names[i] {
+			return true, j
+		}
+	}
+	return false, -1
+}
+
+// check asserts the invariants and simulates a client writing to whoever
+// can acknowledge.
+func (s *sim) check() {
+	var ackers []int
+	for i := range s.nodes {
+		if ok, sync := s.canAck(i); ok {
+			ackers = append(ackers, i)
+			// A write acknowledged now is on the primary and its sync standby.
+			s.acks++
+			for j := range s.nodes {
+				if s.strategy == AbsoluteConsistency {
+					was := s.nodes[j].upToDate
+					s.nodes[j].upToDate = j == i || j == sync
+					if was != s.nodes[j].upToDate {
+						s.logf("%s upToDate=%v (ack by %s, sync %d)", s.names[j], s.nodes[j].upToDate, s.names[i], sync)
+					}
+				}
+			}
+		}
+	}
+	if s.strategy == AbsoluteConsistency && len(ackers) > 1 {
+		s.t.Errorf("split brain at %s: %v can all acknowledge writes\n%s", s.now, ackers, s.dump())
+	}
+	if s.strategy == AbsoluteConsistency && s.strict {
+		var writable []string
+		for i, n := range s.nodes {
+			if s.alive(i) && n.writable {
+				writable = append(writable, s.names[i])
+			}
+		}
+		if len(writable) > 1 {
+			s.t.Errorf("two writable primaries at %s: %v\n%s", s.now, writable, s.dump())
+		}
+	}
+}
+
+func (s *sim) dump() string {
+	out := ""
+	start := 0
+	if len(s.log) > 40 {
+		start = len(s.log) - 40
+	}
+	for _, l := range s.log[start:] {
+		out += l + "\n"
+	}
+	for i, n := range s.nodes {
+		out += fmt.Sprintf("%s: %s writable=%v following=%q down=%v frozen=%v cut=%v cs=%+v\n", s.names[i], n.m.Status, n.writable, n.following, n.down, s.now < n.frozenUntil, s.now < n.cutUntil, n.m.CS)
+	}
+	return out + fmt.Sprintf("store: %+v", s.cs)
+}
+
+func (s *sim) runUntil(end time.Duration) {
+	for s.q.Len() > 0 && !s.t.Failed() {
+		ev := heap.Pop(&s.q).(*simEvent)
+		if ev.at > end {
+			heap.Push(&s.q, ev)
+			s.now = end
+			return
+		}
+		s.now = ev.at
+		ev.fn()
+	}
+}
+
+// fault injects one random fault starting now.
+func (s *sim) fault() string {
+	i := s.rng.Intn(len(s.nodes))
+	if s.rng.Intn(2) == 0 {
+		// Aim at whoever is primary now: the interesting case.
+		for j, name := range s.names {
+			if name == s.cs.Primary {
+				i = j
+			}
+		}
+	}
+	n := s.nodes[i]
+	d := s.jitter(200*time.Millisecond, 6*time.Second)
+	switch s.rng.Intn(5) {
+	case 0: // the whole node crashes, comes back with PostgreSQL read-only
+		n.down, n.pgUp, n.writable = true, false, false
+		s.at(d, -1, func() {
+			n.down, n.pgUp = false, true
+			s.restartAgent(i)
+		})
+		return fmt.Sprintf("crash %s for %s", s.names[i], d)
+	case 1: // SIGSTOP of agent and PostgreSQL, then SIGCONT
+		n.frozenUntil = s.now + d
+		s.strict = false
+		return fmt.Sprintf("freeze %s for %s", s.names[i], d)
+	case 2: // cut off from the store only
+		n.cutUntil = s.now + d
+		return fmt.Sprintf("partition %s from the store for %s", s.names[i], d)
+	case 3: // the store answers slowly
+		s.slowUntil = s.now + d
+		return fmt.Sprintf("slow store for %s", d)
+	default: // the agent restarts; PostgreSQL keeps running
+		// While no agent runs, nothing fences this PostgreSQL: only
+		// synchronous replication keeps writes safe (see timingSafe).
+		if n.writable {
+			s.strict = false
+		}
+		n.down = true // the old agent is gone at once
+		s.at(s.jitter(10*time.Millisecond, 500*time.Millisecond), -1, func() {
+			n.down = false
+			s.restartAgent(i)
+		})
+		return fmt.Sprintf("restart agent %s", s.names[i])
+	}
+}
+
+// restartAgent starts a fresh machine that reads cluster-state first (when
+// it can reach the store), then follows it with a watch whose first value
+// is the current one.
+func (s *sim) restartAgent(i int) {
+	n := s.nodes[i]
+	n.m = NewNode(s.names[i], s.timings, s.strategy)
+	n.actionGen++
+	if !s.reachable(i) {
+		s.deliver(i, s.timings.HeartbeatTimeout, Event{Kind: EvStart, Result: ResultUnreachable, Writable: n.writable})
+	} else {
+		s.deliver(i, 0, Event{Kind: EvStart, CS: s.cs, Writable: n.writable})
+	}
+	// A new watch starts with the value current when it is delivered.
+	d := s.jitter(time.Millisecond, 30*time.Millisecond)
+	if n.cutUntil > s.now {
+		d += n.cutUntil - s.now
+	}
+	s.at(d, -1, func() { s.deliver(i, 0, Event{Kind: EvClusterState, CS: s.cs}) })
+}
+
+func exploreSchedules(t *testing.T, strategy Strategy, tm Timings, seeds int) {
+	for seed := int64(1); seed <= int64(seeds); seed++ {
+		if t.Failed() {
+			return
+		}
+		s := newSim(t, seed, strategy, tm)
+		var faults []string
+		s.runUntil(2 * time.Second)
+		for k := 0; k < 1+s.rng.Intn(3); k++ {
+			faults = append(faults, s.fault())
+			s.runUntil(s.now + s.jitter(100*time.Millisecond, 4*time.Second))
+		}
+		// Heal everything, then the cluster must serve again.
+		s.runUntil(s.now + 8*time.Second)
+		s.runUntil(s.now + 8*time.Second)
+		if t.Failed() {
+			t.Fatalf("seed %d, faults %v", seed, faults)
+		}
+		ackers := 0
+		for i := range s.nodes {
+			if ok, _ := s.canAck(i); ok {
+				ackers++
+			}
+		}
+		if ackers != 1 {
+			t.Fatalf("seed %d, faults %v: %d nodes can acknowledge writes after healing\n%s", seed, faults, ackers, s.dump())
+		}
+	}
+}
+
+// seeds is how many schedules each exploration runs: 2,000 by default (a few
+// seconds), more with HARMONY_EXPLORE_SEEDS for a long hunt.
+func seeds(t *testing.T) int {
+	if v := os.Getenv("HARMONY_EXPLORE_SEEDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("HARMONY_EXPLORE_SEEDS=%q: want a positive number", v)
+		}
+		return n
+	}
+	return 2000
+}
+
+func TestExploreAbsoluteConsistency(t *testing.T) {
+	exploreSchedules(t, AbsoluteConsistency, DefaultTimings(), seeds(t))
+}
+
+func TestExploreAbsoluteConsistencyFast(t *testing.T) {
+	exploreSchedules(t, AbsoluteConsistency, FastTimings(), seeds(t))
+}
+
+func TestExploreSplitBrainAllowed(t *testing.T) {
+	exploreSchedules(t, SplitBrainAllowed, DefaultTimings(), seeds(t))
+}
+
+// The exploration must be able to fail: with a failover timeout shorter than
+// the arithmetic requires, it finds two writable primaries.
+func TestExplorationCatchesUnsafeTimings(t *testing.T) {
+	bad := DefaultTimings()
+	bad.FailoverTimeout = bad.MaxUnconfirmedServe() / 2
+	if bad.Validate() == nil {
+		t.Fatal("Validate accepted unsafe timings")
+	}
+	found := false
+	for seed := int64(1); seed <= 300 && !found; seed++ {
+		ft := &fakeT{}
+		s := newSim(ft, seed, AbsoluteConsistency, bad)
+		s.runUntil(2 * time.Second)
+		for k := 0; k < 3; k++ {
+			s.fault()
+			s.runUntil(s.now + s.jitter(100*time.Millisecond, 4*time.Second))
+		}
+		found = ft.failed
+	}
+	if !found {
+		t.Fatal("300 schedules with unsafe timings found no violation: the invariant checks cannot fail")
+	}
+}
