@@ -52,9 +52,9 @@ type simNode struct {
 	pgUp        bool
 	writable    bool
 	following   string
-	upToDate    bool // holds every acknowledged write
+	upToDate    bool   // holds every acknowledged write
 	pgSync      string // synchronous_standby_names as PostgreSQL has it
-	down        bool // crashed (agent and PostgreSQL)
+	down        bool   // crashed (agent and PostgreSQL)
 	frozenUntil time.Duration
 	cutUntil    time.Duration // cut off from the store until then
 	actionGen   int           // bumps when an action is replaced (cancels its result)
@@ -73,20 +73,20 @@ func (f *fakeT) Errorf(string, ...any) { f.failed = true }
 func (f *fakeT) Failed() bool          { return f.failed }
 
 type sim struct {
-	t        reporter
-	rng      *rand.Rand
-	now      time.Duration
-	q        eventQueue
-	seq      int
-	nodes    []*simNode
-	names    []string
-	cs       ClusterState
-	rev      uint64
-	strategy Strategy
-	timings  Timings
+	t         reporter
+	rng       *rand.Rand
+	now       time.Duration
+	q         eventQueue
+	seq       int
+	nodes     []*simNode
+	names     []string
+	cs        ClusterState
+	rev       uint64
+	strategy  Strategy
+	timings   Timings
 	slowUntil time.Duration
-	log      []string
-	acks     int
+	log       []string
+	acks      int
 	// strict: no node has been frozen in this schedule, so at most one
 	// PostgreSQL may be writable at any instant (the timing argument alone,
 	// without counting on synchronous replication).
