@@ -20,6 +20,9 @@ missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
 done
+# PostgreSQL 15 server programs are not on PATH: check them by path.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   sudo=""

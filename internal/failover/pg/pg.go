@@ -1,0 +1,331 @@
+// Package pg drives one local PostgreSQL instance for the failover role:
+// health, promotion, fencing with escalation, following a new primary
+// (pg_rewind, else a fresh base backup) and synchronous-standby settings.
+// It runs PostgreSQL's own programs as the instance's OS user and talks SQL
+// through pgx; it never parses human-readable output.
+package pg
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Instance is one PostgreSQL data directory and how to reach it.
+type Instance struct {
+	// Name is the node name; it is the application_name of its replication
+	// connection, which synchronous_standby_names refers to.
+	Name    string
+	BinDir  string // e.g. /usr/lib/postgresql/15/bin
+	DataDir string
+	Port    int
+	// SocketDir is where the Unix socket lives (connections use it).
+	SocketDir string
+	// OSUser runs the server programs when the agent runs as root
+	// (PostgreSQL refuses to run as root).
+	OSUser string
+	// Superuser connects for SQL.
+	Superuser string
+}
+
+// Role is what the instance is right now.
+type Role string
+
+const (
+	RoleDown    Role = "down"
+	RolePrimary Role = "primary" // accepts writes
+	RoleReplica Role = "replica" // in recovery
+)
+
+// command builds a PostgreSQL program invocation as the instance's user.
+func (i *Instance) command(ctx context.Context, prog string, args ...string) *exec.Cmd {
+	path := filepath.Join(i.BinDir, prog)
+	if i.OSUser != "" && os.Geteuid() == 0 {
+		args = append([]string{"-u", i.OSUser, "--", path}, args...)
+		return exec.CommandContext(ctx, "runuser", args...)
+	}
+	return exec.CommandContext(ctx, path, args...)
+}
+
+func (i *Instance) run(ctx context.Context, prog string, args ...string) error {
+	cmd := i.command(ctx, prog, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if len(msg) > 800 {
+			msg = msg[len(msg)-800:]
+		}
+		return fmt.Errorf("%s %s: %w: %s", prog, strings.Join(args, " "), err, msg)
+	}
+	return nil
+}
+
+// ConnString is a pgx connection string for database db.
+func (i *Instance) ConnString(db string) string {
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=2", i.SocketDir, i.Port, i.Superuser, db)
+}
+
+func (i *Instance) connect(ctx context.Context) (*pgx.Conn, error) {
+	return pgx.Connect(ctx, i.ConnString("postgres"))
+}
+
+// Start starts the server and waits until it accepts connections.
+func (i *Instance) Start(ctx context.Context) error {
+	return i.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", i.DataDir, "-l", filepath.Join(i.DataDir, "server.log"),
+		"-o", fmt.Sprintf("-p %d -k %s", i.Port, i.SocketDir))
+}
+
+// Role asks the server whether it is in recovery.
+func (i *Instance) Role(ctx context.Context) (Role, error) {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return RoleDown, err
+	}
+	defer c.Close(context.Background())
+	var inRecovery bool
+	if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return RoleDown, err
+	}
+	if inRecovery {
+		return RoleReplica, nil
+	}
+	return RolePrimary, nil
+}
+
+// Healthy runs a trivial query.
+func (i *Instance) Healthy(ctx context.Context) error {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	var one int
+	return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+// Promote turns a replica into a primary and waits until it accepts writes.
+func (i *Instance) Promote(ctx context.Context) error {
+	return i.run(ctx, "pg_ctl", "promote", "-w", "-t", "60", "-D", i.DataDir)
+}
+
+// Fence makes the instance stop accepting writes, harder with each level:
+// 0 a fast shutdown, 1 an immediate shutdown, 2 SIGKILL of the postmaster.
+// It returns nil only once the server is proven down (no postmaster).
+func (i *Instance) Fence(ctx context.Context, level int) error {
+	var err error
+	switch level {
+	case 0:
+		err = i.run(ctx, "pg_ctl", "stop", "-w", "-t", "10", "-m", "fast", "-D", i.DataDir)
+	case 1:
+		err = i.run(ctx, "pg_ctl", "stop", "-w", "-t", "10", "-m", "immediate", "-D", i.DataDir)
+	default:
+		if pid, perr := i.postmasterPID(); perr == nil {
+			err = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// The kernel needs a moment to take the process down.
+		deadline := time.Now().Add(5 * time.Second)
+		for running, _ := i.Running(); running && time.Now().Before(deadline); running, _ = i.Running() {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if running, perr := i.Running(); perr != nil || running {
+		return errors.Join(fmt.Errorf("fence level %d: postmaster still running", level), err, perr)
+	}
+	return nil
+}
+
+func (i *Instance) postmasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(i.DataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(first))
+}
+
+// Running reports whether the postmaster of this data directory is alive.
+func (i *Instance) Running() (bool, error) {
+	pid, err := i.postmasterPID()
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return false, nil
+		}
+		if !errors.Is(err, syscall.EPERM) {
+			return false, err
+		}
+	}
+	// A killed postmaster nobody has reaped yet is a zombie: not running.
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if j := strings.LastIndexByte(string(stat), ')'); j > 0 && j+2 < len(stat) && stat[j+2] == 'Z' {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// SetSyncStandby makes the primary wait for name (empty: for nobody) before
+// acknowledging a commit.
+func (i *Instance) SetSyncStandby(ctx context.Context, name string) error {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	value := ""
+	if name != "" {
+		value = `"` + name + `"`
+	}
+	if _, err := c.Exec(ctx, "ALTER SYSTEM SET synchronous_standby_names = "+quoteLiteral(value)); err != nil {
+		return err
+	}
+	_, err = c.Exec(ctx, "SELECT pg_reload_conf()")
+	return err
+}
+
+// SyncStandby reads the configured synchronous standby name.
+func (i *Instance) SyncStandby(ctx context.Context) (string, error) {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(context.Background())
+	var v string
+	if err := c.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
+		return "", err
+	}
+	return strings.Trim(v, `"`), nil
+}
+
+// Standby is one replica streaming from this primary.
+type Standby struct {
+	Name      string // application_name
+	State     string // streaming, catchup, ...
+	SyncState string // sync, async, potential, quorum
+}
+
+// Standbys lists the replicas streaming from this primary.
+func (i *Instance) Standbys(ctx context.Context) ([]Standby, error) {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(context.Background())
+	rows, err := c.Query(ctx, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY application_name")
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Standby, error) {
+		var s Standby
+		err := r.Scan(&s.Name, &s.State, &s.SyncState)
+		return s, err
+	})
+}
+
+// Follow makes this (stopped or fenced) instance a replica of primary: it
+// rewinds it with pg_rewind, or takes a fresh base backup when rewinding is
+// impossible, writes the standby settings and starts it. It returns how it
+// got there: "rewind" or "basebackup".
+func (i *Instance) Follow(ctx context.Context, primary *Instance) (string, error) {
+	if running, _ := i.Running(); running {
+		if err := i.Fence(ctx, 0); err != nil {
+			if err := i.Fence(ctx, 1); err != nil {
+				return "", err
+			}
+		}
+	}
+	how := "rewind"
+	src := primary.ConnString("postgres")
+	if err := i.run(ctx, "pg_rewind", "--target-pgdata", i.DataDir, "--source-server", src, "--write-recovery-conf"); err != nil {
+		how = "basebackup"
+		if err := i.rebuild(ctx, primary); err != nil {
+			return "", fmt.Errorf("pg_rewind failed and so did a base backup: %w", err)
+		}
+	}
+	if err := i.ConfigureStandby(primary); err != nil {
+		return "", err
+	}
+	return how, i.Start(ctx)
+}
+
+func (i *Instance) rebuild(ctx context.Context, primary *Instance) error {
+	tmp := i.DataDir + ".rebuild"
+	_ = os.RemoveAll(tmp)
+	if err := i.run(ctx, "pg_basebackup", "-D", tmp, "-d", primary.ConnString("postgres"), "-X", "stream", "-c", "fast"); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(i.DataDir); err != nil {
+		return err
+	}
+	return os.Rename(tmp, i.DataDir)
+}
+
+// ConfigureStandby points the instance at primary, under its own
+// application_name, and marks it a standby.
+func (i *Instance) ConfigureStandby(primary *Instance) error {
+	conninfo := fmt.Sprintf("host=%s port=%d user=%s application_name=%s", primary.SocketDir, primary.Port, primary.Superuser, i.Name)
+	auto := filepath.Join(i.DataDir, "postgresql.auto.conf")
+	old, _ := os.ReadFile(auto)
+	var keep []string
+	for _, line := range strings.Split(string(old), "\n") {
+		if strings.HasPrefix(line, "primary_conninfo") || strings.HasPrefix(line, "synchronous_standby_names") || line == "" {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	keep = append(keep, "primary_conninfo = "+quoteLiteral(conninfo), "synchronous_standby_names = ''")
+	if err := i.writeAsOwner(auto, []byte(strings.Join(keep, "\n")+"\n")); err != nil {
+		return err
+	}
+	return i.writeAsOwner(filepath.Join(i.DataDir, "standby.signal"), nil)
+}
+
+// writeAsOwner writes a file in the data directory owned by the OS user.
+func (i *Instance) writeAsOwner(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	if i.OSUser == "" || os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup(i.OSUser)
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return os.Chown(path, uid, gid)
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// WaitReady polls until the server answers or ctx ends.
+func (i *Instance) WaitReady(ctx context.Context) error {
+	for {
+		if err := i.Healthy(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
