@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -104,12 +105,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.engine.run(ctx) })
 	g.Go(func() error { return a.meshLoop(ctx, nc, st) })
 	a.log.Info("agent started", "id", a.cfg.ID, "state_dir", a.cfg.StateDir, "boot", a.boot)
 	err = g.Wait()
 	a.log.Info("agent stopped")
+	if parent.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// Asked to stop: work cut short by that request is not a failure.
+		return nil
+	}
 	return err
 }
 
