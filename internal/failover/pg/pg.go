@@ -104,6 +104,55 @@ func (i *Instance) Role(ctx context.Context) (Role, error) {
 	return RolePrimary, nil
 }
 
+// Checkpoint forces a checkpoint.
+func (i *Instance) Checkpoint(ctx context.Context) error {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	_, err = c.Exec(ctx, "CHECKPOINT")
+	return err
+}
+
+// Position is where an instance's WAL stands.
+type Position struct {
+	// LSN: a primary's current write position; a replica's last received
+	// (else replayed) position. In bytes.
+	LSN uint64
+	// Timeline: the primary's current timeline, or the one a replica
+	// receives (0 when it receives nothing).
+	Timeline uint32
+	// NextXID is the next transaction id to be assigned (a primary only).
+	NextXID uint64
+}
+
+// WALPosition reads the instance's WAL position and timeline.
+func (i *Instance) WALPosition(ctx context.Context) (Position, error) {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return Position{}, err
+	}
+	defer c.Close(context.Background())
+	var p Position
+	var inRecovery bool
+	var lsn, xid int64
+	var tli int32
+	if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return p, err
+	}
+	if inRecovery {
+		err = c.QueryRow(ctx, `SELECT (COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) - '0/0')::bigint,
+			COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0)`).Scan(&lsn, &tli)
+	} else {
+		err = c.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0')::bigint,
+			('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int,
+			pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&lsn, &tli, &xid)
+	}
+	p.LSN, p.Timeline, p.NextXID = uint64(lsn), uint32(tli), uint64(xid)
+	return p, err
+}
+
 // Healthy runs a trivial query.
 func (i *Instance) Healthy(ctx context.Context) error {
 	c, err := i.connect(ctx)
@@ -244,6 +293,9 @@ func (i *Instance) Standbys(ctx context.Context) ([]Standby, error) {
 // impossible, writes the standby settings and starts it. It returns how it
 // got there: "rewind" or "basebackup".
 func (i *Instance) Follow(ctx context.Context, primary *Instance) (string, error) {
+	if i.following(ctx, primary) {
+		return "already following", nil
+	}
 	if running, _ := i.Running(); running {
 		if err := i.Fence(ctx, 0); err != nil {
 			if err := i.Fence(ctx, 1); err != nil {
@@ -253,6 +305,12 @@ func (i *Instance) Follow(ctx context.Context, primary *Instance) (string, error
 	}
 	how := "rewind"
 	src := primary.ConnString("postgres")
+	// A just-promoted primary records its new timeline in its control file
+	// only at its next checkpoint; without one pg_rewind sees one timeline
+	// and declares that nothing needs rewinding.
+	if err := primary.Checkpoint(ctx); err != nil {
+		return "", fmt.Errorf("checkpoint on the new primary: %w", err)
+	}
 	if err := i.run(ctx, "pg_rewind", "--target-pgdata", i.DataDir, "--source-server", src, "--write-recovery-conf"); err != nil {
 		how = "basebackup"
 		if err := i.rebuild(ctx, primary); err != nil {
@@ -275,6 +333,20 @@ func (i *Instance) rebuild(ctx context.Context, primary *Instance) error {
 		return err
 	}
 	return os.Rename(tmp, i.DataDir)
+}
+
+// following reports whether the instance already runs as a standby of
+// primary (then following it again must not restart it).
+func (i *Instance) following(ctx context.Context, primary *Instance) bool {
+	if role, err := i.Role(ctx); err != nil || role != RoleReplica {
+		return false
+	}
+	auto, err := os.ReadFile(filepath.Join(i.DataDir, "postgresql.auto.conf"))
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf("host=%s port=%d ", primary.SocketDir, primary.Port)
+	return strings.Contains(string(auto), want)
 }
 
 // ConfigureStandby points the instance at primary, under its own
