@@ -47,6 +47,8 @@ type Agent struct {
 	StoreTimeout Duration `json:"store_timeout"`
 	LogLevel     string   `json:"log_level"`
 	Buckets      Buckets  `json:"buckets"`
+	// Failover turns on the PostgreSQL high-availability role.
+	Failover *Failover `json:"failover"`
 }
 
 // DefaultAgent returns the agent's defaults.
@@ -147,6 +149,15 @@ func (c *Agent) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log_level", "%q: must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.Failover != nil {
+		if c.Failover.Node == "" {
+			c.Failover.Node = c.ID
+		}
+		if c.Failover.Postgres.Host == "" {
+			c.Failover.Postgres.Host = c.Failover.Postgres.SocketDir
+		}
+		c.Failover.validate(bad)
 	}
 	return joinErrors(errs)
 }

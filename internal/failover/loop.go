@@ -17,7 +17,12 @@ import (
 // Keys of the failover bucket.
 const (
 	KeyClusterState = "cluster-state"
-	heartbeatPrefix = "heartbeat."
+	// KeySwitchover holds an operator's request (SwitchoverRequest).
+	KeySwitchover = "switchover"
+	// HeartbeatPrefix + node is a member's heartbeat (Heartbeat).
+	HeartbeatPrefix = "heartbeat."
+	// EventPrefix + kind + "." + node records a notable event (Event).
+	EventPrefix = "event."
 )
 
 // BucketName is the bucket of one cluster: two clusters never collide.
@@ -30,27 +35,59 @@ func EnsureBucket(ctx context.Context, st store.Store, cluster string, replicas 
 		MaxValueSize: 64 << 10, Description: "Harmony failover state of cluster " + cluster})
 }
 
-// stateValue is the stored form of cluster-state.
-type stateValue struct {
+// StateRecord is the stored form of cluster-state. Since is informational
+// (the writer's wall clock): no decision reads it.
+type StateRecord struct {
 	V       int       `json:"v"`
 	Primary string    `json:"primary"`
 	Sync    string    `json:"sync,omitempty"`
 	Epoch   uint64    `json:"epoch"`
+	Paused  bool      `json:"paused,omitempty"`
+	Handoff bool      `json:"handoff,omitempty"`
 	Since   time.Time `json:"since"`
 	Reason  string    `json:"reason"`
 }
 
-func decodeState(e store.Entry) (ClusterState, error) {
-	var v stateValue
+// DecodeState reads a stored cluster-state.
+func DecodeState(e store.Entry) (ClusterState, StateRecord, error) {
+	var v StateRecord
 	if err := json.Unmarshal(e.Value, &v); err != nil {
-		return ClusterState{}, fmt.Errorf("cluster-state: %w", err)
+		return ClusterState{}, v, fmt.Errorf("cluster-state: %w", err)
 	}
-	return ClusterState{Primary: v.Primary, Sync: v.Sync, Epoch: v.Epoch, Rev: e.Revision}, nil
+	if v.Primary == "" || v.Epoch == 0 {
+		return ClusterState{}, v, fmt.Errorf("cluster-state: primary and epoch are required")
+	}
+	return ClusterState{Primary: v.Primary, Sync: v.Sync, Epoch: v.Epoch, Paused: v.Paused, Handoff: v.Handoff, Rev: e.Revision}, v, nil
 }
 
-func encodeState(cs ClusterState, reason string) []byte {
-	b, _ := json.Marshal(stateValue{V: 1, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Since: time.Now().UTC(), Reason: reason})
+func decodeState(e store.Entry) (ClusterState, error) {
+	cs, _, err := DecodeState(e)
+	return cs, err
+}
+
+// EncodeState is the stored form of cs.
+func EncodeState(cs ClusterState, reason string) []byte {
+	b, _ := json.Marshal(StateRecord{V: 1, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Paused: cs.Paused, Handoff: cs.Handoff,
+		Since: time.Now().UTC(), Reason: reason})
 	return b
+}
+
+func encodeState(cs ClusterState, reason string) []byte { return EncodeState(cs, reason) }
+
+// SwitchoverRequest asks the primary of Epoch to hand over to To.
+type SwitchoverRequest struct {
+	To    string `json:"to"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// EventRecord is a notable event (today: transactions that diverged on a
+// primary cut off in SplitBrainAllowed, discarded when it rejoined).
+type EventRecord struct {
+	Kind         string    `json:"kind"`
+	Node         string    `json:"node"`
+	Epoch        uint64    `json:"epoch"`
+	Transactions uint64    `json:"transactions"`
+	At           time.Time `json:"at"`
 }
 
 // Bootstrap names the first primary and its synchronous standby when the
@@ -63,13 +100,35 @@ func Bootstrap(ctx context.Context, kv store.KV, primary, sync string) error {
 	return err
 }
 
-// heartbeatValue is a node's heartbeat: its status says what it is, so a
-// fenced node never reports itself healthy.
-type heartbeatValue struct {
+// Heartbeat is a node's heartbeat: its status says what it is, so a fenced
+// node never reports itself healthy. It also tells the others how to reach
+// its PostgreSQL and where its WAL stands.
+type Heartbeat struct {
 	V      int    `json:"v"`
 	Status Status `json:"status"`
 	Epoch  uint64 `json:"epoch"`
 	Seq    uint64 `json:"seq"`
+	// Host, Port, User: how peers reach this node's PostgreSQL (a host
+	// name, an address or a Unix socket directory).
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	User string `json:"user,omitempty"`
+	// LSN: the primary's write position or the replica's received one.
+	LSN      uint64 `json:"lsn"`
+	Timeline uint32 `json:"tli,omitempty"`
+	// Lag: how far (bytes) a replica is behind the primary's last
+	// published position.
+	Lag uint64 `json:"lag,omitempty"`
+	// ForkXID: on a node promoted by failover, the next transaction id at
+	// promotion (to count transactions a cut-off old primary diverged by).
+	ForkXID uint64 `json:"fork_xid,omitempty"`
+}
+
+// DecodeHeartbeat reads a stored heartbeat.
+func DecodeHeartbeat(b []byte) (Heartbeat, error) {
+	var hb Heartbeat
+	err := json.Unmarshal(b, &hb)
+	return hb, err
 }
 
 // LoopConfig configures one node's failover role.
@@ -79,7 +138,14 @@ type LoopConfig struct {
 	Timings  Timings
 	Strategy Strategy
 	PG       *pg.Instance
-	// Peers are the other members' PostgreSQL, to follow and rewind from.
+	// AdvertiseHost is how peers reach this node's PostgreSQL (default:
+	// its socket directory, for members on one machine).
+	AdvertiseHost string
+	// MaxLag (bytes): in SplitBrainAllowed, a replica further behind the
+	// primary's last published position does not promote. 0: no bound.
+	MaxLag uint64
+	// Peers override where the other members' PostgreSQL is; by default
+	// it is learnt from their heartbeats.
 	Peers map[string]*pg.Instance
 }
 
@@ -97,6 +163,23 @@ type Loop struct {
 	seq    uint64 // heartbeats written
 	hbRev  uint64 // our heartbeat key's revision
 	hbKnow bool
+
+	members map[string]Heartbeat // the latest heartbeat of every member (under mu)
+	pos     pg.Position          // our WAL position at the last beat (under mu)
+	forkXID uint64               // next xid when we were promoted (under mu)
+	stats   Stats                // under mu
+	lastOK  bool                 // the last beat found PostgreSQL healthy (under mu)
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Transitions uint64
+	// LastFailover: from the last advance of the old primary's heartbeat
+	// this node saw to this node serving writes.
+	LastFailover time.Duration
+	// Diverged counts transactions discarded when this node rejoined after
+	// serving cut off (SplitBrainAllowed).
+	Diverged uint64
 }
 
 // NewLoop returns a loop over the cluster's bucket.
@@ -104,7 +187,26 @@ func NewLoop(cfg LoopConfig, kv store.KV, log *slog.Logger) (*Loop, error) {
 	if err := cfg.Timings.Validate(); err != nil {
 		return nil, err
 	}
-	return &Loop{cfg: cfg, kv: kv, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy)}, nil
+	if cfg.AdvertiseHost == "" && cfg.PG != nil {
+		cfg.AdvertiseHost = cfg.PG.SocketDir
+	}
+	return &Loop{cfg: cfg, kv: kv, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
+		members: map[string]Heartbeat{}}, nil
+}
+
+// Snapshot is what the loop's HTTP endpoints and metrics show.
+type Snapshot struct {
+	Node    Node
+	Healthy bool
+	Pos     pg.Position
+	Stats   Stats
+}
+
+// Snapshot returns the loop's current state.
+func (l *Loop) Snapshot() Snapshot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Snapshot{Node: l.node, Healthy: l.lastOK, Pos: l.pos, Stats: l.stats}
 }
 
 // Node returns the machine's current state.
@@ -142,9 +244,10 @@ func (l *Loop) Run(ctx context.Context) error {
 		start.Writable = true
 	}
 
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); l.watch(ctx, KeyClusterState) }()
-	go func() { defer wg.Done(); l.watch(ctx, heartbeatPrefix+"*") }()
+	go func() { defer wg.Done(); l.watch(ctx, HeartbeatPrefix+"*") }()
+	go func() { defer wg.Done(); l.watch(ctx, KeySwitchover) }()
 
 	tick := time.NewTicker(l.cfg.Timings.HeartbeatInterval)
 	defer tick.Stop()
@@ -156,12 +259,18 @@ func (l *Loop) Run(ctx context.Context) error {
 	}, 8)
 	handle := func(ev Event) {
 		l.mu.Lock()
-		before := l.node.Status
+		before := l.node
 		n, acts := Step(l.node, ev)
 		l.node = n
+		if n.Status != before.Status {
+			l.stats.Transitions++
+			if n.Status == StatusPrimary && before.Status == StatusActivating && !n.CS.Handoff {
+				l.stats.LastFailover = ev.Now - before.BeatSeen
+			}
+		}
 		l.mu.Unlock()
-		if n.Status != before {
-			l.log.Info("failover state", "from", before, "to", n.Status, "epoch", n.CS.Epoch, "primary", n.CS.Primary)
+		if n.Status != before.Status {
+			l.log.Info("failover state", "from", before.Status, "to", n.Status, "epoch", n.CS.Epoch, "primary", n.CS.Primary)
 		}
 		for _, a := range acts {
 			if cur != nil {
@@ -227,23 +336,41 @@ func (l *Loop) watch(ctx context.Context, filter string) {
 			continue
 		}
 		for ev := range w.Events() {
-			if ev.Replayed || ev.Entry.Op != store.OpPut {
+			if ev.Entry.Op != store.OpPut {
 				continue
 			}
 			var out Event
-			if ev.Entry.Key == KeyClusterState {
+			switch {
+			case ev.Entry.Key == KeyClusterState:
+				if ev.Replayed {
+					continue
+				}
 				cs, err := decodeState(ev.Entry)
 				if err != nil {
+					l.log.Warn("unreadable cluster-state ignored", "err", err)
 					continue
 				}
 				out = Event{Kind: EvClusterState, CS: cs}
-			} else {
-				name := strings.TrimPrefix(ev.Entry.Key, heartbeatPrefix)
-				if name == l.cfg.Node || name != l.Node().CS.Primary {
+			case ev.Entry.Key == KeySwitchover:
+				if ev.Replayed {
+					continue // only requests made while we run count
+				}
+				var req SwitchoverRequest
+				if json.Unmarshal(ev.Entry.Value, &req) != nil {
 					continue
 				}
-				var hb heartbeatValue
-				if json.Unmarshal(ev.Entry.Value, &hb) != nil {
+				out = Event{Kind: EvSwitchover, Target: req.To, CS: ClusterState{Epoch: req.Epoch}}
+			default:
+				name := strings.TrimPrefix(ev.Entry.Key, HeartbeatPrefix)
+				hb, err := DecodeHeartbeat(ev.Entry.Value)
+				if err != nil {
+					continue
+				}
+				l.mu.Lock()
+				l.members[name] = hb
+				primary := l.node.CS.Primary
+				l.mu.Unlock()
+				if ev.Replayed || name == l.cfg.Node || name != primary {
 					continue
 				}
 				out = Event{Kind: EvPrimaryBeat, Rev: ev.Entry.Revision, Status: hb.Status}
@@ -263,6 +390,7 @@ func (l *Loop) execute(ctx context.Context, a Action) Event {
 	case ActBeat:
 		return l.beat(ctx)
 	case ActFence:
+		l.countDivergence(ctx)
 		err := l.cfg.PG.Fence(ctx, a.Escalation)
 		if err != nil {
 			l.log.Error("fence failed; escalating", "level", a.Escalation, "err", err)
@@ -275,9 +403,12 @@ func (l *Loop) execute(ctx context.Context, a Action) Event {
 		return l.promote(ctx, a)
 	case ActActivate:
 		return l.activate(ctx, a)
+	case ActHandOff:
+		return l.handOff(ctx, a)
 	case ActFollow:
-		peer, ok := l.cfg.Peers[a.Target]
+		peer, ok := l.peer(a.Target)
 		if !ok {
+			l.log.Warn("cannot follow: no heartbeat tells where its PostgreSQL is yet", "primary", a.Target)
 			return done(ActFollow, fmt.Errorf("no PostgreSQL known for %q", a.Target))
 		}
 		how, err := l.cfg.PG.Follow(ctx, peer)
@@ -333,14 +464,31 @@ func (l *Loop) startPG(ctx context.Context) error {
 func (l *Loop) beat(ctx context.Context) Event {
 	n := l.Node()
 	ev := Event{Kind: EvBeatResult}
+	var pos pg.Position
 	if n.Status != StatusFenced {
 		hctx, cancel := l.step(ctx)
-		err := l.cfg.PG.Healthy(hctx)
+		p, err := l.cfg.PG.WALPosition(hctx)
 		cancel()
+		l.mu.Lock()
+		l.lastOK = err == nil
+		if err == nil {
+			l.pos = p
+		}
+		l.mu.Unlock()
 		if err != nil {
 			ev.Result = ResultUnhealthy
 			return ev
 		}
+		pos = p
+	}
+	var lag uint64
+	if n.Status == StatusReplica || n.Status == StatusFailed {
+		l.mu.Lock()
+		if p, ok := l.members[n.CS.Primary]; ok && p.LSN > pos.LSN {
+			lag = p.LSN - pos.LSN
+		}
+		l.mu.Unlock()
+		ev.Lagging = l.cfg.MaxLag > 0 && lag > l.cfg.MaxLag
 	}
 	holds := n.Status == StatusPrimary || n.Status == StatusFencing || n.Status == StatusFenced
 	if holds {
@@ -352,8 +500,13 @@ func (l *Loop) beat(ctx context.Context) Event {
 		ev.CS = cs
 	}
 	l.seq++
-	b, _ := json.Marshal(heartbeatValue{V: 1, Status: n.Status, Epoch: n.CS.Epoch, Seq: l.seq})
-	key := heartbeatPrefix + l.cfg.Node
+	l.mu.Lock()
+	fork := l.forkXID
+	l.mu.Unlock()
+	b, _ := json.Marshal(Heartbeat{V: 1, Status: n.Status, Epoch: n.CS.Epoch, Seq: l.seq,
+		Host: l.cfg.AdvertiseHost, Port: l.cfg.PG.Port, User: l.cfg.PG.Superuser,
+		LSN: pos.LSN, Timeline: pos.Timeline, Lag: lag, ForkXID: fork})
+	key := HeartbeatPrefix + l.cfg.Node
 	wctx, cancel := l.step(ctx)
 	defer cancel()
 	if !l.hbKnow {
@@ -439,6 +592,11 @@ func (l *Loop) activate(ctx context.Context, a Action) Event {
 		if err := l.cfg.PG.Promote(ctx); err != nil {
 			return done(ActActivate, err)
 		}
+		if p, err := l.cfg.PG.WALPosition(ctx); err == nil {
+			l.mu.Lock()
+			l.forkXID = p.NextXID
+			l.mu.Unlock()
+		}
 	}
 	// Acknowledge nothing until a standby that streams from us is named.
 	if err := l.cfg.PG.SetSyncStandby(ctx, syncSetting(l.cfg.Strategy, "")); err != nil {
@@ -492,4 +650,85 @@ func (l *Loop) setSync(ctx context.Context, a Action) Event {
 	}
 	ev.Result = ResultOK
 	return ev
+}
+
+// peer is where member name's PostgreSQL is: configured, else learnt from
+// its heartbeat.
+func (l *Loop) peer(name string) (*pg.Instance, bool) {
+	if p, ok := l.cfg.Peers[name]; ok {
+		return p, true
+	}
+	l.mu.Lock()
+	hb, ok := l.members[name]
+	l.mu.Unlock()
+	if !ok || hb.Host == "" || hb.Port == 0 {
+		return nil, false
+	}
+	user := hb.User
+	if user == "" {
+		user = l.cfg.PG.Superuser
+	}
+	return &pg.Instance{Name: name, SocketDir: hb.Host, Port: hb.Port, Superuser: user}, true
+}
+
+// handOff is a planned switchover: a clean stop first (a fast shutdown
+// sends the last WAL to the connected standbys before it ends), then the
+// compare-and-set naming the target.
+func (l *Loop) handOff(ctx context.Context, a Action) Event {
+	if err := l.cfg.PG.Fence(ctx, 0); err != nil {
+		l.log.Error("switchover: PostgreSQL did not stop cleanly", "err", err)
+		return done(ActHandOff, err)
+	}
+	ev := Event{Kind: EvActionDone, Action: ActHandOff}
+	cur := l.Node().CS
+	next := ClusterState{Primary: a.Target, Epoch: a.Epoch, Handoff: true, Paused: cur.Paused}
+	wctx, cancel := l.step(ctx)
+	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "switchover from "+l.cfg.Node+" to "+a.Target), a.BaseRev)
+	cancel()
+	if err != nil {
+		ev.Result = classify(err)
+		ev.CS, _ = l.readState(ctx) // the outcome decides; an unread state (Rev 0) is ignored
+		l.log.Warn("switchover: cluster-state not updated", "err", err)
+		return ev
+	}
+	next.Rev = rev
+	ev.Result, ev.CS = ResultOK, next
+	l.log.Info("switchover: handed the primary role over", "to", a.Target, "epoch", a.Epoch)
+	return ev
+}
+
+// countDivergence: in SplitBrainAllowed, a primary about to be fenced after
+// another node was promoted counts the transactions it assigned since that
+// promotion (they are discarded when it rejoins) and records an event.
+func (l *Loop) countDivergence(ctx context.Context) {
+	n := l.Node()
+	if l.cfg.Strategy != SplitBrainAllowed || n.CS.Primary == "" || n.CS.Primary == l.cfg.Node {
+		return
+	}
+	l.mu.Lock()
+	fork := l.members[n.CS.Primary].ForkXID
+	l.mu.Unlock()
+	if fork == 0 {
+		return
+	}
+	qctx, cancel := l.step(ctx)
+	defer cancel()
+	p, err := l.cfg.PG.WALPosition(qctx)
+	if err != nil || p.NextXID == 0 {
+		return // not serving: nothing to count
+	}
+	var diverged uint64
+	if p.NextXID > fork {
+		diverged = p.NextXID - fork
+	}
+	l.mu.Lock()
+	l.stats.Diverged += diverged
+	l.mu.Unlock()
+	l.log.Warn("split brain healed: transactions on this node since the other's promotion will be discarded",
+		"transactions", diverged, "new_primary", n.CS.Primary, "epoch", n.CS.Epoch)
+	b, _ := json.Marshal(EventRecord{Kind: "diverged", Node: l.cfg.Node, Epoch: n.CS.Epoch, Transactions: diverged, At: time.Now().UTC()})
+	key := fmt.Sprintf("%sdiverged.%s.%d", EventPrefix, l.cfg.Node, n.CS.Epoch)
+	if _, err := l.kv.Create(qctx, key, b); err != nil && !errors.Is(err, store.ErrConflict) {
+		l.log.Warn("divergence event not recorded", "err", err)
+	}
 }

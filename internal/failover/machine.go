@@ -24,6 +24,12 @@ type ClusterState struct {
 	// AbsoluteConsistency only it may be promoted.
 	Sync  string
 	Epoch uint64
+	// Paused: automatic failover is off (maintenance); replicas never
+	// promote on their own while it is set.
+	Paused bool
+	// Handoff: the previous primary stepped down and named this primary
+	// itself (a planned switchover), so it may activate at once.
+	Handoff bool
 	// Rev is the store revision of this value (0: there is none yet).
 	Rev uint64
 }
@@ -72,6 +78,12 @@ const (
 	// acknowledges nothing, so a replica that missed writes the old primary
 	// acknowledged can never be promoted.
 	ActSetSync ActionKind = "set-sync"
+	// ActHandOff: a planned switchover to Target: stop PostgreSQL cleanly
+	// (its last WAL reaches the standbys), then compare-and-set
+	// cluster-state (BaseRev) to name Target at Epoch with Handoff set.
+	// Result: ResultOK; ResultFailed when PostgreSQL could not be stopped;
+	// otherwise the stop happened and CS is what the store holds now.
+	ActHandOff ActionKind = "handoff"
 )
 
 // Action is one thing to do. A new action replaces (cancels) the one in
@@ -94,7 +106,8 @@ const (
 	EvClusterState                   // the watch delivered a cluster-state value
 	EvPrimaryBeat                    // the watch saw the primary's heartbeat at Rev
 	EvPromoteResult                  // Result of ActPromote; CS: the value now stored
-	EvActionDone                     // Result of Action (fence, unfence, activate, follow, read-state)
+	EvActionDone                     // Result of Action (fence, unfence, activate, follow, read-state, handoff)
+	EvSwitchover                     // an operator asked for a switchover to Target at CS.Epoch
 )
 
 // Event is one observation. Now is the node's monotonic clock: the machine
@@ -114,6 +127,11 @@ type Event struct {
 	// PGSync: the synchronous standby PostgreSQL is configured to wait for.
 	Standbys []string
 	PGSync   string
+	// Lagging (EvBeatResult of a replica): it is further behind the
+	// primary's last published position than max_lag_on_failover.
+	Lagging bool
+	// Target (EvSwitchover): the node to hand the primary role to.
+	Target string
 }
 
 // Node is one member's decision state.
@@ -132,6 +150,8 @@ type Node struct {
 	Escalated int           // fence escalation level reached
 	// Attempted is the epoch this node last tried to claim by promotion.
 	Attempted uint64
+	// Lagging: the last beat found this replica too far behind to promote.
+	Lagging bool
 }
 
 // NewNode returns a node that has not started.
@@ -187,8 +207,28 @@ func Step(n Node, ev Event) (Node, []Action) {
 		}
 		n.Pending = ""
 		return n.actionDone(ev)
+	case EvSwitchover:
+		return n.switchover(ev)
 	}
 	return n, nil
+}
+
+// switchover: only a serving primary hands over, only in its own epoch,
+// only to another member, and in AbsoluteConsistency only to its
+// synchronous standby (which has every acknowledged write). A beat in
+// flight is abandoned; any other action in flight refuses the request.
+func (n Node) switchover(ev Event) (Node, []Action) {
+	if n.Status != StatusPrimary || ev.CS.Epoch != n.CS.Epoch || ev.Target == "" || ev.Target == n.Name {
+		return n, nil
+	}
+	if n.Pending != "" && n.Pending != ActBeat {
+		return n, nil
+	}
+	if n.Strategy == AbsoluteConsistency && ev.Target != n.CS.Sync {
+		return n, nil
+	}
+	n.Status = StatusFencing
+	return n.do(Action{Kind: ActHandOff, Target: ev.Target, Epoch: n.CS.Epoch + 1, BaseRev: n.CS.Rev})
 }
 
 // start reconciles with cluster-state first: a restarted agent whose node
@@ -260,10 +300,15 @@ func (n Node) promotable() bool {
 	if n.CS.Primary == "" || n.CS.Primary == n.Name {
 		return false
 	}
-	if n.Strategy == AbsoluteConsistency && n.CS.Sync != n.Name {
+	if n.CS.Paused {
 		return false
 	}
-	return true
+	if n.Strategy == AbsoluteConsistency {
+		// The synchronous standby holds every acknowledged commit: the
+		// lag bound matters only where replication is asynchronous.
+		return n.CS.Sync == n.Name
+	}
+	return !n.Lagging
 }
 
 func (n Node) beatResult(ev Event) (Node, []Action) {
@@ -344,6 +389,7 @@ func (n Node) afterFenced() (Node, []Action) {
 func (n Node) replicaBeat(ev Event) (Node, []Action) {
 	if ev.Result == ResultOK {
 		n.Failures = 0
+		n.Lagging = ev.Lagging
 		if n.Status == StatusFailed {
 			n.Successes++
 			if n.Successes >= n.T.SuccessThreshold {
@@ -389,6 +435,11 @@ func (n Node) clusterState(cs ClusterState, now time.Duration) (Node, []Action) 
 		n.BeatSeen = now
 		return n.do(Action{Kind: ActFollow, Target: cs.Primary})
 	case StatusReplica, StatusFailed:
+		if cs.Primary == n.Name && cs.Handoff && cs.Epoch > prev.Epoch {
+			// The primary stepped down cleanly and named us.
+			n.Status = StatusActivating
+			return n.do(Action{Kind: ActActivate, Epoch: cs.Epoch})
+		}
 		if cs.Primary == n.Name && cs.Epoch == n.Attempted {
 			// Our own promotion, whose outcome looked lost (it landed after
 			// we read), has in fact won. Take the role rather than leave the
@@ -478,6 +529,17 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 			n.BeatSeen = ev.Now
 		}
 		return n, nil
+	case ActHandOff:
+		if ev.Result == ResultFailed {
+			// PostgreSQL did not stop: fence the hard way. Still named
+			// primary, the node unfences once its beats confirm that.
+			return n.fence()
+		}
+		n.Status = StatusFenced
+		if ev.CS.Rev > n.CS.Rev {
+			n.CS = ev.CS
+		}
+		return n.afterFenced()
 	case ActSetSync:
 		if ev.CS.Rev > n.CS.Rev {
 			n.CS = ev.CS

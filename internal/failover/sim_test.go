@@ -290,6 +290,23 @@ func (s *sim) run(i int, a Action, gen int) {
 		}, func(r Result, cs ClusterState) {
 			s.deliver(i, 0, Event{Kind: EvPromoteResult, Result: r, CS: cs})
 		})
+	case ActHandOff:
+		// A clean stop (its last WAL reaches the standbys), then the CAS.
+		s.at(s.jitter(5*time.Millisecond, 100*time.Millisecond), i, func() {
+			if n.down || n.actionGen != gen {
+				return
+			}
+			n.writable = false
+			s.storeOp(i, gen, func() (Result, ClusterState) {
+				if s.cs.Rev != a.BaseRev {
+					return ResultConflict, s.cs
+				}
+				s.setCS(ClusterState{Primary: a.Target, Epoch: a.Epoch, Handoff: true})
+				return ResultOK, s.cs
+			}, func(r Result, cs ClusterState) {
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActHandOff, Result: r, CS: cs})
+			})
+		})
 	case ActReadState:
 		s.storeOp(i, gen, func() (Result, ClusterState) { return ResultOK, s.cs }, func(r Result, cs ClusterState) {
 			if r == ResultUnknown {
@@ -463,7 +480,7 @@ func (s *sim) fault() string {
 	}
 	n := s.nodes[i]
 	d := s.jitter(200*time.Millisecond, 6*time.Second)
-	switch s.rng.Intn(5) {
+	switch s.rng.Intn(6) {
 	case 0: // the whole node crashes, comes back with PostgreSQL read-only
 		n.down, n.pgUp, n.writable = true, false, false
 		s.at(d, -1, func() {
@@ -481,6 +498,19 @@ func (s *sim) fault() string {
 	case 3: // the store answers slowly
 		s.slowUntil = s.now + d
 		return fmt.Sprintf("slow store for %s", d)
+	case 4: // an operator asks the primary for a switchover
+		var to string
+		for j, name := range s.names {
+			if j != i && (s.strategy == SplitBrainAllowed || name == s.cs.Sync) {
+				to = name
+			}
+		}
+		for j, name := range s.names {
+			if name == s.cs.Primary {
+				s.watch(j, Event{Kind: EvSwitchover, Target: to, CS: s.cs})
+			}
+		}
+		return fmt.Sprintf("switchover to %q", to)
 	default: // the agent restarts; PostgreSQL keeps running
 		// While no agent runs, nothing fences this PostgreSQL: only
 		// synchronous replication keeps writes safe (see timingSafe).
@@ -592,5 +622,45 @@ func TestExplorationCatchesUnsafeTimings(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("300 schedules with unsafe timings found no violation: the invariant checks cannot fail")
+	}
+}
+
+// A switchover in a calm cluster hands the role to the named standby, and
+// the cluster serves again with exactly one primary; requests that may not
+// be honoured change nothing.
+func TestSwitchoverInCalmCluster(t *testing.T) {
+	for _, strategy := range []Strategy{AbsoluteConsistency, SplitBrainAllowed} {
+		s := newSim(t, 7, strategy, DefaultTimings())
+		s.runUntil(2 * time.Second)
+		// Not the synchronous standby (AbsoluteConsistency), a stale epoch,
+		// and the primary itself: all refused.
+		bad := []Event{{Kind: EvSwitchover, Target: "n1", CS: s.cs}, {Kind: EvSwitchover, Target: "n2", CS: ClusterState{Epoch: s.cs.Epoch + 5}}}
+		if strategy == AbsoluteConsistency {
+			bad = append(bad, Event{Kind: EvSwitchover, Target: "n3", CS: s.cs})
+		}
+		for _, ev := range bad {
+			s.deliver(0, 0, ev)
+			s.runUntil(s.now + time.Second)
+			if s.cs.Primary != "n1" || s.cs.Epoch != 1 {
+				t.Fatalf("%s: request %+v moved the primary: %+v", strategy, ev, s.cs)
+			}
+		}
+		s.deliver(0, 0, Event{Kind: EvSwitchover, Target: "n2", CS: s.cs})
+		s.runUntil(s.now + 8*time.Second)
+		if s.cs.Primary != "n2" || s.cs.Epoch != 2 || !s.cs.Handoff {
+			t.Fatalf("%s: after switchover cluster-state is %+v", strategy, s.cs)
+		}
+		var ackers []string
+		for i := range s.nodes {
+			if ok, _ := s.canAck(i); ok {
+				ackers = append(ackers, s.names[i])
+			}
+		}
+		if len(ackers) != 1 || ackers[0] != "n2" {
+			t.Fatalf("%s: after switchover %v acknowledge writes\n%s", strategy, ackers, s.dump())
+		}
+		if s.nodes[0].following != "n2" {
+			t.Fatalf("%s: old primary follows %q\n%s", strategy, s.nodes[0].following, s.dump())
+		}
 	}
 }
