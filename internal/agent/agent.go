@@ -109,6 +109,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.engine.run(ctx) })
 	g.Go(func() error { return a.meshLoop(ctx, nc, st) })
+	if a.cfg.Failover != nil {
+		g.Go(func() error { return a.runFailover(ctx, st) })
+	}
 	a.log.Info("agent started", "id", a.cfg.ID, "state_dir", a.cfg.StateDir, "boot", a.boot)
 	err = g.Wait()
 	a.log.Info("agent stopped")

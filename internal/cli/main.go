@@ -71,6 +71,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newLabelCmd(stdout),
 		newLogsCmd(stdout),
 		newExecCmd(stdout),
+		newFailoverCmd(stdout),
 	)
 	return root
 }

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/failover/pg"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// runFailover runs the PostgreSQL high-availability role: it opens (or
+// creates) the cluster's bucket, names the local PostgreSQL the first
+// primary of a cluster that has no state yet when it is a primary, then
+// runs the failover loop and its HTTP endpoints until ctx ends.
+func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
+	f := a.cfg.Failover
+	log := a.log.With("component", "failover", "cluster", f.Cluster, "node", f.Node)
+	t := f.Timings()
+	in := &pg.Instance{Name: f.Node, BinDir: f.Postgres.BinDir, DataDir: f.Postgres.DataDir, Port: f.Postgres.Port,
+		SocketDir: f.Postgres.SocketDir, OSUser: f.Postgres.OSUser, Superuser: f.Postgres.Superuser}
+	strategy := failover.Strategy(f.Strategy)
+
+	var kv store.KV
+	fenced := false
+	err := retryForever(ctx, log, "open the failover bucket", func() error {
+		octx, cancel := context.WithTimeout(ctx, 2*t.HeartbeatTimeout)
+		defer cancel()
+		var err error
+		kv, err = failover.EnsureBucket(octx, st, f.Cluster, f.Replicas)
+		if err != nil && !fenced && strategy == failover.AbsoluteConsistency {
+			// Without the store this node cannot prove it still owns the
+			// cluster: a serving PostgreSQL is fenced until it can.
+			if role, rerr := in.Role(ctx); rerr == nil && role == pg.RolePrimary {
+				log.Warn("store unreachable at start: fencing the local primary until cluster-state confirms it", "err", err)
+				for level := 0; level <= 2; level++ {
+					if ferr := in.Fence(ctx, level); ferr == nil {
+						break
+					}
+				}
+			}
+			fenced = true
+		}
+		return err
+	})
+	if err != nil {
+		return nil // ctx ended
+	}
+	if role, err := in.Role(ctx); err == nil && role == pg.RolePrimary {
+		bctx, cancel := context.WithTimeout(ctx, 2*t.HeartbeatTimeout)
+		if err := failover.Bootstrap(bctx, kv, f.Node, ""); err != nil {
+			log.Warn("bootstrap of cluster-state failed; the loop decides from what it reads", "err", err)
+		}
+		cancel()
+	}
+	loop, err := failover.NewLoop(failover.LoopConfig{Cluster: f.Cluster, Node: f.Node, Timings: t, Strategy: strategy,
+		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover)}, kv, log)
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return loop.Run(ctx) })
+	if f.HTTP != "" {
+		ln, err := net.Listen("tcp", f.HTTP)
+		if err != nil {
+			return fmt.Errorf("failover.http: %w", err)
+		}
+		srv := &http.Server{Handler: loop.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		log.Info("failover endpoints listening", "http", "http://"+ln.Addr().String())
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	return g.Wait()
+}

@@ -1,0 +1,330 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// failoverFlags are how the failover commands reach a cluster's bucket:
+// straight through NATS, as the agents do.
+type failoverFlags struct {
+	cluster              string
+	urls                 []string
+	creds, ca, cert, key string
+	timeout              time.Duration
+	output               string
+}
+
+func (f *failoverFlags) add(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&f.cluster, "cluster", "", "cluster id (required)")
+	cmd.PersistentFlags().StringSliceVar(&f.urls, "nats-url", []string{"nats://127.0.0.1:4222"}, "NATS URLs, comma-separated")
+	cmd.PersistentFlags().StringVar(&f.creds, "nats-creds", "", "NATS credentials file")
+	cmd.PersistentFlags().StringVar(&f.ca, "nats-ca", "", "CA bundle of the NATS servers")
+	cmd.PersistentFlags().StringVar(&f.cert, "nats-cert", "", "client certificate")
+	cmd.PersistentFlags().StringVar(&f.key, "nats-key", "", "client key")
+	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for NATS (and for a switchover)")
+}
+
+// open connects and opens the cluster's bucket (never creating it).
+func (f *failoverFlags) open(ctx context.Context) (store.KV, func(), error) {
+	if f.cluster == "" {
+		return nil, nil, usageError{errors.New("--cluster is required")}
+	}
+	nc, err := mesh.Connect(mesh.ClientConfig{Name: "harmony failover", URLs: f.urls, CredsFile: f.creds, CAFile: f.ca, CertFile: f.cert, KeyFile: f.key})
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: f.timeout})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	kv, err := st.Open(ctx, failover.BucketName(f.cluster))
+	if err != nil {
+		nc.Close()
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil, fmt.Errorf("cluster %q: no failover bucket (no agent of it has started)", f.cluster)
+		}
+		return nil, nil, fmt.Errorf("cluster %q: %w", f.cluster, err)
+	}
+	return kv, nc.Close, nil
+}
+
+func newFailoverCmd(stdout io.Writer) *cobra.Command {
+	var f failoverFlags
+	cmd := &cobra.Command{
+		Use:   "failover",
+		Short: "Inspect and steer a PostgreSQL cluster's failover",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	f.add(cmd)
+	status := &cobra.Command{Use: "status", Short: "Members: role, state, heartbeat age, lag, timeline", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return failoverStatus(cmd.Context(), &f, stdout) }}
+	addOutputFlag(status, &f.output)
+	history := &cobra.Command{Use: "history", Short: "The cluster-state timeline (the bucket keeps 64 revisions)", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return failoverHistory(cmd.Context(), &f, stdout) }}
+	addOutputFlag(history, &f.output)
+	var to string
+	switchover := &cobra.Command{Use: "switchover --to NODE", Short: "Planned hand-over of the primary role; loses nothing", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return failoverSwitchover(cmd.Context(), &f, to, stdout) }}
+	switchover.Flags().StringVar(&to, "to", "", "the member to make primary (required)")
+	pause := &cobra.Command{Use: "pause", Short: "Stop automatic failover (maintenance)", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return failoverPause(cmd.Context(), &f, true, stdout) }}
+	resume := &cobra.Command{Use: "resume", Short: "Turn automatic failover back on", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return failoverPause(cmd.Context(), &f, false, stdout) }}
+	cmd.AddCommand(status, history, switchover, pause, resume)
+	return cmd
+}
+
+// memberRow is one line of failover status.
+type memberRow struct {
+	Node         string  `json:"node"`
+	Role         string  `json:"role"`
+	State        string  `json:"state"`
+	HeartbeatAge float64 `json:"heartbeat_age_seconds"`
+	LagBytes     uint64  `json:"lag_bytes"`
+	Timeline     uint32  `json:"timeline"`
+	Epoch        uint64  `json:"epoch"`
+}
+
+type clusterView struct {
+	Cluster string      `json:"cluster"`
+	Primary string      `json:"primary"`
+	Sync    string      `json:"sync,omitempty"`
+	Epoch   uint64      `json:"epoch"`
+	Paused  bool        `json:"paused"`
+	Reason  string      `json:"reason"`
+	Members []memberRow `json:"members"`
+}
+
+func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	kv, closer, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	e, err := kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		return fmt.Errorf("cluster-state: %w", err)
+	}
+	cs, rec, err := failover.DecodeState(e)
+	if err != nil {
+		return err
+	}
+	beats, err := kv.List(ctx, failover.HeartbeatPrefix+"*")
+	if err != nil {
+		return err
+	}
+	v := clusterView{Cluster: f.cluster, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Paused: cs.Paused, Reason: rec.Reason}
+	for _, b := range beats {
+		hb, err := failover.DecodeHeartbeat(b.Value)
+		if err != nil {
+			continue
+		}
+		node := strings.TrimPrefix(b.Key, failover.HeartbeatPrefix)
+		role := "replica"
+		switch {
+		case node == cs.Primary:
+			role = "primary"
+		case node == cs.Sync:
+			role = "sync standby"
+		}
+		// The age compares the server's write time with this machine's
+		// clock: for people to read, never for a decision.
+		v.Members = append(v.Members, memberRow{Node: node, Role: role, State: string(hb.Status),
+			HeartbeatAge: time.Since(b.Created).Seconds(), LagBytes: hb.Lag, Timeline: hb.Timeline, Epoch: hb.Epoch})
+	}
+	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Node < v.Members[j].Node })
+	if f.output != "table" {
+		return printAs(w, f.output, v)
+	}
+	paused := ""
+	if cs.Paused {
+		paused = " (automatic failover PAUSED)"
+	}
+	fmt.Fprintf(w, "cluster %s: primary %s, epoch %d%s\n", f.cluster, cs.Primary, cs.Epoch, paused)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tHEARTBEAT\tLAG\tTIMELINE\tEPOCH")
+	for _, m := range v.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs ago\t%d B\t%d\t%d\n", m.Node, m.Role, m.State, m.HeartbeatAge, m.LagBytes, m.Timeline, m.Epoch)
+	}
+	return tw.Flush()
+}
+
+type historyRow struct {
+	Revision uint64    `json:"revision"`
+	At       time.Time `json:"at"`
+	Epoch    uint64    `json:"epoch"`
+	Primary  string    `json:"primary"`
+	Sync     string    `json:"sync,omitempty"`
+	Paused   bool      `json:"paused,omitempty"`
+	Reason   string    `json:"reason"`
+}
+
+func failoverHistory(ctx context.Context, f *failoverFlags, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	kv, closer, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	entries, err := kv.History(ctx, failover.KeyClusterState)
+	if err != nil {
+		return err
+	}
+	var rows []historyRow
+	for _, e := range entries {
+		if e.Op != store.OpPut {
+			continue
+		}
+		cs, rec, err := failover.DecodeState(e)
+		if err != nil {
+			continue
+		}
+		rows = append(rows, historyRow{Revision: e.Revision, At: e.Created.UTC(), Epoch: cs.Epoch, Primary: cs.Primary, Sync: cs.Sync, Paused: cs.Paused, Reason: rec.Reason})
+	}
+	if f.output != "table" {
+		return printAs(w, f.output, rows)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME (SERVER)\tREVISION\tEPOCH\tPRIMARY\tSYNC\tREASON")
+	for _, r := range rows {
+		reason := r.Reason
+		if r.Paused {
+			reason += " [paused]"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", r.At.Format(time.RFC3339Nano), r.Revision, r.Epoch, r.Primary, r.Sync, reason)
+	}
+	return tw.Flush()
+}
+
+// failoverSwitchover asks the primary to hand over, then waits until
+// cluster-state names the target (or the timeout passes).
+func failoverSwitchover(ctx context.Context, f *failoverFlags, to string, w io.Writer) error {
+	if to == "" {
+		return usageError{errors.New("--to is required")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	kv, closer, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	e, err := kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		return fmt.Errorf("cluster-state: %w", err)
+	}
+	cs, _, err := failover.DecodeState(e)
+	if err != nil {
+		return err
+	}
+	if cs.Primary == to {
+		return fmt.Errorf("%s is the primary already", to)
+	}
+	if _, err := kv.Get(ctx, failover.HeartbeatPrefix+to); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("--to %s: no such member of cluster %s", to, f.cluster)
+	}
+	if cs.Sync != "" && cs.Sync != to {
+		fmt.Fprintf(w, "note: %s is not the synchronous standby (%s); in AbsoluteConsistency the primary refuses\n", to, cs.Sync)
+	}
+	req, _ := json.Marshal(failover.SwitchoverRequest{To: to, Epoch: cs.Epoch})
+	if err := putKey(ctx, kv, failover.KeySwitchover, req); err != nil {
+		return err
+	}
+	w2, err := kv.Watch(ctx, failover.KeyClusterState, store.WatchOptions{})
+	if err != nil {
+		return err
+	}
+	for ev := range w2.Events() {
+		if ev.Entry.Key != failover.KeyClusterState || ev.Entry.Op != store.OpPut {
+			continue
+		}
+		now, _, err := failover.DecodeState(ev.Entry)
+		if err != nil || now.Epoch <= cs.Epoch {
+			continue
+		}
+		if now.Primary == to {
+			fmt.Fprintf(w, "switchover done: %s is primary (epoch %d); %s rejoins as a replica\n", to, now.Epoch, cs.Primary)
+			return nil
+		}
+		return fmt.Errorf("the cluster moved on differently: %s is primary (epoch %d)", now.Primary, now.Epoch)
+	}
+	return fmt.Errorf("switchover to %s not confirmed within %s (the primary refuses when %s is not its synchronous standby, or it is busy); see 'harmony failover status'", to, f.timeout, to)
+}
+
+// putKey writes key whatever its current revision.
+func putKey(ctx context.Context, kv store.KV, key string, value []byte) error {
+	for {
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			_, err = kv.Create(ctx, key, value)
+		case err == nil:
+			_, err = kv.Update(ctx, key, value, e.Revision)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+}
+
+// failoverPause sets or clears the pause flag by compare-and-set, keeping
+// everything else of cluster-state.
+func failoverPause(ctx context.Context, f *failoverFlags, paused bool, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	kv, closer, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	for {
+		e, err := kv.Get(ctx, failover.KeyClusterState)
+		if err != nil {
+			return fmt.Errorf("cluster-state: %w", err)
+		}
+		cs, _, err := failover.DecodeState(e)
+		if err != nil {
+			return err
+		}
+		if cs.Paused == paused {
+			fmt.Fprintf(w, "cluster %s: automatic failover already %s\n", f.cluster, pausedWord(paused))
+			return nil
+		}
+		cs.Paused = paused
+		_, err = kv.Update(ctx, failover.KeyClusterState, failover.EncodeState(cs, "automatic failover "+pausedWord(paused)+" by an operator"), e.Revision)
+		if errors.Is(err, store.ErrConflict) {
+			continue // the cluster changed meanwhile: apply to the new value
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "cluster %s: automatic failover %s\n", f.cluster, pausedWord(paused))
+		return nil
+	}
+}
+
+func pausedWord(p bool) string {
+	if p {
+		return "paused"
+	}
+	return "resumed"
+}
