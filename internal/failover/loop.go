@@ -598,60 +598,90 @@ func (l *Loop) activate(ctx context.Context, a Action) Event {
 			l.mu.Unlock()
 		}
 	}
-	// Acknowledge nothing until a standby that streams from us is named.
-	if err := l.cfg.PG.SetSyncStandby(ctx, syncSetting(l.cfg.Strategy, "")); err != nil {
+	// Until a standby that streams from us is named, commits are
+	// acknowledged by this node alone (cluster-state names no synchronous
+	// standby, so nobody can be promoted past them).
+	if err := l.cfg.PG.SetSyncStandby(ctx, ""); err != nil {
 		return done(ActActivate, err)
 	}
 	return done(ActActivate, nil)
 }
 
-// syncSetting is the synchronous_standby_names value for a strategy: in
-// SplitBrainAllowed nothing waits for a standby.
-func syncSetting(s Strategy, name string) string {
-	if s == SplitBrainAllowed {
-		return ""
-	}
-	if name == "" {
-		return "harmony-no-standby-yet" // nobody connects under this name: commits wait
-	}
-	return name
-}
-
+// setSync names a synchronous standby (AbsoluteConsistency). PostgreSQL
+// first: from then on commits wait for the target; then the target must
+// have flushed everything written before; only then does cluster-state name
+// it, which makes it promotable. A target of "" (only while cluster-state
+// names none) lets the primary acknowledge alone again.
 func (l *Loop) setSync(ctx context.Context, a Action) Event {
 	cs, err := l.readState(ctx)
 	if err != nil {
 		return done(ActSetSync, err)
 	}
 	ev := Event{Kind: EvActionDone, Action: ActSetSync, CS: cs}
-	if cs.Primary != l.cfg.Node {
+	if cs.Primary != l.cfg.Node || (cs.Sync != a.Target && cs.Rev != a.BaseRev) || (a.Target == "" && cs.Sync != "") {
 		ev.Result = ResultConflict
 		return ev
 	}
-	if cs.Sync != a.Target {
-		if cs.Rev != a.BaseRev {
-			ev.Result = ResultConflict
-			return ev
-		}
-		next := cs
-		next.Sync = a.Target
-		wctx, cancel := l.step(ctx)
-		rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "synchronous standby "+a.Target), cs.Rev)
-		cancel()
-		if err != nil {
-			ev.Result = classify(err)
-			return ev
-		}
-		next.Rev = rev
-		ev.CS = next
+	if l.cfg.Strategy == SplitBrainAllowed {
+		ev.Result = ResultOK
+		return ev
 	}
-	if err := l.cfg.PG.SetSyncStandby(ctx, syncSetting(l.cfg.Strategy, a.Target)); err != nil {
+	if err := l.cfg.PG.SetSyncStandby(ctx, a.Target); err != nil {
 		ev.Result = ResultFailed
 		return ev
 	}
-	ev.Result = ResultOK
+	if cs.Sync == a.Target {
+		ev.Result = ResultOK
+		return ev
+	}
+	if err := l.waitCaughtUp(ctx, a.Target); err != nil {
+		l.log.Warn("standby not caught up; not naming it synchronous yet", "standby", a.Target, "err", err)
+		ev.Result = ResultFailed
+		return ev
+	}
+	next := cs
+	next.Sync = a.Target
+	next.Handoff = false
+	wctx, cancel := l.step(ctx)
+	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "synchronous standby "+a.Target), cs.Rev)
+	cancel()
+	if err != nil {
+		ev.Result = classify(err)
+		return ev
+	}
+	next.Rev = rev
+	ev.CS, ev.Result = next, ResultOK
+	l.log.Info("synchronous standby named", "standby", a.Target)
 	return ev
 }
 
+// waitCaughtUp waits until standby has flushed everything this primary had
+// written when it was called, for at most FailoverTimeout.
+func (l *Loop) waitCaughtUp(ctx context.Context, standby string) error {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timings.FailoverTimeout)
+	defer cancel()
+	p, err := l.cfg.PG.WALPosition(ctx)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sb, err := l.cfg.PG.Standbys(ctx)
+		if err == nil {
+			for _, s := range sb {
+				if s.Name == standby && s.State == "streaming" && s.Flushed >= p.LSN {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s has not flushed up to %d: %w", standby, p.LSN, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
 // peer is where member name's PostgreSQL is: configured, else learnt from
 // its heartbeat.
 func (l *Loop) peer(name string) (*pg.Instance, bool) {

@@ -71,12 +71,13 @@ const (
 	ActFollow ActionKind = "follow"
 	// ActReadState: read cluster-state from the stream leader.
 	ActReadState ActionKind = "read-state"
-	// ActSetSync: name Target the synchronous standby: compare-and-set
-	// cluster-state (BaseRev) first, then configure PostgreSQL to wait for
-	// it. A promotion clears the name: until the new primary names a standby
-	// that streams from it, no replica is promotable and the primary
-	// acknowledges nothing, so a replica that missed writes the old primary
-	// acknowledged can never be promoted.
+	// ActSetSync: name Target the synchronous standby: configure PostgreSQL
+	// to wait for it first, wait until it has flushed everything written
+	// before, then compare-and-set cluster-state (BaseRev), which makes it
+	// promotable. A promotion clears the name: until the new primary names a
+	// standby, it acknowledges commits alone and no replica is promotable,
+	// so a replica that missed acknowledged writes can never be promoted.
+	// Target "" (only while none is named) acknowledges alone again.
 	ActSetSync ActionKind = "set-sync"
 	// ActHandOff: a planned switchover to Target: stop PostgreSQL cleanly
 	// (its last WAL reaches the standbys), then compare-and-set
@@ -343,9 +344,13 @@ func (n Node) primaryBeat(ev Event) (Node, []Action) {
 			switch {
 			case n.CS.Sync == "" && len(ev.Standbys) > 0:
 				return n.do(Action{Kind: ActSetSync, Target: ev.Standbys[0], BaseRev: n.CS.Rev})
+			case n.CS.Sync == "" && ev.PGSync != "":
+				// A standby was being named but is gone: acknowledge alone
+				// again (nobody is promotable while none is named).
+				return n.do(Action{Kind: ActSetSync, Target: "", BaseRev: n.CS.Rev})
 			case n.CS.Sync != "" && ev.PGSync != n.CS.Sync:
-				// Recorded but not configured (an earlier attempt's outcome
-				// was unknown): configure PostgreSQL to match.
+				// Recorded but not configured (PostgreSQL restarted with
+				// other settings): configure PostgreSQL to match.
 				return n.do(Action{Kind: ActSetSync, Target: n.CS.Sync, BaseRev: n.CS.Rev})
 			}
 		}

@@ -260,25 +260,47 @@ func (s *sim) run(i int, a Action, gen int) {
 			s.deliver(i, 0, Event{Kind: EvBeatResult, Result: r, CS: cs, Standbys: standbys, PGSync: n.pgSync})
 		})
 	case ActSetSync:
-		s.storeOp(i, gen, func() (Result, ClusterState) {
-			if s.cs.Primary == me && s.cs.Sync == a.Target {
-				return ResultOK, s.cs // recorded already: configure PostgreSQL only
+		// PostgreSQL first (commits wait for the target from now on), then
+		// the target must have caught up, then the compare-and-set.
+		s.at(s.jitter(5*time.Millisecond, 50*time.Millisecond), i, func() {
+			if n.down || n.actionGen != gen {
+				return
 			}
-			if s.cs.Rev != a.BaseRev || s.cs.Primary != me {
-				return ResultConflict, s.cs
+			if s.cs.Primary != me || (s.cs.Sync != a.Target && s.cs.Rev != a.BaseRev) || (a.Target == "" && s.cs.Sync != "") {
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: ResultConflict, CS: s.cs})
+				return
 			}
-			cs := s.cs
-			cs.Sync = a.Target
-			s.setCS(cs)
-			return ResultOK, s.cs
-		}, func(r Result, cs ClusterState) {
-			if r == ResultOK {
-				n.pgSync = a.Target // PostgreSQL waits for it from now on
+			n.pgSync = a.Target
+			if a.Target == "" || s.cs.Sync == a.Target {
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: ResultOK, CS: s.cs})
+				return
 			}
-			if r == ResultUnknown {
-				r = ResultFailed
+			caughtUp := false
+			for j, name := range s.names {
+				if name == a.Target && s.alive(j) && s.nodes[j].following == me {
+					s.nodes[j].upToDate = s.nodes[j].upToDate || n.upToDate
+					caughtUp = true
+				}
 			}
-			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: r, CS: cs})
+			if !caughtUp {
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: ResultFailed})
+				return
+			}
+			s.storeOp(i, gen, func() (Result, ClusterState) {
+				if s.cs.Rev != a.BaseRev || s.cs.Primary != me {
+					return ResultConflict, s.cs
+				}
+				cs := s.cs
+				cs.Sync = a.Target
+				cs.Handoff = false
+				s.setCS(cs)
+				return ResultOK, s.cs
+			}, func(r Result, cs ClusterState) {
+				if r == ResultUnknown {
+					r = ResultFailed
+				}
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: r, CS: cs})
+			})
 		})
 	case ActPromote:
 		s.storeOp(i, gen, func() (Result, ClusterState) {
@@ -392,8 +414,8 @@ func (s *sim) canAck(i int) (bool, int) {
 	if !s.alive(i) || !n.writable {
 		return false, -1
 	}
-	if s.strategy == SplitBrainAllowed {
-		return true, -1
+	if s.strategy == SplitBrainAllowed || n.pgSync == "" {
+		return true, -1 // acknowledged alone
 	}
 	for j, name := range s.names {
 		if name == n.pgSync && j != i && s.alive(j) && s.nodes[j].following == s.names[i] {

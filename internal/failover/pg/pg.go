@@ -268,6 +268,8 @@ type Standby struct {
 	Name      string // application_name
 	State     string // streaming, catchup, ...
 	SyncState string // sync, async, potential, quorum
+	// Flushed: the position (bytes) the standby has written durably.
+	Flushed uint64
 }
 
 // Standbys lists the replicas streaming from this primary.
@@ -277,13 +279,16 @@ func (i *Instance) Standbys(ctx context.Context) ([]Standby, error) {
 		return nil, err
 	}
 	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY application_name")
+	rows, err := c.Query(ctx, `SELECT application_name, state, sync_state, COALESCE((flush_lsn - '0/0')::bigint, 0)
+		FROM pg_stat_replication ORDER BY application_name`)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Standby, error) {
 		var s Standby
-		err := r.Scan(&s.Name, &s.State, &s.SyncState)
+		var flushed int64
+		err := r.Scan(&s.Name, &s.State, &s.SyncState, &flushed)
+		s.Flushed = uint64(flushed)
 		return s, err
 	})
 }
