@@ -682,6 +682,7 @@ func (l *Loop) waitCaughtUp(ctx context.Context, standby string) error {
 		}
 	}
 }
+
 // peer is where member name's PostgreSQL is: configured, else learnt from
 // its heartbeat.
 func (l *Loop) peer(name string) (*pg.Instance, bool) {
