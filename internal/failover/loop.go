@@ -285,6 +285,13 @@ func (l *Loop) Run(ctx context.Context) error {
 				defer wg.Done()
 				defer acancel()
 				ev := l.execute(actx, a)
+				if failed(ev) {
+					// The machine retries a failed action at once: pace it.
+					select {
+					case <-actx.Done():
+					case <-time.After(l.cfg.Timings.HeartbeatInterval / 2):
+					}
+				}
 				select {
 				case results <- struct {
 					id uint64
@@ -428,6 +435,12 @@ func (l *Loop) execute(ctx context.Context, a Action) Event {
 		return l.setSync(ctx, a)
 	}
 	return done(a.Kind, fmt.Errorf("unknown action %q", a.Kind))
+}
+
+// failed: an action (not a beat, whose failures the machine counts) that
+// did not succeed.
+func failed(ev Event) bool {
+	return ev.Kind == EvActionDone && ev.Result != ResultOK && ev.Result != ResultConflict
 }
 
 func done(kind ActionKind, err error) Event {
@@ -736,14 +749,19 @@ func (l *Loop) countDivergence(ctx context.Context) {
 	if l.cfg.Strategy != SplitBrainAllowed || n.CS.Primary == "" || n.CS.Primary == l.cfg.Node {
 		return
 	}
-	l.mu.Lock()
-	fork := l.members[n.CS.Primary].ForkXID
-	l.mu.Unlock()
-	if fork == 0 {
-		return
-	}
 	qctx, cancel := l.step(ctx)
 	defer cancel()
+	// The new primary's heartbeat carries the fork point; read it fresh (the
+	// watch may not have delivered it yet when the partition just healed).
+	e, err := l.kv.Get(qctx, HeartbeatPrefix+n.CS.Primary)
+	if err != nil {
+		return
+	}
+	hb, err := DecodeHeartbeat(e.Value)
+	if err != nil || hb.ForkXID == 0 {
+		return
+	}
+	fork := hb.ForkXID
 	p, err := l.cfg.PG.WALPosition(qctx)
 	if err != nil || p.NextXID == 0 {
 		return // not serving: nothing to count

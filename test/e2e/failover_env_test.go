@@ -1,0 +1,495 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/failover/pg"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/netproxy"
+	"github.com/harmony-fleet/harmony/internal/testutil/pgtest"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+// haCluster is a PostgreSQL cluster under harmony agents run as real
+// processes: a harmony server (embedded NATS), real PostgreSQL 15 started by
+// the test, and one agent per node, each reaching NATS through its own
+// proxy so that one node can be cut off from the mesh alone.
+type haCluster struct {
+	t        testing.TB
+	dir      string
+	name     string
+	profile  string
+	strategy failover.Strategy
+	natsURL  string
+	kv       store.KV
+	nodes    []*haNode
+}
+
+type haNode struct {
+	c      *haCluster
+	name   string
+	pg     *pg.Instance
+	proxy  *netproxy.Proxy
+	http   string
+	config string
+	log    string
+
+	mu    sync.Mutex
+	agent *exec.Cmd
+	done  chan error
+}
+
+func newHACluster(t testing.TB, profile string, strategy failover.Strategy, names ...string) *haCluster {
+	t.Helper()
+	instances := pgtest.Cluster(t, names...)
+	dir := t.TempDir()
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := startHarmony(t, "server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr, "--http", httpAddr)
+	_ = srv
+	waitReady(t, "http://"+httpAddr)
+	c := &haCluster{t: t, dir: dir, name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy, natsURL: "nats://" + natsAddr}
+	for i, n := range names {
+		node := &haNode{c: c, name: n, pg: instances[i], proxy: netproxy.Start(t, natsAddr),
+			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, n+".log")}
+		node.writeConfig()
+		c.nodes = append(c.nodes, node)
+	}
+	for _, n := range c.nodes {
+		n.start()
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.kill()
+		}
+		if t.Failed() {
+			for _, n := range c.nodes {
+				b, _ := os.ReadFile(n.log)
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				t.Logf("agent %s log (tail):\n%s", n.name, b)
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := storeAt(t, c.natsURL)
+	retry.Until(t, 30*time.Second, func() error {
+		kv, err := st.Open(ctx, failover.BucketName(c.name))
+		c.kv = kv
+		return err
+	})
+	return c
+}
+
+func (n *haNode) writeConfig() {
+	cfg := map[string]any{
+		"id":        n.name,
+		"nats_url":  []string{"nats://" + n.proxy.Addr()},
+		"state_dir": filepath.Join(n.c.dir, n.name+"-state"),
+		"log_level": "info",
+		"failover": map[string]any{
+			"cluster":  n.c.name,
+			"node":     n.name,
+			"profile":  n.c.profile,
+			"strategy": string(n.c.strategy),
+			"http":     n.http,
+			"postgres": map[string]any{
+				"bin_dir": n.pg.BinDir, "data_dir": n.pg.DataDir, "port": n.pg.Port, "socket_dir": n.pg.SocketDir,
+				"os_user": n.pg.OSUser, "superuser": n.pg.Superuser,
+			},
+		},
+	}
+	b, _ := json.Marshal(cfg) // JSON is YAML
+	n.config = filepath.Join(n.c.dir, n.name+".yaml")
+	if err := os.WriteFile(n.config, b, 0o600); err != nil {
+		n.c.t.Fatal(err)
+	}
+}
+
+// start runs the node's agent (appending to its log).
+func (n *haNode) start() {
+	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		n.c.t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "agent", "--config", n.config)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		n.c.t.Fatal(err)
+	}
+	f.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	n.mu.Lock()
+	n.agent, n.done = cmd, done
+	n.mu.Unlock()
+}
+
+// kill SIGKILLs the agent (if it runs) and waits for it.
+func (n *haNode) kill() {
+	n.mu.Lock()
+	cmd, done := n.agent, n.done
+	n.agent = nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// stop sends SIGTERM to the agent and waits for a clean exit.
+func (n *haNode) stop() {
+	n.mu.Lock()
+	cmd, done := n.agent, n.done
+	n.agent = nil
+	n.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			n.c.t.Errorf("agent %s exit after SIGTERM: %v", n.name, err)
+		}
+	case <-time.After(30 * time.Second):
+		n.c.t.Fatalf("agent %s did not stop within 30s of SIGTERM", n.name)
+	}
+}
+
+// pgPIDs are the postmaster and its children.
+func (n *haNode) pgPIDs() []int {
+	b, err := os.ReadFile(filepath.Join(n.pg.DataDir, "postmaster.pid"))
+	if err != nil {
+		return nil
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pm, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return nil
+	}
+	pids := []int{pm}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		j := strings.LastIndexByte(s, ')')
+		if j < 0 {
+			continue
+		}
+		fields := strings.Fields(s[j+1:])
+		if len(fields) > 2 {
+			if ppid, _ := strconv.Atoi(fields[1]); ppid == pm {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// signalAll sends sig to the agent and every PostgreSQL process of the node.
+func (n *haNode) signalAll(sig syscall.Signal) {
+	n.mu.Lock()
+	cmd := n.agent
+	n.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(sig)
+	}
+	for _, pid := range n.pgPIDs() {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// crash kills the whole node: agent and PostgreSQL, SIGKILL.
+func (n *haNode) crash() {
+	n.signalAll(syscall.SIGSTOP) // nothing moves while the set is collected
+	pids := n.pgPIDs()
+	n.kill()
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	retry.Until(n.c.t, 10*time.Second, func() error {
+		if running, _ := n.pg.Running(); running {
+			return errors.New("postmaster still running")
+		}
+		return nil
+	})
+}
+
+func (n *haNode) endpoint(path string) int {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + n.http + path)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (c *haCluster) node(name string) *haNode {
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	c.t.Fatalf("no node %s", name)
+	return nil
+}
+
+// state reads cluster-state from the store.
+func (c *haCluster) state() (failover.ClusterState, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e, err := c.kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		return failover.ClusterState{}, err
+	}
+	cs, _, err := failover.DecodeState(e)
+	return cs, err
+}
+
+// waitPrimary waits until cluster-state names primary, its /primary says
+// 200 and, in AbsoluteConsistency with wantSync set, a synchronous standby
+// is named and configured.
+func (c *haCluster) waitPrimary(primary string, wantSync bool, within time.Duration) failover.ClusterState {
+	c.t.Helper()
+	var cs failover.ClusterState
+	retry.Until(c.t, within, func() error {
+		var err error
+		cs, err = c.state()
+		if err != nil {
+			return err
+		}
+		if cs.Primary != primary {
+			return fmt.Errorf("cluster-state names %q", cs.Primary)
+		}
+		if code := c.node(primary).endpoint("/primary"); code != http.StatusOK {
+			return fmt.Errorf("%s /primary answers %d", primary, code)
+		}
+		if wantSync && c.strategy == failover.AbsoluteConsistency {
+			if cs.Sync == "" {
+				return errors.New("no synchronous standby named yet")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if s, err := c.node(primary).pg.SyncStandby(ctx); err != nil || s != cs.Sync {
+				return fmt.Errorf("PostgreSQL waits for %q (%v), cluster-state names %q", s, err, cs.Sync)
+			}
+		}
+		return nil
+	})
+	return cs
+}
+
+// cli runs the harmony failover command line against the cluster.
+func (c *haCluster) cli(args ...string) (string, error) {
+	args = append([]string{"failover"}, args...)
+	args = append(args, "--cluster", c.name, "--nats-url", c.natsURL)
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	return string(out), err
+}
+
+// ack is one write the client saw acknowledged.
+type ack struct {
+	id          int64
+	node        string
+	sent, acked time.Time
+}
+
+// writer is a client that writes to every node all the time, over
+// connections it keeps open, and logs every acknowledged write.
+type writer struct {
+	next   atomic.Int64
+	mu     sync.Mutex
+	acks   []ack
+	stop   atomic.Bool
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (c *haCluster) createTable(primary string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.node(primary).pg.ConnString("postgres"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE TABLE acked (id bigint PRIMARY KEY, node text NOT NULL)"); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *haCluster) startWriter() *writer {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &writer{cancel: cancel}
+	for _, n := range c.nodes {
+		w.wg.Add(1)
+		go w.run(ctx, n.name, n.pg.ConnString("postgres"))
+	}
+	c.t.Cleanup(w.halt)
+	return w
+}
+
+func (w *writer) run(ctx context.Context, node, conninfo string) {
+	defer w.wg.Done()
+	pause := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := pgx.Connect(cctx, conninfo)
+		cancel()
+		if err != nil {
+			if !pause() {
+				return
+			}
+			continue
+		}
+		for ctx.Err() == nil {
+			id := w.next.Add(1)
+			sent := time.Now()
+			// No deadline on the statement: a cancelled wait for a
+			// synchronous standby would report the commit as done.
+			_, err := conn.Exec(ctx, "INSERT INTO acked (id, node) VALUES ($1, $2)", id, node)
+			at := time.Now()
+			if w.stop.Load() {
+				break
+			}
+			if err == nil {
+				w.mu.Lock()
+				w.acks = append(w.acks, ack{id: id, node: node, sent: sent, acked: at})
+				w.mu.Unlock()
+				continue
+			}
+			if conn.IsClosed() || !pause() {
+				break
+			}
+		}
+		conn.Close(context.Background())
+	}
+}
+
+// halt stops the writer; acknowledgements after this are not counted.
+func (w *writer) halt() {
+	if w.stop.Swap(true) {
+		return
+	}
+	w.cancel()
+	w.wg.Wait()
+}
+
+func (w *writer) snapshot() []ack {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := append([]ack(nil), w.acks...)
+	sort.Slice(out, func(i, j int) bool { return out[i].acked.Before(out[j].acked) })
+	return out
+}
+
+// waitAcks waits until node has acknowledged a write after since.
+func (w *writer) waitAck(t testing.TB, node string, since time.Time, within time.Duration) ack {
+	t.Helper()
+	var first ack
+	retry.Until(t, within, func() error {
+		for _, a := range w.snapshot() {
+			if a.node == node && a.sent.After(since) {
+				first = a
+				return nil
+			}
+		}
+		return fmt.Errorf("no write acknowledged by %s yet", node)
+	})
+	return first
+}
+
+// checkNoOverlap: every write old acknowledged was acknowledged before the
+// first write new acknowledged was even sent (so at no instant did both
+// accept writes).
+func (w *writer) checkNoOverlap(t testing.TB, old, new string) {
+	t.Helper()
+	acks := w.snapshot()
+	var lastOld, firstNewSent time.Time
+	for _, a := range acks {
+		if a.node == old && a.acked.After(lastOld) {
+			lastOld = a.acked
+		}
+		if a.node == new && (firstNewSent.IsZero() || a.sent.Before(firstNewSent)) {
+			firstNewSent = a.sent
+		}
+	}
+	if firstNewSent.IsZero() {
+		t.Fatalf("%s acknowledged no write", new)
+	}
+	if !lastOld.Before(firstNewSent) {
+		t.Fatalf("split brain: %s acknowledged a write at %s, after a write to %s was sent at %s",
+			old, lastOld.Format(time.StampMicro), new, firstNewSent.Format(time.StampMicro))
+	}
+}
+
+// checkNoneLost: every acknowledged write is on primary.
+func (w *writer) checkNoneLost(t testing.TB, primary *pg.Instance) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, primary.ConnString("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, "SELECT id FROM acked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		have[id] = true
+	}
+	acks := w.snapshot()
+	var lost []int64
+	for _, a := range acks {
+		if !have[a.id] {
+			lost = append(lost, a.id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged writes lost, e.g. %v", len(lost), len(acks), lost[:min(len(lost), 10)])
+	}
+	return len(acks)
+}

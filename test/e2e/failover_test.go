@@ -1,0 +1,360 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+// waitRole waits until node's endpoint path answers 200.
+func waitEndpoint(t *testing.T, n *haNode, path string, within time.Duration) {
+	t.Helper()
+	retry.Until(t, within, func() error {
+		if code := n.endpoint(path); code != http.StatusOK {
+			return fmt.Errorf("%s %s answers %d", n.name, path, code)
+		}
+		return nil
+	})
+}
+
+func logContains(t *testing.T, n *haNode, s string) bool {
+	t.Helper()
+	b, err := os.ReadFile(n.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), s)
+}
+
+// The primary's whole node dies (agent and PostgreSQL SIGKILLed): the
+// replica promotes and the client writes again, losing nothing it was told
+// was written; the old primary's node comes back and rejoins as a replica by
+// pg_rewind, and becomes the synchronous standby again.
+func TestHAKillPrimary(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1, n2 := c.node("n1"), c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	waitEndpoint(t, n2, "/replica", 30*time.Second)
+	for _, probe := range []struct {
+		n    *haNode
+		path string
+		want int
+	}{{n1, "/primary", 200}, {n1, "/replica", 503}, {n1, "/health", 200}, {n2, "/primary", 503}, {n2, "/replica", 200}, {n2, "/health", 200}} {
+		if got := probe.n.endpoint(probe.path); got != probe.want {
+			t.Errorf("%s %s: %d, want %d", probe.n.name, probe.path, got, probe.want)
+		}
+	}
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+
+	fault := time.Now()
+	n1.crash()
+	first := w.waitAck(t, "n2", fault, 30*time.Second)
+	t.Logf("fault to first acknowledged write on n2: %s", first.acked.Sub(fault).Round(time.Millisecond))
+	cs := c.waitPrimary("n2", false, 10*time.Second)
+	if cs.Epoch != 2 {
+		t.Errorf("epoch %d after one failover, want 2", cs.Epoch)
+	}
+
+	// The old primary's node comes back.
+	n1.start()
+	waitEndpoint(t, n1, "/replica", time.Minute)
+	c.waitPrimary("n2", true, time.Minute)
+	if !logContains(t, n1, "by=rewind") {
+		t.Errorf("n1 did not say it rejoined by pg_rewind")
+	}
+	w.waitAck(t, "n2", time.Now(), 10*time.Second)
+	w.halt()
+	w.checkNoOverlap(t, "n1", "n2")
+	total := w.checkNoneLost(t, n2.pg)
+	t.Logf("%d acknowledged writes, none lost", total)
+}
+
+// The primary is cut off from NATS only (its agent's path to the server
+// blackholed; PostgreSQL replication still flows): it fences before the
+// replica promotes, so at no instant do both accept writes; when the path
+// heals it rejoins as a replica.
+func TestHAPartitionedPrimaryFencesFirst(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1, n2 := c.node("n1"), c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+
+	fault := time.Now()
+	n1.proxy.Cut()
+	first := w.waitAck(t, "n2", fault, 30*time.Second)
+	t.Logf("partition to first acknowledged write on n2: %s", first.acked.Sub(fault).Round(time.Millisecond))
+	if running, _ := n1.pg.Running(); running {
+		if code := n1.endpoint("/primary"); code == http.StatusOK {
+			t.Errorf("n1 still claims the primary role after n2 took over")
+		}
+	}
+	n1.proxy.Heal()
+	waitEndpoint(t, n1, "/replica", time.Minute)
+	c.waitPrimary("n2", true, time.Minute)
+	w.halt()
+	w.checkNoOverlap(t, "n1", "n2")
+	w.checkNoneLost(t, n2.pg)
+}
+
+// The whole primary node is frozen (agent and every PostgreSQL process
+// SIGSTOPped) for longer than failover_timeout, then resumed: the replica
+// has been promoted, and the old primary acknowledges no write after it
+// resumes, not even to clients that were connected to it all along.
+func TestHAFrozenPrimaryAcknowledgesNothingAfterResume(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1, n2 := c.node("n1"), c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+
+	freeze := time.Now()
+	n1.signalAll(syscall.SIGSTOP)
+	first := w.waitAck(t, "n2", freeze, 30*time.Second)
+	t.Logf("freeze to first acknowledged write on n2: %s", first.acked.Sub(freeze).Round(time.Millisecond))
+	resume := time.Now()
+	n1.signalAll(syscall.SIGCONT)
+	waitEndpoint(t, n1, "/replica", time.Minute)
+	c.waitPrimary("n2", true, time.Minute)
+	w.waitAck(t, "n2", time.Now(), 10*time.Second)
+	w.halt()
+	for _, a := range w.snapshot() {
+		if a.node == "n1" && a.acked.After(resume) {
+			t.Errorf("n1 acknowledged write %d at %s, after it resumed at %s", a.id, a.acked.Format(time.StampMicro), resume.Format(time.StampMicro))
+		}
+	}
+	w.checkNoOverlap(t, "n1", "n2")
+	w.checkNoneLost(t, n2.pg)
+}
+
+// Restarting the primary's agent (PostgreSQL keeps running) causes no
+// failover: the new agent reads cluster-state first and resumes.
+func TestHAAgentRestartIsNotAFailover(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1 := c.node("n1")
+	before := c.waitPrimary("n1", true, time.Minute)
+	c.createTable("n1")
+	w := c.startWriter()
+	for i := 0; i < 3; i++ {
+		n1.stop()
+		n1.start()
+		waitEndpoint(t, n1, "/primary", 30*time.Second)
+	}
+	restarted := time.Now()
+	// Watch for three failover timeouts after the last restart.
+	deadline := restarted.Add(3 * failover.DefaultTimings().FailoverTimeout)
+	for time.Now().Before(deadline) {
+		cs, err := c.state()
+		if err == nil && (cs.Primary != "n1" || cs.Epoch != before.Epoch) {
+			t.Fatalf("cluster-state moved to %+v after agent restarts", cs)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the store, not synchronising
+	}
+	w.waitAck(t, "n1", restarted, 10*time.Second)
+	w.halt()
+	w.checkNoneLost(t, n1.pg)
+}
+
+// Two replicas race to replace a dead primary (SplitBrainAllowed, where
+// both may promote): exactly one wins; the other follows it.
+func TestHATwoReplicasRaceExactlyOneWins(t *testing.T) {
+	c := newHACluster(t, "default", failover.SplitBrainAllowed, "n1", "n2", "n3")
+	c.waitPrimary("n1", false, time.Minute)
+	waitEndpoint(t, c.node("n2"), "/replica", 30*time.Second)
+	waitEndpoint(t, c.node("n3"), "/replica", 30*time.Second)
+	c.node("n1").crash()
+	var winner string
+	retry.Until(t, 30*time.Second, func() error {
+		cs, err := c.state()
+		if err != nil {
+			return err
+		}
+		if cs.Primary == "n1" {
+			return fmt.Errorf("no promotion yet")
+		}
+		winner = cs.Primary
+		return nil
+	})
+	loser := map[string]string{"n2": "n3", "n3": "n2"}[winner]
+	waitEndpoint(t, c.node(winner), "/primary", 30*time.Second)
+	waitEndpoint(t, c.node(loser), "/replica", 30*time.Second)
+	if code := c.node(loser).endpoint("/primary"); code == http.StatusOK {
+		t.Fatalf("both %s and %s answer /primary", winner, loser)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hist, err := c.kv.History(ctx, failover.KeyClusterState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promotions := 0
+	for _, e := range hist {
+		cs, _, err := failover.DecodeState(e)
+		if err == nil && cs.Epoch == 2 && cs.Sync == "" {
+			promotions++
+		}
+	}
+	if promotions != 1 {
+		t.Fatalf("%d promotions to epoch 2 stored, want exactly 1", promotions)
+	}
+	if cs, _ := c.state(); cs.Epoch != 2 {
+		t.Fatalf("epoch %d, want 2: a second promotion happened", cs.Epoch)
+	}
+}
+
+// Switchover through the CLI: planned, zero acknowledged writes lost, the
+// old primary follows the new one; status and history show it.
+func TestHASwitchoverLosesNothing(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n2 := c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	waitEndpoint(t, n2, "/replica", 30*time.Second)
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	if out, err := c.cli("switchover", "--to", "n1"); err == nil {
+		t.Fatalf("switchover to the primary itself succeeded: %s", out)
+	}
+	start := time.Now()
+	out, err := c.cli("switchover", "--to", "n2")
+	if err != nil {
+		t.Fatalf("switchover: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "n2 is primary") {
+		t.Errorf("switchover output: %s", out)
+	}
+	first := w.waitAck(t, "n2", start, 30*time.Second)
+	t.Logf("switchover to first acknowledged write on n2: %s", first.acked.Sub(start).Round(time.Millisecond))
+	waitEndpoint(t, c.node("n1"), "/replica", time.Minute)
+	c.waitPrimary("n2", true, time.Minute)
+	w.waitAck(t, "n2", time.Now(), 10*time.Second)
+	w.halt()
+	w.checkNoOverlap(t, "n1", "n2")
+	total := w.checkNoneLost(t, n2.pg)
+	t.Logf("%d acknowledged writes, none lost", total)
+
+	status, err := c.cli("status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, status)
+	}
+	for _, want := range []string{"primary n2, epoch 2", "n1", "sync standby", "Replica", "Primary"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+	hist, err := c.cli("history", "-o", "json")
+	if err != nil {
+		t.Fatalf("history: %v\n%s", err, hist)
+	}
+	var rows []struct {
+		Epoch   uint64 `json:"epoch"`
+		Primary string `json:"primary"`
+		Reason  string `json:"reason"`
+	}
+	if err := json.Unmarshal([]byte(hist), &rows); err != nil {
+		t.Fatalf("history json: %v\n%s", err, hist)
+	}
+	saw := false
+	for _, r := range rows {
+		saw = saw || (r.Epoch == 2 && r.Primary == "n2" && strings.Contains(r.Reason, "switchover"))
+	}
+	if !saw {
+		t.Fatalf("history shows no switchover to n2: %s", hist)
+	}
+}
+
+// Pause stops automatic failover for maintenance: a dead primary is not
+// replaced until failover is resumed.
+func TestHAPauseHoldsFailover(t *testing.T) {
+	c := newHACluster(t, "fast", failover.AbsoluteConsistency, "n1", "n2")
+	c.waitPrimary("n1", true, time.Minute)
+	if out, err := c.cli("pause"); err != nil || !strings.Contains(out, "paused") {
+		t.Fatalf("pause: %v %s", err, out)
+	}
+	retry.Until(t, 10*time.Second, func() error {
+		cs, err := c.state()
+		if err != nil || !cs.Paused {
+			return fmt.Errorf("not paused yet (%v)", err)
+		}
+		return nil
+	})
+	c.node("n1").crash()
+	deadline := time.Now().Add(4 * failover.FastTimings().FailoverTimeout)
+	for time.Now().Before(deadline) {
+		if cs, err := c.state(); err == nil && cs.Primary != "n1" {
+			t.Fatalf("failover while paused: %+v", cs)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the store, not synchronising
+	}
+	if out, err := c.cli("resume"); err != nil {
+		t.Fatalf("resume: %v %s", err, out)
+	}
+	c.waitPrimary("n2", false, 30*time.Second)
+}
+
+// SplitBrainAllowed: a primary cut off from NATS keeps serving; the replica
+// promotes; on healing the old primary is demoted and rewound, and the
+// transactions it took alone are counted in an event and a metric.
+func TestHASplitBrainAllowedCountsDivergence(t *testing.T) {
+	c := newHACluster(t, "default", failover.SplitBrainAllowed, "n1", "n2")
+	n1 := c.node("n1")
+	c.waitPrimary("n1", false, time.Minute)
+	waitEndpoint(t, c.node("n2"), "/replica", 30*time.Second)
+	c.createTable("n1")
+	w := c.startWriter()
+	fault := time.Now()
+	n1.proxy.Cut()
+	w.waitAck(t, "n2", fault, 30*time.Second)
+	w.waitAck(t, "n1", time.Now(), 10*time.Second) // still serving, cut off
+	n1.proxy.Heal()
+	waitEndpoint(t, n1, "/replica", time.Minute)
+	w.halt()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	events, err := c.kv.List(ctx, failover.EventPrefix+"diverged.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 {
+		t.Fatalf("%d divergence events, want 1", len(events))
+	}
+	var ev failover.EventRecord
+	if err := json.Unmarshal(events[0].Value, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Node != "n1" || ev.Transactions == 0 {
+		t.Fatalf("divergence event %+v: want n1 with a positive count", ev)
+	}
+	t.Logf("n1 diverged by %d transactions", ev.Transactions)
+	resp, err := http.Get("http://" + n1.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body strings.Builder
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := resp.Body.Read(buf)
+		body.WriteString(string(buf[:k]))
+		if err != nil {
+			break
+		}
+	}
+	want := fmt.Sprintf(`harmony_failover_diverged_transactions_total{cluster=%q,node="n1"} %d`, c.name, ev.Transactions)
+	if !strings.Contains(body.String(), want) {
+		t.Fatalf("metrics lack %q", want)
+	}
+}
