@@ -631,7 +631,7 @@ func (l *Loop) setSync(ctx context.Context, a Action) Event {
 		return done(ActSetSync, err)
 	}
 	ev := Event{Kind: EvActionDone, Action: ActSetSync, CS: cs}
-	if cs.Primary != l.cfg.Node || (cs.Sync != a.Target && cs.Rev != a.BaseRev) || (a.Target == "" && cs.Sync != "") {
+	if cs.Primary != l.cfg.Node || (cs.Sync != a.Target && cs.Rev != a.BaseRev) {
 		ev.Result = ResultConflict
 		return ev
 	}
@@ -639,11 +639,27 @@ func (l *Loop) setSync(ctx context.Context, a Action) Event {
 		ev.Result = ResultOK
 		return ev
 	}
+	if a.Target == "" && cs.Sync != "" {
+		// Un-name first: from this write on, the old standby is not
+		// promotable; only then may commits be acknowledged without it.
+		next := cs
+		next.Sync, next.Handoff = "", false
+		wctx, cancel := l.step(ctx)
+		rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "synchronous standby "+cs.Sync+" stopped streaming"), cs.Rev)
+		cancel()
+		if err != nil {
+			ev.Result = classify(err)
+			return ev
+		}
+		next.Rev = rev
+		ev.CS = next
+		l.log.Warn("synchronous standby stopped streaming; acknowledging alone until another is named", "standby", cs.Sync)
+	}
 	if err := l.cfg.PG.SetSyncStandby(ctx, a.Target); err != nil {
 		ev.Result = ResultFailed
 		return ev
 	}
-	if cs.Sync == a.Target {
+	if cs.Sync == a.Target || a.Target == "" {
 		ev.Result = ResultOK
 		return ev
 	}

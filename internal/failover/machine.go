@@ -1,6 +1,9 @@
 package failover
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Status is a node's place in the failover workflow. It is what the node's
 // heartbeat reports, so a fenced node never reports itself healthy.
@@ -77,7 +80,8 @@ const (
 	// promotable. A promotion clears the name: until the new primary names a
 	// standby, it acknowledges commits alone and no replica is promotable,
 	// so a replica that missed acknowledged writes can never be promoted.
-	// Target "" (only while none is named) acknowledges alone again.
+	// Target "": stop naming one (compare-and-set first, so the old one is
+	// no longer promotable), then acknowledge alone.
 	ActSetSync ActionKind = "set-sync"
 	// ActHandOff: a planned switchover to Target: stop PostgreSQL cleanly
 	// (its last WAL reaches the standbys), then compare-and-set
@@ -153,6 +157,9 @@ type Node struct {
 	Attempted uint64
 	// Lagging: the last beat found this replica too far behind to promote.
 	Lagging bool
+	// SyncMissing counts beats of a primary that found its synchronous
+	// standby not streaming.
+	SyncMissing int
 }
 
 // NewNode returns a node that has not started.
@@ -341,6 +348,9 @@ func (n Node) primaryBeat(ev Event) (Node, []Action) {
 			}
 		}
 		if n.Status == StatusPrimary && n.Strategy == AbsoluteConsistency {
+			if slices.Contains(ev.Standbys, n.CS.Sync) {
+				n.SyncMissing = 0
+			}
 			switch {
 			case n.CS.Sync == "" && len(ev.Standbys) > 0:
 				return n.do(Action{Kind: ActSetSync, Target: ev.Standbys[0], BaseRev: n.CS.Rev})
@@ -348,6 +358,17 @@ func (n Node) primaryBeat(ev Event) (Node, []Action) {
 				// A standby was being named but is gone: acknowledge alone
 				// again (nobody is promotable while none is named).
 				return n.do(Action{Kind: ActSetSync, Target: "", BaseRev: n.CS.Rev})
+			case n.CS.Sync != "" && !slices.Contains(ev.Standbys, n.CS.Sync):
+				// The synchronous standby stopped streaming: commits wait.
+				// After FailureThreshold beats, stop naming it (by CAS first,
+				// so it is not promotable) and acknowledge alone until
+				// another standby is named.
+				n.SyncMissing++
+				if n.SyncMissing >= n.T.FailureThreshold {
+					n.SyncMissing = 0
+					return n.do(Action{Kind: ActSetSync, Target: "", BaseRev: n.CS.Rev})
+				}
+				return n, nil
 			case n.CS.Sync != "" && ev.PGSync != n.CS.Sync:
 				// Recorded but not configured (PostgreSQL restarted with
 				// other settings): configure PostgreSQL to match.

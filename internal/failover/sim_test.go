@@ -266,8 +266,29 @@ func (s *sim) run(i int, a Action, gen int) {
 			if n.down || n.actionGen != gen {
 				return
 			}
-			if s.cs.Primary != me || (s.cs.Sync != a.Target && s.cs.Rev != a.BaseRev) || (a.Target == "" && s.cs.Sync != "") {
+			if s.cs.Primary != me || (s.cs.Sync != a.Target && s.cs.Rev != a.BaseRev) {
 				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: ResultConflict, CS: s.cs})
+				return
+			}
+			if a.Target == "" && s.cs.Sync != "" {
+				// Un-name by CAS first, then acknowledge alone.
+				s.storeOp(i, gen, func() (Result, ClusterState) {
+					if s.cs.Rev != a.BaseRev || s.cs.Primary != me {
+						return ResultConflict, s.cs
+					}
+					cs := s.cs
+					cs.Sync, cs.Handoff = "", false
+					s.setCS(cs)
+					return ResultOK, s.cs
+				}, func(r Result, cs ClusterState) {
+					if r == ResultOK {
+						n.pgSync = ""
+					}
+					if r == ResultUnknown {
+						r = ResultFailed
+					}
+					s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActSetSync, Result: r, CS: cs})
+				})
 				return
 			}
 			n.pgSync = a.Target

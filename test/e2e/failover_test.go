@@ -370,3 +370,34 @@ func TestHASplitBrainAllowedCountsDivergence(t *testing.T) {
 		t.Fatalf("metrics lack %q", want)
 	}
 }
+
+// Three nodes: the synchronous standby dies; the primary stops naming it
+// (so it cannot be promoted), names the other replica once it has caught
+// up, and commits go on. A later failover promotes that replica with every
+// acknowledged write.
+func TestHASyncStandbyLossDoesNotBlockCommits(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2", "n3")
+	cs := c.waitPrimary("n1", true, time.Minute)
+	other := map[string]string{"n2": "n3", "n3": "n2"}[cs.Sync]
+	waitEndpoint(t, c.node(other), "/replica", 30*time.Second)
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	c.node(cs.Sync).crash()
+	lost := time.Now()
+	retry.Until(t, 30*time.Second, func() error {
+		now, err := c.state()
+		if err != nil || now.Sync != other {
+			return fmt.Errorf("synchronous standby %q (%v), want %s", now.Sync, err, other)
+		}
+		return nil
+	})
+	w.waitAck(t, "n1", lost, 10*time.Second)
+	fault := time.Now()
+	c.node("n1").crash()
+	w.waitAck(t, other, fault, 30*time.Second)
+	w.halt()
+	w.checkNoOverlap(t, "n1", other)
+	total := w.checkNoneLost(t, c.node(other).pg)
+	t.Logf("%d acknowledged writes, none lost", total)
+}
