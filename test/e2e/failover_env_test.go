@@ -51,6 +51,9 @@ type haNode struct {
 	http   string
 	config string
 	log    string
+	// wrap prefixes the agent's command line (e.g. unshare into a time
+	// namespace).
+	wrap []string
 
 	mu    sync.Mutex
 	agent *exec.Cmd
@@ -132,7 +135,8 @@ func (n *haNode) start() {
 	if err != nil {
 		n.c.t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "agent", "--config", n.config)
+	args := append(append([]string{}, n.wrap...), binary, "agent", "--config", n.config)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		n.c.t.Fatal(err)

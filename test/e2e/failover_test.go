@@ -401,3 +401,37 @@ func TestHASyncStandbyLossDoesNotBlockCommits(t *testing.T) {
 	total := w.checkNoneLost(t, c.node(other).pg)
 	t.Logf("%d acknowledged writes, none lost", total)
 }
+
+// One agent's clock is minutes away from the others': the replica's agent
+// runs in a time namespace whose monotonic and boot clocks are ten minutes
+// ahead. Nothing compares two machines' clocks, so there is no spurious
+// failover, and the real one still happens on time.
+func TestHAClockOffsetNeitherCausesNorMissesAFailover(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1, n2 := c.node("n1"), c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	n2.stop()
+	n2.wrap = []string{"unshare", "--time", "--monotonic", "600", "--boottime", "600"}
+	n2.start()
+	waitEndpoint(t, n2, "/replica", 30*time.Second)
+	before, err := c.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * failover.DefaultTimings().FailoverTimeout)
+	for time.Now().Before(deadline) {
+		if cs, err := c.state(); err == nil && cs.Epoch != before.Epoch {
+			t.Fatalf("spurious failover with a skewed clock: %+v", cs)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the store, not synchronising
+	}
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	fault := time.Now()
+	n1.crash()
+	first := w.waitAck(t, "n2", fault, 30*time.Second)
+	t.Logf("with a clock ten minutes ahead, fault to first acknowledged write on n2: %s", first.acked.Sub(fault).Round(time.Millisecond))
+	w.halt()
+	w.checkNoneLost(t, n2.pg)
+}
