@@ -375,12 +375,15 @@ func (l *Loop) watch(ctx context.Context, filter string) {
 				}
 				l.mu.Lock()
 				l.members[name] = hb
-				primary := l.node.CS.Primary
 				l.mu.Unlock()
-				if ev.Replayed || name == l.cfg.Node || name != primary {
+				if name == l.cfg.Node {
 					continue
 				}
-				out = Event{Kind: EvPrimaryBeat, Rev: ev.Entry.Revision, Status: hb.Status}
+				// Every member's beat goes to the machine, which keeps the
+				// primary's (replayed ones too: a replica that starts while
+				// the primary is dead learns the revision to compare with
+				// before promoting; events queue until start is handled).
+				out = Event{Kind: EvPrimaryBeat, Rev: ev.Entry.Revision, Status: hb.Status, Node: name}
 			}
 			select {
 			case l.events <- out:
@@ -578,6 +581,22 @@ func (l *Loop) promote(ctx context.Context, a Action) Event {
 	ev := Event{Kind: EvPromoteResult}
 	wctx, cancel := l.step(ctx)
 	defer cancel()
+	// The primary's heartbeat, read from the leader: if it advanced past
+	// what this node last saw, the primary is alive after all.
+	e, err := l.kv.Get(wctx, HeartbeatPrefix+l.Node().CS.Primary)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		ev.Result = classify(err)
+		return ev
+	case e.Revision != a.BeatRev:
+		if hb, derr := DecodeHeartbeat(e.Value); derr == nil && HoldsPrimary(hb.Status) {
+			l.log.Info("promotion abandoned: the primary's heartbeat advanced", "seen", a.BeatRev, "now", e.Revision)
+			ev.Result, ev.Rev = ResultConflict, e.Revision
+			ev.CS, _ = l.readState(ctx)
+			return ev
+		}
+	}
 	cs := ClusterState{Primary: l.cfg.Node, Epoch: a.Epoch}
 	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(cs, "primary heartbeat stale"), a.BaseRev)
 	if err != nil {

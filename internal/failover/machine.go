@@ -62,7 +62,12 @@ const (
 	ActFence ActionKind = "fence"
 	// ActUnfence: let PostgreSQL accept writes again.
 	ActUnfence ActionKind = "unfence"
-	// ActPromote: compare-and-set cluster-state to name this node, epoch+1.
+	// ActPromote: read the primary's heartbeat from the stream leader and
+	// give up (ResultConflict, Rev: the revision read) if it moved past
+	// BeatRev with a status that holds the primary role (the primary is
+	// alive: this node was frozen, or handled its tick before queued
+	// heartbeats); else compare-and-set cluster-state to name this node,
+	// epoch+1.
 	ActPromote ActionKind = "promote"
 	// ActActivate: read cluster-state from the stream leader and, only if it
 	// still names this node at Epoch, promote the local PostgreSQL (a node
@@ -97,6 +102,7 @@ type Action struct {
 	Kind       ActionKind
 	Epoch      uint64 // ActPromote: the epoch to claim; ActActivate: the epoch won
 	BaseRev    uint64 // ActPromote: the cluster-state revision it replaces
+	BeatRev    uint64 // ActPromote: the primary's heartbeat revision last seen
 	Target     string // ActFollow: the primary to follow
 	Escalation int    // ActFence: 0, 1, 2: ever harder
 }
@@ -109,7 +115,7 @@ const (
 	EvTick                           // the heartbeat timer fired
 	EvBeatResult                     // Result of ActBeat; CS: the leader read (primary)
 	EvClusterState                   // the watch delivered a cluster-state value
-	EvPrimaryBeat                    // the watch saw the primary's heartbeat at Rev
+	EvPrimaryBeat                    // the watch saw member Node's heartbeat at Rev
 	EvPromoteResult                  // Result of ActPromote; CS: the value now stored
 	EvActionDone                     // Result of Action (fence, unfence, activate, follow, read-state, handoff)
 	EvSwitchover                     // an operator asked for a switchover to Target at CS.Epoch
@@ -126,8 +132,10 @@ type Event struct {
 	Action ActionKind
 	// Writable (EvStart): PostgreSQL accepts writes right now.
 	Writable bool
-	// Status (EvPrimaryBeat): what the primary's heartbeat says it is.
+	// Status (EvPrimaryBeat): what the heartbeat says its sender is;
+	// Node: who sent it.
 	Status Status
+	Node   string
 	// Standbys (EvBeatResult of a primary): the replicas streaming from it;
 	// PGSync: the synchronous standby PostgreSQL is configured to wait for.
 	Standbys []string
@@ -137,6 +145,12 @@ type Event struct {
 	Lagging bool
 	// Target (EvSwitchover): the node to hand the primary role to.
 	Target string
+}
+
+// HoldsPrimary: a heartbeat with this status proves the primary alive (a
+// node that believes itself a replica must not hold a failover off).
+func HoldsPrimary(s Status) bool {
+	return s == StatusPrimary || s == StatusFencing || s == StatusFenced
 }
 
 // Node is one member's decision state.
@@ -198,8 +212,10 @@ func Step(n Node, ev Event) (Node, []Action) {
 		// Only a heartbeat from a node holding the primary role (serving,
 		// fencing, or fenced and about to unfence) proves the primary alive;
 		// a node that believes itself a replica must not hold a failover off.
-		holds := ev.Status == StatusPrimary || ev.Status == StatusFencing || ev.Status == StatusFenced
-		if ev.Rev != n.BeatRev && holds {
+		if ev.Node != n.CS.Primary || ev.Node == n.Name {
+			return n, nil
+		}
+		if ev.Rev != n.BeatRev && HoldsPrimary(ev.Status) {
 			n.BeatRev, n.BeatSeen = ev.Rev, ev.Now
 		}
 		return n, nil
@@ -292,7 +308,7 @@ func (n Node) tick(ev Event) (Node, []Action) {
 	if n.Status == StatusReplica && n.promotable() && ev.Now-n.BeatSeen >= n.T.FailoverTimeout {
 		n.Status = StatusPromoting
 		n.Attempted = n.CS.Epoch + 1
-		return n.do(Action{Kind: ActPromote, Epoch: n.Attempted, BaseRev: n.CS.Rev})
+		return n.do(Action{Kind: ActPromote, Epoch: n.Attempted, BaseRev: n.CS.Rev, BeatRev: n.BeatRev})
 	}
 	switch n.Status {
 	case StatusPrimary, StatusFenced, StatusReplica, StatusFailed:
@@ -501,6 +517,11 @@ func (n Node) promoteResult(ev Event) (Node, []Action) {
 	default:
 		n.Status = StatusReplica
 		n.BeatSeen = ev.Now
+		if ev.Rev != 0 {
+			// The primary's heartbeat had advanced: it is alive; judge it
+			// afresh from the revision just read.
+			n.BeatRev = ev.Rev
+		}
 		if ev.CS.Rev > n.CS.Rev {
 			n.CS = ev.CS
 		}

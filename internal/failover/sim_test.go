@@ -91,10 +91,18 @@ type sim struct {
 	// PostgreSQL may be writable at any instant (the timing argument alone,
 	// without counting on synchronous replication).
 	strict bool
+	// lastBeat is every node's heartbeat as the store holds it.
+	lastBeat map[string]simBeat
+}
+
+type simBeat struct {
+	rev    uint64
+	status Status
 }
 
 func newSim(t reporter, seed int64, strategy Strategy, tm Timings) *sim {
-	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), strategy: strategy, timings: tm, names: []string{"n1", "n2", "n3"}, strict: true}
+	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), strategy: strategy, timings: tm, names: []string{"n1", "n2", "n3"}, strict: true,
+		lastBeat: map[string]simBeat{}}
 	s.rev = 1
 	s.cs = ClusterState{Primary: "n1", Sync: "n2", Epoch: 1, Rev: 1}
 	for i, name := range s.names {
@@ -138,7 +146,9 @@ func (s *sim) deliver(i int, d time.Duration, ev Event) {
 			return
 		}
 		if s.now < n.frozenUntil {
-			s.deliver(i, n.frozenUntil-s.now, ev)
+			// Woken up, it handles what queued meanwhile in any order (as
+			// Go's select picks among ready channels).
+			s.deliver(i, n.frozenUntil-s.now+s.jitter(0, 5*time.Millisecond), ev)
 			return
 		}
 		ev.Now = s.now
@@ -221,6 +231,7 @@ func (s *sim) heartbeatWritten(i int) {
 	s.rev++
 	rev := s.rev
 	status := s.nodes[i].m.Status
+	s.lastBeat[s.names[i]] = simBeat{rev: rev, status: status}
 	for j := range s.nodes {
 		if j == i {
 			continue
@@ -231,9 +242,7 @@ func (s *sim) heartbeatWritten(i int) {
 			d += cut - s.now
 		}
 		s.at(d, j, func() {
-			if s.nodes[j].m.CS.Primary == s.names[i] {
-				s.deliver(j, 0, Event{Kind: EvPrimaryBeat, Rev: rev, Status: status})
-			}
+			s.deliver(j, 0, Event{Kind: EvPrimaryBeat, Rev: rev, Status: status, Node: s.names[i]})
 		})
 	}
 }
@@ -324,14 +333,19 @@ func (s *sim) run(i int, a Action, gen int) {
 			})
 		})
 	case ActPromote:
+		var seen uint64
 		s.storeOp(i, gen, func() (Result, ClusterState) {
+			if b := s.lastBeat[n.m.CS.Primary]; b.rev != 0 && b.rev != a.BeatRev && HoldsPrimary(b.status) {
+				seen = b.rev
+				return ResultConflict, s.cs // the primary is alive after all
+			}
 			if s.cs.Rev != a.BaseRev {
 				return ResultConflict, s.cs
 			}
 			s.setCS(ClusterState{Primary: me, Sync: "", Epoch: a.Epoch})
 			return ResultOK, s.cs
 		}, func(r Result, cs ClusterState) {
-			s.deliver(i, 0, Event{Kind: EvPromoteResult, Result: r, CS: cs})
+			s.deliver(i, 0, Event{Kind: EvPromoteResult, Result: r, CS: cs, Rev: seen})
 		})
 	case ActHandOff:
 		// A clean stop (its last WAL reaches the standbys), then the CAS.
@@ -586,7 +600,15 @@ func (s *sim) restartAgent(i int) {
 	if n.cutUntil > s.now {
 		d += n.cutUntil - s.now
 	}
-	s.at(d, -1, func() { s.deliver(i, 0, Event{Kind: EvClusterState, CS: s.cs}) })
+	s.at(d, -1, func() {
+		s.deliver(i, 0, Event{Kind: EvClusterState, CS: s.cs})
+		// The heartbeat watch replays every member's last heartbeat.
+		for _, name := range s.names {
+			if b, ok := s.lastBeat[name]; ok && name != s.names[i] {
+				s.deliver(i, 0, Event{Kind: EvPrimaryBeat, Rev: b.rev, Status: b.status, Node: name})
+			}
+		}
+	})
 }
 
 func exploreSchedules(t *testing.T, strategy Strategy, tm Timings, seeds int) {
@@ -704,6 +726,27 @@ func TestSwitchoverInCalmCluster(t *testing.T) {
 		}
 		if s.nodes[0].following != "n2" {
 			t.Fatalf("%s: old primary follows %q\n%s", strategy, s.nodes[0].following, s.dump())
+		}
+	}
+}
+
+// A replica frozen while the primary stays healthy wakes up with a stale
+// view (its tick may be handled before the heartbeats queued meanwhile): it
+// must not take over from a live primary.
+func TestFrozenReplicaDoesNotDeposeLivePrimary(t *testing.T) {
+	for seed := int64(1); seed <= 200; seed++ {
+		for _, strategy := range []Strategy{AbsoluteConsistency, SplitBrainAllowed} {
+			s := newSim(t, seed, strategy, DefaultTimings())
+			s.runUntil(2 * time.Second)
+			victim := 1 // n2, the synchronous standby
+			if strategy == SplitBrainAllowed && seed%2 == 0 {
+				victim = 2
+			}
+			s.nodes[victim].frozenUntil = s.now + s.jitter(3*time.Second, 10*time.Second)
+			s.runUntil(s.now + 15*time.Second)
+			if s.cs.Primary != "n1" || s.cs.Epoch != 1 {
+				t.Fatalf("seed %d %s: a frozen replica deposed the live primary: %+v\n%s", seed, strategy, s.cs, s.dump())
+			}
 		}
 	}
 }
