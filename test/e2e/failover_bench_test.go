@@ -1,10 +1,6 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
-	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -12,23 +8,11 @@ import (
 	"github.com/harmony-fleet/harmony/internal/failover"
 )
 
-// rtoTrials is how many trials each RTO benchmark runs: 3 by default,
-// HARMONY_RTO_TRIALS for the published numbers.
-func rtoTrials(b *testing.B) int {
-	if v := os.Getenv("HARMONY_RTO_TRIALS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("HARMONY_RTO_TRIALS=%q: want a positive number", v)
-		}
-		return n
-	}
-	return 3
-}
-
 // BenchmarkFailoverRTO measures the recovery time objective as a client sees
 // it: from the fault to the first write acknowledged by the new primary,
 // with a fresh two-node cluster (real PostgreSQL 15, agents as processes,
-// AbsoluteConsistency) per trial.
+// AbsoluteConsistency) per run. Run it with -benchtime 1x and -count N for N
+// trials; scripts/benchsummary gives min/median/max of rto-ms.
 func BenchmarkFailoverRTO(b *testing.B) {
 	faults := map[string]func(n *haNode){
 		"kill":      func(n *haNode) { n.crash() },
@@ -39,18 +23,8 @@ func BenchmarkFailoverRTO(b *testing.B) {
 		for _, fault := range []string{"kill", "freeze", "partition"} {
 			b.Run(profile+"/"+fault, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					var rtos []time.Duration
-					for trial := 0; trial < rtoTrials(b); trial++ {
-						b.Run(fmt.Sprintf("trial-%d", trial), func(b *testing.B) {
-							rtos = append(rtos, rtoTrial(b, profile, faults[fault]))
-						})
-					}
-					slices.Sort(rtos)
-					ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-					b.ReportMetric(ms(rtos[0]), "min-ms")
-					b.ReportMetric(ms(rtos[len(rtos)/2]), "median-ms")
-					b.ReportMetric(ms(rtos[len(rtos)-1]), "max-ms")
-					b.ReportMetric(float64(len(rtos)), "trials")
+					rto := rtoTrial(b, profile, faults[fault])
+					b.ReportMetric(float64(rto.Microseconds())/1000, "rto-ms")
 				}
 			})
 		}
