@@ -147,7 +147,11 @@ func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
 		}
 		// The age compares the server's write time with this machine's
 		// clock: for people to read, never for a decision.
-		v.Members = append(v.Members, memberRow{Node: node, Role: role, State: string(hb.Status),
+		state := string(hb.Status)
+		if hb.Failing != "" {
+			state += " (" + string(hb.Failing) + " failing)"
+		}
+		v.Members = append(v.Members, memberRow{Node: node, Role: role, State: state,
 			HeartbeatAge: time.Since(b.Created).Seconds(), LagBytes: hb.Lag, Timeline: hb.Timeline, Epoch: hb.Epoch})
 	}
 	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Node < v.Members[j].Node })

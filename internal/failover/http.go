@@ -10,15 +10,16 @@ import (
 
 // memberView is the JSON body of the health endpoints.
 type memberView struct {
-	Cluster  string `json:"cluster"`
-	Node     string `json:"node"`
-	Status   Status `json:"status"`
-	Primary  string `json:"primary"`
-	Epoch    uint64 `json:"epoch"`
-	Paused   bool   `json:"paused,omitempty"`
-	Healthy  bool   `json:"healthy"`
-	LSN      uint64 `json:"lsn"`
-	Timeline uint32 `json:"timeline,omitempty"`
+	Cluster  string     `json:"cluster"`
+	Node     string     `json:"node"`
+	Status   Status     `json:"status"`
+	Failing  ActionKind `json:"failing,omitempty"`
+	Primary  string     `json:"primary"`
+	Epoch    uint64     `json:"epoch"`
+	Paused   bool       `json:"paused,omitempty"`
+	Healthy  bool       `json:"healthy"`
+	LSN      uint64     `json:"lsn"`
+	Timeline uint32     `json:"timeline,omitempty"`
 }
 
 // Handler serves the load-balancer checks and the metrics of this member:
@@ -40,7 +41,7 @@ func (l *Loop) Handler() http.Handler {
 			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(code)
-			_ = json.NewEncoder(w).Encode(memberView{Cluster: l.cfg.Cluster, Node: l.cfg.Node, Status: s.Node.Status,
+			_ = json.NewEncoder(w).Encode(memberView{Cluster: l.cfg.Cluster, Node: l.cfg.Node, Status: s.Node.Status, Failing: s.Node.Failing,
 				Primary: s.Node.CS.Primary, Epoch: s.Node.CS.Epoch, Paused: s.Node.CS.Paused, Healthy: s.Healthy,
 				LSN: s.Pos.LSN, Timeline: s.Pos.Timeline})
 		}

@@ -106,8 +106,10 @@ func Bootstrap(ctx context.Context, kv store.KV, primary, sync string) error {
 type Heartbeat struct {
 	V      int    `json:"v"`
 	Status Status `json:"status"`
-	Epoch  uint64 `json:"epoch"`
-	Seq    uint64 `json:"seq"`
+	// Failing: an action that keeps failing (fence, follow, activate...).
+	Failing ActionKind `json:"failing,omitempty"`
+	Epoch   uint64     `json:"epoch"`
+	Seq     uint64     `json:"seq"`
 	// Host, Port, User: how peers reach this node's PostgreSQL (a host
 	// name, an address or a Unix socket directory).
 	Host string `json:"host"`
@@ -519,7 +521,7 @@ func (l *Loop) beat(ctx context.Context) Event {
 	l.mu.Lock()
 	fork := l.forkXID
 	l.mu.Unlock()
-	b, _ := json.Marshal(Heartbeat{V: 1, Status: n.Status, Epoch: n.CS.Epoch, Seq: l.seq,
+	b, _ := json.Marshal(Heartbeat{V: 1, Status: n.Status, Failing: n.Failing, Epoch: n.CS.Epoch, Seq: l.seq,
 		Host: l.cfg.AdvertiseHost, Port: l.cfg.PG.Port, User: l.cfg.PG.Superuser,
 		LSN: pos.LSN, Timeline: pos.Timeline, Lag: lag, ForkXID: fork})
 	key := HeartbeatPrefix + l.cfg.Node

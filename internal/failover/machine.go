@@ -174,6 +174,8 @@ type Node struct {
 	// SyncMissing counts beats of a primary that found its synchronous
 	// standby not streaming.
 	SyncMissing int
+	// Failing is the action that failed last and has not succeeded since.
+	Failing ActionKind
 }
 
 // NewNode returns a node that has not started.
@@ -533,6 +535,13 @@ func (n Node) promoteResult(ev Event) (Node, []Action) {
 }
 
 func (n Node) actionDone(ev Event) (Node, []Action) {
+	// A failing action is part of the node's state (its heartbeat and
+	// endpoints show it) until an action succeeds.
+	if ev.Result == ResultOK {
+		n.Failing = ""
+	} else if ev.Result != ResultConflict {
+		n.Failing = ev.Action
+	}
 	switch ev.Action {
 	case ActFence:
 		if ev.Result != ResultOK {
