@@ -402,10 +402,12 @@ func (l *Loop) execute(ctx context.Context, a Action) Event {
 	case ActBeat:
 		return l.beat(ctx)
 	case ActFence:
-		l.countDivergence(ctx)
+		own := l.divergedFrom(ctx)
 		err := l.cfg.PG.Fence(ctx, a.Escalation)
 		if err != nil {
 			l.log.Error("fence failed; escalating", "level", a.Escalation, "err", err)
+		} else if own > 0 {
+			l.countDivergence(ctx, own)
 		}
 		return done(ActFence, err)
 	case ActUnfence:
@@ -778,43 +780,63 @@ func (l *Loop) handOff(ctx context.Context, a Action) Event {
 	return ev
 }
 
-// countDivergence: in SplitBrainAllowed, a primary about to be fenced after
-// another node was promoted counts the transactions it assigned since that
-// promotion (they are discarded when it rejoins) and records an event.
-func (l *Loop) countDivergence(ctx context.Context) {
+// divergedFrom: in SplitBrainAllowed, a serving primary about to be fenced
+// because another node was promoted reads its next transaction id (0 when
+// there is nothing to count).
+func (l *Loop) divergedFrom(ctx context.Context) uint64 {
 	n := l.Node()
 	if l.cfg.Strategy != SplitBrainAllowed || n.CS.Primary == "" || n.CS.Primary == l.cfg.Node {
-		return
+		return 0
 	}
 	qctx, cancel := l.step(ctx)
 	defer cancel()
-	// The new primary's heartbeat carries the fork point; read it fresh (the
-	// watch may not have delivered it yet when the partition just healed).
-	e, err := l.kv.Get(qctx, HeartbeatPrefix+n.CS.Primary)
-	if err != nil {
-		return
-	}
-	hb, err := DecodeHeartbeat(e.Value)
-	if err != nil || hb.ForkXID == 0 {
-		return
-	}
-	fork := hb.ForkXID
 	p, err := l.cfg.PG.WALPosition(qctx)
-	if err != nil || p.NextXID == 0 {
-		return // not serving: nothing to count
+	if err != nil {
+		return 0 // not serving: nothing to count
+	}
+	return p.NextXID
+}
+
+// countDivergence counts the transactions this node assigned since the new
+// primary's promotion (they are discarded when it rejoins) and records an
+// event. The new primary publishes its fork point in its first heartbeat
+// after promotion: wait for it, a bounded while.
+func (l *Loop) countDivergence(ctx context.Context, own uint64) {
+	n := l.Node()
+	ctx, cancel := context.WithTimeout(ctx, 4*l.cfg.Timings.FailoverTimeout)
+	defer cancel()
+	var fork uint64
+	for fork == 0 {
+		qctx, qcancel := l.step(ctx)
+		e, err := l.kv.Get(qctx, HeartbeatPrefix+n.CS.Primary)
+		qcancel()
+		if err == nil {
+			if hb, err := DecodeHeartbeat(e.Value); err == nil && hb.Epoch == n.CS.Epoch && hb.ForkXID > 0 {
+				fork = hb.ForkXID
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			l.log.Warn("divergence not counted: the new primary published no fork point in time", "new_primary", n.CS.Primary)
+			return
+		case <-time.After(l.cfg.Timings.HeartbeatInterval / 2):
+		}
 	}
 	var diverged uint64
-	if p.NextXID > fork {
-		diverged = p.NextXID - fork
+	if own > fork {
+		diverged = own - fork
 	}
 	l.mu.Lock()
 	l.stats.Diverged += diverged
 	l.mu.Unlock()
-	l.log.Warn("split brain healed: transactions on this node since the other's promotion will be discarded",
+	l.log.Warn("split brain healed: transactions on this node since the other's promotion are discarded",
 		"transactions", diverged, "new_primary", n.CS.Primary, "epoch", n.CS.Epoch)
 	b, _ := json.Marshal(EventRecord{Kind: "diverged", Node: l.cfg.Node, Epoch: n.CS.Epoch, Transactions: diverged, At: time.Now().UTC()})
 	key := fmt.Sprintf("%sdiverged.%s.%d", EventPrefix, l.cfg.Node, n.CS.Epoch)
-	if _, err := l.kv.Create(qctx, key, b); err != nil && !errors.Is(err, store.ErrConflict) {
+	wctx, wcancel := l.step(ctx)
+	defer wcancel()
+	if _, err := l.kv.Create(wctx, key, b); err != nil && !errors.Is(err, store.ErrConflict) {
 		l.log.Warn("divergence event not recorded", "err", err)
 	}
 }

@@ -575,7 +575,9 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		}
 		n.Status = StatusPrimary
 		n.Failures, n.Successes = 0, 0
-		return n, nil
+		// Beat at once: the heartbeat announces the new primary (and its
+		// fork point) to the others.
+		return n.do(Action{Kind: ActBeat})
 	case ActFollow:
 		if ev.Result != ResultOK {
 			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})

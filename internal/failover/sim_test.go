@@ -712,7 +712,7 @@ func TestSwitchoverInCalmCluster(t *testing.T) {
 		}
 		s.deliver(0, 0, Event{Kind: EvSwitchover, Target: "n2", CS: s.cs})
 		s.runUntil(s.now + 8*time.Second)
-		if s.cs.Primary != "n2" || s.cs.Epoch != 2 || !s.cs.Handoff {
+		if s.cs.Primary != "n2" || s.cs.Epoch != 2 {
 			t.Fatalf("%s: after switchover cluster-state is %+v", strategy, s.cs)
 		}
 		var ackers []string

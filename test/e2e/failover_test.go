@@ -329,8 +329,10 @@ func TestHASplitBrainAllowedCountsDivergence(t *testing.T) {
 	w := c.startWriter()
 	fault := time.Now()
 	n1.proxy.Cut()
+	t.Logf("n1 cut off from NATS at %s", fault.Format(time.StampMicro))
 	w.waitAck(t, "n2", fault, 30*time.Second)
 	w.waitAck(t, "n1", time.Now(), 10*time.Second) // still serving, cut off
+	t.Logf("healing at %s", time.Now().Format(time.StampMicro))
 	n1.proxy.Heal()
 	waitEndpoint(t, n1, "/replica", time.Minute)
 	w.halt()
