@@ -221,6 +221,8 @@ func (l *Loop) Node() Node {
 type running struct {
 	cancel context.CancelFunc
 	id     uint64
+	action Action
+	done   bool // its result has been handled
 }
 
 // Run reconciles with cluster-state first, then follows the bucket and
@@ -275,12 +277,18 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.log.Info("failover state", "from", before.Status, "to", n.Status, "epoch", n.CS.Epoch, "primary", n.CS.Primary)
 		}
 		for _, a := range acts {
+			if cur != nil && !cur.done && cur.action == a && a.Kind != ActBeat {
+				// The same decision again (a follow of the same primary, a
+				// fence at the same level): let the one in flight finish
+				// rather than kill it half-way (pg_rewind, say).
+				continue
+			}
 			if cur != nil {
 				cur.cancel()
 			}
 			nextID++
 			actx, acancel := context.WithCancel(ctx)
-			cur = &running{cancel: acancel, id: nextID}
+			cur = &running{cancel: acancel, id: nextID, action: a}
 			id, a := nextID, a
 			wg.Add(1)
 			go func() {
@@ -322,6 +330,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			if cur == nil || r.id != cur.id {
 				continue // a cancelled action's late result
 			}
+			cur.done = true
 			r.ev.Now = l.now()
 			handle(r.ev)
 		}

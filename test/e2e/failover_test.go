@@ -258,15 +258,19 @@ func TestHASwitchoverLosesNothing(t *testing.T) {
 	total := w.checkNoneLost(t, n2.pg)
 	t.Logf("%d acknowledged writes, none lost", total)
 
-	status, err := c.cli("status")
-	if err != nil {
-		t.Fatalf("status: %v\n%s", err, status)
-	}
-	for _, want := range []string{"primary n2, epoch 2", "n1", "sync standby", "Replica", "Primary"} {
-		if !strings.Contains(status, want) {
-			t.Errorf("status lacks %q:\n%s", want, status)
+	// The old primary's next heartbeat reports it a replica.
+	retry.Until(t, 10*time.Second, func() error {
+		status, err := c.cli("status")
+		if err != nil {
+			return fmt.Errorf("status: %v\n%s", err, status)
 		}
-	}
+		for _, want := range []string{"primary n2, epoch 2", "n1    sync standby  Replica", "n2    primary       Primary"} {
+			if !strings.Contains(status, want) {
+				return fmt.Errorf("status lacks %q:\n%s", want, status)
+			}
+		}
+		return nil
+	})
 	hist, err := c.cli("history", "-o", "json")
 	if err != nil {
 		t.Fatalf("history: %v\n%s", err, hist)
