@@ -58,6 +58,9 @@ type simNode struct {
 	frozenUntil time.Duration
 	cutUntil    time.Duration // cut off from the store until then
 	actionGen   int           // bumps when an action is replaced (cancels its result)
+	// clock is this node's monotonic clock's offset from simulated time:
+	// nodes' clocks are minutes apart, and a clock may jump forward.
+	clock time.Duration
 }
 
 // reporter is the part of testing.T the simulation uses.
@@ -106,7 +109,8 @@ func newSim(t reporter, seed int64, strategy Strategy, tm Timings) *sim {
 	s.rev = 1
 	s.cs = ClusterState{Primary: "n1", Sync: "n2", Epoch: 1, Rev: 1}
 	for i, name := range s.names {
-		n := &simNode{m: NewNode(name, tm, strategy), pgUp: true, upToDate: true}
+		n := &simNode{m: NewNode(name, tm, strategy), pgUp: true, upToDate: true,
+			clock: time.Duration(s.rng.Int63n(int64(20*time.Minute))) - 10*time.Minute}
 		if i == 0 {
 			n.writable, n.pgSync = true, "n2"
 		} else {
@@ -151,7 +155,7 @@ func (s *sim) deliver(i int, d time.Duration, ev Event) {
 			s.deliver(i, n.frozenUntil-s.now+s.jitter(0, 5*time.Millisecond), ev)
 			return
 		}
-		ev.Now = s.now
+		ev.Now = s.now + n.clock
 		before := n.m.Status
 		var acts []Action
 		n.m, acts = Step(n.m, ev)
@@ -537,7 +541,7 @@ func (s *sim) fault() string {
 	}
 	n := s.nodes[i]
 	d := s.jitter(200*time.Millisecond, 6*time.Second)
-	switch s.rng.Intn(6) {
+	switch s.rng.Intn(7) {
 	case 0: // the whole node crashes, comes back with PostgreSQL read-only
 		n.down, n.pgUp, n.writable = true, false, false
 		s.at(d, -1, func() {
@@ -555,6 +559,14 @@ func (s *sim) fault() string {
 	case 3: // the store answers slowly
 		s.slowUntil = s.now + d
 		return fmt.Sprintf("slow store for %s", d)
+	case 5: // the node's clock jumps forward (a VM resumed, a bad time source)
+		// A replica may then see a timeout that did not happen and take
+		// over from a live primary: both may be writable for a moment,
+		// and only synchronous replication keeps acknowledged writes safe.
+		jump := s.jitter(time.Second, 5*time.Minute)
+		n.clock += jump
+		s.strict = false
+		return fmt.Sprintf("clock of %s jumps %s", s.names[i], jump)
 	case 4: // an operator asks the primary for a switchover
 		var to string
 		for j, name := range s.names {
