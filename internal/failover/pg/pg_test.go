@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -166,4 +168,48 @@ func TestFenceEscalates(t *testing.T) {
 	if running, _ := p.Running(); running {
 		t.Fatal("still running after SIGKILL")
 	}
+}
+
+// A member whose data directory is gone (a replaced disk) cannot be
+// rewound: following falls back to a fresh base backup, says so, and the
+// node streams again with everything.
+func TestFollowFallsBackToBaseBackup(t *testing.T) {
+	nodes := pgtest.Cluster(t, "n1", "n2")
+	p, r := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := exec(t, p, ctx, "CREATE TABLE t (id int primary key); INSERT INTO t SELECT generate_series(1, 100)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Fence(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(r.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(r.DataDir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	how, err := r.Follow(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if how != "basebackup" {
+		t.Fatalf("followed by %q, want basebackup", how)
+	}
+	if role, err := r.Role(ctx); err != nil || role != pg.RoleReplica {
+		t.Fatalf("n2 is %s (%v) after the base backup", role, err)
+	}
+	if err := exec(t, p, ctx, "INSERT INTO t VALUES (101)"); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		if n := count(t, r); n != 101 {
+			return fmt.Errorf("n2 has %d rows, want 101", n)
+		}
+		return nil
+	})
 }
