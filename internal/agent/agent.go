@@ -9,11 +9,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/errgroup"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
@@ -46,6 +47,10 @@ type Agent struct {
 	desired *desiredSet
 	engine  *engine
 	status  *statusWriter
+
+	retry   retryPolicy
+	health  *health
+	metrics *agentMetrics
 }
 
 // New builds an agent from its configuration.
@@ -73,9 +78,12 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 	for k, v := range opts.Kinds {
 		kinds[k] = v
 	}
-	a := &Agent{cfg: cfg, log: log, state: st, ledger: ledger, kinds: kinds, boot: newBootID(), units: um}
-	a.desired = newDesiredSet(cfg.ID, st, log)
-	a.status = newStatusWriter(cfg.ID, log)
+	a := &Agent{cfg: cfg, log: log, state: st, ledger: ledger, kinds: kinds, boot: newBootID(), units: um, health: newHealth()}
+	a.metrics = newAgentMetrics(a)
+	a.retry = retryPolicy{initial: cfg.ReconnectInitial.Std(), max: cfg.ReconnectMax.Std(), mult: cfg.ReconnectMultiplier,
+		jitter: cfg.ReconnectJitter, retries: a.metrics.retries}
+	a.desired = newDesiredSet(cfg.ID, st, log, a.retry, a.health)
+	a.status = newStatusWriter(cfg.ID, log, a.retry)
 	a.engine = newEngine(a)
 	return a, nil
 }
@@ -93,14 +101,34 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.desired.loadCache(); err != nil {
 		a.log.Warn("desired-state cache unreadable; starting empty", "err", err)
 	}
+	var ln net.Listener
+	if a.cfg.HTTP != "" {
+		l, err := net.Listen("tcp", a.cfg.HTTP)
+		if err != nil {
+			return &config.Error{Setting: "http", Reason: err.Error()}
+		}
+		ln = l
+		a.log.Info("agent endpoints listening", "http", "http://"+ln.Addr().String())
+	}
 	nc, err := mesh.Connect(mesh.ClientConfig{
 		Name: "harmony-agent " + a.cfg.ID, URLs: a.cfg.NATSURLs, CredsFile: a.cfg.NATSCreds,
 		CAFile: a.cfg.NATSCA, CertFile: a.cfg.NATSCert, KeyFile: a.cfg.NATSKey, Logger: a.log,
+		ReconnectWait: a.cfg.ReconnectInitial.Std(), ReconnectMax: a.cfg.ReconnectMax.Std(),
+		ReconnectMultiplier: a.cfg.ReconnectMultiplier, ReconnectJitter: a.cfg.ReconnectJitter,
+		PingInterval: a.cfg.MeshPingInterval.Std(),
+		OnDisconnect: func() { a.metrics.disconnects.Inc(); a.health.setConnected(false) },
+		OnReconnect:  func() { a.metrics.reconnects.Inc(); a.health.setConnected(true) },
 	})
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
 	defer nc.Close()
+	if nc.IsConnected() {
+		a.health.setConnected(true)
+	}
 	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std()})
 	if err != nil {
 		return err
@@ -109,6 +137,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.engine.run(ctx) })
 	g.Go(func() error { return a.meshLoop(ctx, nc, st) })
+	if ln != nil {
+		g.Go(func() error { return a.serveHTTP(ctx, ln) })
+	}
 	if a.cfg.Failover != nil {
 		g.Go(func() error { return a.runFailover(ctx, st) })
 	}
@@ -127,7 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) error {
 	b := a.cfg.Buckets
 	var kvs map[string]store.KV
-	err := retryForever(ctx, a.log, "open buckets", func() error {
+	err := a.retry.retryForever(ctx, a.log, "open buckets", func() error {
 		kvs = map[string]store.KV{}
 		for _, name := range []string{b.DesiredState, b.DeviceInfo, b.DeviceState, b.DeviceHeartbeat} {
 			kv, err := st.Open(ctx, name)
@@ -141,6 +172,18 @@ func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) err
 	if err != nil {
 		return nil // ctx ended
 	}
+	// One circuit breaker for this agent's calls to the control plane.
+	cb := newBreaker("store", a.cfg.BreakerFailures, a.cfg.BreakerOpen.Std(), func(from, to gobreaker.State) {
+		a.log.Warn("circuit breaker", "from", from.String(), "to", to.String())
+		a.metrics.breaker.WithLabelValues(from.String()).Set(0)
+		a.metrics.breaker.WithLabelValues(to.String()).Set(1)
+		a.health.setBreaker(to)
+	})
+	for name, kv := range kvs {
+		if name != b.DesiredState {
+			kvs[name] = breakerKV{KV: kv, cb: cb}
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.publishInfo(ctx, kvs[b.DeviceInfo]) })
 	g.Go(func() error { return a.heartbeat(ctx, kvs[b.DeviceHeartbeat]) })
@@ -151,24 +194,3 @@ func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) err
 }
 
 func secondsDuration(s int) time.Duration { return time.Duration(s) * time.Second }
-
-// retryForever calls f until it succeeds or ctx ends, with capped
-// exponential backoff and jitter between attempts.
-func retryForever(ctx context.Context, log *slog.Logger, what string, f func() error) error {
-	bo := newBackoff(200*time.Millisecond, 10*time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		wait := bo.NextBackOff()
-		log.Debug(what+" failed; retrying", "err", err, "after", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-t.C:
-		}
-	}
-}

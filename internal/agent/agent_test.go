@@ -60,6 +60,7 @@ func fleetOn(t *testing.T, srv *mesh.Server) *fleet {
 func agentConfig(t *testing.T, natsURL, root, stateDir string) config.Agent {
 	cfg := config.DefaultAgent()
 	cfg.ID = "dev-1"
+	cfg.HTTP = "127.0.0.1:0"
 	cfg.NATSURLs = []string{natsURL}
 	cfg.StateDir = stateDir
 	cfg.AllowedRoots = []string{root}

@@ -29,13 +29,15 @@ type desiredSet struct {
 	device string
 	state  *localstate.Dir
 	log    *slog.Logger
+	retry  retryPolicy
+	health *health
 
 	mu    sync.Mutex
 	items map[string]candidate // by deployment
 }
 
-func newDesiredSet(device string, st *localstate.Dir, log *slog.Logger) *desiredSet {
-	return &desiredSet{device: device, state: st, log: log, items: map[string]candidate{}}
+func newDesiredSet(device string, st *localstate.Dir, log *slog.Logger, retry retryPolicy, h *health) *desiredSet {
+	return &desiredSet{device: device, state: st, log: log, retry: retry, health: h, items: map[string]candidate{}}
 }
 
 // loadCache starts from the last good desired states kept on disk.
@@ -74,12 +76,14 @@ func (d *desiredSet) snapshot() map[string]candidate {
 // next revision) whenever it fails.
 func (d *desiredSet) follow(ctx context.Context, kv store.KV, wake func()) error {
 	var last uint64
-	bo := newBackoff(200*time.Millisecond, 10*time.Second)
+	bo := d.retry.backoff()
 	for ctx.Err() == nil {
 		err := d.watchOnce(ctx, kv, &last, wake, bo)
+		d.health.setWatch(false)
 		if ctx.Err() != nil {
 			return nil
 		}
+		d.retry.retried("desired-state watch")
 		wait := bo.NextBackOff()
 		d.log.Warn("desired-state watch ended; restarting", "err", err, "after", wait)
 		select {
@@ -108,6 +112,7 @@ func (d *desiredSet) watchOnce(ctx context.Context, kv store.KV, last *uint64, w
 			if opts.ResumeFrom == 0 {
 				d.dropUnseen(seen)
 			}
+			d.health.setWatch(true)
 			wake()
 			continue
 		}

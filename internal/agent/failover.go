@@ -29,7 +29,7 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 
 	var kv store.KV
 	fenced := false
-	err := retryForever(ctx, log, "open the failover bucket", func() error {
+	err := a.retry.retryForever(ctx, log, "open the failover bucket", func() error {
 		octx, cancel := context.WithTimeout(ctx, 2*t.HeartbeatTimeout)
 		defer cancel()
 		var err error

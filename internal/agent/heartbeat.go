@@ -24,7 +24,7 @@ func (a *Agent) publishInfo(ctx context.Context, kv store.KV) error {
 		Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
 		MemoryBytes: memTotal(), AgentVersion: buildinfo.Version,
 	}}
-	return retryForever(ctx, a.log, "publish device info", func() error {
+	return a.retry.retryForever(ctx, a.log, "publish device info", func() error {
 		e, err := kv.Get(ctx, a.cfg.ID)
 		var rev uint64
 		switch {
@@ -88,15 +88,20 @@ func (a *Agent) heartbeat(ctx context.Context, kv store.KV) error {
 			}
 			if err != nil {
 				known = false
+				a.retry.retried("heartbeat")
 				a.log.Debug("heartbeat failed", "err", err)
 			} else {
 				rev = newRev
+				a.health.beat()
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-a.health.reconnect:
+			// Back on the mesh: say so at once, and flush queued status.
+			a.status.wake()
 		}
 	}
 }

@@ -19,6 +19,7 @@ type statusWriter struct {
 	device string
 	log    *slog.Logger
 	wakeCh chan struct{}
+	retry  retryPolicy
 
 	mu      sync.Mutex
 	want    map[string][]byte // canonical value; nil: delete the key
@@ -26,8 +27,8 @@ type statusWriter struct {
 	rev     map[string]uint64
 }
 
-func newStatusWriter(device string, log *slog.Logger) *statusWriter {
-	return &statusWriter{device: device, log: log, wakeCh: make(chan struct{}, 1),
+func newStatusWriter(device string, log *slog.Logger, retry retryPolicy) *statusWriter {
+	return &statusWriter{device: device, log: log, wakeCh: make(chan struct{}, 1), retry: retry,
 		want: map[string][]byte{}, written: map[string][]byte{}, rev: map[string]uint64{}}
 }
 
@@ -79,7 +80,7 @@ func (w *statusWriter) pending() map[string][]byte {
 }
 
 func (w *statusWriter) run(ctx context.Context, kv store.KV) error {
-	bo := newBackoff(200*time.Millisecond, 10*time.Second)
+	bo := w.retry.backoff()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
@@ -98,6 +99,7 @@ func (w *statusWriter) run(ctx context.Context, kv store.KV) error {
 					return nil
 				}
 				w.log.Debug("status write failed; will retry", "deployment", dep, "err", err)
+				w.retry.retried("status")
 				failed = true
 			}
 		}

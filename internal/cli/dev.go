@@ -75,6 +75,7 @@ URL.`,
 				acfg.Labels = map[string]string{"env": "dev", "device": id}
 				acfg.HeartbeatInterval = config.Duration(2 * time.Second)
 				acfg.ResyncInterval = config.Duration(10 * time.Second)
+				acfg.HTTP = "" // several agents in one process: no per-agent endpoints
 				a, err := agent.New(acfg, log.With("role", "agent", "device", id), agent.Options{})
 				if err != nil {
 					return err

@@ -47,6 +47,21 @@ type Agent struct {
 	StoreTimeout Duration `json:"store_timeout"`
 	LogLevel     string   `json:"log_level"`
 	Buckets      Buckets  `json:"buckets"`
+	// Reconnection and retries toward the mesh: capped exponential backoff
+	// with jitter that never gives up.
+	ReconnectInitial    Duration `json:"reconnect_initial"`
+	ReconnectMax        Duration `json:"reconnect_max"`
+	ReconnectMultiplier float64  `json:"reconnect_multiplier"`
+	ReconnectJitter     float64  `json:"reconnect_jitter"`
+	// MeshPingInterval: a link that answers no ping for two intervals is
+	// declared dead (how fast a blackholed link is noticed).
+	MeshPingInterval Duration `json:"mesh_ping_interval"`
+	// BreakerFailures consecutive failed store calls open the circuit
+	// breaker; it lets one call through again after BreakerOpen.
+	BreakerFailures int      `json:"breaker_failures"`
+	BreakerOpen     Duration `json:"breaker_open"`
+	// HTTP serves /health and /metrics ("" turns them off).
+	HTTP string `json:"http"`
 	// Failover turns on the PostgreSQL high-availability role.
 	Failover *Failover `json:"failover"`
 }
@@ -54,19 +69,27 @@ type Agent struct {
 // DefaultAgent returns the agent's defaults.
 func DefaultAgent() Agent {
 	return Agent{
-		NATSURLs:          []string{"nats://127.0.0.1:4222"},
-		Labels:            map[string]string{},
-		StateDir:          "/var/lib/harmony-agent",
-		HeartbeatInterval: Duration(10 * time.Second),
-		ResyncInterval:    Duration(30 * time.Second),
-		RetryInitial:      Duration(time.Second),
-		RetryMax:          Duration(5 * time.Minute),
-		AllowedRoots:      []string{"/etc/harmony", "/srv/harmony"},
-		Podman:            "podman",
-		SystemdUnitDir:    "/etc/systemd/system",
-		StoreTimeout:      Duration(5 * time.Second),
-		LogLevel:          "info",
-		Buckets:           DefaultServer().Buckets,
+		NATSURLs:            []string{"nats://127.0.0.1:4222"},
+		Labels:              map[string]string{},
+		StateDir:            "/var/lib/harmony-agent",
+		HeartbeatInterval:   Duration(10 * time.Second),
+		ResyncInterval:      Duration(30 * time.Second),
+		RetryInitial:        Duration(time.Second),
+		RetryMax:            Duration(5 * time.Minute),
+		AllowedRoots:        []string{"/etc/harmony", "/srv/harmony"},
+		Podman:              "podman",
+		SystemdUnitDir:      "/etc/systemd/system",
+		StoreTimeout:        Duration(5 * time.Second),
+		LogLevel:            "info",
+		Buckets:             DefaultServer().Buckets,
+		ReconnectInitial:    Duration(100 * time.Millisecond),
+		ReconnectMax:        Duration(1500 * time.Millisecond),
+		ReconnectMultiplier: 2,
+		ReconnectJitter:     0.2,
+		MeshPingInterval:    Duration(2 * time.Second),
+		BreakerFailures:     5,
+		BreakerOpen:         Duration(time.Second),
+		HTTP:                "127.0.0.1:9464",
 	}
 }
 
@@ -95,6 +118,14 @@ func (c *Agent) Settings() []Setting {
 		stringSetting("systemd_bus", "systemd-bus", "D-Bus address of systemd (default: the system bus)", &c.SystemdBus),
 		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
 		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
+		durationSetting("reconnect_initial", "reconnect-initial", "first pause before reconnecting or retrying", &c.ReconnectInitial),
+		durationSetting("reconnect_max", "reconnect-max", "longest pause between reconnect or retry attempts", &c.ReconnectMax),
+		floatSetting("reconnect_multiplier", "reconnect-multiplier", "growth of the pause per attempt", &c.ReconnectMultiplier),
+		floatSetting("reconnect_jitter", "reconnect-jitter", "randomization of each pause, a fraction (0.2: +/-20%)", &c.ReconnectJitter),
+		durationSetting("mesh_ping_interval", "mesh-ping-interval", "ping interval; two unanswered pings drop the link", &c.MeshPingInterval),
+		intSetting("breaker_failures", "breaker-failures", "consecutive failed store calls that open the circuit breaker", &c.BreakerFailures),
+		durationSetting("breaker_open", "breaker-open", "how long the open breaker refuses calls before one probe", &c.BreakerOpen),
+		stringSetting("http", "http", "address of /health and /metrics (empty: off)", &c.HTTP),
 	}
 }
 
@@ -144,6 +175,27 @@ func (c *Agent) Validate() error {
 	}
 	if c.StoreTimeout.Std() < 100*time.Millisecond || c.StoreTimeout.Std() > time.Minute {
 		bad("store_timeout", "%s: must be between 100ms and 1m", c.StoreTimeout.Std())
+	}
+	if c.ReconnectInitial.Std() < 10*time.Millisecond || c.ReconnectInitial.Std() > time.Minute {
+		bad("reconnect_initial", "%s: must be between 10ms and 1m", c.ReconnectInitial.Std())
+	}
+	if c.ReconnectMax.Std() < c.ReconnectInitial.Std() || c.ReconnectMax.Std() > 10*time.Minute {
+		bad("reconnect_max", "%s: must be at least reconnect_initial (%s) and at most 10m", c.ReconnectMax.Std(), c.ReconnectInitial.Std())
+	}
+	if c.ReconnectMultiplier < 1 || c.ReconnectMultiplier > 10 {
+		bad("reconnect_multiplier", "%g: must be between 1 and 10", c.ReconnectMultiplier)
+	}
+	if c.ReconnectJitter < 0 || c.ReconnectJitter > 1 {
+		bad("reconnect_jitter", "%g: must be between 0 and 1", c.ReconnectJitter)
+	}
+	if c.MeshPingInterval.Std() < 100*time.Millisecond || c.MeshPingInterval.Std() > 5*time.Minute {
+		bad("mesh_ping_interval", "%s: must be between 100ms and 5m", c.MeshPingInterval.Std())
+	}
+	if c.BreakerFailures < 1 {
+		bad("breaker_failures", "%d: must be at least 1", c.BreakerFailures)
+	}
+	if c.BreakerOpen.Std() < 10*time.Millisecond || c.BreakerOpen.Std() > 10*time.Minute {
+		bad("breaker_open", "%s: must be between 10ms and 10m", c.BreakerOpen.Std())
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

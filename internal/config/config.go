@@ -141,6 +141,19 @@ func intSetting(key, flag, usage string, p *int) Setting {
 		Get: func() string { return strconv.Itoa(*p) }}
 }
 
+func floatSetting(key, flag, usage string, p *float64) Setting {
+	return Setting{Key: key, Flag: flag, Usage: usage,
+		Set: func(s string) error {
+			v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", s)
+			}
+			*p = v
+			return nil
+		},
+		Get: func() string { return strconv.FormatFloat(*p, 'g', -1, 64) }}
+}
+
 func boolSetting(key, flag, usage string, p *bool) Setting {
 	return Setting{Key: key, Flag: flag, Usage: usage, Bool: true,
 		Set: func(s string) error {

@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -23,10 +24,32 @@ type ClientConfig struct {
 	// TLS: a CA bundle to verify the server, and an optional client
 	// certificate and key.
 	CAFile, CertFile, KeyFile string
-	// ReconnectWait is the base pause between reconnect attempts; nats.go
-	// adds jitter. Reconnection never gives up.
-	ReconnectWait time.Duration
-	Logger        *slog.Logger
+	// ReconnectWait is the first pause between reconnect attempts; each
+	// further attempt waits ReconnectMultiplier times longer, up to
+	// ReconnectMax, randomized by +/- ReconnectJitter (a fraction).
+	// Reconnection never gives up.
+	ReconnectWait       time.Duration
+	ReconnectMax        time.Duration
+	ReconnectMultiplier float64
+	ReconnectJitter     float64
+	// PingInterval: a connection that answers no ping for two intervals is
+	// declared dead and re-established (a blackholed link is noticed).
+	PingInterval time.Duration
+	// OnDisconnect and OnReconnect observe the connection (metrics);
+	// OnReconnect also fires when a first connection succeeds late.
+	OnDisconnect, OnReconnect func()
+	Logger                    *slog.Logger
+}
+
+// ReconnectDelay is the pause before reconnect attempt n (1-based).
+func (cfg ClientConfig) ReconnectDelay(n int) time.Duration {
+	d := float64(cfg.ReconnectWait)
+	for i := 1; i < n && d < float64(cfg.ReconnectMax); i++ {
+		d *= cfg.ReconnectMultiplier
+	}
+	d = min(d, float64(cfg.ReconnectMax))
+	d *= 1 + cfg.ReconnectJitter*(2*rand.Float64()-1)
+	return time.Duration(d)
 }
 
 // Connect opens a connection that reconnects forever. The initial connection
@@ -38,25 +61,45 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	wait := cfg.ReconnectWait
-	if wait <= 0 {
-		wait = 250 * time.Millisecond
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = 250 * time.Millisecond
+	}
+	if cfg.ReconnectMax < cfg.ReconnectWait {
+		cfg.ReconnectMax = cfg.ReconnectWait
+	}
+	if cfg.ReconnectMultiplier < 1 {
+		cfg.ReconnectMultiplier = 1
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 5 * time.Second
 	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(wait),
-		nats.ReconnectJitter(wait/2, wait/2),
+		nats.CustomReconnectDelay(cfg.ReconnectDelay),
 		nats.RetryOnFailedConnect(true),
-		nats.PingInterval(5 * time.Second),
+		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it ourselves
 				log.Warn("nats disconnected", "err", err)
+				if cfg.OnDisconnect != nil {
+					cfg.OnDisconnect()
+				}
+			}
+		}),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			// The first connection, when it came after retries.
+			log.Info("nats connected", "url", c.ConnectedUrlRedacted())
+			if cfg.OnReconnect != nil {
+				cfg.OnReconnect()
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			if cfg.OnReconnect != nil {
+				cfg.OnReconnect()
+			}
 		}),
 	}
 	if cfg.CredsFile != "" {

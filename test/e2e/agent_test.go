@@ -63,7 +63,7 @@ func (e *fleetEnv) startServer() {
 }
 
 func (e *fleetEnv) startAgent() {
-	e.agent = startHarmony(e.t, "agent", "--id", "dev-1", "--nats-url", e.natsURL, "--state-dir", e.stateDir,
+	e.agent = startHarmony(e.t, "agent", "--http", "127.0.0.1:0", "--id", "dev-1", "--nats-url", e.natsURL, "--state-dir", e.stateDir,
 		"--label", "site=home", "--allowed-roots", e.root, "--systemd-unit-dir", e.sys.UnitDir, "--systemd-bus", e.sys.BusAddress,
 		"--heartbeat-interval", "1s", "--resync-interval", "1s", "--retry-initial", "200ms", "--retry-max", "2s")
 }

@@ -110,6 +110,7 @@ func (n *haNode) writeConfig() {
 		"nats_url":  []string{"nats://" + n.proxy.Addr()},
 		"state_dir": filepath.Join(n.c.dir, n.name+"-state"),
 		"log_level": "info",
+		"http":      "127.0.0.1:0",
 		"failover": map[string]any{
 			"cluster":  n.c.name,
 			"node":     n.name,

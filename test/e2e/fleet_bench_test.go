@@ -93,6 +93,7 @@ func BenchmarkFleetRollout(b *testing.B) {
 					cfg.StateDir = filepath.Join(dir, "agents", cfg.ID)
 					cfg.Labels = map[string]string{"fleet": "sim"}
 					cfg.HeartbeatInterval = config.Duration(5 * time.Second)
+					cfg.HTTP = ""
 					cfg.ResyncInterval = config.Duration(time.Minute)
 					a, err := agent.New(cfg, slog.New(slog.DiscardHandler), agent.Options{Kinds: map[string]agent.Kind{v1.KindFile: instantKind{}}})
 					if err != nil {

@@ -110,7 +110,7 @@ func newFleet3(t *testing.T) *fleet3 {
 }
 
 func (f *fleet3) startAgent(id, site string) {
-	f.agents[id] = startHarmony(f.t, "agent", "--id", id, "--nats-url", f.nats, "--state-dir", filepath.Join(f.roots[id], "state"),
+	f.agents[id] = startHarmony(f.t, "agent", "--http", "127.0.0.1:0", "--id", id, "--nats-url", f.nats, "--state-dir", filepath.Join(f.roots[id], "state"),
 		"--label", "site="+site, "--allowed-roots", filepath.Join(f.roots[id], "files"), "--shell-jobs",
 		"--heartbeat-interval", "300ms", "--resync-interval", "1s")
 }
