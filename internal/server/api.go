@@ -88,7 +88,7 @@ func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
 		st.Devices = nil
 		out = append(out, DeploymentView{Deployment: snap.Deployments[name], Status: st})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "items": out})
+	writeJSON(w, http.StatusOK, h.viewBody(out))
 }
 
 func (h *handler) getDeployment(w http.ResponseWriter, r *http.Request) {
@@ -236,7 +236,7 @@ func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
 			out = append(out, d)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "items": out})
+	writeJSON(w, http.StatusOK, h.viewBody(out))
 }
 
 // parseSelector reads "k=v,k2=v2" (equality only).

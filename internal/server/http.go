@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,11 +30,71 @@ type handler struct {
 	kvs map[string]store.KV
 	cfg config.Server
 	mux *http.ServeMux
+	log *slog.Logger
+
+	mu         sync.Mutex
+	staleSince time.Time // zero while the store answers
 }
 
-func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, cfg config.Server) http.Handler {
+// probeStore asks the store every second whether it answers; while it does
+// not, the API keeps serving the operator's last view, marked stale.
+func (h *handler) probeStore(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		ok := h.nc.IsConnected()
+		if ok {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err := h.js.AccountInfo(pctx)
+			cancel()
+			ok = err == nil
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		h.mu.Lock()
+		switch {
+		case !ok && h.staleSince.IsZero():
+			h.staleSince = time.Now()
+			h.log.Warn("store unreachable: serving the last view, marked stale")
+		case ok && !h.staleSince.IsZero():
+			h.log.Info("store reachable again", "stale_for", time.Since(h.staleSince).Round(time.Millisecond))
+			h.staleSince = time.Time{}
+		}
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// stale: when the view stopped being confirmed by the store (zero: it is
+// current).
+func (h *handler) stale() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.staleSince.IsZero() && !h.nc.IsConnected() {
+		return time.Now() // the link dropped since the last probe
+	}
+	return h.staleSince
+}
+
+// viewBody is the common part of list answers: the operator's phase and,
+// while the store is unreachable, that the view is stale and since when.
+func (h *handler) viewBody(items any) map[string]any {
+	body := map[string]any{"operator": h.op.Phase(), "items": items}
+	if since := h.stale(); !since.IsZero() {
+		body["stale"] = true
+		body["stale_since"] = since.UTC().Format(time.RFC3339)
+	}
+	return body
+}
+
+func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, cfg config.Server, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
-	h := &handler{nc: nc, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux()}
+	h := &handler{nc: nc, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -60,7 +122,23 @@ func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, c
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	h.mux.HandleFunc("GET /{$}", h.status)
 	h.routesAPI()
-	return h.mux
+	return h
+}
+
+// ServeHTTP marks every answer given while the store is unreachable with
+// the header X-Harmony-Stale-Since.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if since := h.stale(); !since.IsZero() {
+		w.Header().Set("X-Harmony-Stale-Since", since.UTC().Format(time.RFC3339))
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+func staleText(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 func b2f(b bool) float64 {
@@ -117,6 +195,7 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <h1>Harmony server</h1>
 <p>Version {{.Version}} ({{.Commit}}). Operator: <strong>{{.Phase}}</strong>.
 {{if .Reasons}}Not ready:{{else}}Ready.{{end}}</p>
+{{if .Stale}}<p><strong>Stale view:</strong> the store has not answered since {{.Stale}}; what follows is the last view the server had.</p>{{end}}
 {{if .Reasons}}<ul>{{range .Reasons}}<li>{{.}}</li>{{end}}</ul>{{end}}
 <table><tr><th>Bucket</th><th>Keys</th></tr>
 {{range .Buckets}}<tr><td>{{.Name}}</td><td>{{.Keys}}</td></tr>{{end}}
@@ -140,7 +219,7 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'self'")
 	err := statusPage.Execute(w, map[string]any{
 		"Version": buildinfo.Version, "Commit": buildinfo.Commit, "Phase": h.op.Phase(),
-		"Reasons": h.readiness(r.Context()), "Buckets": rows,
+		"Reasons": h.readiness(r.Context()), "Buckets": rows, "Stale": staleText(h.stale()),
 	})
 	if err != nil {
 		http.Error(w, fmt.Sprintf("render: %v", err), http.StatusInternalServerError)

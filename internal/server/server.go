@@ -95,11 +95,12 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		return fmt.Errorf("http listen %s: %w", cfg.HTTP, err)
 	}
 	info.HTTPURL = "http://" + ln.Addr().String()
-	h := newHandler(nc, op, kvs, cfg)
+	h := newHandler(nc, op, kvs, cfg, log)
 	httpSrv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return op.Run(gctx) })
+	g.Go(func() error { h.probeStore(gctx); return nil })
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

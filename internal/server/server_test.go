@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"io"
 	"log/slog"
@@ -217,4 +218,72 @@ func TestInvalidConfigIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "replicas") {
 		t.Fatalf("Run = %v, want an error naming replicas", err)
 	}
+}
+
+// The store goes away (its NATS stops, keeping its data directory) and comes
+// back: meanwhile the server is not ready but keeps serving the last view,
+// marked stale; afterwards it is ready again and sees new changes.
+func TestStaleViewDuringStoreOutage(t *testing.T) {
+	ns := meshtest.StartSingle(t)
+	cfg := testConfig(t, "")
+	cfg.NATSURLs = []string{ns.URL()}
+	srv := start(t, cfg)
+	waitReady(t, srv.info.HTTPURL)
+	post := func(name string) (int, error) {
+		doc := "apiVersion: harmony/v1alpha1\nkind: Deployment\nmetadata:\n  name: " + name + "\nspec:\n  selector:\n    matchLabels:\n      site: home\n  resources: []\n"
+		resp, err := http.Post(srv.info.HTTPURL+"/api/v1/deployments", "application/yaml", strings.NewReader(doc))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := post("web"); err != nil || code >= 300 {
+		t.Fatalf("apply web: %d %v", code, err)
+	}
+	retry.Until(t, 10*time.Second, func() error {
+		_, body := getJSON(t, srv.info.HTTPURL+"/api/v1/deployments")
+		if !strings.Contains(fmt.Sprint(body["items"]), "web") {
+			return errors.New("web not listed yet")
+		}
+		return nil
+	})
+
+	ns.Stop()
+	retry.Until(t, 20*time.Second, func() error {
+		code, body := getJSON(t, srv.info.HTTPURL+"/api/v1/deployments")
+		if code != http.StatusOK {
+			return fmt.Errorf("list answered %d during the outage", code)
+		}
+		if body["stale"] != true || body["stale_since"] == nil {
+			return fmt.Errorf("not marked stale yet: %v", body)
+		}
+		if !strings.Contains(fmt.Sprint(body["items"]), "web") {
+			t.Fatalf("the last view was dropped during the outage: %v", body)
+		}
+		if code, _ := getJSON(t, srv.info.HTTPURL+"/readyz"); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("readyz %d during the outage", code)
+		}
+		return nil
+	})
+
+	ns.Start()
+	waitReady(t, srv.info.HTTPURL)
+	retry.Until(t, 20*time.Second, func() error {
+		code, err := post("api")
+		if err != nil || code >= 300 {
+			return fmt.Errorf("apply api: %d %v", code, err)
+		}
+		return nil
+	})
+	retry.Until(t, 20*time.Second, func() error {
+		_, body := getJSON(t, srv.info.HTTPURL+"/api/v1/deployments")
+		if body["stale"] != nil {
+			return fmt.Errorf("still stale: %v", body)
+		}
+		if !strings.Contains(fmt.Sprint(body["items"]), "api") {
+			return errors.New("the change made after the outage is not in the view")
+		}
+		return nil
+	})
 }

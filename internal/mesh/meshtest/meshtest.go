@@ -34,6 +34,55 @@ func StartServer(t testing.TB) *mesh.Server {
 	return s
 }
 
+// Single is one embedded JetStream server that can be stopped and started
+// again on the same data directory and port (a server outage).
+type Single struct {
+	t   testing.TB
+	cfg mesh.ServerConfig
+
+	mu  sync.Mutex
+	srv *mesh.Server // nil while stopped
+}
+
+// StartSingle starts a restartable server on a free loopback port.
+func StartSingle(t testing.TB) *Single {
+	t.Helper()
+	port := freePorts(t, 1)[0]
+	s := &Single{t: t, cfg: mesh.ServerConfig{Name: "single", DataDir: t.TempDir(), Listen: fmt.Sprintf("127.0.0.1:%d", port), SyncAlways: true}}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL is the server's client URL (the same across restarts).
+func (s *Single) URL() string { return "nats://" + s.cfg.Listen }
+
+// Start starts the server if it is stopped.
+func (s *Single) Start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return
+	}
+	srv, err := mesh.StartServer(s.cfg)
+	if err != nil {
+		s.t.Fatalf("start nats: %v", err)
+	}
+	s.srv = srv
+}
+
+// Stop shuts the server down if it runs.
+func (s *Single) Stop() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+	}
+}
+
 // Cluster is a JetStream cluster whose members can be stopped and restarted
 // on their own data directories.
 type Cluster struct {
