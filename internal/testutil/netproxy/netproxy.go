@@ -1,12 +1,15 @@
-// Package netproxy is a TCP proxy for tests that can cut a network path the
-// way a partition does: silently, with connections left hanging rather
-// than reset, until it heals.
+// Package netproxy is a TCP proxy for tests that injects network faults:
+// Cut blackholes the path (bytes and new connections hang, no RST, as in a
+// partition), Refuse resets every connection and refuses new ones (a
+// stopped peer), Reset drops the current connections once, and Slow adds
+// latency to every chunk. Heal undoes Cut, Refuse and Slow.
 package netproxy
 
 import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy forwards 127.0.0.1:<port> to a target address.
@@ -14,8 +17,10 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
+	mu      sync.Mutex
+	cut     bool
+	refuse  bool
+	latency time.Duration
 	cond  *sync.Cond
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
@@ -48,11 +53,40 @@ func (p *Proxy) Cut() {
 	p.mu.Unlock()
 }
 
-// Heal lets traffic flow again.
+// Heal lets traffic flow again, at full speed.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
-	p.cut = false
+	p.cut, p.refuse, p.latency = false, false, 0
 	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// Refuse resets every connection and refuses new ones until Heal.
+func (p *Proxy) Refuse() {
+	p.mu.Lock()
+	p.refuse = true
+	p.mu.Unlock()
+	p.Reset()
+}
+
+// Reset closes every current connection with a TCP reset; new ones are
+// accepted as usual.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// Slow delays every chunk by d (each direction) until Heal.
+func (p *Proxy) Slow(d time.Duration) {
+	p.mu.Lock()
+	p.latency = d
 	p.mu.Unlock()
 }
 
@@ -74,20 +108,28 @@ func (p *Proxy) Close() {
 	p.wg.Wait()
 }
 
-// wait blocks while the path is cut; false once the proxy is closed.
+// wait blocks while the path is cut, then applies the latency; false once
+// the proxy is closed or refusing.
 func (p *Proxy) wait() bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for p.cut && !p.done {
 		p.cond.Wait()
 	}
-	return !p.done
+	ok, d := !p.done && !p.refuse, p.latency
+	p.mu.Unlock()
+	if ok && d > 0 {
+		time.Sleep(d) // the injected latency itself, not synchronisation
+	}
+	return ok
 }
 
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.done {
+	if p.done || p.refuse {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
 		c.Close()
 		return false
 	}
