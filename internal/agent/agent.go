@@ -101,6 +101,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.desired.loadCache(); err != nil {
 		a.log.Warn("desired-state cache unreadable; starting empty", "err", err)
 	}
+	a.health.restore(a.state.Path())
+	defer a.health.record(a.state.Path())
 	var ln net.Listener
 	if a.cfg.HTTP != "" {
 		l, err := net.Listen("tcp", a.cfg.HTTP)
@@ -116,8 +118,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		ReconnectWait: a.cfg.ReconnectInitial.Std(), ReconnectMax: a.cfg.ReconnectMax.Std(),
 		ReconnectMultiplier: a.cfg.ReconnectMultiplier, ReconnectJitter: a.cfg.ReconnectJitter,
 		PingInterval: a.cfg.MeshPingInterval.Std(),
-		OnDisconnect: func() { a.metrics.disconnects.Inc(); a.health.setConnected(false) },
-		OnReconnect:  func() { a.metrics.reconnects.Inc(); a.health.setConnected(true) },
+		OnDisconnect: func() {
+			a.metrics.disconnects.Inc()
+			a.health.record(a.state.Path())
+			a.health.setConnected(false)
+		},
+		OnReconnect: func() { a.metrics.reconnects.Inc(); a.health.setConnected(true) },
 	})
 	if err != nil {
 		if ln != nil {

@@ -64,46 +64,71 @@ func (a *Agent) heartbeat(ctx context.Context, kv store.KV) error {
 	key := a.cfg.ID
 	var seq, rev uint64
 	known := false
-	tick := time.NewTicker(a.cfg.HeartbeatInterval.Std())
-	defer tick.Stop()
+	interval := a.cfg.HeartbeatInterval.Std()
+	bo := a.retry.backoff()
+	next := time.NewTimer(0)
+	defer next.Stop()
 	for {
-		if !known {
-			e, err := kv.Get(ctx, key)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				rev, known = 0, true
-			case err == nil:
-				rev, known = e.Revision, true
-			}
-		}
-		if known {
-			seq++
-			b, _ := v1.Marshal(v1.Heartbeat{V: v1.FormatVersion, Boot: a.boot, Seq: seq})
-			var err error
-			var newRev uint64
-			if rev == 0 {
-				newRev, err = kv.Create(ctx, key, b)
-			} else {
-				newRev, err = kv.Update(ctx, key, b, rev)
-			}
-			if err != nil {
-				known = false
-				a.retry.retried("heartbeat")
-				a.log.Debug("heartbeat failed", "err", err)
-			} else {
-				rev = newRev
-				a.health.beat()
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-next.C:
 		case <-a.health.reconnect:
 			// Back on the mesh: say so at once, and flush queued status.
 			a.status.wake()
+			bo.Reset()
+		}
+		err := a.beatOnce(ctx, kv, key, &seq, &rev, &known)
+		wait := interval
+		if err != nil {
+			// Failed: try again soon (by the retry policy), not a whole
+			// interval later, so recovery after an outage is quick.
+			a.retry.retried("heartbeat")
+			a.log.Debug("heartbeat failed", "err", err)
+			wait = min(bo.NextBackOff(), interval)
+		} else {
+			bo.Reset()
+			a.health.beat()
+		}
+		if !next.Stop() {
+			select {
+			case <-next.C:
+			default:
+			}
+		}
+		next.Reset(wait)
+	}
+}
+
+// beatOnce writes one heartbeat by CAS on the last known revision (read
+// again after any failure).
+func (a *Agent) beatOnce(ctx context.Context, kv store.KV, key string, seq, rev *uint64, known *bool) error {
+	if !*known {
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			*rev, *known = 0, true
+		case err == nil:
+			*rev, *known = e.Revision, true
+		default:
+			return err
 		}
 	}
+	*seq++
+	b, _ := v1.Marshal(v1.Heartbeat{V: v1.FormatVersion, Boot: a.boot, Seq: *seq})
+	var err error
+	var newRev uint64
+	if *rev == 0 {
+		newRev, err = kv.Create(ctx, key, b)
+	} else {
+		newRev, err = kv.Update(ctx, key, b, *rev)
+	}
+	if err != nil {
+		*known = false
+		return err
+	}
+	*rev = newRev
+	return nil
 }
 
 func memTotal() uint64 {

@@ -8,11 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sony/gobreaker/v2"
 
@@ -77,6 +81,38 @@ type health struct {
 }
 
 func newHealth() *health { return &health{reconnect: make(chan struct{}, 1), lostAt: time.Now()} }
+
+// confirmedFile keeps, across restarts, when the desired state was last
+// known current (written at stop and when the link drops).
+const confirmedFile = "desired-confirmed-at"
+
+// restore starts the desired-state age from the last confirmation a
+// previous run recorded (a crash leaves an older one: the age errs long).
+func (h *health) restore(dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, confirmedFile))
+	if err != nil {
+		return
+	}
+	if t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b))); err == nil {
+		h.mu.Lock()
+		h.lostAt = t
+		h.mu.Unlock()
+	}
+}
+
+// record writes when the desired state was last known current.
+func (h *health) record(dir string) {
+	h.mu.Lock()
+	at := h.lostAt
+	if h.connected && h.watchLive {
+		at = time.Now()
+	}
+	h.mu.Unlock()
+	tmp := filepath.Join(dir, confirmedFile+".tmp")
+	if os.WriteFile(tmp, []byte(at.UTC().Format(time.RFC3339Nano)+"\n"), 0o600) == nil {
+		_ = os.Rename(tmp, filepath.Join(dir, confirmedFile))
+	}
+}
 
 func (h *health) setConnected(c bool) {
 	h.mu.Lock()
@@ -169,7 +205,7 @@ func newAgentMetrics(a *Agent) *agentMetrics {
 	beatAge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harmony_agent_heartbeat_age_seconds", Help: "Since the last heartbeat the store acknowledged (-1: none yet)."}, func() float64 {
 		return a.healthView().HeartbeatAge
 	})
-	m.reg.MustRegister(m.reconnects, m.disconnects, m.retries, m.breaker, connected, beatAge)
+	m.reg.MustRegister(m.reconnects, m.disconnects, m.retries, m.breaker, connected, beatAge, collectors.NewGoCollector())
 	for _, s := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
 		m.breaker.WithLabelValues(s.String()).Set(0)
 	}

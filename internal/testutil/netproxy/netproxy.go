@@ -21,10 +21,10 @@ type Proxy struct {
 	cut     bool
 	refuse  bool
 	latency time.Duration
-	cond  *sync.Cond
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-	done  bool
+	cond    *sync.Cond
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
+	done    bool
 }
 
 // Start listens on a free local port; the proxy stops at test cleanup.
