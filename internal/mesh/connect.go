@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -87,6 +88,19 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 					cfg.OnDisconnect()
 				}
 			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			// A watch's consumer that missed heartbeats (the server went
+			// away) is re-created by the library: not worth a warning.
+			if errors.Is(err, nats.ErrConsumerNotActive) {
+				log.Debug("nats: consumer not active", "subject", subject)
+				return
+			}
+			log.Warn("nats async error", "err", err, "subject", subject)
 		}),
 		nats.ConnectHandler(func(c *nats.Conn) {
 			// The first connection, when it came after retries.
