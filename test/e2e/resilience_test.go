@@ -280,7 +280,11 @@ func TestOutageBlackholedLink(t *testing.T) {
 		cut := time.Now()
 		a.proxy.Cut()
 		var noticed time.Duration
-		retry.Until(t, hole, func() error {
+		// The configured timeout: the link is dropped when a third ping
+		// goes out with two unanswered (mesh_ping_interval 2 s by
+		// default), at most four intervals after the cut.
+		limit := 4*2*time.Second + time.Second
+		retry.Until(t, min(limit, hole), func() error {
 			if code, _ := a.health(); code != http.StatusServiceUnavailable {
 				return fmt.Errorf("/health %d: not noticed yet", code)
 			}
