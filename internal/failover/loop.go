@@ -420,8 +420,7 @@ func (l *Loop) execute(ctx context.Context, a Action) Event {
 		}
 		return done(ActFence, err)
 	case ActUnfence:
-		err := l.startPG(ctx)
-		return done(ActUnfence, err)
+		return l.unfence(ctx, a)
 	case ActPromote:
 		return l.promote(ctx, a)
 	case ActActivate:
@@ -634,13 +633,15 @@ func (l *Loop) activate(ctx context.Context, a Action) Event {
 		return Event{Kind: EvActionDone, Action: ActActivate, Result: ResultConflict, CS: cs}
 	}
 	if role, _ := l.cfg.PG.Role(ctx); role != pg.RolePrimary {
-		if err := l.cfg.PG.Promote(ctx); err != nil {
-			return done(ActActivate, err)
-		}
+		// The fork point, read before promoting: afterwards clients'
+		// transactions on this node would already count past it.
 		if p, err := l.cfg.PG.WALPosition(ctx); err == nil {
 			l.mu.Lock()
 			l.forkXID = p.NextXID
 			l.mu.Unlock()
+		}
+		if err := l.cfg.PG.Promote(ctx); err != nil {
+			return done(ActActivate, err)
 		}
 	}
 	// Until a standby that streams from us is named, commits are
@@ -848,4 +849,38 @@ func (l *Loop) countDivergence(ctx context.Context, own uint64) {
 	if _, err := l.kv.Create(wctx, key, b); err != nil && !errors.Is(err, store.ErrConflict) {
 		l.log.Warn("divergence event not recorded", "err", err)
 	}
+}
+
+// unfence claims the role again by compare-and-set (same content, a new
+// revision), then starts PostgreSQL.
+func (l *Loop) unfence(ctx context.Context, a Action) Event {
+	cs, err := l.readState(ctx)
+	if err != nil {
+		return Event{Kind: EvActionDone, Action: ActUnfence, Result: classify(err)}
+	}
+	if cs.Primary != l.cfg.Node || cs.Rev != a.BaseRev {
+		return Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultConflict, CS: cs}
+	}
+	wctx, cancel := l.step(ctx)
+	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(cs, "primary "+l.cfg.Node+" unfenced"), cs.Rev)
+	cancel()
+	if err != nil {
+		ev := Event{Kind: EvActionDone, Action: ActUnfence, Result: classify(err)}
+		if ev.Result == ResultConflict {
+			ev.CS, _ = l.readState(ctx)
+		}
+		return ev
+	}
+	cs.Rev = rev
+	if err := l.startPG(ctx); err != nil {
+		l.log.Error("unfence: PostgreSQL did not start; standing aside", "err", err)
+		return Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultFailed, CS: cs}
+	}
+	// A slow start may have outlasted the replicas' patience: confirm the
+	// role before serving as primary.
+	now, err := l.readState(ctx)
+	if err != nil || now.Primary != l.cfg.Node {
+		return Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultConflict, CS: now, Writable: true}
+	}
+	return Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultOK, CS: now}
 }

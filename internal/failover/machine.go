@@ -60,7 +60,13 @@ const (
 	// ActFence: make PostgreSQL refuse writes, escalating with each retry
 	// (fast shutdown, immediate shutdown, kill the postmaster).
 	ActFence ActionKind = "fence"
-	// ActUnfence: let PostgreSQL accept writes again.
+	// ActUnfence: claim the role again by compare-and-set of cluster-state
+	// (BaseRev, same content): a replica's promotion from an older revision
+	// then fails, and replicas restart their timers on seeing the write;
+	// only then let PostgreSQL accept writes. Result: ResultOK; ResultConflict
+	// with CS (replaced meanwhile); ResultFailed when PostgreSQL did not
+	// start (the node then stands aside for two failover timeouts); another
+	// failure otherwise.
 	ActUnfence ActionKind = "unfence"
 	// ActPromote: read the primary's heartbeat from the stream leader and
 	// give up (ResultConflict, Rev: the revision read) if it moved past
@@ -130,7 +136,8 @@ type Event struct {
 	Result Result
 	Rev    uint64
 	Action ActionKind
-	// Writable (EvStart): PostgreSQL accepts writes right now.
+	// Writable (EvStart): PostgreSQL accepts writes right now; (ActUnfence
+	// not OK): PostgreSQL was started although the role was lost.
 	Writable bool
 	// Status (EvPrimaryBeat): what the heartbeat says its sender is;
 	// Node: who sent it.
@@ -147,10 +154,14 @@ type Event struct {
 	Target string
 }
 
-// HoldsPrimary: a heartbeat with this status proves the primary alive (a
-// node that believes itself a replica must not hold a failover off).
+// HoldsPrimary: a heartbeat with this status holds a failover off. A
+// serving primary does, and so does one whose fence is not proven yet (its
+// PostgreSQL may still accept writes). A fenced primary does not: it is
+// proven not to serve, so replacing it is safe, and a primary whose
+// PostgreSQL cannot come back must be replaced. Nor does a node that
+// believes itself a replica.
 func HoldsPrimary(s Status) bool {
-	return s == StatusPrimary || s == StatusFencing || s == StatusFenced
+	return s == StatusPrimary || s == StatusFencing
 }
 
 // Node is one member's decision state.
@@ -176,6 +187,9 @@ type Node struct {
 	SyncMissing int
 	// Failing is the action that failed last and has not succeeded since.
 	Failing ActionKind
+	// UnfenceAfter: a fenced node whose PostgreSQL failed to start does not
+	// claim the role again before this time.
+	UnfenceAfter time.Duration
 }
 
 // NewNode returns a node that has not started.
@@ -360,9 +374,9 @@ func (n Node) primaryBeat(ev Event) (Node, []Action) {
 		n.Failures = 0
 		if n.Status == StatusFenced {
 			n.Successes++
-			if n.Successes >= n.T.SuccessThreshold {
+			if n.Successes >= n.T.SuccessThreshold && (n.UnfenceAfter == 0 || ev.Now >= n.UnfenceAfter) {
 				n.Successes = 0
-				return n.do(Action{Kind: ActUnfence})
+				return n.do(Action{Kind: ActUnfence, BaseRev: n.CS.Rev})
 			}
 		}
 		if n.Status == StatusPrimary && n.Strategy == AbsoluteConsistency {
@@ -479,6 +493,9 @@ func (n Node) clusterState(cs ClusterState, now time.Duration) (Node, []Action) 
 		n.BeatSeen = now
 		return n.do(Action{Kind: ActFollow, Target: cs.Primary})
 	case StatusReplica, StatusFailed:
+		// Any write of cluster-state by the primary (an unfence, a new
+		// synchronous standby) proves it alive then: judge it afresh.
+		n.BeatSeen = now
 		if cs.Primary == n.Name && cs.Handoff && cs.Epoch > prev.Epoch {
 			// The primary stepped down cleanly and named us.
 			n.Status = StatusActivating
@@ -556,10 +573,25 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		n.Failures = 0
 		return n.afterFenced()
 	case ActUnfence:
+		if ev.CS.Rev > n.CS.Rev {
+			n.CS = ev.CS
+		}
 		if ev.Result == ResultOK && n.CS.Primary == n.Name {
 			n.Status = StatusPrimary
+			return n, nil
 		}
-		return n, nil
+		if ev.Writable {
+			// PostgreSQL started but the role could not be confirmed:
+			// it may serve, so fence it again at once.
+			n.Status = StatusPrimary
+			return n.fence()
+		}
+		if ev.Result == ResultFailed {
+			// PostgreSQL did not come back: stand aside long enough for
+			// a replica to take over instead of claiming the role again.
+			n.UnfenceAfter = ev.Now + 2*n.T.FailoverTimeout
+		}
+		return n.afterFenced() // replaced meanwhile: follow the new primary
 	case ActActivate:
 		if ev.Result == ResultConflict {
 			// Overtaken while we were not looking: follow whoever holds it.

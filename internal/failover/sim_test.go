@@ -58,6 +58,9 @@ type simNode struct {
 	frozenUntil time.Duration
 	cutUntil    time.Duration // cut off from the store until then
 	actionGen   int           // bumps when an action is replaced (cancels its result)
+	// pgStopped: PostgreSQL is not running (it died) until the agent
+	// starts it (unfence, follow, activate), which works once pgUp.
+	pgStopped bool
 	// clock is this node's monotonic clock's offset from simulated time:
 	// nodes' clocks are minutes apart, and a clock may jump forward.
 	clock time.Duration
@@ -256,7 +259,8 @@ func (s *sim) run(i int, a Action, gen int) {
 	me := s.names[i]
 	switch a.Kind {
 	case ActBeat:
-		healthy := n.pgUp
+		// As the loop: a fenced node does not check PostgreSQL (it is down).
+		healthy := (n.pgUp && !n.pgStopped) || n.m.Status == StatusFenced
 		var standbys []string
 		for j, other := range s.nodes {
 			if j != i && s.alive(j) && other.following == me && other.upToDate == n.upToDate {
@@ -393,14 +397,25 @@ func (s *sim) run(i int, a Action, gen int) {
 			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActFence, Result: r})
 		})
 	case ActUnfence:
-		s.at(s.jitter(5*time.Millisecond, 50*time.Millisecond), i, func() {
-			if n.down || n.actionGen != gen {
-				return
+		// Claim the role by CAS (same content, new revision), then start.
+		s.storeOp(i, gen, func() (Result, ClusterState) {
+			if s.cs.Primary != me || s.cs.Rev != a.BaseRev {
+				return ResultConflict, s.cs
 			}
-			if n.m.CS.Primary == me && n.pgUp {
-				n.writable, n.following, n.pgSync = true, "", n.m.CS.Sync
+			s.setCS(s.cs)
+			return ResultOK, s.cs
+		}, func(r Result, cs ClusterState) {
+			if r == ResultOK {
+				if !n.pgUp {
+					r = ResultFailed
+				} else {
+					n.writable, n.following, n.pgSync, n.pgStopped = true, "", cs.Sync, false
+				}
 			}
-			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultOK})
+			if r == ResultUnknown {
+				r = ResultUnreachable
+			}
+			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActUnfence, Result: r, CS: cs})
 		})
 	case ActActivate:
 		s.at(s.jitter(50*time.Millisecond, 300*time.Millisecond), i, func() {
@@ -415,10 +430,14 @@ func (s *sim) run(i int, a Action, gen int) {
 				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActActivate, Result: r, CS: s.cs})
 				return
 			}
+			if !n.pgUp {
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActActivate, Result: ResultFailed})
+				return
+			}
 			if s.strategy == AbsoluteConsistency && !n.upToDate {
 				s.t.Errorf("%s promoted without every acknowledged write\n%s", me, s.dump())
 			}
-			n.writable, n.following, n.pgSync = true, "", n.m.CS.Sync
+			n.writable, n.following, n.pgSync, n.pgStopped = true, "", n.m.CS.Sync, false
 			s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActActivate, Result: ResultOK})
 		})
 	case ActFollow:
@@ -427,6 +446,11 @@ func (s *sim) run(i int, a Action, gen int) {
 				return
 			}
 			n.writable = false
+			if !n.pgUp {
+				s.deliver(i, 0, Event{Kind: EvActionDone, Action: ActFollow, Result: ResultFailed})
+				return
+			}
+			n.pgStopped = false
 			// Streaming from a primary brings everything that primary has;
 			// following the same primary again loses nothing.
 			same := n.following == a.Target
@@ -510,7 +534,7 @@ func (s *sim) dump() string {
 		out += l + "\n"
 	}
 	for i, n := range s.nodes {
-		out += fmt.Sprintf("%s: %s writable=%v following=%q down=%v frozen=%v cut=%v cs=%+v\n", s.names[i], n.m.Status, n.writable, n.following, n.down, s.now < n.frozenUntil, s.now < n.cutUntil, n.m.CS)
+		out += fmt.Sprintf("%s: %s pending=%q failing=%q successes=%d writable=%v following=%q down=%v frozen=%v cut=%v cs=%+v\n", s.names[i], n.m.Status, n.m.Pending, n.m.Failing, n.m.Successes, n.writable, n.following, n.down, s.now < n.frozenUntil, s.now < n.cutUntil, n.m.CS)
 	}
 	return out + fmt.Sprintf("store: %+v", s.cs)
 }
@@ -541,7 +565,7 @@ func (s *sim) fault() string {
 	}
 	n := s.nodes[i]
 	d := s.jitter(200*time.Millisecond, 6*time.Second)
-	switch s.rng.Intn(7) {
+	switch s.rng.Intn(8) {
 	case 0: // the whole node crashes, comes back with PostgreSQL read-only
 		n.down, n.pgUp, n.writable = true, false, false
 		s.at(d, -1, func() {
@@ -567,6 +591,10 @@ func (s *sim) fault() string {
 		n.clock += jump
 		s.strict = false
 		return fmt.Sprintf("clock of %s jumps %s", s.names[i], jump)
+	case 6: // PostgreSQL dies and cannot start for a while; the agent runs
+		n.pgUp, n.writable, n.pgStopped = false, false, true
+		s.at(d, -1, func() { n.pgUp = true }) // it could start again
+		return fmt.Sprintf("PostgreSQL of %s down for %s", s.names[i], d)
 	case 4: // an operator asks the primary for a switchover
 		var to string
 		for j, name := range s.names {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -356,7 +357,10 @@ func TestHASplitBrainAllowedCountsDivergence(t *testing.T) {
 	if ev.Node != "n1" || ev.Transactions == 0 {
 		t.Fatalf("divergence event %+v: want n1 with a positive count", ev)
 	}
-	t.Logf("n1 diverged by %d transactions", ev.Transactions)
+	// The writes n1 acknowledged that the new primary does not have are
+	// what the split brain cost; the event's count is of the same order.
+	lost := w.missingOn(t, c.node("n2").pg)
+	t.Logf("n1 diverged by %d transactions; %d writes it acknowledged are not on n2", ev.Transactions, lost)
 	resp, err := http.Get("http://" + n1.http + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -439,5 +443,33 @@ func TestHAClockOffsetNeitherCausesNorMissesAFailover(t *testing.T) {
 	first := w.waitAck(t, "n2", fault, 30*time.Second)
 	t.Logf("with a clock ten minutes ahead, fault to first acknowledged write on n2: %s", first.acked.Sub(fault).Round(time.Millisecond))
 	w.halt()
+	w.checkNoneLost(t, n2.pg)
+}
+
+// The primary's PostgreSQL dies and cannot start again while its agent
+// runs: the agent fences it; its heartbeats now say Fenced, which holds no
+// failover off, so the synchronous standby takes over; the broken node later
+// rejoins as a replica (pg_rewind or a fresh base backup).
+func TestHAPrimaryPostgresDiesForGood(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1, n2 := c.node("n1"), c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	waitEndpoint(t, n2, "/replica", 30*time.Second)
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	conf := filepath.Join(n1.pg.DataDir, "postgresql.conf")
+	if err := os.Rename(conf, conf+".broken"); err != nil {
+		t.Fatal(err)
+	}
+	fault := time.Now()
+	for _, pid := range n1.pgPIDs() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	first := w.waitAck(t, "n2", fault, time.Minute)
+	t.Logf("PostgreSQL death to first acknowledged write on n2: %s", first.acked.Sub(fault).Round(time.Millisecond))
+	waitEndpoint(t, n1, "/replica", time.Minute)
+	w.halt()
+	w.checkNoOverlap(t, "n1", "n2")
 	w.checkNoneLost(t, n2.pg)
 }

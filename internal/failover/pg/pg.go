@@ -123,7 +123,8 @@ type Position struct {
 	// Timeline: the primary's current timeline, or the one a replica
 	// receives (0 when it receives nothing).
 	Timeline uint32
-	// NextXID is the next transaction id to be assigned (a primary only).
+	// NextXID is the next transaction id to be assigned (on a replica: as
+	// far as it has replayed).
 	NextXID uint64
 }
 
@@ -143,7 +144,8 @@ func (i *Instance) WALPosition(ctx context.Context) (Position, error) {
 	}
 	if inRecovery {
 		err = c.QueryRow(ctx, `SELECT (COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) - '0/0')::bigint,
-			COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0)`).Scan(&lsn, &tli)
+			COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0),
+			pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&lsn, &tli, &xid)
 	} else {
 		err = c.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0')::bigint,
 			('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int,
