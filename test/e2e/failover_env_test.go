@@ -41,6 +41,23 @@ type haCluster struct {
 	natsURL  string
 	kv       store.KV
 	nodes    []*haNode
+
+	server     *proc
+	serverArgs []string
+	serverHTTP string
+}
+
+// stopServer stops the harmony server (and its embedded NATS).
+func (c *haCluster) stopServer() {
+	if code := c.server.signalAndWait(c.t, syscall.SIGTERM); code != 0 {
+		c.t.Fatalf("server exit code %d", code)
+	}
+}
+
+// startServer starts it again on the same data directory and ports.
+func (c *haCluster) startServer() {
+	c.server = startHarmony(c.t, c.serverArgs...)
+	waitReady(c.t, c.serverHTTP)
 }
 
 type haNode struct {
@@ -66,10 +83,11 @@ func newHACluster(t testing.TB, profile string, strategy failover.Strategy, name
 	dir := t.TempDir()
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	srv := startHarmony(t, "server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr, "--http", httpAddr)
-	_ = srv
+	serverArgs := []string{"server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr, "--http", httpAddr}
+	srv := startHarmony(t, serverArgs...)
 	waitReady(t, "http://"+httpAddr)
-	c := &haCluster{t: t, dir: dir, name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy, natsURL: "nats://" + natsAddr}
+	c := &haCluster{t: t, dir: dir, name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy, natsURL: "nats://" + natsAddr,
+		server: srv, serverArgs: serverArgs, serverHTTP: "http://" + httpAddr}
 	for i, n := range names {
 		node := &haNode{c: c, name: n, pg: instances[i], proxy: netproxy.Start(t, natsAddr),
 			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, n+".log")}

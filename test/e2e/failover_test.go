@@ -473,3 +473,46 @@ func TestHAPrimaryPostgresDiesForGood(t *testing.T) {
 	w.checkNoOverlap(t, "n1", "n2")
 	w.checkNoneLost(t, n2.pg)
 }
+
+// The whole mesh goes away (the harmony server and its embedded NATS stop)
+// for longer than failover_timeout: in AbsoluteConsistency the primary,
+// unable to prove it still owns the cluster, fences; nobody can promote;
+// when the mesh returns the primary claims its role back and serves again,
+// without a failover and without losing an acknowledged write.
+func TestHAMeshOutageFencesAndRecovers(t *testing.T) {
+	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1 := c.node("n1")
+	before := c.waitPrimary("n1", true, time.Minute)
+	waitEndpoint(t, c.node("n2"), "/replica", 30*time.Second)
+	c.createTable("n1")
+	w := c.startWriter()
+	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	c.stopServer()
+	down := time.Now()
+	retry.Until(t, 30*time.Second, func() error {
+		if running, _ := n1.pg.Running(); running {
+			return fmt.Errorf("n1's PostgreSQL still runs %s into the outage", time.Since(down).Round(time.Millisecond))
+		}
+		return nil
+	})
+	t.Logf("n1 fenced %s after the mesh went away", time.Since(down).Round(time.Millisecond))
+	time.Sleep(2 * failover.DefaultTimings().FailoverTimeout) // the rest of the outage
+	back := time.Now()
+	c.startServer()
+	first := w.waitAck(t, "n1", back, time.Minute)
+	t.Logf("n1 acknowledged writes again %s after the mesh returned", first.acked.Sub(back).Round(time.Millisecond))
+	cs, err := c.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Primary != "n1" || cs.Epoch != before.Epoch {
+		t.Fatalf("cluster-state moved from %+v to %+v across a mesh outage", before, cs)
+	}
+	w.halt()
+	w.checkNoneLost(t, n1.pg)
+	for _, a := range w.snapshot() {
+		if a.node == "n2" {
+			t.Fatalf("n2 acknowledged write %d: it was never primary", a.id)
+		}
+	}
+}
