@@ -378,6 +378,7 @@ func TestSettingsRoundTrip(t *testing.T) {
 		"nats_creds": "/c", "nats_ca": "/ca", "nats_cert": "/cert", "nats_key": "/key",
 		"http": "127.0.0.1:2", "replicas": "5", "sync_always": "false",
 		"store_timeout": "7s", "log_level": "warn", "heartbeat_staleness": "45s",
+		"name": "s1", "cluster_name": "hc", "cluster_listen": "127.0.0.1:3", "routes": "127.0.0.1:3,127.0.0.1:4",
 	}
 	cfg := config.DefaultServer()
 	keys, flags := map[string]bool{}, map[string]bool{}
@@ -405,5 +406,28 @@ func TestSettingsRoundTrip(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config set through every setting does not validate: %v", err)
+	}
+}
+
+func TestClusterSettingsAreCheckedTogether(t *testing.T) {
+	for _, tc := range []struct {
+		set  func(*config.Server)
+		want string
+	}{
+		{func(c *config.Server) { c.ClusterName = "hc"; c.Name = "s1"; c.ClusterListen = "127.0.0.1:6222" }, "setting routes"},
+		{func(c *config.Server) { c.ClusterName = "hc"; c.ClusterListen = "127.0.0.1:6222"; c.Routes = []string{"127.0.0.1:6222"} }, "setting name"},
+		{func(c *config.Server) { c.Routes = []string{"127.0.0.1:6222"} }, "setting cluster_name"},
+		{func(c *config.Server) { c.ClusterName = "hc"; c.Name = "s1"; c.ClusterListen = "nowhere"; c.Routes = []string{"a:1"} }, "setting cluster_listen"},
+	} {
+		cfg := config.DefaultServer()
+		tc.set(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error naming %q", err, tc.want)
+		}
+	}
+	cfg := config.DefaultServer()
+	cfg.ClusterName, cfg.Name, cfg.ClusterListen, cfg.Routes = "hc", "s1", "127.0.0.1:6222", []string{"127.0.0.1:6222", "127.0.0.1:6223"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("a complete cluster setting refused: %v", err)
 	}
 }

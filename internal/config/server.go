@@ -23,6 +23,14 @@ type Server struct {
 	DataDir string `json:"data_dir"`
 	// NATSListen is the embedded server's client address.
 	NATSListen string `json:"nats"`
+	// Name is this server's name, unique within a cluster.
+	Name string `json:"name"`
+	// ClusterName, ClusterListen and Routes make the embedded NATS servers
+	// of several harmony servers one JetStream cluster: each lists the
+	// route addresses of all members.
+	ClusterName   string   `json:"cluster_name"`
+	ClusterListen string   `json:"cluster_listen"`
+	Routes        []string `json:"routes"`
 	// NATSURLs, when set, use an external NATS instead of embedding one.
 	NATSURLs  []string `json:"nats_url"`
 	NATSCreds string   `json:"nats_creds"`
@@ -51,6 +59,7 @@ func DefaultServer() Server {
 	return Server{
 		DataDir:            "./harmony-data",
 		NATSListen:         "127.0.0.1:4222",
+		Name:               "harmony",
 		HTTP:               "127.0.0.1:8080",
 		Replicas:           1,
 		SyncAlways:         true,
@@ -73,6 +82,10 @@ func (c *Server) Settings() []Setting {
 	return []Setting{
 		stringSetting("data_dir", "data-dir", "directory of the embedded NATS server's storage", &c.DataDir),
 		stringSetting("nats", "nats", "client address of the embedded NATS server", &c.NATSListen),
+		stringSetting("name", "name", "this server's name, unique within a cluster", &c.Name),
+		stringSetting("cluster_name", "cluster-name", "join the embedded NATS servers of several harmony servers into this JetStream cluster", &c.ClusterName),
+		stringSetting("cluster_listen", "cluster-listen", "route address of this server's embedded NATS (host:port)", &c.ClusterListen),
+		listSetting("routes", "routes", "route addresses of all cluster members, comma-separated", &c.Routes),
 		listSetting("nats_url", "nats-url", "external NATS URLs, comma-separated (no embedded server then)", &c.NATSURLs),
 		stringSetting("nats_creds", "nats-creds", "NATS credentials file for an external NATS", &c.NATSCreds),
 		stringSetting("nats_ca", "nats-ca", "CA bundle that signs the external NATS servers' certificates", &c.NATSCA),
@@ -102,6 +115,25 @@ func (c *Server) Validate() error {
 		}
 		if err := checkAddr(c.NATSListen); err != nil {
 			bad("nats", "%v", err)
+		}
+		if err := ValidateDNSSubdomain(c.Name); err != nil {
+			bad("name", "%q: %v", c.Name, err)
+		}
+		if c.ClusterName != "" {
+			if err := ValidateDNSSubdomain(c.ClusterName); err != nil {
+				bad("cluster_name", "%q: %v", c.ClusterName, err)
+			}
+			if err := checkAddr(c.ClusterListen); err != nil {
+				bad("cluster_listen", "%v", err)
+			}
+			if len(c.Routes) == 0 {
+				bad("routes", "a cluster needs the route addresses of its members")
+			}
+			if c.Name == "harmony" {
+				bad("name", "every member of a cluster needs its own name (the default %q is for a single server)", c.Name)
+			}
+		} else if c.ClusterListen != "" || len(c.Routes) > 0 {
+			bad("cluster_name", "cluster_listen and routes need a cluster_name")
 		}
 	} else {
 		for _, u := range c.NATSURLs {

@@ -48,11 +48,14 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 			return fmt.Errorf("data dir: %w", err)
 		}
 		ns, err := mesh.StartServer(mesh.ServerConfig{
-			Name:       "harmony",
-			DataDir:    filepath.Join(cfg.DataDir, "nats"),
-			Listen:     cfg.NATSListen,
-			SyncAlways: cfg.SyncAlways,
-			Logger:     log.With("component", "nats"),
+			Name:          cfg.Name,
+			DataDir:       filepath.Join(cfg.DataDir, "nats"),
+			Listen:        cfg.NATSListen,
+			SyncAlways:    cfg.SyncAlways,
+			ClusterName:   cfg.ClusterName,
+			ClusterListen: cfg.ClusterListen,
+			Routes:        cfg.Routes,
+			Logger:        log.With("component", "nats"),
 		})
 		if err != nil {
 			return err
