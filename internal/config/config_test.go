@@ -415,9 +415,18 @@ func TestClusterSettingsAreCheckedTogether(t *testing.T) {
 		want string
 	}{
 		{func(c *config.Server) { c.ClusterName = "hc"; c.Name = "s1"; c.ClusterListen = "127.0.0.1:6222" }, "setting routes"},
-		{func(c *config.Server) { c.ClusterName = "hc"; c.ClusterListen = "127.0.0.1:6222"; c.Routes = []string{"127.0.0.1:6222"} }, "setting name"},
+		{func(c *config.Server) {
+			c.ClusterName = "hc"
+			c.ClusterListen = "127.0.0.1:6222"
+			c.Routes = []string{"127.0.0.1:6222"}
+		}, "setting name"},
 		{func(c *config.Server) { c.Routes = []string{"127.0.0.1:6222"} }, "setting cluster_name"},
-		{func(c *config.Server) { c.ClusterName = "hc"; c.Name = "s1"; c.ClusterListen = "nowhere"; c.Routes = []string{"a:1"} }, "setting cluster_listen"},
+		{func(c *config.Server) {
+			c.ClusterName = "hc"
+			c.Name = "s1"
+			c.ClusterListen = "nowhere"
+			c.Routes = []string{"a:1"}
+		}, "setting cluster_listen"},
 	} {
 		cfg := config.DefaultServer()
 		tc.set(&cfg)
