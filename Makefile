@@ -10,13 +10,20 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages whose tests run with the race detector (all of them, today).
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run test lint bench deps
+.PHONY: help build run test lint bench deps release
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## build bin/harmony (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/harmony ./cmd/harmony
+
+release: ## static binaries for linux amd64, arm64 and arm (Raspberry Pi) in dist/
+	@mkdir -p dist
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/harmony-linux-amd64 ./cmd/harmony
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/harmony-linux-arm64 ./cmd/harmony
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/harmony-linux-armv6 ./cmd/harmony
+	cd dist && sha256sum harmony-linux-* > SHA256SUMS
 
 run: build ## run everything on this machine (harmony dev)
 	./bin/harmony dev
