@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -168,14 +169,12 @@ func TestHAAgentRestartIsNotAFailover(t *testing.T) {
 	}
 	restarted := time.Now()
 	// Watch for three failover timeouts after the last restart.
-	deadline := restarted.Add(3 * failover.DefaultTimings().FailoverTimeout)
-	for time.Now().Before(deadline) {
-		cs, err := c.state()
-		if err == nil && (cs.Primary != "n1" || cs.Epoch != before.Epoch) {
-			t.Fatalf("cluster-state moved to %+v after agent restarts", cs)
+	retry.Holds(t, 3*failover.DefaultTimings().FailoverTimeout, func() error {
+		if cs, err := c.state(); err == nil && (cs.Primary != "n1" || cs.Epoch != before.Epoch) {
+			return fmt.Errorf("cluster-state moved to %+v after agent restarts", cs)
 		}
-		time.Sleep(50 * time.Millisecond) // polling the store, not synchronising
-	}
+		return nil
+	})
 	w.waitAck(t, "n1", restarted, 10*time.Second)
 	w.halt()
 	w.checkNoneLost(t, n1.pg)
@@ -309,13 +308,12 @@ func TestHAPauseHoldsFailover(t *testing.T) {
 		return nil
 	})
 	c.node("n1").crash()
-	deadline := time.Now().Add(4 * failover.FastTimings().FailoverTimeout)
-	for time.Now().Before(deadline) {
+	retry.Holds(t, 4*failover.FastTimings().FailoverTimeout, func() error {
 		if cs, err := c.state(); err == nil && cs.Primary != "n1" {
-			t.Fatalf("failover while paused: %+v", cs)
+			return fmt.Errorf("failover while paused: %+v", cs)
 		}
-		time.Sleep(50 * time.Millisecond) // polling the store, not synchronising
-	}
+		return nil
+	})
 	if out, err := c.cli("resume"); err != nil {
 		t.Fatalf("resume: %v %s", err, out)
 	}
@@ -428,13 +426,12 @@ func TestHAClockOffsetNeitherCausesNorMissesAFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * failover.DefaultTimings().FailoverTimeout)
-	for time.Now().Before(deadline) {
+	retry.Holds(t, 3*failover.DefaultTimings().FailoverTimeout, func() error {
 		if cs, err := c.state(); err == nil && cs.Epoch != before.Epoch {
-			t.Fatalf("spurious failover with a skewed clock: %+v", cs)
+			return fmt.Errorf("spurious failover with a skewed clock: %+v", cs)
 		}
-		time.Sleep(50 * time.Millisecond) // polling the store, not synchronising
-	}
+		return nil
+	})
 	c.createTable("n1")
 	w := c.startWriter()
 	w.waitAck(t, "n1", time.Now(), 10*time.Second)
@@ -496,7 +493,13 @@ func TestHAMeshOutageFencesAndRecovers(t *testing.T) {
 		return nil
 	})
 	t.Logf("n1 fenced %s after the mesh went away", time.Since(down).Round(time.Millisecond))
-	time.Sleep(2 * failover.DefaultTimings().FailoverTimeout) // the rest of the outage
+	// The rest of the outage: the primary stays fenced throughout.
+	retry.Holds(t, 2*failover.DefaultTimings().FailoverTimeout, func() error {
+		if running, _ := n1.pg.Running(); running {
+			return errors.New("n1's PostgreSQL runs again while the mesh is down")
+		}
+		return nil
+	})
 	back := time.Now()
 	c.startServer()
 	first := w.waitAck(t, "n1", back, time.Minute)

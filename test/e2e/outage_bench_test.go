@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
 func startBenchServerAt(b *testing.B, dataDir, natsListen string) *benchServer {
@@ -102,7 +105,14 @@ func BenchmarkOutageRecovery(b *testing.B) {
 				waitFor(b, 2*time.Minute, func() bool { before = revs(); return len(before) == n })
 
 				srv.stop()
-				time.Sleep(outage) // the outage itself
+				// The outage itself: nothing answers on the NATS port.
+				retry.Holds(b, outage, func() error {
+					if c, err := net.DialTimeout("tcp", listen, time.Second); err == nil {
+						c.Close()
+						return errors.New("the NATS port answers during the outage")
+					}
+					return nil
+				})
 				srv = startBenchServerAt(b, filepath.Join(dir, "server"), listen)
 				back := time.Now()
 				waitFor(b, 2*time.Minute, func() bool {

@@ -213,7 +213,15 @@ func TestOutageServerStoppedAndRestarted(t *testing.T) {
 				return nil
 			})
 		}
-		time.Sleep(outage) // the outage itself
+		// The outage itself: every agent keeps working from its cache.
+		retry.Holds(t, outage, func() error {
+			for id, a := range e.agents {
+				if code, v := a.health(); code != http.StatusServiceUnavailable {
+					return fmt.Errorf("%s /health %d %v during the outage", id, code, v)
+				}
+			}
+			return nil
+		})
 		e.startServer()
 		// The server accepts connections from here on (its readyz answered).
 		back := time.Now()
@@ -291,8 +299,14 @@ func TestOutageBlackholedLink(t *testing.T) {
 			noticed = time.Since(cut)
 			return nil
 		})
+		// The rest of the blackhole: the agent knows it is cut off.
 		if rest := hole - time.Since(cut); rest > 0 {
-			time.Sleep(rest) // the rest of the blackhole
+			retry.Holds(t, rest, func() error {
+				if code, v := a.health(); code != http.StatusServiceUnavailable {
+					return fmt.Errorf("/health %d %v while the link is blackholed", code, v)
+				}
+				return nil
+			})
 		}
 		before := e.heartbeatRevs(kv)["b1"]
 		healed := time.Now()

@@ -27,3 +27,25 @@ func Until(t testing.TB, timeout time.Duration, f func() error) {
 		}
 	}
 }
+
+// Holds calls f until d has passed, failing t at the first error: a
+// condition that must stay true for a while (no failover, still fenced),
+// checked with the same pacing as Until.
+func Holds(t testing.TB, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	pause := 5 * time.Millisecond
+	for {
+		if err := f(); err != nil {
+			t.Fatalf("condition broke %s before the end of its %s: %v", time.Until(deadline).Round(time.Millisecond), d, err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(pause, left))
+		if pause < 200*time.Millisecond {
+			pause *= 2
+		}
+	}
+}
