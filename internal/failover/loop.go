@@ -60,19 +60,12 @@ func DecodeState(e store.Entry) (ClusterState, StateRecord, error) {
 	return ClusterState{Primary: v.Primary, Sync: v.Sync, Epoch: v.Epoch, Paused: v.Paused, Handoff: v.Handoff, Rev: e.Revision}, v, nil
 }
 
-func decodeState(e store.Entry) (ClusterState, error) {
-	cs, _, err := DecodeState(e)
-	return cs, err
-}
-
 // EncodeState is the stored form of cs.
 func EncodeState(cs ClusterState, reason string) []byte {
 	b, _ := json.Marshal(StateRecord{V: 1, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Paused: cs.Paused, Handoff: cs.Handoff,
 		Since: time.Now().UTC(), Reason: reason})
 	return b
 }
-
-func encodeState(cs ClusterState, reason string) []byte { return EncodeState(cs, reason) }
 
 // SwitchoverRequest asks the primary of Epoch to hand over to To.
 type SwitchoverRequest struct {
@@ -93,7 +86,7 @@ type EventRecord struct {
 // Bootstrap names the first primary and its synchronous standby when the
 // cluster has no state yet; an existing state is left alone.
 func Bootstrap(ctx context.Context, kv store.KV, primary, sync string) error {
-	_, err := kv.Create(ctx, KeyClusterState, encodeState(ClusterState{Primary: primary, Sync: sync, Epoch: 1}, "bootstrap"))
+	_, err := kv.Create(ctx, KeyClusterState, EncodeState(ClusterState{Primary: primary, Sync: sync, Epoch: 1}, "bootstrap"))
 	if errors.Is(err, store.ErrConflict) {
 		return nil
 	}
@@ -239,7 +232,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	e, err := l.kv.Get(rctx, KeyClusterState)
 	rcancel()
 	if err == nil {
-		start.CS, err = decodeState(e)
+		start.CS, _, err = DecodeState(e)
 	}
 	if err != nil {
 		start.Result = ResultUnreachable
@@ -363,7 +356,7 @@ func (l *Loop) watch(ctx context.Context, filter string) {
 				if ev.Replayed {
 					continue
 				}
-				cs, err := decodeState(ev.Entry)
+				cs, _, err := DecodeState(ev.Entry)
 				if err != nil {
 					l.log.Warn("unreadable cluster-state ignored", "err", err)
 					continue
@@ -477,7 +470,18 @@ func (l *Loop) readState(ctx context.Context) (ClusterState, error) {
 	if err != nil {
 		return ClusterState{}, err
 	}
-	return decodeState(e)
+	cs, _, err := DecodeState(e)
+	return cs, err
+}
+
+// casState writes next over the cluster-state revision base, bounded by one
+// step, and returns it with its new revision.
+func (l *Loop) casState(ctx context.Context, next ClusterState, reason string, base uint64) (ClusterState, error) {
+	wctx, cancel := l.step(ctx)
+	defer cancel()
+	rev, err := l.kv.Update(wctx, KeyClusterState, EncodeState(next, reason), base)
+	next.Rev = rev
+	return next, err
 }
 
 func (l *Loop) startPG(ctx context.Context) error {
@@ -609,8 +613,7 @@ func (l *Loop) promote(ctx context.Context, a Action) Event {
 			return ev
 		}
 	}
-	cs := ClusterState{Primary: l.cfg.Node, Epoch: a.Epoch}
-	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(cs, "primary heartbeat stale"), a.BaseRev)
+	cs, err := l.casState(ctx, ClusterState{Primary: l.cfg.Node, Epoch: a.Epoch}, "primary heartbeat stale", a.BaseRev)
 	if err != nil {
 		ev.Result = classify(err)
 		if ev.Result == ResultConflict {
@@ -618,7 +621,6 @@ func (l *Loop) promote(ctx context.Context, a Action) Event {
 		}
 		return ev
 	}
-	cs.Rev = rev
 	ev.Result, ev.CS = ResultOK, cs
 	l.log.Info("won the promotion", "epoch", a.Epoch)
 	return ev
@@ -677,14 +679,11 @@ func (l *Loop) setSync(ctx context.Context, a Action) Event {
 		// promotable; only then may commits be acknowledged without it.
 		next := cs
 		next.Sync, next.Handoff = "", false
-		wctx, cancel := l.step(ctx)
-		rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "synchronous standby "+cs.Sync+" stopped streaming"), cs.Rev)
-		cancel()
+		next, err := l.casState(ctx, next, "synchronous standby "+cs.Sync+" stopped streaming", cs.Rev)
 		if err != nil {
 			ev.Result = classify(err)
 			return ev
 		}
-		next.Rev = rev
 		ev.CS = next
 		l.log.Warn("synchronous standby stopped streaming; acknowledging alone until another is named", "standby", cs.Sync)
 	}
@@ -702,16 +701,12 @@ func (l *Loop) setSync(ctx context.Context, a Action) Event {
 		return ev
 	}
 	next := cs
-	next.Sync = a.Target
-	next.Handoff = false
-	wctx, cancel := l.step(ctx)
-	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "synchronous standby "+a.Target), cs.Rev)
-	cancel()
+	next.Sync, next.Handoff = a.Target, false
+	next, err = l.casState(ctx, next, "synchronous standby "+a.Target, cs.Rev)
 	if err != nil {
 		ev.Result = classify(err)
 		return ev
 	}
-	next.Rev = rev
 	ev.CS, ev.Result = next, ResultOK
 	l.log.Info("synchronous standby named", "standby", a.Target)
 	return ev
@@ -774,17 +769,14 @@ func (l *Loop) handOff(ctx context.Context, a Action) Event {
 	}
 	ev := Event{Kind: EvActionDone, Action: ActHandOff}
 	cur := l.Node().CS
-	next := ClusterState{Primary: a.Target, Epoch: a.Epoch, Handoff: true, Paused: cur.Paused}
-	wctx, cancel := l.step(ctx)
-	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(next, "switchover from "+l.cfg.Node+" to "+a.Target), a.BaseRev)
-	cancel()
+	next, err := l.casState(ctx, ClusterState{Primary: a.Target, Epoch: a.Epoch, Handoff: true, Paused: cur.Paused},
+		"switchover from "+l.cfg.Node+" to "+a.Target, a.BaseRev)
 	if err != nil {
 		ev.Result = classify(err)
 		ev.CS, _ = l.readState(ctx) // the outcome decides; an unread state (Rev 0) is ignored
 		l.log.Warn("switchover: cluster-state not updated", "err", err)
 		return ev
 	}
-	next.Rev = rev
 	ev.Result, ev.CS = ResultOK, next
 	l.log.Info("switchover: handed the primary role over", "to", a.Target, "epoch", a.Epoch)
 	return ev
@@ -861,9 +853,7 @@ func (l *Loop) unfence(ctx context.Context, a Action) Event {
 	if cs.Primary != l.cfg.Node || cs.Rev != a.BaseRev {
 		return Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultConflict, CS: cs}
 	}
-	wctx, cancel := l.step(ctx)
-	rev, err := l.kv.Update(wctx, KeyClusterState, encodeState(cs, "primary "+l.cfg.Node+" unfenced"), cs.Rev)
-	cancel()
+	cs, err = l.casState(ctx, cs, "primary "+l.cfg.Node+" unfenced", cs.Rev)
 	if err != nil {
 		ev := Event{Kind: EvActionDone, Action: ActUnfence, Result: classify(err)}
 		if ev.Result == ResultConflict {
@@ -871,7 +861,6 @@ func (l *Loop) unfence(ctx context.Context, a Action) Event {
 		}
 		return ev
 	}
-	cs.Rev = rev
 	if err := l.startPG(ctx); err != nil {
 		l.log.Error("unfence: PostgreSQL did not start; standing aside", "err", err)
 		return Event{Kind: EvActionDone, Action: ActUnfence, Result: ResultFailed, CS: cs}
