@@ -252,7 +252,7 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 	rs := e.res[key]
 	if rs == nil || rs.gen != d.Generation {
 		prev := rs
-		rs = &resState{gen: d.Generation, bo: newBackoff(e.a.cfg.RetryInitial.Std(), e.a.cfg.RetryMax.Std())}
+		rs = &resState{gen: d.Generation, bo: resourceRetry(e.a.cfg).backoff()}
 		if prev != nil {
 			rs.phase, rs.since = prev.phase, prev.since
 		}

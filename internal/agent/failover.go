@@ -2,11 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -71,20 +68,8 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 		if err != nil {
 			return fmt.Errorf("failover.http: %w", err)
 		}
-		srv := &http.Server{Handler: loop.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		log.Info("failover endpoints listening", "http", "http://"+ln.Addr().String())
-		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+		g.Go(func() error { return serve(ctx, ln, loop.Handler()) })
 	}
 	return g.Wait()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
 
@@ -29,6 +30,12 @@ type retryPolicy struct {
 	initial, max time.Duration
 	mult, jitter float64
 	retries      *prometheus.CounterVec
+}
+
+// resourceRetry paces a failing resource (retry_initial up to retry_max,
+// doubling, +/-20 %).
+func resourceRetry(cfg config.Agent) retryPolicy {
+	return retryPolicy{initial: cfg.RetryInitial.Std(), max: cfg.RetryMax.Std(), mult: 2, jitter: 0.2}
 }
 
 func (p retryPolicy) backoff() *backoff.ExponentialBackOff {
@@ -227,7 +234,12 @@ func (a *Agent) serveHTTP(ctx context.Context, ln net.Listener) error {
 		_ = json.NewEncoder(w).Encode(v)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return serve(ctx, ln, mux)
+}
+
+// serve serves h on ln until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
