@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -34,6 +35,7 @@ type handler struct {
 
 	mu         sync.Mutex
 	staleSince time.Time // zero while the store answers
+	probeErr   error     // why the last probe failed
 }
 
 // probeStore asks the store every second whether it answers; while it does
@@ -42,17 +44,20 @@ func (h *handler) probeStore(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		ok := h.nc.IsConnected()
-		if ok {
+		var err error
+		if h.nc.IsConnected() {
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := h.js.AccountInfo(pctx)
+			_, err = h.js.AccountInfo(pctx)
 			cancel()
-			ok = err == nil
+		} else {
+			err = errors.New("not connected to NATS (" + h.nc.Status().String() + ")")
 		}
 		if ctx.Err() != nil {
 			return
 		}
+		ok := err == nil
 		h.mu.Lock()
+		h.probeErr = err
 		switch {
 		case !ok && h.staleSince.IsZero():
 			h.staleSince = time.Now()
@@ -154,16 +159,16 @@ func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readiness lists why the server is not ready; empty means ready.
-func (h *handler) readiness(ctx context.Context) []string {
+func (h *handler) readiness() []string {
 	var reasons []string
 	if !h.nc.IsConnected() {
 		reasons = append(reasons, "store: not connected to NATS ("+h.nc.Status().String()+")")
-	} else {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if _, err := h.js.AccountInfo(ctx); err != nil {
-			reasons = append(reasons, "store: JetStream not answering: "+err.Error())
-		}
+	} else if since := h.stale(); !since.IsZero() {
+		// The store probe (every second) found JetStream not answering.
+		h.mu.Lock()
+		err := h.probeErr
+		h.mu.Unlock()
+		reasons = append(reasons, fmt.Sprintf("store: JetStream not answering since %s: %v", since.UTC().Format(time.RFC3339), err))
 	}
 	if h.op.Phase() != operator.Converged {
 		reasons = append(reasons, "operator: "+string(h.op.Phase())+": "+h.op.Progress())
@@ -173,7 +178,7 @@ func (h *handler) readiness(ctx context.Context) []string {
 
 // readyz: 200 only when the store answers and the operator has converged.
 func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
-	reasons := h.readiness(r.Context())
+	reasons := h.readiness()
 	body := map[string]any{"ready": len(reasons) == 0, "operator": h.op.Phase()}
 	if len(reasons) > 0 {
 		body["reasons"] = reasons
@@ -219,7 +224,7 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'self'")
 	err := statusPage.Execute(w, map[string]any{
 		"Version": buildinfo.Version, "Commit": buildinfo.Commit, "Phase": h.op.Phase(),
-		"Reasons": h.readiness(r.Context()), "Buckets": rows, "Stale": staleText(h.stale()),
+		"Reasons": h.readiness(), "Buckets": rows, "Stale": staleText(h.stale()),
 	})
 	if err != nil {
 		http.Error(w, fmt.Sprintf("render: %v", err), http.StatusInternalServerError)
