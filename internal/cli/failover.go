@@ -63,6 +63,27 @@ func (f *failoverFlags) open(ctx context.Context) (store.KV, func(), error) {
 	return kv, nc.Close, nil
 }
 
+// session opens the bucket under the command's timeout; done releases
+// both.
+func (f *failoverFlags) session(ctx context.Context) (context.Context, store.KV, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	kv, closer, err := f.open(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, kv, func() { closer(); cancel() }, nil
+}
+
+// readState reads and decodes cluster-state (Rev is its revision).
+func readState(ctx context.Context, kv store.KV) (failover.ClusterState, failover.StateRecord, error) {
+	e, err := kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		return failover.ClusterState{}, failover.StateRecord{}, fmt.Errorf("cluster-state: %w", err)
+	}
+	return failover.DecodeState(e)
+}
+
 func newFailoverCmd(stdout io.Writer) *cobra.Command {
 	var f failoverFlags
 	cmd := &cobra.Command{
@@ -112,18 +133,12 @@ type clusterView struct {
 }
 
 func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	kv, closer, err := f.open(ctx)
+	ctx, kv, done, err := f.session(ctx)
 	if err != nil {
 		return err
 	}
-	defer closer()
-	e, err := kv.Get(ctx, failover.KeyClusterState)
-	if err != nil {
-		return fmt.Errorf("cluster-state: %w", err)
-	}
-	cs, rec, err := failover.DecodeState(e)
+	defer done()
+	cs, rec, err := readState(ctx, kv)
 	if err != nil {
 		return err
 	}
@@ -182,13 +197,11 @@ type historyRow struct {
 }
 
 func failoverHistory(ctx context.Context, f *failoverFlags, w io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	kv, closer, err := f.open(ctx)
+	ctx, kv, done, err := f.session(ctx)
 	if err != nil {
 		return err
 	}
-	defer closer()
+	defer done()
 	entries, err := kv.History(ctx, failover.KeyClusterState)
 	if err != nil {
 		return err
@@ -225,18 +238,12 @@ func failoverSwitchover(ctx context.Context, f *failoverFlags, to string, w io.W
 	if to == "" {
 		return usageError{errors.New("--to is required")}
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	kv, closer, err := f.open(ctx)
+	ctx, kv, done, err := f.session(ctx)
 	if err != nil {
 		return err
 	}
-	defer closer()
-	e, err := kv.Get(ctx, failover.KeyClusterState)
-	if err != nil {
-		return fmt.Errorf("cluster-state: %w", err)
-	}
-	cs, _, err := failover.DecodeState(e)
+	defer done()
+	cs, _, err := readState(ctx, kv)
 	if err != nil {
 		return err
 	}
@@ -293,19 +300,13 @@ func putKey(ctx context.Context, kv store.KV, key string, value []byte) error {
 // failoverPause sets or clears the pause flag by compare-and-set, keeping
 // everything else of cluster-state.
 func failoverPause(ctx context.Context, f *failoverFlags, paused bool, w io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	kv, closer, err := f.open(ctx)
+	ctx, kv, done, err := f.session(ctx)
 	if err != nil {
 		return err
 	}
-	defer closer()
+	defer done()
 	for {
-		e, err := kv.Get(ctx, failover.KeyClusterState)
-		if err != nil {
-			return fmt.Errorf("cluster-state: %w", err)
-		}
-		cs, _, err := failover.DecodeState(e)
+		cs, _, err := readState(ctx, kv)
 		if err != nil {
 			return err
 		}
@@ -314,7 +315,7 @@ func failoverPause(ctx context.Context, f *failoverFlags, paused bool, w io.Writ
 			return nil
 		}
 		cs.Paused = paused
-		_, err = kv.Update(ctx, failover.KeyClusterState, failover.EncodeState(cs, "automatic failover "+pausedWord(paused)+" by an operator"), e.Revision)
+		_, err = kv.Update(ctx, failover.KeyClusterState, failover.EncodeState(cs, "automatic failover "+pausedWord(paused)+" by an operator"), cs.Rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue // the cluster changed meanwhile: apply to the new value
 		}
