@@ -19,7 +19,6 @@ import (
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
-	"github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
@@ -41,19 +40,8 @@ func startFleet(t *testing.T) *fleet {
 // fleetOn ensures the fleet buckets on srv and opens them.
 func fleetOn(t *testing.T, srv *mesh.Server) *fleet {
 	t.Helper()
-	nc := meshtest.Connect(t, srv)
-	st, err := store.NewNATS(nc, store.NATSOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fleet{srv: srv, kvs: map[string]store.KV{}, close: nc.Close}
-	for _, b := range server.FleetBuckets(config.DefaultServer()) {
-		kv, err := st.Ensure(context.Background(), b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.kvs[b.Name] = kv
-	}
+	f := fleetAt(t, srv.ClientURL())
+	f.srv = srv
 	return f
 }
 

@@ -158,6 +158,7 @@ func fleetAt(t *testing.T, url string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(nc.Close)
 	st, err := store.NewNATS(nc, store.NATSOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -425,6 +425,16 @@ func (w *writer) run(ctx context.Context, node, conninfo string) {
 	}
 }
 
+// startWriting creates the table on primary, starts the writer and waits
+// for primary's first acknowledgement.
+func (c *haCluster) startWriting(primary string) *writer {
+	c.t.Helper()
+	c.createTable(primary)
+	w := c.startWriter()
+	w.waitAck(c.t, primary, time.Now(), 10*time.Second)
+	return w
+}
+
 // halt stops the writer; acknowledgements after this are not counted.
 func (w *writer) halt() {
 	if w.stop.Swap(true) {

@@ -55,9 +55,7 @@ func TestHAKillPrimary(t *testing.T) {
 			t.Errorf("%s %s: %d, want %d", probe.n.name, probe.path, got, probe.want)
 		}
 	}
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 
 	fault := time.Now()
 	n1.crash()
@@ -90,9 +88,7 @@ func TestHAPartitionedPrimaryFencesFirst(t *testing.T) {
 	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
 	n1, n2 := c.node("n1"), c.node("n2")
 	c.waitPrimary("n1", true, time.Minute)
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 
 	fault := time.Now()
 	n1.proxy.Cut()
@@ -123,9 +119,7 @@ func TestHAFrozenPrimaryAcknowledgesNothingAfterResume(t *testing.T) {
 	c := newHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
 	n1, n2 := c.node("n1"), c.node("n2")
 	c.waitPrimary("n1", true, time.Minute)
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 
 	freeze := time.Now()
 	n1.signalAll(syscall.SIGSTOP)
@@ -234,9 +228,7 @@ func TestHASwitchoverLosesNothing(t *testing.T) {
 	n2 := c.node("n2")
 	c.waitPrimary("n1", true, time.Minute)
 	waitEndpoint(t, n2, "/replica", 30*time.Second)
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 	if out, err := c.cli("switchover", "--to", "n1"); err == nil {
 		t.Fatalf("switchover to the primary itself succeeded: %s", out)
 	}
@@ -388,9 +380,7 @@ func TestHASyncStandbyLossDoesNotBlockCommits(t *testing.T) {
 	cs := c.waitPrimary("n1", true, time.Minute)
 	other := map[string]string{"n2": "n3", "n3": "n2"}[cs.Sync]
 	waitEndpoint(t, c.node(other), "/replica", 30*time.Second)
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 	c.node(cs.Sync).crash()
 	lost := time.Now()
 	retry.Until(t, 30*time.Second, func() error {
@@ -432,9 +422,7 @@ func TestHAClockOffsetNeitherCausesNorMissesAFailover(t *testing.T) {
 		}
 		return nil
 	})
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 	fault := time.Now()
 	n1.crash()
 	first := w.waitAck(t, "n2", fault, 30*time.Second)
@@ -452,9 +440,7 @@ func TestHAPrimaryPostgresDiesForGood(t *testing.T) {
 	n1, n2 := c.node("n1"), c.node("n2")
 	c.waitPrimary("n1", true, time.Minute)
 	waitEndpoint(t, n2, "/replica", 30*time.Second)
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 	conf := filepath.Join(n1.pg.DataDir, "postgresql.conf")
 	if err := os.Rename(conf, conf+".broken"); err != nil {
 		t.Fatal(err)
@@ -481,9 +467,7 @@ func TestHAMeshOutageFencesAndRecovers(t *testing.T) {
 	n1 := c.node("n1")
 	before := c.waitPrimary("n1", true, time.Minute)
 	waitEndpoint(t, c.node("n2"), "/replica", 30*time.Second)
-	c.createTable("n1")
-	w := c.startWriter()
-	w.waitAck(t, "n1", time.Now(), 10*time.Second)
+	w := c.startWriting("n1")
 	c.stopServer()
 	down := time.Now()
 	retry.Until(t, 30*time.Second, func() error {

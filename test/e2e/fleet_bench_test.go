@@ -40,23 +40,7 @@ type benchServer struct {
 }
 
 func startBenchServer(b *testing.B, dataDir string) *benchServer {
-	cfg := config.DefaultServer()
-	cfg.DataDir = dataDir
-	cfg.NATSListen = "127.0.0.1:0"
-	cfg.HTTP = "127.0.0.1:0"
-	cfg.HeartbeatStaleness = config.Duration(30 * time.Second)
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan server.Info, 1)
-	go func() {
-		s.done <- server.Run(ctx, cfg, slog.New(slog.DiscardHandler), server.Options{OnReady: func(i server.Info) { ready <- i }})
-	}()
-	select {
-	case s.info = <-ready:
-	case err := <-s.done:
-		b.Fatalf("server: %v", err)
-	}
-	return s
+	return startBenchServerAt(b, dataDir, "127.0.0.1:0")
 }
 
 func (s *benchServer) stop() { s.cancel(); <-s.done }

@@ -22,12 +22,14 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
+// startBenchServerAt runs the server's composition root in this process,
+// its embedded NATS on natsListen (fixed, so it can be restarted there).
 func startBenchServerAt(b *testing.B, dataDir, natsListen string) *benchServer {
 	cfg := config.DefaultServer()
 	cfg.DataDir = dataDir
 	cfg.NATSListen = natsListen
 	cfg.HTTP = "127.0.0.1:0"
-	cfg.HeartbeatStaleness = config.Duration(time.Minute)
+	cfg.HeartbeatStaleness = config.Duration(30 * time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan server.Info, 1)
