@@ -496,23 +496,25 @@ func (l *Loop) startPG(ctx context.Context) error {
 func (l *Loop) beat(ctx context.Context) Event {
 	n := l.Node()
 	ev := Event{Kind: EvBeatResult}
-	var pos pg.Position
+	var obs pg.Observation
 	if n.Status != StatusFenced {
+		// One connection per beat: position, and on a primary its standbys.
 		hctx, cancel := l.step(ctx)
-		p, err := l.cfg.PG.WALPosition(hctx)
+		o, err := l.cfg.PG.Observe(hctx)
 		cancel()
 		l.mu.Lock()
 		l.lastOK = err == nil
 		if err == nil {
-			l.pos = p
+			l.pos = o.Position
 		}
 		l.mu.Unlock()
 		if err != nil {
 			ev.Result = ResultUnhealthy
 			return ev
 		}
-		pos = p
+		obs = o
 	}
+	pos := obs.Position
 	var lag uint64
 	if n.Status == StatusReplica || n.Status == StatusFailed {
 		l.mu.Lock()
@@ -567,16 +569,12 @@ func (l *Loop) beat(ctx context.Context) Event {
 	}
 	l.hbRev = rev
 	if n.Status == StatusPrimary {
-		sctx, cancel := l.step(ctx)
-		defer cancel()
-		if sb, err := l.cfg.PG.Standbys(sctx); err == nil {
-			for _, s := range sb {
-				if s.State == "streaming" {
-					ev.Standbys = append(ev.Standbys, s.Name)
-				}
+		for _, s := range obs.Standbys {
+			if s.State == "streaming" {
+				ev.Standbys = append(ev.Standbys, s.Name)
 			}
 		}
-		ev.PGSync, _ = l.cfg.PG.SyncStandby(sctx)
+		ev.PGSync = obs.Sync
 	}
 	ev.Result = ResultOK
 	return ev

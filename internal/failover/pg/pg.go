@@ -125,6 +125,8 @@ type Position struct {
 	Timeline uint32
 	// NextXID is the next transaction id to be assigned (on a replica: as
 	// far as it has replayed).
+	// Replica: the instance is in recovery.
+	Replica bool
 	NextXID uint64
 }
 
@@ -135,7 +137,12 @@ func (i *Instance) WALPosition(ctx context.Context) (Position, error) {
 		return Position{}, err
 	}
 	defer c.Close(context.Background())
+	return walPosition(ctx, c)
+}
+
+func walPosition(ctx context.Context, c *pgx.Conn) (Position, error) {
 	var p Position
+	var err error
 	var inRecovery bool
 	var lsn, xid int64
 	var tli int32
@@ -151,8 +158,36 @@ func (i *Instance) WALPosition(ctx context.Context) (Position, error) {
 			('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int,
 			pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&lsn, &tli, &xid)
 	}
-	p.LSN, p.Timeline, p.NextXID = uint64(lsn), uint32(tli), uint64(xid)
+	p.LSN, p.Timeline, p.NextXID, p.Replica = uint64(lsn), uint32(tli), uint64(xid), inRecovery
 	return p, err
+}
+
+// Observation is what one heartbeat needs to know of the instance.
+type Observation struct {
+	Position
+	// Primary only: the replicas streaming from it and the synchronous
+	// standby it is configured to wait for.
+	Standbys []Standby
+	Sync     string
+}
+
+// Observe reads, over one connection, the WAL position and, on a primary,
+// its standbys and synchronous standby setting. Only a failure to read the
+// position is an error.
+func (i *Instance) Observe(ctx context.Context) (Observation, error) {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return Observation{}, err
+	}
+	defer c.Close(context.Background())
+	var o Observation
+	if o.Position, err = walPosition(ctx, c); err != nil || o.Replica {
+		return o, err
+	}
+	// Health is the position; these two only inform (unread: empty).
+	o.Standbys, _ = standbys(ctx, c)
+	o.Sync, _ = syncStandby(ctx, c)
+	return o, nil
 }
 
 // Healthy runs a trivial query.
@@ -258,6 +293,10 @@ func (i *Instance) SyncStandby(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer c.Close(context.Background())
+	return syncStandby(ctx, c)
+}
+
+func syncStandby(ctx context.Context, c *pgx.Conn) (string, error) {
 	var v string
 	if err := c.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&v); err != nil {
 		return "", err
@@ -281,6 +320,10 @@ func (i *Instance) Standbys(ctx context.Context) ([]Standby, error) {
 		return nil, err
 	}
 	defer c.Close(context.Background())
+	return standbys(ctx, c)
+}
+
+func standbys(ctx context.Context, c *pgx.Conn) ([]Standby, error) {
 	rows, err := c.Query(ctx, `SELECT application_name, state, sync_state, COALESCE((flush_lsn - '0/0')::bigint, 0)
 		FROM pg_stat_replication ORDER BY application_name`)
 	if err != nil {
