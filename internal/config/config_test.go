@@ -379,6 +379,7 @@ func TestSettingsRoundTrip(t *testing.T) {
 		"http": "127.0.0.1:2", "replicas": "5", "sync_always": "false",
 		"store_timeout": "7s", "log_level": "warn", "heartbeat_staleness": "45s",
 		"name": "s1", "cluster_name": "hc", "cluster_listen": "127.0.0.1:3", "routes": "127.0.0.1:3,127.0.0.1:4",
+		"cluster_advertise": "10.0.0.1:6222", "client_advertise": "10.0.0.1:4222", "no_advertise": "true",
 	}
 	cfg := config.DefaultServer()
 	keys, flags := map[string]bool{}, map[string]bool{}
@@ -427,6 +428,12 @@ func TestClusterSettingsAreCheckedTogether(t *testing.T) {
 			c.ClusterListen = "nowhere"
 			c.Routes = []string{"a:1"}
 		}, "setting cluster_listen"},
+		{func(c *config.Server) { c.NoAdvertise = true }, "setting cluster_name"},
+		{func(c *config.Server) {
+			c.ClusterName, c.Name, c.ClusterListen, c.Routes = "hc", "s1", "127.0.0.1:6222", []string{"a:1"}
+			c.ClusterAdvertise = "no port"
+		}, "setting cluster_advertise"},
+		{func(c *config.Server) { c.ClientAdvertise = "10.0.0.1" }, "setting client_advertise"},
 	} {
 		cfg := config.DefaultServer()
 		tc.set(&cfg)

@@ -15,6 +15,8 @@ type Buckets struct {
 	DeviceState     string `json:"device_state"`
 	DeviceHeartbeat string `json:"device_heartbeat"`
 	DeviceLabels    string `json:"device_labels"`
+	// Leases holds the servers' leases on once-only work.
+	Leases string `json:"leases"`
 }
 
 // Server is the configuration of `harmony server`.
@@ -31,6 +33,14 @@ type Server struct {
 	ClusterName   string   `json:"cluster_name"`
 	ClusterListen string   `json:"cluster_listen"`
 	Routes        []string `json:"routes"`
+	// ClusterAdvertise is the route address the other members are told to
+	// use for this server when it differs from ClusterListen (NAT, a proxy).
+	ClusterAdvertise string `json:"cluster_advertise"`
+	// ClientAdvertise is the client address NATS tells clients about;
+	// NoAdvertise stops telling clients about the other members at all,
+	// so they use only the URLs they were configured with.
+	ClientAdvertise string `json:"client_advertise"`
+	NoAdvertise     bool   `json:"no_advertise"`
 	// NATSURLs, when set, use an external NATS instead of embedding one.
 	NATSURLs  []string `json:"nats_url"`
 	NATSCreds string   `json:"nats_creds"`
@@ -73,6 +83,7 @@ func DefaultServer() Server {
 			DeviceState:     "device-state",
 			DeviceHeartbeat: "device-heartbeat",
 			DeviceLabels:    "device-labels",
+			Leases:          "leases",
 		},
 	}
 }
@@ -86,6 +97,9 @@ func (c *Server) Settings() []Setting {
 		stringSetting("cluster_name", "cluster-name", "join the embedded NATS servers of several harmony servers into this JetStream cluster", &c.ClusterName),
 		stringSetting("cluster_listen", "cluster-listen", "route address of this server's embedded NATS (host:port)", &c.ClusterListen),
 		listSetting("routes", "routes", "route addresses of all cluster members, comma-separated", &c.Routes),
+		stringSetting("cluster_advertise", "cluster-advertise", "route address the other members should use for this server (host:port), when not cluster_listen", &c.ClusterAdvertise),
+		stringSetting("client_advertise", "client-advertise", "client address NATS tells clients about (host:port), when not nats", &c.ClientAdvertise),
+		boolSetting("no_advertise", "no-advertise", "do not tell clients about the other cluster members; they use only their configured URLs", &c.NoAdvertise),
 		listSetting("nats_url", "nats-url", "external NATS URLs, comma-separated (no embedded server then)", &c.NATSURLs),
 		stringSetting("nats_creds", "nats-creds", "NATS credentials file for an external NATS", &c.NATSCreds),
 		stringSetting("nats_ca", "nats-ca", "CA bundle that signs the external NATS servers' certificates", &c.NATSCA),
@@ -129,11 +143,21 @@ func (c *Server) Validate() error {
 			if len(c.Routes) == 0 {
 				bad("routes", "a cluster needs the route addresses of its members")
 			}
+			if c.ClusterAdvertise != "" {
+				if err := checkAddr(c.ClusterAdvertise); err != nil {
+					bad("cluster_advertise", "%v", err)
+				}
+			}
 			if c.Name == "harmony" {
 				bad("name", "every member of a cluster needs its own name (the default %q is for a single server)", c.Name)
 			}
-		} else if c.ClusterListen != "" || len(c.Routes) > 0 {
-			bad("cluster_name", "cluster_listen and routes need a cluster_name")
+		} else if c.ClusterListen != "" || len(c.Routes) > 0 || c.ClusterAdvertise != "" || c.NoAdvertise {
+			bad("cluster_name", "cluster_listen, routes, cluster_advertise and no_advertise need a cluster_name")
+		}
+		if c.ClientAdvertise != "" {
+			if err := checkAddr(c.ClientAdvertise); err != nil {
+				bad("client_advertise", "%v", err)
+			}
 		}
 	} else {
 		for _, u := range c.NATSURLs {
@@ -163,6 +187,7 @@ func (c *Server) Validate() error {
 		"buckets.deployments": c.Buckets.Deployments, "buckets.desired_state": c.Buckets.DesiredState,
 		"buckets.device_info": c.Buckets.DeviceInfo, "buckets.device_state": c.Buckets.DeviceState,
 		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat, "buckets.device_labels": c.Buckets.DeviceLabels,
+		"buckets.leases": c.Buckets.Leases,
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)

@@ -33,6 +33,18 @@ type ServerConfig struct {
 	ClusterName   string
 	ClusterListen string
 	Routes        []string
+	// ClusterAdvertise is the route address given to the other members
+	// ("" = ClusterListen); ClientAdvertise the client address given to
+	// clients ("" = Listen); NoAdvertise keeps the other members' client
+	// addresses from clients.
+	ClusterAdvertise string
+	ClientAdvertise  string
+	NoAdvertise      bool
+	// LameDuck bounds a clustered server's graceful stop: it stops taking
+	// clients, hands its stream leaderships to the other members, and
+	// closes its client connections spread over this time so that they
+	// move to the other members without a storm (default 3s).
+	LameDuck time.Duration
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines (discarded when nil).
@@ -90,6 +102,7 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		NoLog:      cfg.Logger == nil,
 		MaxPayload: 8 << 20,
 	}
+	opts.ClientAdvertise = cfg.ClientAdvertise
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {
@@ -110,7 +123,13 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mesh: cluster listen address %q: %w", cfg.ClusterListen, err)
 		}
-		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port}
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port,
+			Advertise: cfg.ClusterAdvertise, NoAdvertise: cfg.NoAdvertise}
+		opts.LameDuckDuration = cfg.LameDuck
+		if opts.LameDuckDuration <= 0 {
+			opts.LameDuckDuration = 3 * time.Second
+		}
+		opts.LameDuckGracePeriod = opts.LameDuckDuration / 6
 		for _, r := range cfg.Routes {
 			if !strings.Contains(r, "://") {
 				r = "nats-route://" + r
@@ -150,8 +169,15 @@ func (s *Server) ClientURL() string {
 // inspect cluster state (stream leaders).
 func (s *Server) NATS() *server.Server { return s.ns }
 
-// Shutdown stops the server and waits until it has stopped.
+// Shutdown stops the server and waits until it has stopped. A clustered
+// server goes through lame-duck mode first: its stream leaderships move to
+// the other members before it stops, so that their streams stay writable
+// instead of waiting out an election (4 to 9 s in nats-server), and its
+// clients are moved off gradually.
 func (s *Server) Shutdown() {
+	if s.cfg.ClusterName != "" && s.cfg.Listen != "" {
+		s.ns.LameDuckShutdown()
+	}
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }

@@ -50,6 +50,10 @@ type Options struct {
 	// Render turns rendering (and orphan removal) on; a read-only operator
 	// only aggregates.
 	Render bool
+	// Lease, when set, must be held for orphans to be removed: with several
+	// servers each running the operator, one of them collects (nil: this
+	// operator is the only one).
+	Lease interface{ Held() bool }
 	// OrphanGrace is how long a desired-state key must stay unrendered
 	// before it is removed (default 2s).
 	OrphanGrace time.Duration
@@ -415,6 +419,12 @@ func (o *Operator) render(ctx context.Context) error {
 		}
 		o.mu.Unlock()
 		if !seen || now.Sub(since) < o.opts.OrphanGrace {
+			time.AfterFunc(o.opts.OrphanGrace, o.poke)
+			continue
+		}
+		if o.opts.Lease != nil && !o.opts.Lease.Held() {
+			// Another server collects; look again later, in case the
+			// lease comes to this one.
 			time.AfterFunc(o.opts.OrphanGrace, o.poke)
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,4 +199,42 @@ func TestOperatorNeverRollsBackANewerGeneration(t *testing.T) {
 	if ds.Generation != 2 {
 		t.Fatalf("generation %d: a stale operator rolled the device back", ds.Generation)
 	}
+}
+
+// switchLease is a lease the test grants by hand.
+type switchLease struct{ held atomic.Bool }
+
+func (l *switchLease) Held() bool { return l.held.Load() }
+
+// An operator without the lease renders but leaves orphans alone; once it
+// holds the lease it removes them, without waiting for another change.
+func TestOrphansAreRemovedOnlyUnderTheLease(t *testing.T) {
+	f := newFixture(t)
+	f.put(t, f.b.Deployments, "web", v1.StoredDeployment{V: 1, Deployment: deployment("web", 1, map[string]string{"site": "home"})})
+	f.put(t, f.b.DeviceInfo, "a", v1.DeviceInfo{V: 1, ID: "a", Labels: map[string]string{"site": "home"}})
+	f.put(t, f.b.DesiredState, "a.gone", v1.DesiredState{V: 1, Device: "a", Deployment: "gone", Generation: 1})
+
+	lease := &switchLease{}
+	o := New(f.b, slog.New(slog.DiscardHandler), Options{Render: true, OrphanGrace: 50 * time.Millisecond, Lease: lease})
+	stop := run(t, o)
+	defer stop()
+	retry.Until(t, 10*time.Second, func() error {
+		if _, err := f.b.DesiredState.Get(f.ctx, "a.web"); err != nil {
+			return fmt.Errorf("a.web: %w", err)
+		}
+		return nil
+	})
+	retry.Holds(t, 500*time.Millisecond, func() error {
+		if _, err := f.b.DesiredState.Get(f.ctx, "a.gone"); err != nil {
+			return fmt.Errorf("orphan removed without the lease: %v", err)
+		}
+		return nil
+	})
+	lease.held.Store(true)
+	retry.Until(t, 10*time.Second, func() error {
+		if _, err := f.b.DesiredState.Get(f.ctx, "a.gone"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("orphan a.gone still there: %v", err)
+		}
+		return nil
+	})
 }

@@ -36,5 +36,7 @@ func FleetBuckets(c config.Server) []store.BucketConfig {
 			Description: "Harmony device labels set from the control plane"},
 		{Name: b.DeviceHeartbeat, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize, AsyncPersist: true,
 			Description: "Harmony device liveness, written by agents"},
+		{Name: b.Leases, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
+			Description: "Harmony servers' leases on once-only work (orphan collection)"},
 	}
 }

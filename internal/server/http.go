@@ -97,7 +97,7 @@ func (h *handler) viewBody(items any) map[string]any {
 	return body
 }
 
-func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, cfg config.Server, log *slog.Logger) *handler {
+func newHandler(nc *nats.Conn, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
 	h := &handler{nc: nc, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
 	reg := prometheus.NewRegistry()
@@ -120,6 +120,10 @@ func newHandler(nc *nats.Conn, op *operator.Operator, kvs map[string]store.KV, c
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "harmony_operator_render_passes_total", Help: "Render passes of this operator.",
 		}, func() float64 { r, _ := op.Stats(); return float64(r) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "harmony_server_lease_held", Help: "1 while this server holds the lease (and collects orphaned desired state).",
+			ConstLabels: prometheus.Labels{"lease": "orphan-gc"},
+		}, func() float64 { return b2f(gc.Held()) }),
 		&bucketCollector{op: op, desc: prometheus.NewDesc("harmony_bucket_keys", "Live keys per fleet bucket in the operator's view.", []string{"bucket"}, nil)},
 	)
 	h.mux.HandleFunc("GET /healthz", h.healthz)

@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,14 +50,17 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 			return fmt.Errorf("data dir: %w", err)
 		}
 		ns, err := mesh.StartServer(mesh.ServerConfig{
-			Name:          cfg.Name,
-			DataDir:       filepath.Join(cfg.DataDir, "nats"),
-			Listen:        cfg.NATSListen,
-			SyncAlways:    cfg.SyncAlways,
-			ClusterName:   cfg.ClusterName,
-			ClusterListen: cfg.ClusterListen,
-			Routes:        cfg.Routes,
-			Logger:        log.With("component", "nats"),
+			Name:             cfg.Name,
+			DataDir:          filepath.Join(cfg.DataDir, "nats"),
+			Listen:           cfg.NATSListen,
+			SyncAlways:       cfg.SyncAlways,
+			ClusterName:      cfg.ClusterName,
+			ClusterListen:    cfg.ClusterListen,
+			Routes:           cfg.Routes,
+			ClusterAdvertise: cfg.ClusterAdvertise,
+			ClientAdvertise:  cfg.ClientAdvertise,
+			NoAdvertise:      cfg.NoAdvertise,
+			Logger:           log.With("component", "nats"),
 		})
 		if err != nil {
 			return err
@@ -88,21 +93,23 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		return err
 	}
 	b := cfg.Buckets
+	gc := store.NewLease(kvs[b.Leases], "orphan-gc", leaseHolder(cfg.Name), store.LeaseOptions{Log: log.With("component", "lease")})
 	op := operator.New(operator.Buckets{
 		Deployments: kvs[b.Deployments], DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
-	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true})
+	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc})
 
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("http listen %s: %w", cfg.HTTP, err)
 	}
 	info.HTTPURL = "http://" + ln.Addr().String()
-	h := newHandler(nc, op, kvs, cfg, log)
+	h := newHandler(nc, op, gc, kvs, cfg, log)
 	httpSrv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return op.Run(gctx) })
+	g.Go(func() error { return gc.Run(gctx) })
 	g.Go(func() error { h.probeStore(gctx); return nil })
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -123,6 +130,15 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 	err = g.Wait()
 	log.Info("harmony server stopped")
 	return err
+}
+
+// leaseHolder names this process in leases: the server's name and a
+// random suffix, so that a restarted server does not mistake its previous
+// life's claim for its own.
+func leaseHolder(name string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return name + "-" + hex.EncodeToString(b[:])
 }
 
 // ensureBuckets creates missing buckets and checks existing ones, retrying

@@ -287,3 +287,97 @@ func TestStaleViewDuringStoreOutage(t *testing.T) {
 		return nil
 	})
 }
+
+// leaseHeld reads harmony_server_lease_held from a server's metrics.
+func leaseHeld(t *testing.T, base string) bool {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, `harmony_server_lease_held{lease="orphan-gc"}`) {
+			return strings.HasSuffix(line, " 1")
+		}
+	}
+	t.Fatalf("no lease metric in %s/metrics", base)
+	return false
+}
+
+// Two servers on one store: exactly one holds the orphan-collection lease
+// and removes orphaned desired state; when it stops, it hands the lease
+// over and the other one collects.
+func TestOneServerCollectsOrphans(t *testing.T) {
+	ns := meshtest.StartServer(t)
+	cfgA, cfgB := testConfig(t, ""), testConfig(t, "")
+	cfgA.NATSURLs, cfgB.NATSURLs = []string{ns.ClientURL()}, []string{ns.ClientURL()}
+	cfgA.Name, cfgB.Name = "a", "b"
+	a, b := start(t, cfgA), start(t, cfgB)
+	defer b.stop()
+	defer a.stop()
+	waitReady(t, a.info.HTTPURL)
+	waitReady(t, b.info.HTTPURL)
+
+	holder := func() (running, running) {
+		var h, other running
+		retry.Until(t, 20*time.Second, func() error {
+			ha, hb := leaseHeld(t, a.info.HTTPURL), leaseHeld(t, b.info.HTTPURL)
+			switch {
+			case ha && hb:
+				t.Fatal("both servers hold the lease")
+			case ha:
+				h, other = a, b
+			case hb:
+				h, other = b, a
+			default:
+				return errors.New("nobody holds the lease yet")
+			}
+			return nil
+		})
+		return h, other
+	}
+	h, other := holder()
+	retry.Holds(t, 3*time.Second, func() error {
+		if leaseHeld(t, other.info.HTTPURL) {
+			return errors.New("the second server took the lease while the first holds it")
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := openStore(t, ns.ClientURL()).Open(ctx, "desired-state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphanRemoved := func(key string) {
+		t.Helper()
+		if _, err := kv.Create(ctx, key, []byte(`{"v":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		retry.Until(t, 20*time.Second, func() error {
+			if _, err := kv.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("orphan %s still there (%v)", key, err)
+			}
+			return nil
+		})
+	}
+	orphanRemoved("dev1.ghost")
+
+	// The holder stops; the other takes over at once and collects.
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 10*time.Second, func() error {
+		if !leaseHeld(t, other.info.HTTPURL) {
+			return errors.New("the lease did not pass to the remaining server")
+		}
+		return nil
+	})
+	orphanRemoved("dev2.ghost")
+}
