@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -24,6 +25,13 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 		SocketDir: f.Postgres.SocketDir, OSUser: f.Postgres.OSUser, Superuser: f.Postgres.Superuser}
 	strategy := failover.Strategy(f.Strategy)
 
+	// A node whose PostgreSQL is a primary when the agent starts names
+	// itself the first primary of a cluster that has no state yet. The role
+	// is read before anything else: the fence below stops that PostgreSQL.
+	startedPrimary := false
+	if role, err := in.Role(ctx); err == nil && role == pg.RolePrimary {
+		startedPrimary = true
+	}
 	var kv store.KV
 	fenced := false
 	err := a.retry.retryForever(ctx, log, "open the failover bucket", func() error {
@@ -49,12 +57,23 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 	if err != nil {
 		return nil // ctx ended
 	}
-	if role, err := in.Role(ctx); err == nil && role == pg.RolePrimary {
-		bctx, cancel := context.WithTimeout(ctx, 2*t.HeartbeatTimeout)
-		if err := failover.Bootstrap(bctx, kv, f.Node, ""); err != nil {
-			log.Warn("bootstrap of cluster-state failed; the loop decides from what it reads", "err", err)
+	if !startedPrimary {
+		if role, err := in.Role(ctx); err == nil && role == pg.RolePrimary {
+			startedPrimary = true
 		}
-		cancel()
+	}
+	if startedPrimary {
+		// Retried until cluster-state exists: were this left to one try, a
+		// store still electing its leaders would leave a new cluster with
+		// no primary at all (and this one fenced).
+		err := a.retry.retryForever(ctx, log, "bootstrap cluster-state", func() error {
+			bctx, cancel := context.WithTimeout(ctx, max(2*t.HeartbeatTimeout, 2*time.Second))
+			defer cancel()
+			return failover.Bootstrap(bctx, kv, f.Node, "")
+		})
+		if err != nil {
+			return nil // ctx ended
+		}
 	}
 	loop, err := failover.NewLoop(failover.LoopConfig{Cluster: f.Cluster, Node: f.Node, Timings: t, Strategy: strategy,
 		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover)}, kv, log)
