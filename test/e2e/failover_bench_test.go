@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/testutil/netproxy"
 )
 
 // BenchmarkFailoverRTO measures the recovery time objective as a client sees
@@ -17,23 +18,43 @@ func BenchmarkFailoverRTO(b *testing.B) {
 	faults := map[string]func(n *haNode){
 		"kill":      func(n *haNode) { n.crash() },
 		"freeze":    func(n *haNode) { n.signalAll(syscall.SIGSTOP) },
-		"partition": func(n *haNode) { n.proxy.Cut() },
+		"partition": func(n *haNode) { n.cutMesh() },
 	}
 	for _, profile := range []string{"default", "fast"} {
 		for _, fault := range []string{"kill", "freeze", "partition"} {
 			b.Run(profile+"/"+fault, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					rto := rtoTrial(b, profile, faults[fault])
+					rto := rtoTrial(b, newHACluster(b, profile, failover.AbsoluteConsistency, "n1", "n2"), faults[fault])
 					b.ReportMetric(float64(rto.Microseconds())/1000, "rto-ms")
 				}
 			})
 		}
 	}
+	// The same on a three-member NATS cluster (failover bucket at three
+	// replicas), each node linked to every member through its own paths.
+	for _, fault := range []string{"kill", "freeze", "partition"} {
+		b.Run("cluster3/default/"+fault, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				mc := newMeshCluster(b)
+				links, paths := map[string][]string{}, map[string][]*netproxy.Proxy{}
+				for _, n := range []string{"n1", "n2"} {
+					for _, m := range mc.members {
+						p := netproxy.Start(b, m.nats)
+						links[n], paths[n] = append(links[n], "nats://"+p.Addr()), append(paths[n], p)
+					}
+				}
+				c := newHAClusterOn(b, mc, "default", failover.AbsoluteConsistency, directURLs(mc, 0, 1, 2), links, "n1", "n2")
+				c.paths = paths
+				rto := rtoTrial(b, c, faults[fault])
+				b.ReportMetric(float64(rto.Microseconds())/1000, "rto-ms")
+			}
+		})
+	}
 }
 
-func rtoTrial(b *testing.B, profile string, inject func(*haNode)) time.Duration {
+func rtoTrial(b *testing.B, c *haCluster, inject func(*haNode)) time.Duration {
 	b.StopTimer()
-	c := newHACluster(b, profile, failover.AbsoluteConsistency, "n1", "n2")
 	c.waitPrimary("n1", true, time.Minute)
 	c.createTable("n1")
 	w := c.startWriter()

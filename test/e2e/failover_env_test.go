@@ -40,7 +40,11 @@ type haCluster struct {
 	strategy failover.Strategy
 	natsURL  string
 	kv       store.KV
+	store    store.Store
 	nodes    []*haNode
+	replicas int // of the failover bucket (0: the default, 1)
+	// paths are each node's own proxies to the members of a mesh cluster.
+	paths map[string][]*netproxy.Proxy
 
 	server     *proc
 	serverArgs []string
@@ -64,7 +68,8 @@ type haNode struct {
 	c      *haCluster
 	name   string
 	pg     *pg.Instance
-	proxy  *netproxy.Proxy
+	proxy  *netproxy.Proxy // the node's own path to NATS (single-server harness)
+	urls   []string        // NATS URLs the agent is given
 	http   string
 	config string
 	log    string
@@ -79,18 +84,48 @@ type haNode struct {
 
 func newHACluster(t testing.TB, profile string, strategy failover.Strategy, names ...string) *haCluster {
 	t.Helper()
-	instances := pgtest.Cluster(t, names...)
+	c, natsAddr := startHAServer(t, profile, strategy)
+	c.startNodes(names, func(n *haNode) {
+		n.proxy = netproxy.Start(t, natsAddr)
+		n.urls = []string{"nats://" + n.proxy.Addr()}
+	})
+	return c.openBucket()
+}
+
+// startHAServer starts the harmony server of a failover cluster whose
+// nodes are not started yet; it returns the embedded NATS address.
+func startHAServer(t testing.TB, profile string, strategy failover.Strategy) (*haCluster, string) {
+	t.Helper()
 	dir := t.TempDir()
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	serverArgs := []string{"server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr, "--http", httpAddr}
 	srv := startHarmony(t, serverArgs...)
 	waitReady(t, "http://"+httpAddr)
-	c := &haCluster{t: t, dir: dir, name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy, natsURL: "nats://" + natsAddr,
-		server: srv, serverArgs: serverArgs, serverHTTP: "http://" + httpAddr}
+	return &haCluster{t: t, dir: dir, name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy, natsURL: "nats://" + natsAddr,
+		server: srv, serverArgs: serverArgs, serverHTTP: "http://" + httpAddr}, natsAddr
+}
+
+// newHAClusterOn runs the failover cluster on the three-node mesh mc: the
+// failover bucket has three replicas, each node reaches NATS through the
+// URLs links gives it, and the test itself reads the store through
+// storeURLs.
+func newHAClusterOn(t testing.TB, mc *meshCluster, profile string, strategy failover.Strategy, storeURLs []string, links map[string][]string, names ...string) *haCluster {
+	t.Helper()
+	c := &haCluster{t: t, dir: t.TempDir(), name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy,
+		natsURL: strings.Join(storeURLs, ","), replicas: 3}
+	c.startNodes(names, func(n *haNode) { n.urls = links[n.name] })
+	return c.openBucket()
+}
+
+// startNodes creates the PostgreSQL instances and starts one agent per node.
+func (c *haCluster) startNodes(names []string, link func(*haNode)) *haCluster {
+	t := c.t
+	instances := pgtest.Cluster(t, names...)
 	for i, n := range names {
-		node := &haNode{c: c, name: n, pg: instances[i], proxy: netproxy.Start(t, natsAddr),
-			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, n+".log")}
+		node := &haNode{c: c, name: n, pg: instances[i],
+			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(c.dir, n+".log")}
+		link(node)
 		node.writeConfig()
 		c.nodes = append(c.nodes, node)
 	}
@@ -111,11 +146,18 @@ func newHACluster(t testing.TB, profile string, strategy failover.Strategy, name
 			}
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st := storeAt(t, c.natsURL)
+	return c
+}
+
+// openBucket waits until the agents have created the cluster's bucket and
+// opens it for the test's own reads.
+func (c *haCluster) openBucket() *haCluster {
+	t := c.t
+	c.store = storeAt(t, c.natsURL)
 	retry.Until(t, 30*time.Second, func() error {
-		kv, err := st.Open(ctx, failover.BucketName(c.name))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		kv, err := c.store.Open(ctx, failover.BucketName(c.name))
 		c.kv = kv
 		return err
 	})
@@ -125,7 +167,7 @@ func newHACluster(t testing.TB, profile string, strategy failover.Strategy, name
 func (n *haNode) writeConfig() {
 	cfg := map[string]any{
 		"id":        n.name,
-		"nats_url":  []string{"nats://" + n.proxy.Addr()},
+		"nats_url":  n.urls,
 		"state_dir": filepath.Join(n.c.dir, n.name+"-state"),
 		"log_level": "info",
 		"http":      "127.0.0.1:0",
@@ -135,6 +177,7 @@ func (n *haNode) writeConfig() {
 			"profile":  n.c.profile,
 			"strategy": string(n.c.strategy),
 			"http":     n.http,
+			"replicas": max(n.c.replicas, 1),
 			"postgres": map[string]any{
 				"bin_dir": n.pg.BinDir, "data_dir": n.pg.DataDir, "port": n.pg.Port, "socket_dir": n.pg.SocketDir,
 				"os_user": n.pg.OSUser, "superuser": n.pg.Superuser,
@@ -530,4 +573,30 @@ func (w *writer) missingOn(t testing.TB, primary *pg.Instance) int {
 		}
 	}
 	return lost
+}
+
+// longestGap is the longest time after since between two acknowledgements
+// by node (or from since to its first one).
+func (w *writer) longestGap(node string, since time.Time) time.Duration {
+	prev, longest := since, time.Duration(0)
+	for _, a := range w.snapshot() {
+		if a.node != node || a.acked.Before(since) {
+			continue
+		}
+		if gap := a.acked.Sub(prev); gap > longest {
+			longest = gap
+		}
+		prev = a.acked
+	}
+	return longest
+}
+
+// cutMesh blackholes every path of the node to NATS.
+func (n *haNode) cutMesh() {
+	if n.proxy != nil {
+		n.proxy.Cut()
+	}
+	for _, p := range n.c.paths[n.name] {
+		p.Cut()
+	}
 }

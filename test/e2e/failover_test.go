@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/testutil/netproxy"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
@@ -502,4 +503,35 @@ func TestHAMeshOutageFencesAndRecovers(t *testing.T) {
 			t.Fatalf("n2 acknowledged write %d: it was never primary", a.id)
 		}
 	}
+}
+
+// The agents start while the store cannot be reached (their paths to NATS
+// blackholed): the primary's agent fences its PostgreSQL, as it cannot
+// prove it owns the cluster. When the store answers, the cluster still gets
+// its first primary (this one), which accepts writes again.
+func TestHAStartsBeforeTheStoreAnswers(t *testing.T) {
+	c, natsAddr := startHAServer(t, "default", failover.AbsoluteConsistency)
+	c.startNodes([]string{"n1", "n2"}, func(n *haNode) {
+		n.proxy = netproxy.Start(t, natsAddr)
+		n.proxy.Cut()
+		n.urls = []string{"nats://" + n.proxy.Addr()}
+	})
+	n1 := c.node("n1")
+	retry.Until(t, 30*time.Second, func() error {
+		if !logContains(t, n1, "fencing the local primary") {
+			return errors.New("n1 has not fenced its primary yet")
+		}
+		return nil
+	})
+	for _, n := range c.nodes {
+		n.proxy.Heal()
+	}
+	c.openBucket()
+	cs := c.waitPrimary("n1", true, time.Minute)
+	if cs.Epoch != 1 {
+		t.Errorf("epoch %d for the first primary, want 1", cs.Epoch)
+	}
+	w := c.startWriting("n1")
+	w.halt()
+	w.checkNoneLost(t, n1.pg)
 }
