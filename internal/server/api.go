@@ -151,6 +151,12 @@ func (h *handler) applyDeployments(w http.ResponseWriter, r *http.Request) {
 
 // applyOne stores one validated deployment. The generation grows only when
 // the canonical spec changes. Concurrent writers are settled by CAS.
+//
+// Each attempt gets a third of store_timeout, and an attempt whose outcome
+// is unknown (a stream leader that went away mid-write, as when a cluster
+// member stops) is followed by another within the whole store_timeout:
+// every attempt re-reads and decides again, so a write that did land is
+// recognised instead of repeated.
 func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (ApplyResult, error) {
 	kv := h.kvs[h.cfg.Buckets.Deployments]
 	c, err := d.Canonical()
@@ -158,46 +164,75 @@ func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (ApplyResult, e
 		return ApplyResult{}, err
 	}
 	hash, _ := c.SpecHash()
-	for attempt := 0; ; attempt++ {
-		cur, err := kv.Get(ctx, c.Metadata.Name)
-		res := ApplyResult{Name: c.Metadata.Name}
-		var rev uint64
+	budget := h.cfg.StoreTimeout.Std()
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	var unknown *ApplyResult // the attempt whose outcome is not known
+	conflicts := 0
+	for {
+		res, err := h.applyAttempt(ctx, kv, c, hash, budget/3)
 		switch {
-		case errors.Is(err, store.ErrNotFound):
-			c.Metadata.Generation, res.Result = 1, "created"
-		case err != nil:
-			return res, err
+		case err == nil:
+			if unknown != nil && res.Result == "unchanged" && res.Generation == unknown.Generation {
+				return *unknown, nil // the earlier attempt had landed
+			}
+			return res, nil
+		case errors.Is(err, store.ErrConflict) && conflicts < 5:
+			conflicts++ // someone else wrote it meanwhile: read and decide again
+		case (errors.Is(err, store.ErrOutcomeUnknown) || errors.Is(err, store.ErrUnavailable)) && ctx.Err() == nil:
+			if errors.Is(err, store.ErrOutcomeUnknown) {
+				unknown = &res
+			}
+			select {
+			case <-ctx.Done():
+				return res, err
+			case <-time.After(100 * time.Millisecond):
+			}
 		default:
-			rev = cur.Revision
-			old, derr := v1.DecodeStoredDeployment(cur.Value)
-			oldHash := ""
-			if derr == nil {
-				oldHash, _ = old.Deployment.SpecHash()
-			}
-			c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation+1, "configured"
-			if derr == nil && oldHash == hash {
-				c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation, "configured"
-				if a, _ := v1.Marshal(old.Deployment.Metadata); string(a) == mustMarshal(c.Metadata) {
-					res.Result, res.Generation = "unchanged", c.Metadata.Generation
-					return res, nil
-				}
-			}
-		}
-		b, err := v1.Marshal(v1.StoredDeployment{V: v1.FormatVersion, Deployment: c})
-		if err != nil {
 			return res, err
 		}
-		if rev == 0 {
-			_, err = kv.Create(ctx, c.Metadata.Name, b)
-		} else {
-			_, err = kv.Update(ctx, c.Metadata.Name, b, rev)
+	}
+}
+
+// applyAttempt reads the deployment, decides and writes once.
+func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment, hash string, timeout time.Duration) (ApplyResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cur, err := kv.Get(ctx, c.Metadata.Name)
+	res := ApplyResult{Name: c.Metadata.Name}
+	var rev uint64
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		c.Metadata.Generation, res.Result = 1, "created"
+	case err != nil:
+		return res, err
+	default:
+		rev = cur.Revision
+		old, derr := v1.DecodeStoredDeployment(cur.Value)
+		oldHash := ""
+		if derr == nil {
+			oldHash, _ = old.Deployment.SpecHash()
 		}
-		if errors.Is(err, store.ErrConflict) && attempt < 5 {
-			continue // someone else wrote it meanwhile: read and decide again
+		c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation+1, "configured"
+		if derr == nil && oldHash == hash {
+			c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation, "configured"
+			if a, _ := v1.Marshal(old.Deployment.Metadata); string(a) == mustMarshal(c.Metadata) {
+				res.Result, res.Generation = "unchanged", c.Metadata.Generation
+				return res, nil
+			}
 		}
-		res.Generation = c.Metadata.Generation
+	}
+	b, err := v1.Marshal(v1.StoredDeployment{V: v1.FormatVersion, Deployment: c})
+	if err != nil {
 		return res, err
 	}
+	if rev == 0 {
+		_, err = kv.Create(ctx, c.Metadata.Name, b)
+	} else {
+		_, err = kv.Update(ctx, c.Metadata.Name, b, rev)
+	}
+	res.Generation = c.Metadata.Generation
+	return res, err
 }
 
 func mustMarshal(v any) string {

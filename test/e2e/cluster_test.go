@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
 	"github.com/harmony-fleet/harmony/internal/testutil/netproxy"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
@@ -372,4 +373,61 @@ func TestClusterRollingRestart(t *testing.T) {
 // of the shared paths leaves up.
 func newPrivateLink(t *testing.T, addr string) string {
 	return "nats://" + netproxy.Start(t, addr).Addr()
+}
+
+// Two harmony servers on an external three-node NATS cluster (no embedded
+// NATS; buckets at three replicas): both serve the API, exactly one holds
+// the orphan-collection lease, and an agent given the three URLs converges
+// through a NATS node's loss.
+func TestServersOnAnExternalNATSCluster(t *testing.T) {
+	nc := meshtest.StartCluster(t, 3)
+	urls := strings.Join(nc.URLs(), ",")
+	var apis []string
+	for range 2 {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		startHarmony(t, "server", "--nats-url", urls, "--http", addr, "--replicas", "3", "--heartbeat-staleness", "3s")
+		waitReady(t, "http://"+addr)
+		apis = append(apis, addr)
+	}
+	startClusterAgent(t, "c1", nc.URLs())
+	path := deploymentFile(t, "hello", "site: home", "one")
+	retry.Until(t, time.Minute, func() error {
+		if out, errOut, code := cli(t, apis[0], "apply", "-f", path); code != 0 {
+			return fmt.Errorf("apply: %s %s", out, errOut)
+		}
+		return nil
+	})
+	for _, api := range apis {
+		waitCounts(t, api, "hello", 1, 1, 0)
+	}
+	retry.Until(t, 20*time.Second, func() error {
+		held := 0
+		for _, api := range apis {
+			if metric(t, api, `harmony_server_lease_held{lease="orphan-gc"}`) == 1 {
+				held++
+			}
+		}
+		if held != 1 {
+			return fmt.Errorf("%d servers hold the lease", held)
+		}
+		return nil
+	})
+	nc.Stop(0)
+	path = deploymentFile(t, "hello", "site: home", "two")
+	retry.Until(t, time.Minute, func() error {
+		if out, errOut, code := cli(t, apis[1], "apply", "-f", path); code != 0 {
+			return fmt.Errorf("apply after a NATS node's loss: %s %s", out, errOut)
+		}
+		return nil
+	})
+	retry.Until(t, time.Minute, func() error {
+		d, err := describe(t, apis[0], "hello")
+		if err != nil {
+			return err
+		}
+		if d.Status.Generation < 2 || d.Status.Succeeded != 1 {
+			return fmt.Errorf("after the NATS node's loss: %+v", d.Status)
+		}
+		return nil
+	})
 }

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/store/memstore"
+)
+
+// lostAnswer applies the first n writes and then reports their outcome as
+// unknown, as when a stream leader goes away after storing a write but
+// before answering.
+type lostAnswer struct {
+	store.KV
+	n int
+}
+
+func (k *lostAnswer) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.KV.Create(ctx, key, value)
+	return k.lose(rev, err)
+}
+
+func (k *lostAnswer) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	rev, err := k.KV.Update(ctx, key, value, revision)
+	return k.lose(rev, err)
+}
+
+func (k *lostAnswer) lose(rev uint64, err error) (uint64, error) {
+	if err == nil && k.n > 0 {
+		k.n--
+		return 0, store.ErrOutcomeUnknown
+	}
+	return rev, err
+}
+
+// An apply whose write landed but whose answer was lost is recognised on
+// the retry: one generation, reported as the write it was.
+func TestApplyRetriesAWriteWhoseOutcomeIsUnknown(t *testing.T) {
+	cfg := config.DefaultServer()
+	mem, err := memstore.New().Ensure(context.Background(), store.BucketConfig{Name: cfg.Buckets.Deployments, History: 8, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := &lostAnswer{KV: mem, n: 1}
+	h := &handler{cfg: cfg, kvs: map[string]store.KV{cfg.Buckets.Deployments: kv}}
+	dep := func(content string) v1.Deployment {
+		spec, _ := json.Marshal(map[string]string{"path": "/etc/x", "content": content})
+		return v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "web"},
+			Spec: v1.DeploymentSpec{Selector: v1.Selector{MatchLabels: map[string]string{"site": "home"}},
+				Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
+	}
+	for i, step := range []struct {
+		content    string
+		lose       int
+		result     string
+		generation int64
+	}{
+		{"a", 1, "created", 1},
+		{"b", 1, "configured", 2},
+		{"b", 0, "unchanged", 2},
+		{"c", 0, "configured", 3},
+	} {
+		kv.n = step.lose
+		res, err := h.applyOne(context.Background(), dep(step.content))
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if res.Result != step.result || res.Generation != step.generation {
+			t.Fatalf("step %d: %s generation %d, want %s generation %d", i, res.Result, res.Generation, step.result, step.generation)
+		}
+	}
+}
