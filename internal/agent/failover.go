@@ -43,6 +43,7 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 			// Without the store this node cannot prove it still owns the
 			// cluster: a serving PostgreSQL is fenced until it can.
 			if role, rerr := in.Role(ctx); rerr == nil && role == pg.RolePrimary {
+				startedPrimary = true // (PostgreSQL may have been starting at the first look)
 				log.Warn("store unreachable at start: fencing the local primary until cluster-state confirms it", "err", err)
 				for level := 0; level <= 2; level++ {
 					if ferr := in.Fence(ctx, level); ferr == nil {
@@ -69,7 +70,11 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 		err := a.retry.retryForever(ctx, log, "bootstrap cluster-state", func() error {
 			bctx, cancel := context.WithTimeout(ctx, max(2*t.HeartbeatTimeout, 2*time.Second))
 			defer cancel()
-			return failover.Bootstrap(bctx, kv, f.Node, "")
+			err := failover.Bootstrap(bctx, kv, f.Node, "")
+			if err != nil {
+				log.Warn("cannot write the first cluster-state yet; retrying", "err", err)
+			}
+			return err
 		})
 		if err != nil {
 			return nil // ctx ended

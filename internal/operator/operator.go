@@ -401,6 +401,7 @@ func (o *Operator) render(ctx context.Context) error {
 		}
 		note(err)
 	}
+	later := false // orphans wait: one more pass after the grace
 	for _, key := range sortedKeys(have) {
 		if _, ok := want[key]; ok {
 			continue
@@ -419,13 +420,13 @@ func (o *Operator) render(ctx context.Context) error {
 		}
 		o.mu.Unlock()
 		if !seen || now.Sub(since) < o.opts.OrphanGrace {
-			time.AfterFunc(o.opts.OrphanGrace, o.poke)
+			later = true
 			continue
 		}
 		if o.opts.Lease != nil && !o.opts.Lease.Held() {
 			// Another server collects; look again later, in case the
 			// lease comes to this one.
-			time.AfterFunc(o.opts.OrphanGrace, o.poke)
+			later = true
 			continue
 		}
 		err := o.b.DesiredState.Delete(ctx, key, have[key].Revision)
@@ -434,6 +435,9 @@ func (o *Operator) render(ctx context.Context) error {
 			o.log.Info("removed orphaned desired state", "key", key)
 		}
 		note(err)
+	}
+	if later {
+		time.AfterFunc(o.opts.OrphanGrace, o.poke)
 	}
 	o.mu.Lock()
 	o.writes += writes

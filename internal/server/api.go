@@ -185,13 +185,22 @@ func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (ApplyResult, e
 			}
 			select {
 			case <-ctx.Done():
-				return res, err
+				return res, outcome(err, unknown)
 			case <-time.After(100 * time.Millisecond):
 			}
 		default:
-			return res, err
+			return res, outcome(err, unknown)
 		}
 	}
+}
+
+// outcome is the error to report: once an attempt's outcome was unknown,
+// a later failure cannot say the write did not happen.
+func outcome(err error, unknown *ApplyResult) error {
+	if unknown != nil && !errors.Is(err, store.ErrOutcomeUnknown) {
+		return fmt.Errorf("%w: an earlier attempt may have been stored (then: %v)", store.ErrOutcomeUnknown, err)
+	}
+	return err
 }
 
 // applyAttempt reads the deployment, decides and writes once.

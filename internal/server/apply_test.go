@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
+	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/config"
@@ -16,15 +18,24 @@ import (
 // before answering.
 type lostAnswer struct {
 	store.KV
-	n int
+	n      int
+	refuse int // writes refused outright (nothing stored) before any other
 }
 
 func (k *lostAnswer) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	if k.refuse > 0 {
+		k.refuse--
+		return 0, store.ErrUnavailable
+	}
 	rev, err := k.KV.Create(ctx, key, value)
 	return k.lose(rev, err)
 }
 
 func (k *lostAnswer) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	if k.refuse > 0 {
+		k.refuse--
+		return 0, store.ErrUnavailable
+	}
 	rev, err := k.KV.Update(ctx, key, value, revision)
 	return k.lose(rev, err)
 }
@@ -54,17 +65,18 @@ func TestApplyRetriesAWriteWhoseOutcomeIsUnknown(t *testing.T) {
 				Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
 	}
 	for i, step := range []struct {
-		content    string
-		lose       int
-		result     string
-		generation int64
+		content      string
+		refuse, lose int
+		result       string
+		generation   int64
 	}{
-		{"a", 1, "created", 1},
-		{"b", 1, "configured", 2},
-		{"b", 0, "unchanged", 2},
-		{"c", 0, "configured", 3},
+		{"a", 0, 1, "created", 1},
+		{"b", 0, 1, "configured", 2},
+		{"b", 0, 0, "unchanged", 2},
+		{"c", 2, 0, "configured", 3}, // refused twice, then written
+		{"d", 1, 1, "configured", 4},
 	} {
-		kv.n = step.lose
+		kv.n, kv.refuse = step.lose, step.refuse
 		res, err := h.applyOne(context.Background(), dep(step.content))
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
@@ -73,4 +85,35 @@ func TestApplyRetriesAWriteWhoseOutcomeIsUnknown(t *testing.T) {
 			t.Fatalf("step %d: %s generation %d, want %s generation %d", i, res.Result, res.Generation, step.result, step.generation)
 		}
 	}
+}
+
+// A store that never answers: the apply gives up within store_timeout and
+// says the outcome is unknown once a write may have landed.
+func TestApplyGivesUpWithinStoreTimeout(t *testing.T) {
+	cfg := config.DefaultServer()
+	cfg.StoreTimeout = config.Duration(300 * time.Millisecond)
+	mem, err := memstore.New().Ensure(context.Background(), store.BucketConfig{Name: cfg.Buckets.Deployments, History: 8, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &handler{cfg: cfg, kvs: map[string]store.KV{cfg.Buckets.Deployments: alwaysUnknown{mem}}}
+	spec, _ := json.Marshal(map[string]string{"path": "/etc/x", "content": "a"})
+	dep := v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "web"},
+		Spec: v1.DeploymentSpec{Selector: v1.Selector{MatchLabels: map[string]string{"site": "home"}},
+			Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
+	_, err = h.applyOne(context.Background(), dep)
+	if !errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Fatalf("applyOne = %v, want an unknown outcome", err)
+	}
+}
+
+// alwaysUnknown loses the answer of every write, and stores nothing.
+type alwaysUnknown struct{ store.KV }
+
+func (alwaysUnknown) Create(context.Context, string, []byte) (uint64, error) {
+	return 0, store.ErrOutcomeUnknown
+}
+
+func (alwaysUnknown) Update(context.Context, string, []byte, uint64) (uint64, error) {
+	return 0, store.ErrOutcomeUnknown
 }

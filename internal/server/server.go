@@ -93,8 +93,12 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		return err
 	}
 	b := cfg.Buckets
-	gc := store.NewLease(kvs[b.Leases], "orphan-gc", leaseHolder(cfg.Name), store.LeaseOptions{Log: log.With("component", "lease")})
-	op := operator.New(operator.Buckets{
+	var op *operator.Operator
+	// Only a server whose view is rebuilt may hold the lease: orphans are
+	// judged from that view.
+	gc := store.NewLease(kvs[b.Leases], "orphan-gc", leaseHolder(cfg.Name), store.LeaseOptions{Log: log.With("component", "lease"),
+		Eligible: func() bool { return op.Phase() == operator.Converged }})
+	op = operator.New(operator.Buckets{
 		Deployments: kvs[b.Deployments], DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
 	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc})

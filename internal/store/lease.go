@@ -31,6 +31,7 @@ type Lease struct {
 	ttl    time.Duration
 	log    *slog.Logger
 	now    func() time.Time
+	ok     func() bool
 
 	mu         sync.Mutex
 	rev        uint64    // our revision while we hold the key
@@ -51,7 +52,11 @@ type LeaseRecord struct {
 type LeaseOptions struct {
 	// TTL is how long a claim lasts without renewal (default 6s).
 	TTL time.Duration
-	Log *slog.Logger
+	// Eligible, when set, says whether this process may hold the lease now
+	// (a server whose view is still being rebuilt should not); while it
+	// says no, the lease is not taken, and given up if held.
+	Eligible func() bool
+	Log      *slog.Logger
 	// Now reads the clock (time.Now when nil; tests drive their own).
 	Now func() time.Time
 }
@@ -68,7 +73,10 @@ func NewLease(kv KV, key, holder string, opts LeaseOptions) *Lease {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Lease{kv: kv, key: key, holder: holder, ttl: opts.TTL, log: opts.Log, now: opts.Now}
+	if opts.Eligible == nil {
+		opts.Eligible = func() bool { return true }
+	}
+	return &Lease{kv: kv, key: key, holder: holder, ttl: opts.TTL, log: opts.Log, now: opts.Now, ok: opts.Eligible}
 }
 
 // Held reports whether this process holds the lease now.
@@ -98,8 +106,16 @@ func (l *Lease) Run(ctx context.Context) error {
 }
 
 // Step does one round: renew when held, else create or take over an expired
-// claim. Errors only delay: the next round tries again.
+// claim. Errors only delay: the next round tries again. A round's store
+// calls are bounded by a third of the TTL, so that one slow call cannot
+// outlast the claim it renews.
 func (l *Lease) Step(ctx context.Context) {
+	if !l.ok() {
+		l.release()
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+	defer cancel()
 	sent := l.now()
 	l.mu.Lock()
 	rev := l.rev
@@ -111,8 +127,22 @@ func (l *Lease) Step(ctx context.Context) {
 		switch {
 		case err == nil:
 			l.granted(newRev, sent)
-		case errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound):
-			l.lost("another process took the lease")
+		case errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrOutcomeUnknown):
+			// Either another process took it, or an earlier renewal of
+			// ours landed without its answer: the key says which.
+			e, gerr := l.kv.Get(ctx, l.key)
+			var rec LeaseRecord
+			switch {
+			case gerr == nil && json.Unmarshal(e.Value, &rec) == nil && rec.Holder == l.holder:
+				// Ours, but from a renewal whose send time is not this
+				// round's: renew again from it, counting from now.
+				again := l.now()
+				if newRev, err := l.kv.Update(ctx, l.key, value, e.Revision); err == nil {
+					l.granted(newRev, again)
+				}
+			case gerr == nil || errors.Is(gerr, ErrNotFound):
+				l.lost("another process took the lease")
+			}
 		}
 		// Unavailable: keep the claim until it runs out; the next round retries.
 		return

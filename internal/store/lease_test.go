@@ -97,3 +97,60 @@ func TestLeaseReleasedOnStopIsTakenAtOnce(t *testing.T) {
 		t.Fatal("b did not take the released lease at once")
 	}
 }
+
+// slowAnswer stores an Update at once, lets the contender look, and only
+// then lets the holder's clock reach the answer: the answer took that long.
+type slowAnswer struct {
+	store.KV
+	between func()
+}
+
+func (k *slowAnswer) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	rev, err := k.KV.Update(ctx, key, value, revision)
+	k.between()
+	return rev, err
+}
+
+// The holder counts its claim from when it sent a renewal, not from when
+// the answer came, and gives it up a quarter TTL early: a contender that saw
+// the renewal the moment it was stored, on a clock running 10 % fast, still
+// takes over only after the holder stopped believing it holds the lease.
+func TestLeaseSlowRenewalAndFastContenderClock(t *testing.T) {
+	ctx := context.Background()
+	kv := leaseKV(t)
+	const ttl = 6 * time.Second
+	base := time.Unix(1000, 0)
+	var elapsed time.Duration
+	holderClock := func() time.Time { return base.Add(elapsed) }
+	fastClock := func() time.Time { return base.Add(elapsed * 11 / 10) }
+	b := store.NewLease(kv, "orphan-gc", "b", store.LeaseOptions{TTL: ttl, Now: fastClock})
+	slow := &slowAnswer{KV: kv}
+	a := store.NewLease(slow, "orphan-gc", "a", store.LeaseOptions{TTL: ttl, Now: holderClock})
+	slow.between = func() {}
+	a.Step(ctx)
+	b.Step(ctx)
+	if !a.Held() || b.Held() {
+		t.Fatalf("a held=%v b held=%v, want a only", a.Held(), b.Held())
+	}
+	// One renewal whose answer takes half a TTL; then a stops for good.
+	elapsed += time.Second
+	slow.between = func() {
+		b.Step(ctx) // b reads the renewal as soon as it is stored
+		elapsed += ttl / 2
+	}
+	a.Step(ctx)
+	if !a.Held() {
+		t.Fatal("a lost the lease through a slow renewal")
+	}
+	took := false
+	for ; elapsed < 4*ttl; elapsed += 50 * time.Millisecond {
+		b.Step(ctx)
+		if a.Held() && b.Held() {
+			t.Fatalf("both hold the lease %s after a's last renewal was sent", elapsed-time.Second)
+		}
+		took = took || b.Held()
+	}
+	if !took {
+		t.Fatal("b never took over the abandoned lease")
+	}
+}
