@@ -405,6 +405,15 @@ func TestSettingsRoundTrip(t *testing.T) {
 	if len(keys) != len(values) {
 		t.Errorf("%d settings, test covers %d", len(keys), len(values))
 	}
+	// With nats_url set, the embedded server's own settings are refused,
+	// each named; without it, everything set here is valid.
+	err := cfg.Validate()
+	for _, k := range []string{"cluster_name", "cluster_listen", "routes", "cluster_advertise", "client_advertise", "no_advertise"} {
+		if err == nil || !strings.Contains(err.Error(), "setting "+k+": applies to the embedded NATS only") {
+			t.Errorf("nats_url with %s set: %v", k, err)
+		}
+	}
+	cfg.NATSURLs = nil
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config set through every setting does not validate: %v", err)
 	}

@@ -160,6 +160,15 @@ func (c *Server) Validate() error {
 			}
 		}
 	} else {
+		for _, s := range []struct {
+			key string
+			set bool
+		}{{"cluster_name", c.ClusterName != ""}, {"cluster_listen", c.ClusterListen != ""}, {"routes", len(c.Routes) > 0},
+			{"cluster_advertise", c.ClusterAdvertise != ""}, {"client_advertise", c.ClientAdvertise != ""}, {"no_advertise", c.NoAdvertise}} {
+			if s.set {
+				bad(s.key, "applies to the embedded NATS only, and nats_url is set")
+			}
+		}
 		for _, u := range c.NATSURLs {
 			if !strings.Contains(u, "://") && strings.Count(u, ":") != 1 {
 				bad("nats_url", "%q is not a URL such as nats://host:4222", u)
