@@ -220,6 +220,10 @@ func TestClusterLeaderKillIsNotAFailover(t *testing.T) {
 	w := c.startWriting("n1")
 	js := mc.js()
 	mc.moveLeaders(js, "s3", c.coordinationStreams()...)
+	// Moving a leader is a short election: the primary may fence for a
+	// moment and drop its synchronous standby; the kill comes once the
+	// cluster is whole again.
+	c.waitPrimary("n1", true, time.Minute)
 	a := startApplier(t, mc)
 	a.waitMore(t, 5)
 
@@ -259,6 +263,10 @@ func TestClusterLeaderKillDoesNotHideARealFailover(t *testing.T) {
 	c.waitPrimary("n1", true, time.Minute)
 	w := c.startWriting("n1")
 	mc.moveLeaders(mc.js(), "s3", c.coordinationStreams()...)
+	// A primary without a named synchronous standby (it may drop it
+	// during the leader moves) cannot fail over in AbsoluteConsistency:
+	// the fault comes once the standby is named again.
+	c.waitPrimary("n1", true, time.Minute)
 
 	fault := time.Now()
 	mc.kill(2)

@@ -45,23 +45,41 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// handedOut are the ports freePort gave out: the kernel may offer a port
-// again once its probe listener is closed, before its user binds it.
-var handedOut sync.Map
+// handedOut are the ports freePort gave out.
+var (
+	portMu    sync.Mutex
+	handedOut = map[int]bool{}
+	nextPort  = 20000 + os.Getpid()%5000
+)
 
+// freePort returns a loopback port that is free now and that nothing else
+// in this test run will be given: ports come from below the kernel's
+// ephemeral range (32768 and up on Debian), so no listener on port 0 and no
+// outgoing connection can take one between this check and its use (a
+// proxy on port 0 once took a server's HTTP port that way).
 func freePort(t testing.TB) int {
 	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 12000 {
+		port := nextPort
+		nextPort++
+		if nextPort >= 32000 {
+			nextPort = 20000
+		}
+		if handedOut[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if _, taken := handedOut.LoadOrStore(port, true); !taken {
-			return port
-		}
+		handedOut[port] = true
+		return port
 	}
+	t.Fatal("no free port from 20000 to 32000")
+	return 0
 }
 
 // proc is a running harmony process.
