@@ -70,7 +70,7 @@ func BenchmarkFleetRollout(b *testing.B) {
 				srv := startBenchServer(b, filepath.Join(dir, "server"))
 				actx, acancel := context.WithCancel(context.Background())
 				g, gctx := errgroup.WithContext(actx)
-				startSimAgents(b, g, gctx, n, []string{srv.info.NATSURL}, dir)
+				startSimAgents(b, g, gctx, n, []string{srv.info.NATSURL}, dir, 5*time.Second)
 				waitOnline(b, srv.info.HTTPURL, n)
 				rollout := rollOut(b, srv.info.HTTPURL, n)
 
@@ -102,15 +102,16 @@ func waitFor(b *testing.B, timeout time.Duration, cond func() bool) {
 }
 
 // startSimAgents runs n simulated devices (label fleet=sim) in g: the real
-// agent with instant reconcilers, connected to urls.
-func startSimAgents(b *testing.B, g *errgroup.Group, ctx context.Context, n int, urls []string, dir string) {
+// agent with instant reconcilers, connected to urls, heartbeating every
+// heartbeat.
+func startSimAgents(b *testing.B, g *errgroup.Group, ctx context.Context, n int, urls []string, dir string, heartbeat time.Duration) {
 	for i := 0; i < n; i++ {
 		cfg := config.DefaultAgent()
 		cfg.ID = fmt.Sprintf("sim-%04d", i)
 		cfg.NATSURLs = urls
 		cfg.StateDir = filepath.Join(dir, "agents", cfg.ID)
 		cfg.Labels = map[string]string{"fleet": "sim"}
-		cfg.HeartbeatInterval = config.Duration(5 * time.Second)
+		cfg.HeartbeatInterval = config.Duration(heartbeat)
 		cfg.HTTP = ""
 		cfg.ResyncInterval = config.Duration(time.Minute)
 		a, err := agent.New(cfg, slog.New(slog.DiscardHandler), agent.Options{Kinds: map[string]agent.Kind{v1.KindFile: instantKind{}}})
@@ -190,7 +191,7 @@ func BenchmarkClusterRollout(b *testing.B) {
 				}
 				ctx, cancel := context.WithCancel(context.Background())
 				g, gctx := errgroup.WithContext(ctx)
-				startSimAgents(b, g, gctx, n, urls, dir)
+				startSimAgents(b, g, gctx, n, urls, dir, 5*time.Second)
 				waitOnline(b, api, n)
 				b.ResetTimer()
 				rollout := rollOut(b, api, n)

@@ -13,8 +13,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
-	"github.com/harmony-fleet/harmony/internal/agent"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/server"
@@ -67,19 +65,7 @@ func BenchmarkOutageRecovery(b *testing.B) {
 				srv := startBenchServerAt(b, filepath.Join(dir, "server"), listen)
 				actx, acancel := context.WithCancel(context.Background())
 				g, gctx := errgroup.WithContext(actx)
-				for i := 0; i < n; i++ {
-					cfg := config.DefaultAgent()
-					cfg.ID = fmt.Sprintf("sim-%04d", i)
-					cfg.NATSURLs = []string{"nats://" + listen}
-					cfg.StateDir = filepath.Join(dir, "agents", cfg.ID)
-					cfg.HTTP = ""
-					cfg.ResyncInterval = config.Duration(time.Minute)
-					a, err := agent.New(cfg, slog.New(slog.DiscardHandler), agent.Options{Kinds: map[string]agent.Kind{v1.KindFile: instantKind{}}})
-					if err != nil {
-						b.Fatal(err)
-					}
-					g.Go(func() error { return a.Run(gctx) })
-				}
+				startSimAgents(b, g, gctx, n, []string{"nats://" + listen}, dir, 10*time.Second)
 				revs := func() map[string]uint64 {
 					nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{"nats://" + listen}})
 					if err != nil {
