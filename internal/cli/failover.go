@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -111,73 +109,24 @@ func newFailoverCmd(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-// memberRow is one line of failover status.
-type memberRow struct {
-	Node         string  `json:"node"`
-	Role         string  `json:"role"`
-	State        string  `json:"state"`
-	HeartbeatAge float64 `json:"heartbeat_age_seconds"`
-	LagBytes     uint64  `json:"lag_bytes"`
-	Timeline     uint32  `json:"timeline"`
-	Epoch        uint64  `json:"epoch"`
-}
-
-type clusterView struct {
-	Cluster string      `json:"cluster"`
-	Primary string      `json:"primary"`
-	Sync    string      `json:"sync,omitempty"`
-	Epoch   uint64      `json:"epoch"`
-	Paused  bool        `json:"paused"`
-	Reason  string      `json:"reason"`
-	Members []memberRow `json:"members"`
-}
-
 func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
 	ctx, kv, done, err := f.session(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cs, rec, err := readState(ctx, kv)
+	v, err := failover.ReadView(ctx, kv, f.cluster)
 	if err != nil {
 		return err
 	}
-	beats, err := kv.List(ctx, failover.HeartbeatPrefix+"*")
-	if err != nil {
-		return err
-	}
-	v := clusterView{Cluster: f.cluster, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Paused: cs.Paused, Reason: rec.Reason}
-	for _, b := range beats {
-		hb, err := failover.DecodeHeartbeat(b.Value)
-		if err != nil {
-			continue
-		}
-		node := strings.TrimPrefix(b.Key, failover.HeartbeatPrefix)
-		role := "replica"
-		switch {
-		case node == cs.Primary:
-			role = "primary"
-		case node == cs.Sync:
-			role = "sync standby"
-		}
-		// The age compares the server's write time with this machine's
-		// clock: for people to read, never for a decision.
-		state := string(hb.Status)
-		if hb.Failing != "" {
-			state += " (" + string(hb.Failing) + " failing)"
-		}
-		v.Members = append(v.Members, memberRow{Node: node, Role: role, State: state,
-			HeartbeatAge: time.Since(b.Created).Seconds(), LagBytes: hb.Lag, Timeline: hb.Timeline, Epoch: hb.Epoch})
-	}
-	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Node < v.Members[j].Node })
 	if f.output != "table" {
 		return printAs(w, f.output, v)
 	}
 	paused := ""
-	if cs.Paused {
+	if v.Paused {
 		paused = " (automatic failover PAUSED)"
 	}
-	fmt.Fprintf(w, "cluster %s: primary %s, epoch %d%s\n", f.cluster, cs.Primary, cs.Epoch, paused)
+	fmt.Fprintf(w, "cluster %s: primary %s, epoch %d%s\n", f.cluster, v.Primary, v.Epoch, paused)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tHEARTBEAT\tLAG\tTIMELINE\tEPOCH")
 	for _, m := range v.Members {
@@ -186,36 +135,15 @@ func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
 	return tw.Flush()
 }
 
-type historyRow struct {
-	Revision uint64    `json:"revision"`
-	At       time.Time `json:"at"`
-	Epoch    uint64    `json:"epoch"`
-	Primary  string    `json:"primary"`
-	Sync     string    `json:"sync,omitempty"`
-	Paused   bool      `json:"paused,omitempty"`
-	Reason   string    `json:"reason"`
-}
-
 func failoverHistory(ctx context.Context, f *failoverFlags, w io.Writer) error {
 	ctx, kv, done, err := f.session(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	entries, err := kv.History(ctx, failover.KeyClusterState)
+	rows, err := failover.ReadHistory(ctx, kv)
 	if err != nil {
 		return err
-	}
-	var rows []historyRow
-	for _, e := range entries {
-		if e.Op != store.OpPut {
-			continue
-		}
-		cs, rec, err := failover.DecodeState(e)
-		if err != nil {
-			continue
-		}
-		rows = append(rows, historyRow{Revision: e.Revision, At: e.Created.UTC(), Epoch: cs.Epoch, Primary: cs.Primary, Sync: cs.Sync, Paused: cs.Paused, Reason: rec.Reason})
 	}
 	if f.output != "table" {
 		return printAs(w, f.output, rows)

@@ -1,0 +1,106 @@
+package failover
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// Member is one node of a cluster as people read it (CLI, dashboard).
+type Member struct {
+	Node         string  `json:"node"`
+	Role         string  `json:"role"` // primary, sync standby, replica
+	State        string  `json:"state"`
+	HeartbeatAge float64 `json:"heartbeat_age_seconds"`
+	LagBytes     uint64  `json:"lag_bytes"`
+	Timeline     uint32  `json:"timeline"`
+	Epoch        uint64  `json:"epoch"`
+}
+
+// View is a cluster's current state and members.
+type View struct {
+	Cluster string   `json:"cluster"`
+	Primary string   `json:"primary"`
+	Sync    string   `json:"sync,omitempty"`
+	Epoch   uint64   `json:"epoch"`
+	Paused  bool     `json:"paused"`
+	Reason  string   `json:"reason"`
+	Members []Member `json:"members"`
+}
+
+// HistoryEntry is one retained revision of cluster-state.
+type HistoryEntry struct {
+	Revision uint64    `json:"revision"`
+	At       time.Time `json:"at"`
+	Epoch    uint64    `json:"epoch"`
+	Primary  string    `json:"primary"`
+	Sync     string    `json:"sync,omitempty"`
+	Paused   bool      `json:"paused,omitempty"`
+	Reason   string    `json:"reason"`
+}
+
+// ReadView reads cluster-state and every heartbeat. Heartbeat ages
+// compare the store's write time with this machine's clock: for people to
+// read, never for a decision.
+func ReadView(ctx context.Context, kv store.KV, cluster string) (View, error) {
+	e, err := kv.Get(ctx, KeyClusterState)
+	if err != nil {
+		return View{}, fmt.Errorf("cluster-state: %w", err)
+	}
+	cs, rec, err := DecodeState(e)
+	if err != nil {
+		return View{}, err
+	}
+	beats, err := kv.List(ctx, HeartbeatPrefix+"*")
+	if err != nil {
+		return View{}, err
+	}
+	v := View{Cluster: cluster, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Paused: cs.Paused, Reason: rec.Reason}
+	for _, b := range beats {
+		hb, err := DecodeHeartbeat(b.Value)
+		if err != nil {
+			continue
+		}
+		node := strings.TrimPrefix(b.Key, HeartbeatPrefix)
+		role := "replica"
+		switch node {
+		case cs.Primary:
+			role = "primary"
+		case cs.Sync:
+			role = "sync standby"
+		}
+		state := string(hb.Status)
+		if hb.Failing != "" {
+			state += " (" + string(hb.Failing) + " failing)"
+		}
+		v.Members = append(v.Members, Member{Node: node, Role: role, State: state,
+			HeartbeatAge: time.Since(b.Created).Seconds(), LagBytes: hb.Lag, Timeline: hb.Timeline, Epoch: hb.Epoch})
+	}
+	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Node < v.Members[j].Node })
+	return v, nil
+}
+
+// ReadHistory returns the retained revisions of cluster-state, oldest
+// first (the bucket keeps 64).
+func ReadHistory(ctx context.Context, kv store.KV) ([]HistoryEntry, error) {
+	entries, err := kv.History(ctx, KeyClusterState)
+	if err != nil {
+		return nil, err
+	}
+	var rows []HistoryEntry
+	for _, e := range entries {
+		if e.Op != store.OpPut {
+			continue
+		}
+		cs, rec, err := DecodeState(e)
+		if err != nil {
+			continue
+		}
+		rows = append(rows, HistoryEntry{Revision: e.Revision, At: e.Created.UTC(), Epoch: cs.Epoch, Primary: cs.Primary, Sync: cs.Sync, Paused: cs.Paused, Reason: rec.Reason})
+	}
+	return rows, nil
+}
