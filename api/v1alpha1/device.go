@@ -32,7 +32,26 @@ type DeviceInfo struct {
 	ID        string            `json:"id"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Inventory Inventory         `json:"inventory"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	// Capabilities are what the agent's config turned on that others may
+	// use (CapabilityExec, CapabilityShellJob).
+	Capabilities []string  `json:"capabilities,omitempty"`
+	UpdatedAt    time.Time `json:"updatedAt"`
+}
+
+// Capabilities an agent can announce.
+const (
+	CapabilityExec     = "exec"     // answers exec commands
+	CapabilityShellJob = "shelljob" // runs ShellJob resources
+)
+
+// Can reports whether the device announced a capability.
+func (d DeviceInfo) Can(capability string) bool {
+	for _, c := range d.Capabilities {
+		if c == capability {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate checks a device info value.
@@ -42,6 +61,14 @@ func (d *DeviceInfo) Validate() error {
 		e.at("id").add("%v", err)
 	}
 	validateLabels(e.at("labels"), d.Labels)
+	if len(d.Capabilities) > 16 {
+		e.at("capabilities").add("at most 16, got %d", len(d.Capabilities))
+	}
+	for i, c := range d.Capabilities {
+		if len(c) == 0 || len(c) > 32 {
+			e.at(fmt.Sprintf("capabilities[%d]", i)).add("must be 1 to 32 characters")
+		}
+	}
 	return e.err()
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,6 +87,9 @@ URL.`,
 			fmt.Fprintf(stdout, "NATS:      %s\n", info.NATSURL)
 			fmt.Fprintf(stdout, "API:       %s/api/v1  (harmony get devices --server %s)\n", info.HTTPURL, info.HTTPURL)
 			fmt.Fprintf(stdout, "Dashboard: %s/\n", info.HTTPURL)
+			if tok, err := os.ReadFile(filepath.Join(dataDir, "admin-token")); err == nil {
+				fmt.Fprintf(stdout, "Admin token (sign in with it): %s\n", strings.TrimSpace(string(tok)))
+			}
 			fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 			return g.Wait()
 		},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"strings"
@@ -62,6 +63,17 @@ type Server struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string  `json:"log_level"`
 	Buckets  Buckets `json:"buckets"`
+	// Tokens may sign in to the dashboard. With none, the server creates
+	// an admin token in <data_dir>/admin-token on first start.
+	Tokens []Token `json:"tokens"`
+}
+
+// Token is a dashboard credential: the server keeps only the secret's
+// SHA-256 (`printf %s "$SECRET" | sha256sum`).
+type Token struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`   // admin or viewer
+	SHA256 string `json:"sha256"` // 64 hex digits
 }
 
 // DefaultServer returns the defaults, the first of the three steps.
@@ -200,6 +212,22 @@ func (c *Server) Validate() error {
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)
+		}
+	}
+	names := map[string]int{}
+	for i, t := range c.Tokens {
+		key := fmt.Sprintf("tokens[%d]", i)
+		if err := ValidateDNSSubdomain(t.Name); err != nil {
+			bad(key+".name", "%q: %v", t.Name, err)
+		} else if j, dup := names[t.Name]; dup {
+			bad(key+".name", "%q is also tokens[%d]", t.Name, j)
+		}
+		names[t.Name] = i
+		if t.Role != "admin" && t.Role != "viewer" {
+			bad(key+".role", "%q: must be admin or viewer", t.Role)
+		}
+		if b, err := hex.DecodeString(t.SHA256); err != nil || len(b) != 32 {
+			bad(key+".sha256", "must be the 64 hex digits of the token's SHA-256")
 		}
 	}
 	return joinErrors(errs)

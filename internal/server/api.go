@@ -57,15 +57,20 @@ func apiError(w http.ResponseWriter, status int, e APIError) {
 
 // storeError answers a store failure with the right status and code.
 func storeError(w http.ResponseWriter, err error) {
+	status, e := storeErrorOf(err)
+	apiError(w, status, e)
+}
+
+func storeErrorOf(err error) (int, APIError) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()})
+		return http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()}
 	case errors.Is(err, store.ErrConflict):
-		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Message: err.Error() + "; try again"})
+		return http.StatusConflict, APIError{Code: CodeConflict, Message: err.Error() + "; try again"}
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrOutcomeUnknown):
-		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: err.Error()})
+		return http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: err.Error()}
 	default:
-		apiError(w, http.StatusInternalServerError, APIError{Code: CodeInternal, Message: err.Error()})
+		return http.StatusInternalServerError, APIError{Code: CodeInternal, Message: err.Error()}
 	}
 }
 
@@ -115,10 +120,21 @@ func (h *handler) applyDeployments(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusRequestEntityTooLarge, APIError{Code: CodeInvalid, Message: err.Error()})
 		return
 	}
+	results, status, e := h.applyDocs(r.Context(), body)
+	if e != nil {
+		apiError(w, status, *e)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": results})
+}
+
+// applyDocs parses, validates and stores a document stream; on failure it
+// returns the HTTP status and the error to answer with. Nothing is stored
+// unless every document is valid.
+func (h *handler) applyDocs(ctx context.Context, body []byte) ([]ApplyResult, int, *APIError) {
 	docs, err := v1.ParseDeployments(body)
 	if err != nil {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: err.Error()})
-		return
+		return nil, http.StatusBadRequest, &APIError{Code: CodeInvalid, Message: err.Error()}
 	}
 	seen := map[string]int{}
 	for i := range docs {
@@ -127,26 +143,24 @@ func (h *handler) applyDeployments(w http.ResponseWriter, r *http.Request) {
 			if fe, ok := v1.First(err); ok {
 				e.Field = fe.Field
 			}
-			apiError(w, http.StatusBadRequest, e)
-			return
+			return nil, http.StatusBadRequest, &e
 		}
 		if j, dup := seen[docs[i].Metadata.Name]; dup {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "metadata.name", Document: i + 1,
-				Message: fmt.Sprintf("document %d: deployment %q is also document %d", i+1, docs[i].Metadata.Name, j)})
-			return
+			return nil, http.StatusBadRequest, &APIError{Code: CodeInvalid, Field: "metadata.name", Document: i + 1,
+				Message: fmt.Sprintf("document %d: deployment %q is also document %d", i+1, docs[i].Metadata.Name, j)}
 		}
 		seen[docs[i].Metadata.Name] = i + 1
 	}
 	var results []ApplyResult
 	for _, d := range docs {
-		res, err := h.applyOne(r.Context(), d)
+		res, err := h.applyOne(ctx, d)
 		if err != nil {
-			storeError(w, err)
-			return
+			status, e := storeErrorOf(err)
+			return results, status, &e
 		}
 		results = append(results, res)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": results})
+	return results, http.StatusOK, nil
 }
 
 // applyOne stores one validated deployment. The generation grows only when
@@ -251,9 +265,7 @@ func mustMarshal(v any) string {
 
 func (h *handler) deleteDeployment(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	kv := h.kvs[h.cfg.Buckets.Deployments]
-	cur, err := kv.Get(r.Context(), name)
-	if err != nil {
+	if err := h.deleteOne(r.Context(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: fmt.Sprintf("deployment %q not found", name), Field: "name"})
 			return
@@ -261,11 +273,17 @@ func (h *handler) deleteDeployment(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	if err := kv.Delete(r.Context(), name, cur.Revision); err != nil {
-		storeError(w, err)
-		return
-	}
 	writeJSON(w, http.StatusOK, map[string]string{"name": name, "result": "deleted"})
+}
+
+// deleteOne deletes a deployment by its latest revision.
+func (h *handler) deleteOne(ctx context.Context, name string) error {
+	kv := h.kvs[h.cfg.Buckets.Deployments]
+	cur, err := kv.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	return kv.Delete(ctx, name, cur.Revision)
 }
 
 func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
@@ -399,43 +417,47 @@ func (h *handler) patchLabels(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// command sends a request to a device and waits for its reply. An offline
-// device is refused at once instead of waiting.
+// command sends a request to a device and answers with its reply.
 func (h *handler) command(w http.ResponseWriter, r *http.Request, req v1.CommandRequest, timeout time.Duration) {
-	id := r.PathValue("id")
-	snap := h.op.Snapshot()
-	if _, known := snap.Devices[id]; !known {
-		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)})
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	reply, status, e := h.sendCommand(ctx, r.PathValue("id"), req)
+	if e != nil {
+		apiError(w, status, *e)
 		return
 	}
+	writeJSON(w, status, reply)
+}
+
+// sendCommand sends a request to a device and waits for its reply (until
+// ctx ends). An offline device is refused at once instead of waiting.
+func (h *handler) sendCommand(ctx context.Context, id string, req v1.CommandRequest) (v1.CommandReply, int, *APIError) {
+	snap := h.op.Snapshot()
+	if _, known := snap.Devices[id]; !known {
+		return v1.CommandReply{}, http.StatusNotFound, &APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)}
+	}
 	if !snap.Online(id) {
-		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q is offline (no heartbeat for more than %s)", id, snap.Staleness)})
-		return
+		return v1.CommandReply{}, http.StatusServiceUnavailable, &APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q is offline (no heartbeat for more than %s)", id, snap.Staleness)}
 	}
 	if err := req.Validate(); err != nil {
 		e := APIError{Code: CodeInvalid, Message: err.Error()}
 		if fe, ok := v1.First(err); ok {
 			e.Field = fe.Field
 		}
-		apiError(w, http.StatusBadRequest, e)
-		return
+		return v1.CommandReply{}, http.StatusBadRequest, &e
 	}
 	b, _ := json.Marshal(req)
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
 	m, err := h.nc.RequestWithContext(ctx, v1.CommandSubject(id), b)
 	if err != nil {
 		code := http.StatusGatewayTimeout
 		if errors.Is(err, nats.ErrNoResponders) {
 			code = http.StatusServiceUnavailable
 		}
-		apiError(w, code, APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q did not answer: %v", id, err)})
-		return
+		return v1.CommandReply{}, code, &APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q did not answer: %v", id, err)}
 	}
 	var reply v1.CommandReply
 	if err := json.Unmarshal(m.Data, &reply); err != nil {
-		apiError(w, http.StatusBadGateway, APIError{Code: CodeDeviceError, Message: "unreadable reply: " + err.Error()})
-		return
+		return v1.CommandReply{}, http.StatusBadGateway, &APIError{Code: CodeDeviceError, Message: "unreadable reply: " + err.Error()}
 	}
 	status := http.StatusOK
 	if !reply.OK {
@@ -444,7 +466,7 @@ func (h *handler) command(w http.ResponseWriter, r *http.Request, req v1.Command
 			status = http.StatusNotFound
 		}
 	}
-	writeJSON(w, status, reply)
+	return reply, status, nil
 }
 
 func (h *handler) deviceLogs(w http.ResponseWriter, r *http.Request) {

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net/http"
-	"sort"
 	"sync"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 
 type handler struct {
 	nc  *nats.Conn
+	st  store.Store
 	js  jetstream.JetStream
 	op  *operator.Operator
 	kvs map[string]store.KV
@@ -97,9 +96,9 @@ func (h *handler) viewBody(items any) map[string]any {
 	return body
 }
 
-func newHandler(nc *nats.Conn, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, log *slog.Logger) *handler {
+func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash http.Handler, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
-	h := &handler{nc: nc, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
+	h := &handler{nc: nc, st: st, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -129,8 +128,8 @@ func newHandler(nc *nats.Conn, op *operator.Operator, gc *store.Lease, kvs map[s
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	h.mux.HandleFunc("GET /{$}", h.status)
 	h.routesAPI()
+	h.mux.Handle("/", dash) // every other path is the dashboard's
 	return h
 }
 
@@ -141,13 +140,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Harmony-Stale-Since", since.UTC().Format(time.RFC3339))
 	}
 	h.mux.ServeHTTP(w, r)
-}
-
-func staleText(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339)
 }
 
 func b2f(b bool) float64 {
@@ -196,43 +188,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Harmony</title></head>
-<body>
-<h1>Harmony server</h1>
-<p>Version {{.Version}} ({{.Commit}}). Operator: <strong>{{.Phase}}</strong>.
-{{if .Reasons}}Not ready:{{else}}Ready.{{end}}</p>
-{{if .Stale}}<p><strong>Stale view:</strong> the store has not answered since {{.Stale}}; what follows is the last view the server had.</p>{{end}}
-{{if .Reasons}}<ul>{{range .Reasons}}<li>{{.}}</li>{{end}}</ul>{{end}}
-<table><tr><th>Bucket</th><th>Keys</th></tr>
-{{range .Buckets}}<tr><td>{{.Name}}</td><td>{{.Keys}}</td></tr>{{end}}
-</table>
-<p><a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>
-</body></html>
-`))
-
-// status is a plain page of what the server knows; the dashboard replaces it.
-func (h *handler) status(w http.ResponseWriter, r *http.Request) {
-	type row struct {
-		Name string
-		Keys int
-	}
-	var rows []row
-	for b, n := range h.op.Counts() {
-		rows = append(rows, row{b, n})
-	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'")
-	err := statusPage.Execute(w, map[string]any{
-		"Version": buildinfo.Version, "Commit": buildinfo.Commit, "Phase": h.op.Phase(),
-		"Reasons": h.readiness(), "Buckets": rows, "Stale": staleText(h.stale()),
-	})
-	if err != nil {
-		http.Error(w, fmt.Sprintf("render: %v", err), http.StatusInternalServerError)
-	}
 }
 
 type bucketCollector struct {

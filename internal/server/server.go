@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 // Info describes a started server, for callers that picked port 0.
@@ -39,16 +39,61 @@ type Options struct {
 
 // Run runs the server until ctx ends, then shuts everything down in order
 // (HTTP, operator, NATS connection, embedded server) and returns.
+//
+// HTTP is served from the start: while NATS is starting or unreachable the
+// dashboard says so, /healthz answers and the rest is 503, so that nobody
+// finds a dead port or a blank page after a restart.
 func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	var info Info
+	tokens, key, err := dashboardSecrets(cfg, log)
+	if err != nil {
+		return err
+	}
+	g := &gate{}
+	g.wait("connecting to NATS")
+	dash, err := web.New(web.Options{Backend: g, Tokens: tokens, SessionKey: key, Log: log.With("component", "dashboard")})
+	if err != nil {
+		return err
+	}
+	g.dash = dash
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", cfg.HTTP, err)
+	}
+	info := Info{HTTPURL: "http://" + ln.Addr().String()}
+	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
+
+	eg, ectx := errgroup.WithContext(ctx)
+	served := make(chan struct{})
+	eg.Go(func() error {
+		defer close(served)
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		<-ectx.Done()
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return httpSrv.Shutdown(shutCtx)
+	})
+	eg.Go(func() error { return serve(ectx, cfg, log, g, info, opts, served) })
+	log.Info("harmony server listening", "http", info.HTTPURL)
+	err = eg.Wait()
+	log.Info("harmony server stopped")
+	return err
+}
+
+// serve starts (or connects to) NATS, ensures the buckets and runs the
+// operator until ctx ends, handing the full HTTP handler to the gate once
+// the store has answered. On the way out it lets HTTP stop (served) before
+// the store connection goes, so requests in flight still reach it.
+func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, info Info, opts Options, served <-chan struct{}) error {
 	var nc *nats.Conn
 	if cfg.Embedded() {
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
 		ns, err := mesh.StartServer(mesh.ServerConfig{
 			Name:             cfg.Name,
 			DataDir:          filepath.Join(cfg.DataDir, "nats"),
@@ -83,11 +128,17 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		}
 	}
 	defer nc.Close()
+	defer func() {
+		if ctx.Err() != nil { // a stop, not a failure: HTTP is shutting down
+			<-served
+		}
+	}()
 
 	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: cfg.StoreTimeout.Std()})
 	if err != nil {
 		return err
 	}
+	g.wait("waiting for the store (JetStream) to answer")
 	kvs, err := ensureBuckets(ctx, st, cfg, log)
 	if err != nil {
 		return err
@@ -103,37 +154,18 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
 	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc})
 
-	ln, err := net.Listen("tcp", cfg.HTTP)
-	if err != nil {
-		return fmt.Errorf("http listen %s: %w", cfg.HTTP, err)
-	}
-	info.HTTPURL = "http://" + ln.Addr().String()
-	h := newHandler(nc, op, gc, kvs, cfg, log)
-	httpSrv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	h := newHandler(nc, st, op, gc, kvs, cfg, g.dash, log)
+	g.h.Store(h)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return op.Run(gctx) })
-	g.Go(func() error { return gc.Run(gctx) })
-	g.Go(func() error { h.probeStore(gctx); return nil })
-	g.Go(func() error {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return httpSrv.Shutdown(shutCtx)
-	})
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return op.Run(ectx) })
+	eg.Go(func() error { return gc.Run(ectx) })
+	eg.Go(func() error { h.probeStore(ectx); return nil })
 	log.Info("harmony server started", "http", info.HTTPURL)
 	if opts.OnReady != nil {
 		opts.OnReady(info)
 	}
-	err = g.Wait()
-	log.Info("harmony server stopped")
-	return err
+	return eg.Wait()
 }
 
 // leaseHolder names this process in leases: the server's name and a

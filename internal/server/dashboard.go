@@ -1,0 +1,259 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/operator"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/web"
+)
+
+// gate serves HTTP from the moment the server starts: until the store has
+// answered and the operator exists, the dashboard shows that the server is
+// starting, /healthz is up and everything else says 503; then every request
+// goes to the full handler.
+type gate struct {
+	h       atomic.Pointer[handler]
+	dash    *web.Dashboard
+	waiting atomic.Pointer[string] // what start-up is waiting for
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := g.h.Load(); h != nil {
+		h.ServeHTTP(w, r)
+		return
+	}
+	reason := "server: starting: " + g.Progress()
+	switch p := r.URL.Path; {
+	case p == "/healthz":
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	case p == "/readyz":
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "operator": web.Starting, "reasons": []string{reason}})
+	case p == "/metrics" || strings.HasPrefix(p, "/api/"):
+		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
+	default:
+		g.dash.ServeHTTP(w, r)
+	}
+}
+
+func (g *gate) wait(what string) { g.waiting.Store(&what) }
+
+// The dashboard's Backend.
+
+func (g *gate) Phase() string {
+	if h := g.h.Load(); h != nil {
+		return string(h.op.Phase())
+	}
+	return web.Starting
+}
+
+func (g *gate) Progress() string {
+	if h := g.h.Load(); h != nil {
+		return h.op.Progress()
+	}
+	if w := g.waiting.Load(); w != nil {
+		return *w
+	}
+	return "starting"
+}
+
+func (g *gate) Stale() time.Time {
+	if h := g.h.Load(); h != nil {
+		return h.stale()
+	}
+	return time.Time{}
+}
+
+func (g *gate) Snapshot() operator.Snapshot {
+	if h := g.h.Load(); h != nil {
+		return h.op.Snapshot()
+	}
+	return operator.Snapshot{}
+}
+
+var errStarting = errors.New("the server is starting; try again in a moment")
+
+func (g *gate) Apply(ctx context.Context, body []byte) ([]string, error) {
+	h := g.h.Load()
+	if h == nil {
+		return nil, errStarting
+	}
+	res, _, e := h.applyDocs(ctx, body)
+	var out []string
+	for _, r := range res {
+		out = append(out, fmt.Sprintf("%s %s (generation %d)", r.Name, r.Result, r.Generation))
+	}
+	if e != nil {
+		msg := e.Message // names the document and the field
+		if len(out) > 0 {
+			msg += " (stored before the failure: " + strings.Join(out, "; ") + ")"
+		}
+		return out, errors.New(msg)
+	}
+	return out, nil
+}
+
+func (g *gate) Delete(ctx context.Context, name string) error {
+	h := g.h.Load()
+	if h == nil {
+		return errStarting
+	}
+	err := h.deleteOne(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("deployment %q does not exist", name)
+	}
+	return err
+}
+
+func (g *gate) Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error) {
+	h := g.h.Load()
+	if h == nil {
+		return v1.CommandReply{}, errStarting
+	}
+	timeout := 10 * time.Second
+	if req.Op == v1.OpExec {
+		timeout = (v1.ExecTimeoutLimit + 5) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, _, e := h.sendCommand(ctx, device, req)
+	if e != nil {
+		return v1.CommandReply{}, errors.New(e.Message)
+	}
+	return reply, nil
+}
+
+func (g *gate) Clusters(ctx context.Context) ([]string, error) {
+	h := g.h.Load()
+	if h == nil {
+		return nil, errStarting
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout.Std())
+	defer cancel()
+	names := h.js.KeyValueStoreNames(ctx)
+	var out []string
+	for n := range names.Name() {
+		if c, ok := strings.CutPrefix(n, failover.BucketName("")); ok {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out, names.Error()
+}
+
+func (g *gate) Cluster(ctx context.Context, name string) (failover.View, []failover.HistoryEntry, error) {
+	h := g.h.Load()
+	if h == nil {
+		return failover.View{}, nil, errStarting
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout.Std())
+	defer cancel()
+	kv, err := h.st.Open(ctx, failover.BucketName(name))
+	if err != nil {
+		if errors.Is(err, store.ErrBucketNotFound) {
+			return failover.View{}, nil, fmt.Errorf("no HA cluster %q", name)
+		}
+		return failover.View{}, nil, err
+	}
+	v, err := failover.ReadView(ctx, kv, name)
+	if err != nil {
+		return v, nil, err
+	}
+	hist, err := failover.ReadHistory(ctx, kv)
+	return v, hist, err
+}
+
+// dashboardSecrets returns the tokens that may sign in and the key that
+// signs sessions, both kept in the data directory: the key in
+// dashboard-session.key, and, when no token is configured, a generated
+// admin token in admin-token (the secret itself: whoever can read that file
+// is the server's admin). Both files are 0600. Without a data directory
+// (an external NATS may have none) the key lives in memory, so sessions end
+// with the process, and only configured tokens can sign in.
+func dashboardSecrets(cfg config.Server, log *slog.Logger) ([]web.Token, []byte, error) {
+	var tokens []web.Token
+	for _, t := range cfg.Tokens {
+		tokens = append(tokens, web.Token{Name: t.Name, Role: web.Role(t.Role), SHA256: sha(t.SHA256)})
+	}
+	if cfg.DataDir == "" {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, nil, err
+		}
+		if len(tokens) == 0 {
+			log.Warn("dashboard: no tokens configured and no data_dir to keep a generated one in: nobody can sign in")
+		}
+		return tokens, key, nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("data dir: %w", err)
+	}
+	keyHex, err := readOrCreateSecret(filepath.Join(cfg.DataDir, "dashboard-session.key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	key, _ := hex.DecodeString(keyHex)
+	if len(tokens) == 0 {
+		path := filepath.Join(cfg.DataDir, "admin-token")
+		secret, err := readOrCreateSecret(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		tokens = append(tokens, web.Token{Name: "admin", Role: web.Admin, SHA256: sha(web.HashToken(secret))})
+		log.Info("dashboard: no tokens configured; the admin token is in a file", "path", path)
+	}
+	return tokens, key, nil
+}
+
+// sha decodes a validated hex SHA-256.
+func sha(h string) [32]byte {
+	var sum [32]byte
+	b, _ := hex.DecodeString(h)
+	copy(sum[:], b)
+	return sum
+}
+
+// readOrCreateSecret reads a hex secret from path, creating it (32 random
+// bytes, mode 0600) when missing.
+func readOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if raw, err := hex.DecodeString(s); err != nil || len(raw) < 32 {
+			return "", fmt.Errorf("%s: want at least 64 hex digits", path)
+		}
+		return s, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(raw[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(s + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return s, f.Close()
+}

@@ -1,0 +1,203 @@
+package web
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Role is what a token may do.
+type Role string
+
+const (
+	// Admin may read, apply, delete and run commands on devices.
+	Admin Role = "admin"
+	// Viewer may only read.
+	Viewer Role = "viewer"
+)
+
+// Token is one configured credential: its name, role and the SHA-256 of
+// the secret. The secret itself is never stored by the server.
+type Token struct {
+	Name   string
+	Role   Role
+	SHA256 [32]byte
+}
+
+// HashToken returns the hex SHA-256 of a secret, the form tokens are
+// configured in.
+func HashToken(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+const (
+	sessionCookie = "harmony_session"
+	sessionTTL    = 12 * time.Hour
+)
+
+// session is what the signed cookie carries.
+type session struct {
+	Name    string `json:"n"`
+	Role    Role   `json:"r"`
+	Expires int64  `json:"e"` // unix seconds
+	ID      string `json:"s"` // random; the CSRF token is derived from it
+}
+
+// auth checks tokens and sessions. Sessions are stateless cookies signed
+// with a key the server keeps in its data directory, so they survive a
+// server restart; a session is honoured only while its token's name is
+// still configured with the same role.
+type auth struct {
+	key    []byte
+	tokens []Token
+	now    func() time.Time
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter // failed logins per client address
+}
+
+func newAuth(key []byte, tokens []Token) *auth {
+	return &auth{key: key, tokens: tokens, now: time.Now, limiters: map[string]*rate.Limiter{}}
+}
+
+// check finds the token of a secret, comparing every configured hash in
+// constant time.
+func (a *auth) check(secret string) (Token, bool) {
+	sum := sha256.Sum256([]byte(secret))
+	var found Token
+	ok := false
+	for _, t := range a.tokens {
+		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
+			found, ok = t, true
+		}
+	}
+	return found, ok
+}
+
+// allowLogin reports whether a client may try again: five failed logins in
+// a burst, then one every two seconds, per client address.
+func (a *auth) allowLogin(r *http.Request) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l := a.limiters[clientAddr(r)]
+	return l == nil || l.Tokens() >= 1
+}
+
+func (a *auth) failedLogin(r *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.limiters) > 10000 { // bounded memory under a spray of addresses
+		a.limiters = map[string]*rate.Limiter{}
+	}
+	addr := clientAddr(r)
+	l := a.limiters[addr]
+	if l == nil {
+		l = rate.NewLimiter(rate.Every(2*time.Second), 5)
+		a.limiters[addr] = l
+	}
+	l.Allow()
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (a *auth) sign(b []byte) string {
+	m := hmac.New(sha256.New, a.key)
+	m.Write(b)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// issue sets the session cookie for a token.
+func (a *auth) issue(w http.ResponseWriter, r *http.Request, t Token) error {
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return err
+	}
+	s := session{Name: t.Name, Role: t.Role, Expires: a.now().Add(sessionTTL).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:])}
+	b, _ := json.Marshal(s)
+	payload := base64.RawURLEncoding.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: payload + "." + a.sign([]byte(payload)), Path: "/",
+		MaxAge: int(sessionTTL.Seconds()), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	return nil
+}
+
+func clearSession(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+}
+
+var errNoSession = errors.New("not signed in")
+
+// session reads and checks the request's session.
+func (a *auth) session(r *http.Request) (session, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return session{}, errNoSession
+	}
+	payload, sig, ok := strings.Cut(c.Value, ".")
+	if !ok || !hmac.Equal([]byte(sig), []byte(a.sign([]byte(payload)))) {
+		return session{}, errNoSession
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return session{}, errNoSession
+	}
+	var s session
+	if err := json.Unmarshal(b, &s); err != nil {
+		return session{}, errNoSession
+	}
+	if a.now().Unix() >= s.Expires {
+		return session{}, fmt.Errorf("session expired")
+	}
+	for _, t := range a.tokens {
+		if t.Name == s.Name && t.Role == s.Role {
+			return s, nil
+		}
+	}
+	return session{}, fmt.Errorf("token %q is no longer configured", s.Name)
+}
+
+// csrf is the token every form of a session carries.
+func (a *auth) csrf(s session) string {
+	return a.sign([]byte("csrf:" + s.ID))
+}
+
+// checkCSRF accepts a mutating request only with the session's CSRF token
+// and, when the browser sends one, a same-origin Origin header.
+func (a *auth) checkCSRF(r *http.Request, s session) error {
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) {
+		return fmt.Errorf("origin %q is not this server", o)
+	}
+	got := r.PostFormValue("csrf")
+	if got == "" {
+		got = r.Header.Get("X-CSRF-Token")
+	}
+	if got == "" || !hmac.Equal([]byte(got), []byte(a.csrf(s))) {
+		return errors.New("missing or wrong CSRF token; reload the page")
+	}
+	return nil
+}
+
+func sameOrigin(origin string, r *http.Request) bool {
+	_, host, ok := strings.Cut(origin, "://")
+	return ok && host == r.Host
+}

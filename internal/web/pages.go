@@ -1,0 +1,535 @@
+package web
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/operator"
+)
+
+func (d *Dashboard) loginPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	q := &request{w: w, r: r}
+	p := page{Title: "Sign in", Version: d.page(q, "", "", nil).Version, Data: map[string]string{"Next": safeNext(r.URL.Query().Get("next"))}}
+	d.render(q, http.StatusOK, "login", p)
+}
+
+// safeNext keeps a post-login redirect on this server.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, `\`) {
+		return "/"
+	}
+	return next
+}
+
+func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	q := &request{w: w, r: r}
+	next := safeNext(r.PostFormValue("next"))
+	again := func(status int, msg string) {
+		d.render(q, status, "login", page{Title: "Sign in", Flash: msg, Data: map[string]string{"Next": next}})
+	}
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r) {
+		again(http.StatusForbidden, "Sign-in refused: the form did not come from this server.")
+		return
+	}
+	if !d.auth.allowLogin(r) {
+		again(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a few seconds.")
+		return
+	}
+	t, ok := d.auth.check(strings.TrimSpace(r.PostFormValue("token")))
+	if !ok {
+		d.auth.failedLogin(r)
+		d.log.Warn("dashboard: failed sign-in", "client", clientAddr(r))
+		again(http.StatusUnauthorized, "Unknown token.")
+		return
+	}
+	if err := d.auth.issue(w, r, t); err != nil {
+		again(http.StatusInternalServerError, err.Error())
+		return
+	}
+	d.log.Info("dashboard: signed in", "token", t.Name, "role", t.Role, "client", clientAddr(r))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request) {
+	if s, err := d.auth.session(r); err == nil {
+		if d.auth.checkCSRF(r, s) != nil {
+			http.Error(w, "missing or wrong CSRF token", http.StatusForbidden)
+			return
+		}
+	}
+	clearSession(w, r)
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// deploymentRow is a deployment with its roll-up and bar.
+type deploymentRow struct {
+	operator.DeploymentStatus
+	State string // Succeeded, Failed, Progressing, No devices
+	Bar   bar
+}
+
+// bar is a stacked progress bar in percent of the matched devices.
+type bar struct {
+	Succeeded, Failed, Pending, Offline string // widths, percent
+	FailedX, PendingX, OfflineX         string // left edges
+	Title                               string
+}
+
+func newBar(s operator.DeploymentStatus) bar {
+	x := 0.0
+	seg := func(n int) (string, string) {
+		if s.Matched == 0 {
+			return "0", "0"
+		}
+		w := 100 * float64(n) / float64(s.Matched)
+		at := x
+		x += w
+		return fmtPct(w), fmtPct(at)
+	}
+	var b bar
+	b.Succeeded, _ = seg(s.Succeeded)
+	b.Failed, b.FailedX = seg(s.Failed)
+	b.Pending, b.PendingX = seg(s.Pending)
+	b.Offline, b.OfflineX = seg(s.Offline)
+	b.Title = fmt.Sprintf("%d succeeded, %d failed, %d pending, %d offline of %d", s.Succeeded, s.Failed, s.Pending, s.Offline, s.Matched)
+	return b
+}
+
+func fmtPct(f float64) string { return strconv.FormatFloat(math.Round(f*100)/100, 'f', -1, 64) }
+
+func pct(n, of int) string {
+	if of == 0 {
+		return "0"
+	}
+	return fmtPct(100 * float64(n) / float64(of))
+}
+
+func deploymentState(s operator.DeploymentStatus) string {
+	switch {
+	case s.Matched == 0:
+		return "No devices"
+	case s.Failed > 0:
+		return "Failed"
+	case s.Succeeded == s.Matched:
+		return "Succeeded"
+	default:
+		return "Progressing"
+	}
+}
+
+func rows(agg map[string]operator.DeploymentStatus) []deploymentRow {
+	out := make([]deploymentRow, 0, len(agg))
+	for _, s := range agg {
+		s.Devices = nil
+		out = append(out, deploymentRow{DeploymentStatus: s, State: deploymentState(s), Bar: newBar(s)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// attention is one line of the overview's list of things to look at.
+type attention struct {
+	Kind, Subject, Link, Message string
+}
+
+type overviewData struct {
+	Devices, Online, Offline                    int
+	Deployments, Succeeded, Failed, Progressing int
+	Attention                                   []attention
+	More                                        int // attention lines left out
+}
+
+const attentionMax = 20
+
+func (d *Dashboard) overview(q *request) {
+	snap := d.b.Snapshot()
+	var o overviewData
+	for _, r := range rows(operator.Aggregate(snap)) {
+		o.Deployments++
+		switch r.State {
+		case "Failed":
+			o.Failed++
+			o.Attention = append(o.Attention, attention{"Failed deployment", r.Name, "/deployments/" + url.PathEscape(r.Name),
+				fmt.Sprintf("%d of %d devices failed; last error: %s", r.DeploymentStatus.Failed, r.Matched, r.LastError)})
+		case "Succeeded":
+			o.Succeeded++
+		default:
+			o.Progressing++
+		}
+	}
+	var offline []string
+	for id := range snap.Devices {
+		o.Devices++
+		if snap.Online(id) {
+			o.Online++
+		} else {
+			o.Offline++
+			offline = append(offline, id)
+		}
+	}
+	sort.Strings(offline)
+	for _, id := range offline {
+		msg := "never sent a heartbeat"
+		if age, ok := snap.HeartbeatAge[id]; ok {
+			msg = "last heartbeat " + ago(age.Seconds())
+		}
+		o.Attention = append(o.Attention, attention{"Offline device", id, "/devices/" + url.PathEscape(id), msg})
+	}
+	var conflicts []v1.DeviceState
+	for _, st := range snap.States {
+		if st.Phase == v1.PhaseConflict {
+			conflicts = append(conflicts, st)
+		}
+	}
+	sort.Slice(conflicts, func(i, j int) bool {
+		return conflicts[i].Device+conflicts[i].Deployment < conflicts[j].Device+conflicts[j].Deployment
+	})
+	for _, st := range conflicts {
+		o.Attention = append(o.Attention, attention{"Conflict", st.Device + " / " + st.Deployment, "/devices/" + url.PathEscape(st.Device), st.Message})
+	}
+	if len(o.Attention) > attentionMax {
+		o.More = len(o.Attention) - attentionMax
+		o.Attention = o.Attention[:attentionMax]
+	}
+	d.render(q, http.StatusOK, "overview", d.page(q, "Overview", "overview", o))
+}
+
+type deploymentsData struct {
+	Rows []deploymentRow
+	// A rejected apply: the text as it was sent, and why.
+	Manifest, ApplyError string
+}
+
+func (d *Dashboard) deployments(q *request) {
+	d.render(q, http.StatusOK, "deployments", d.page(q, "Deployments", "deployments",
+		deploymentsData{Rows: rows(operator.Aggregate(d.b.Snapshot()))}))
+}
+
+type deploymentData struct {
+	Deployment v1.Deployment
+	Spec       string
+	Row        deploymentRow
+	Devices    []operator.DevRoll
+}
+
+func (d *Dashboard) deployment(q *request) {
+	name := q.r.PathValue("name")
+	snap := d.b.Snapshot()
+	dep, ok := snap.Deployments[name]
+	if !ok {
+		d.fail(q, http.StatusNotFound, "Not found", fmt.Sprintf("deployment %q does not exist", name))
+		return
+	}
+	st := operator.Aggregate(snap)[name]
+	spec, _ := yaml.Marshal(dep)
+	data := deploymentData{Deployment: dep, Spec: string(spec), Devices: st.Devices}
+	st.Devices = nil
+	data.Row = deploymentRow{DeploymentStatus: st, State: deploymentState(st), Bar: newBar(st)}
+	d.render(q, http.StatusOK, "deployment", d.page(q, "Deployment "+name, "deployments", data))
+}
+
+func (d *Dashboard) apply(q *request) {
+	body := q.r.PostFormValue("manifest")
+	// A rejected manifest comes back in the form with the reason, so that
+	// nothing typed is lost.
+	rejected := func(msg string) {
+		if q.r.Header.Get("HX-Request") == "true" {
+			d.fail(q, http.StatusBadRequest, "Not applied", msg)
+			return
+		}
+		d.render(q, http.StatusBadRequest, "deployments", d.page(q, "Deployments", "deployments",
+			deploymentsData{Rows: rows(operator.Aggregate(d.b.Snapshot())), Manifest: body, ApplyError: msg}))
+	}
+	if strings.TrimSpace(body) == "" {
+		rejected("nothing to apply: paste one or more deployments (YAML or JSON)")
+		return
+	}
+	res, err := d.b.Apply(q.r.Context(), []byte(body))
+	if err != nil {
+		rejected(err.Error())
+		return
+	}
+	d.log.Info("dashboard: applied", "token", q.s.Name, "result", strings.Join(res, "; "))
+	http.Redirect(q.w, q.r, "/deployments?msg="+url.QueryEscape(strings.Join(res, "; ")), http.StatusSeeOther)
+}
+
+func (d *Dashboard) delete(q *request) {
+	name := q.r.PathValue("name")
+	if err := d.b.Delete(q.r.Context(), name); err != nil {
+		d.fail(q, http.StatusBadRequest, "Not deleted", err.Error())
+		return
+	}
+	d.log.Info("dashboard: deleted", "token", q.s.Name, "deployment", name)
+	http.Redirect(q.w, q.r, "/deployments?msg="+url.QueryEscape("deleted "+name), http.StatusSeeOther)
+}
+
+type devicesData struct {
+	Selector, State string
+	Error           string
+	Devices         []operator.DeviceStatus
+	Total, Matched  int
+	Page, Pages     int
+	Prev, Next      string
+}
+
+func (d *Dashboard) devices(q *request) {
+	qs := q.r.URL.Query()
+	data := devicesData{Selector: qs.Get("selector"), State: qs.Get("state"), Page: 1}
+	sel, err := parseSelector(data.Selector)
+	if err != nil {
+		data.Error = "selector: " + err.Error()
+	}
+	snap := d.b.Snapshot()
+	data.Total = len(snap.Devices)
+	var ids []string
+	for id, dev := range snap.Devices {
+		if err == nil && !sel.Matches(dev.Labels()) {
+			continue
+		}
+		switch data.State {
+		case "online":
+			if !snap.Online(id) {
+				continue
+			}
+		case "offline":
+			if snap.Online(id) {
+				continue
+			}
+		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	data.Matched = len(ids)
+	data.Pages = max(1, (len(ids)+d.size-1)/d.size)
+	if n, err := strconv.Atoi(qs.Get("page")); err == nil && n > 0 {
+		data.Page = min(n, data.Pages)
+	}
+	from := (data.Page - 1) * d.size
+	ids = ids[from:min(from+d.size, len(ids))]
+	// Only the devices shown are worked out in full.
+	sub := snap
+	sub.Devices = make(map[string]operator.Device, len(ids))
+	for _, id := range ids {
+		sub.Devices[id] = snap.Devices[id]
+	}
+	data.Devices = operator.Devices(sub)
+	link := func(p int) string {
+		v := url.Values{}
+		if data.Selector != "" {
+			v.Set("selector", data.Selector)
+		}
+		if data.State != "" {
+			v.Set("state", data.State)
+		}
+		v.Set("page", strconv.Itoa(p))
+		return "/devices?" + v.Encode()
+	}
+	if data.Page > 1 {
+		data.Prev = link(data.Page - 1)
+	}
+	if data.Page < data.Pages {
+		data.Next = link(data.Page + 1)
+	}
+	d.render(q, http.StatusOK, "devices", d.page(q, "Devices", "devices", data))
+}
+
+// parseSelector reads "k=v,k2=v2" (equality only), as the API does.
+func parseSelector(s string) (v1.Selector, error) {
+	sel := v1.Selector{MatchLabels: map[string]string{}}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return sel, fmt.Errorf("%q: want key=value", part)
+		}
+		sel.MatchLabels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return sel, nil
+}
+
+type deviceData struct {
+	Device operator.DeviceStatus
+	Info   v1.DeviceInfo
+	Exec   bool
+	States []v1.DeviceState
+	Output *v1.CommandReply // logs or exec result
+	Asked  string           // what Output answers
+}
+
+func (d *Dashboard) deviceData(q *request) (deviceData, bool) {
+	id := q.r.PathValue("id")
+	snap := d.b.Snapshot()
+	dev, ok := snap.Devices[id]
+	if !ok {
+		d.fail(q, http.StatusNotFound, "Not found", fmt.Sprintf("device %q is not known", id))
+		return deviceData{}, false
+	}
+	sub := snap
+	sub.Devices = map[string]operator.Device{id: dev}
+	data := deviceData{Device: operator.Devices(sub)[0], Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec)}
+	for _, name := range sortedKeys(snap.Deployments) {
+		if st, ok := snap.States[v1.DeviceKey(id, name)]; ok {
+			data.States = append(data.States, st)
+		}
+	}
+	return data, true
+}
+
+func (d *Dashboard) device(q *request) {
+	data, ok := d.deviceData(q)
+	if !ok {
+		return
+	}
+	d.render(q, http.StatusOK, "device", d.page(q, "Device "+data.Device.ID, "devices", data))
+}
+
+// logs shows the tail of one resource's output: as a fragment for htmx,
+// else on the device page.
+func (d *Dashboard) logs(q *request) {
+	qs := q.r.URL.Query()
+	req := v1.CommandRequest{Op: v1.OpLogs, Deployment: qs.Get("deployment"), Resource: qs.Get("resource"), Lines: 100}
+	d.command(q, req, "logs of "+req.Deployment+"/"+req.Resource)
+}
+
+func (d *Dashboard) exec(q *request) {
+	args := strings.Fields(q.r.PostFormValue("command"))
+	d.log.Info("dashboard: exec", "token", q.s.Name, "device", q.r.PathValue("id"), "command", args)
+	d.command(q, v1.CommandRequest{Op: v1.OpExec, Command: args}, "$ "+strings.Join(args, " "))
+}
+
+func (d *Dashboard) command(q *request, req v1.CommandRequest, asked string) {
+	data, ok := d.deviceData(q)
+	if !ok {
+		return
+	}
+	reply, err := d.b.Command(q.r.Context(), data.Device.ID, req)
+	if err != nil {
+		reply = v1.CommandReply{OK: false, Error: err.Error()}
+	}
+	data.Output, data.Asked = &reply, asked
+	if q.r.Header.Get("HX-Request") == "true" {
+		t := d.pages["device"]
+		q.w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err := t.ExecuteTemplate(q.w, "output", data); err != nil {
+			d.log.Error("render", "page", "device output", "err", err)
+		}
+		return
+	}
+	d.render(q, http.StatusOK, "device", d.page(q, "Device "+data.Device.ID, "devices", data))
+}
+
+type clusterRow struct {
+	Name  string
+	View  failover.View
+	Error string
+}
+
+func (d *Dashboard) clusters(q *request) {
+	names, err := d.b.Clusters(q.r.Context())
+	var out []clusterRow
+	for _, n := range names {
+		v, _, err := d.b.Cluster(q.r.Context(), n)
+		row := clusterRow{Name: n, View: v}
+		if err != nil {
+			row.Error = err.Error()
+		}
+		out = append(out, row)
+	}
+	data := map[string]any{"Clusters": out, "Error": ""}
+	if err != nil {
+		data["Error"] = err.Error()
+	}
+	d.render(q, http.StatusOK, "clusters", d.page(q, "HA clusters", "clusters", data))
+}
+
+type clusterData struct {
+	Name     string
+	View     failover.View
+	History  []failover.HistoryEntry
+	Timeline timeline
+	Error    string
+}
+
+func (d *Dashboard) cluster(q *request) {
+	name := q.r.PathValue("name")
+	v, hist, err := d.b.Cluster(q.r.Context(), name)
+	data := clusterData{Name: name, View: v, History: hist, Timeline: newTimeline(hist, time.Now())}
+	if err != nil {
+		data.Error = err.Error()
+	}
+	// Newest first in the table.
+	sort.Slice(data.History, func(i, j int) bool { return data.History[i].Revision > data.History[j].Revision })
+	d.render(q, http.StatusOK, "cluster", d.page(q, "Cluster "+name, "clusters", data))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ago(secs float64) string {
+	switch {
+	case secs < 0:
+		return "never"
+	case secs < 1:
+		return "just now"
+	case secs < 120:
+		return fmt.Sprintf("%.0fs ago", secs)
+	case secs < 7200:
+		return fmt.Sprintf("%.0fm ago", secs/60)
+	default:
+		return fmt.Sprintf("%.1fh ago", secs/3600)
+	}
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func labelText(m map[string]string) string {
+	keys := sortedKeys(m)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// phaseClass maps a phase to a CSS class.
+func phaseClass(phase string) string {
+	switch phase {
+	case v1.PhaseReady, "Succeeded", "primary", "Converged":
+		return "ok"
+	case v1.PhaseFailed, v1.PhaseConflict, "Offline":
+		return "bad"
+	default:
+		return "wait"
+	}
+}

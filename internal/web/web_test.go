@@ -1,0 +1,346 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/operator"
+)
+
+// fakeBackend is a hand-written Backend for the dashboard's own logic.
+type fakeBackend struct {
+	mu      sync.Mutex
+	phase   string
+	snap    operator.Snapshot
+	deleted []string
+	applied []string
+}
+
+func (f *fakeBackend) Phase() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.phase
+}
+func (f *fakeBackend) Progress() string            { return "3 of 6 buckets replayed" }
+func (f *fakeBackend) Stale() time.Time            { return time.Time{} }
+func (f *fakeBackend) Snapshot() operator.Snapshot { return f.snap }
+func (f *fakeBackend) Apply(_ context.Context, body []byte) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if strings.Contains(string(body), "bad") {
+		return nil, errors.New("document 1: spec.resources[0].spec.path: must be an absolute path")
+	}
+	f.applied = append(f.applied, string(body))
+	return []string{"web created (generation 1)"}, nil
+}
+func (f *fakeBackend) Delete(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleted = append(f.deleted, name)
+	return nil
+}
+func (f *fakeBackend) Command(context.Context, string, v1.CommandRequest) (v1.CommandReply, error) {
+	return v1.CommandReply{OK: true, Output: "up 3 days"}, nil
+}
+func (f *fakeBackend) Clusters(context.Context) ([]string, error) { return nil, nil }
+func (f *fakeBackend) Cluster(context.Context, string) (failover.View, []failover.HistoryEntry, error) {
+	return failover.View{}, nil, errors.New("no such cluster")
+}
+
+const (
+	adminSecret  = "admin-secret-0123456789"
+	viewerSecret = "viewer-secret-0123456789"
+)
+
+func fleet(n int) operator.Snapshot {
+	s := operator.Snapshot{Deployments: map[string]v1.Deployment{}, Devices: map[string]operator.Device{},
+		States: map[string]v1.DeviceState{}, HeartbeatAge: map[string]time.Duration{}, Staleness: 30 * time.Second}
+	for i := range n {
+		id := fmt.Sprintf("dev-%05d", i)
+		site := "home"
+		if i%2 == 1 {
+			site = "office"
+		}
+		s.Devices[id] = operator.Device{Info: v1.DeviceInfo{ID: id, Labels: map[string]string{"site": site}}}
+		s.HeartbeatAge[id] = time.Second
+		if i%10 == 9 {
+			s.HeartbeatAge[id] = time.Hour // offline
+		}
+	}
+	var d v1.Deployment
+	d.Metadata.Name, d.Metadata.Generation = "web", 1
+	s.Deployments["web"] = d
+	for i := range n / 2 {
+		id := fmt.Sprintf("dev-%05d", i)
+		s.States[v1.DeviceKey(id, "web")] = v1.DeviceState{Device: id, Deployment: "web", ObservedGeneration: 1, Phase: v1.PhaseReady}
+	}
+	return s
+}
+
+type client struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+}
+
+func newDashboard(t *testing.T, b *fakeBackend) *httptest.Server {
+	t.Helper()
+	tok := func(name string, role Role, secret string) Token {
+		var sum [32]byte
+		copy(sum[:], mustHex(HashToken(secret)))
+		return Token{Name: name, Role: role, SHA256: sum}
+	}
+	d, err := New(Options{Backend: b, SessionKey: []byte(strings.Repeat("k", 32)),
+		Tokens: []Token{tok("alice", Admin, adminSecret), tok("bob", Viewer, viewerSecret)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func mustHex(s string) []byte {
+	b := make([]byte, len(s)/2)
+	for i := range b {
+		fmt.Sscanf(s[2*i:2*i+2], "%02x", &b[i])
+	}
+	return b
+}
+
+func newClient(t *testing.T, srv *httptest.Server) *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{t: t, base: srv.URL, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+func (c *client) do(method, path string, form url.Values, header map[string]string) (int, http.Header, string) {
+	c.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, c.base+path, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func (c *client) login(secret string) {
+	c.t.Helper()
+	code, h, body := c.do("POST", "/login", url.Values{"token": {secret}, "next": {"/"}}, nil)
+	if code != http.StatusSeeOther || h.Get("Location") != "/" {
+		c.t.Fatalf("login: %d %s\n%s", code, h.Get("Location"), body)
+	}
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (c *client) csrf() string {
+	c.t.Helper()
+	_, _, body := c.do("GET", "/", nil, nil)
+	m := csrfRE.FindStringSubmatch(body)
+	if m == nil {
+		c.t.Fatalf("no CSRF token on the page:\n%s", body)
+	}
+	return m[1]
+}
+
+func TestSignInIsRequired(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(3)})
+	c := newClient(t, srv)
+	for _, p := range []string{"/", "/deployments", "/devices", "/devices/dev-00001", "/clusters"} {
+		code, h, _ := c.do("GET", p, nil, nil)
+		if code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/login?next=") {
+			t.Errorf("GET %s without a session: %d %q, want a redirect to /login", p, code, h.Get("Location"))
+		}
+	}
+	code, h, _ := c.do("GET", "/", nil, map[string]string{"HX-Request": "true", "HX-Target": "live"})
+	if code != http.StatusUnauthorized || h.Get("HX-Redirect") == "" {
+		t.Errorf("htmx poll without a session: %d, HX-Redirect %q; want 401 with HX-Redirect", code, h.Get("HX-Redirect"))
+	}
+	if code, _, _ := c.do("POST", "/deployments/web/delete", url.Values{"sure": {"on"}}, nil); code != http.StatusUnauthorized {
+		t.Errorf("POST without a session: %d, want 401", code)
+	}
+	if code, _, body := c.do("POST", "/login", url.Values{"token": {"wrong"}}, nil); code != http.StatusUnauthorized || !strings.Contains(body, "Unknown token") {
+		t.Errorf("wrong token: %d\n%s", code, body)
+	}
+	// A forged cookie is no session.
+	u, _ := url.Parse(srv.URL)
+	c.c.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: "eyJuIjoiYWxpY2UiLCJyIjoiYWRtaW4iLCJlIjo5OTk5OTk5OTk5LCJzIjoieCJ9.forged"}})
+	if code, _, _ := c.do("GET", "/", nil, nil); code != http.StatusSeeOther {
+		t.Errorf("forged session cookie: %d, want a redirect to /login", code)
+	}
+}
+
+func TestEveryPageIsSelfContained(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(20)})
+	c := newClient(t, srv)
+	c.login(adminSecret)
+	script := regexp.MustCompile(`(?is)<script([^>]*)>(.*?)</script>`)
+	inline := regexp.MustCompile(`(?i)<style|\sstyle=|\son[a-z]+=|javascript:`)
+	for _, p := range []string{"/", "/deployments", "/deployments/web", "/devices", "/devices?page=1&selector=site%3Dhome", "/devices/dev-00001", "/clusters", "/clusters/none", "/login"} {
+		code, h, body := c.do("GET", p, nil, nil)
+		if code != http.StatusOK {
+			t.Errorf("GET %s: %d\n%s", p, code, body)
+			continue
+		}
+		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+			t.Errorf("GET %s: CSP %q", p, csp)
+		}
+		if m := inline.FindString(body); m != "" {
+			t.Errorf("GET %s: inline style or handler %q", p, m)
+		}
+		scripts := script.FindAllStringSubmatch(body, -1)
+		for _, m := range scripts {
+			if !strings.Contains(m[1], `src="/static/`) || strings.TrimSpace(m[2]) != "" {
+				t.Errorf("GET %s: a script that is not a file of this server: %q", p, m[0])
+			}
+		}
+		if len(scripts) != 1 {
+			t.Errorf("GET %s: %d scripts, want htmx alone", p, len(scripts))
+		}
+	}
+	for _, p := range []string{"/static/htmx.min.js", "/static/htmx.LICENSE", "/static/app.css"} {
+		if code, _, body := c.do("GET", p, nil, nil); code != http.StatusOK || len(body) == 0 {
+			t.Errorf("GET %s: %d, %d bytes", p, code, len(body))
+		}
+	}
+}
+
+func TestViewerCannotChangeAnything(t *testing.T) {
+	b := &fakeBackend{phase: "Converged", snap: fleet(3)}
+	srv := newDashboard(t, b)
+	viewer := newClient(t, srv)
+	viewer.login(viewerSecret)
+	token := viewer.csrf()
+	_, _, page := viewer.do("GET", "/deployments/web", nil, nil)
+	if strings.Contains(page, `id="delete"`) {
+		t.Error("a viewer is shown the delete form")
+	}
+	for _, tc := range []struct{ path string }{{"/deployments/web/delete"}, {"/deployments"}, {"/devices/dev-00001/exec"}} {
+		code, _, body := viewer.do("POST", tc.path, url.Values{"csrf": {token}, "sure": {"on"}, "manifest": {"x"}, "command": {"id"}}, nil)
+		if code != http.StatusForbidden || !strings.Contains(body, "viewer") {
+			t.Errorf("viewer POST %s: %d, want 403\n%s", tc.path, code, body)
+		}
+	}
+	if len(b.deleted)+len(b.applied) != 0 {
+		t.Fatalf("a viewer's request reached the backend: deleted %v, applied %v", b.deleted, b.applied)
+	}
+}
+
+func TestAdminWritesNeedTheCSRFToken(t *testing.T) {
+	b := &fakeBackend{phase: "Converged", snap: fleet(3)}
+	srv := newDashboard(t, b)
+	admin := newClient(t, srv)
+	admin.login(adminSecret)
+	if code, _, _ := admin.do("POST", "/deployments/web/delete", url.Values{"sure": {"on"}}, nil); code != http.StatusForbidden {
+		t.Errorf("delete without CSRF token: %d, want 403", code)
+	}
+	if code, _, _ := admin.do("POST", "/deployments/web/delete", url.Values{"sure": {"on"}, "csrf": {"not-it"}}, nil); code != http.StatusForbidden {
+		t.Errorf("delete with a wrong CSRF token: %d, want 403", code)
+	}
+	token := admin.csrf()
+	if code, _, _ := admin.do("POST", "/deployments/web/delete", url.Values{"sure": {"on"}, "csrf": {token}},
+		map[string]string{"Origin": "https://evil.example"}); code != http.StatusForbidden {
+		t.Errorf("delete from another origin: %d, want 403", code)
+	}
+	if len(b.deleted) != 0 {
+		t.Fatalf("refused requests reached the backend: %v", b.deleted)
+	}
+	code, h, _ := admin.do("POST", "/deployments/web/delete", url.Values{"sure": {"on"}, "csrf": {token}}, map[string]string{"Origin": srv.URL})
+	if code != http.StatusSeeOther || len(b.deleted) != 1 || b.deleted[0] != "web" {
+		t.Fatalf("admin delete: %d %s, backend saw %v", code, h.Get("Location"), b.deleted)
+	}
+	// A rejected apply comes back with the text and the reason.
+	code, _, body := admin.do("POST", "/deployments", url.Values{"csrf": {token}, "manifest": {"kind: bad"}}, nil)
+	if code != http.StatusBadRequest || !strings.Contains(body, "spec.resources[0].spec.path") || !strings.Contains(body, "kind: bad</textarea>") {
+		t.Errorf("rejected apply: %d\n%s", code, body)
+	}
+}
+
+func TestFailedSignInsAreRateLimited(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(1)})
+	c := newClient(t, srv)
+	for i := range 5 {
+		if code, _, _ := c.do("POST", "/login", url.Values{"token": {"guess"}}, nil); code != http.StatusUnauthorized {
+			t.Fatalf("failed sign-in %d: %d, want 401", i+1, code)
+		}
+	}
+	code, _, body := c.do("POST", "/login", url.Values{"token": {adminSecret}}, nil)
+	if code != http.StatusTooManyRequests {
+		t.Fatalf("sign-in after 5 failures: %d, want 429\n%s", code, body)
+	}
+}
+
+func TestDevicesArePaginatedAndFiltered(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(10000)})
+	c := newClient(t, srv)
+	c.login(viewerSecret)
+	row := regexp.MustCompile(`<tr id="dev-`)
+	_, _, body := c.do("GET", "/devices", nil, nil)
+	if n := len(row.FindAllString(body, -1)); n != 50 {
+		t.Errorf("first page has %d rows, want 50", n)
+	}
+	if !strings.Contains(body, "10000 of 10000 devices · page 1 of 200") {
+		t.Errorf("page header missing:\n%.2000s", body)
+	}
+	_, _, body = c.do("GET", "/devices?selector=site%3Doffice&state=offline&page=2", nil, nil)
+	// Offline: every tenth device (i%10==9), all of them odd, so all office.
+	if !strings.Contains(body, "1000 of 10000 devices · page 2 of 20") || !strings.Contains(body, `id="dev-dev-00509"`) {
+		t.Errorf("filtered page 2 wrong:\n%.3000s", body)
+	}
+	_, _, body = c.do("GET", "/devices?selector=site", nil, nil)
+	if !strings.Contains(body, `id="selector-error"`) {
+		t.Errorf("a bad selector is not reported:\n%.2000s", body)
+	}
+}
+
+func TestRecoveryBannerAndLiveFragment(t *testing.T) {
+	b := &fakeBackend{phase: "Recovering", snap: fleet(10)}
+	srv := newDashboard(t, b)
+	c := newClient(t, srv)
+	c.login(viewerSecret)
+	live := map[string]string{"HX-Request": "true", "HX-Target": "live"}
+	_, _, body := c.do("GET", "/", nil, live)
+	if !strings.HasPrefix(body, `<main id="live"`) || strings.Contains(body, "<html") {
+		t.Fatalf("live refresh is not the fragment alone:\n%.500s", body)
+	}
+	if !strings.Contains(body, `id="recovery"`) || !strings.Contains(body, `every 1s`) {
+		t.Fatalf("recovering: no banner or no fast refresh:\n%s", body)
+	}
+	b.mu.Lock()
+	b.phase = "Converged"
+	b.mu.Unlock()
+	_, _, body = c.do("GET", "/", nil, live)
+	if strings.Contains(body, `id="recovery"`) || !strings.Contains(body, `every 2s`) {
+		t.Fatalf("converged: banner still there or refresh not back to 2s:\n%s", body)
+	}
+	if !strings.Contains(body, `id="devices-offline">1 offline`) || !strings.Contains(body, `id="devices-online">9 online`) {
+		t.Fatalf("overview counts wrong:\n%s", body)
+	}
+}
