@@ -23,12 +23,27 @@ done
 # PostgreSQL 15 server programs are not on PATH: check them by path.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 
+# The browser tests' headless Chromium, and a font so that its screenshots
+# show text; without the desktop packages chromium recommends.
+slim=()
+command -v chromium >/dev/null 2>&1 || slim+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || slim+=(fonts-dejavu-core)
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+updated=""
+# apt_install [apt-get install options] packages...
+apt_install() {
+  [ -n "$updated" ] || { $sudo apt-get update -qq >/dev/null; updated=1; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
+fi
+if [ ${#slim[@]} -gt 0 ]; then
+  echo "deps: installing ${slim[*]}"
+  apt_install --no-install-recommends "${slim[@]}"
 fi
 
 here=$(cd "$(dirname "$0")" && pwd)
