@@ -250,7 +250,10 @@ type page struct {
 	Poll     string
 	Version  string
 	Flash    string
-	Data     any
+	// Hold: the view is not complete (starting, recovering), so the page
+	// shows the banner and not numbers that could be wrong.
+	Hold bool
+	Data any
 }
 
 func (d *Dashboard) page(q *request, title, nav string, data any) page {
@@ -260,6 +263,7 @@ func (d *Dashboard) page(q *request, title, nav string, data any) page {
 	if p.Phase != string(operator.Converged) {
 		p.Progress = d.b.Progress()
 		p.Poll = "1s"
+		p.Hold = true
 	}
 	if t := d.b.Stale(); !t.IsZero() {
 		p.Stale = t.UTC().Format(time.RFC3339)
@@ -297,5 +301,7 @@ func (d *Dashboard) fail(q *request, status int, title, msg string) {
 		fmt.Fprintf(q.w, `<p class="error">%s: %s</p>`, template.HTMLEscapeString(title), template.HTMLEscapeString(msg))
 		return
 	}
-	d.render(q, status, "error", d.page(q, title, "", msg))
+	p := d.page(q, title, "", msg)
+	p.Hold = false // an error says what it says, whatever the view
+	d.render(q, status, "error", p)
 }

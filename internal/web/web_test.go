@@ -333,6 +333,9 @@ func TestRecoveryBannerAndLiveFragment(t *testing.T) {
 	if !strings.Contains(body, `id="recovery"`) || !strings.Contains(body, `every 1s`) {
 		t.Fatalf("recovering: no banner or no fast refresh:\n%s", body)
 	}
+	if strings.Contains(body, `id="devices-total"`) || !strings.Contains(body, `id="waiting"`) {
+		t.Fatalf("recovering: counts shown before the view is complete:\n%s", body)
+	}
 	b.mu.Lock()
 	b.phase = "Converged"
 	b.mu.Unlock()
