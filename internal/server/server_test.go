@@ -29,7 +29,7 @@ type running struct {
 	stop func() error
 }
 
-func start(t *testing.T, cfg config.Server) running {
+func start(t testing.TB, cfg config.Server) running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan server.Info, 1)
@@ -62,7 +62,7 @@ func start(t *testing.T, cfg config.Server) running {
 	return r
 }
 
-func testConfig(t *testing.T, dataDir string) config.Server {
+func testConfig(t testing.TB, dataDir string) config.Server {
 	cfg := config.DefaultServer()
 	cfg.DataDir = dataDir
 	cfg.NATSListen = "127.0.0.1:0"
@@ -100,7 +100,7 @@ func jsonString(v any) string {
 	return string(b)
 }
 
-func openStore(t *testing.T, natsURL string) store.Store {
+func openStore(t testing.TB, natsURL string) store.Store {
 	t.Helper()
 	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{natsURL}})
 	if err != nil {

@@ -221,7 +221,26 @@ type deploymentData struct {
 	Deployment v1.Deployment
 	Spec       string
 	Row        deploymentRow
-	Devices    []operator.DevRoll
+	// Devices is one page of the per-device table, the ones that need
+	// attention first.
+	Devices     []operator.DevRoll
+	Page, Pages int
+	Prev, Next  string
+}
+
+// rollOrder puts failed devices first, then offline, then pending, then
+// the ones that are done.
+func rollOrder(r operator.DevRoll) int {
+	switch r.Phase {
+	case v1.PhaseFailed, v1.PhaseConflict:
+		return 0
+	case "Offline":
+		return 1
+	case v1.PhaseReady:
+		return 3
+	default:
+		return 2
+	}
 }
 
 func (d *Dashboard) deployment(q *request) {
@@ -234,8 +253,22 @@ func (d *Dashboard) deployment(q *request) {
 	}
 	st := operator.Aggregate(snap)[name]
 	spec, _ := yaml.Marshal(dep)
-	data := deploymentData{Deployment: dep, Spec: string(spec), Devices: st.Devices}
+	data := deploymentData{Deployment: dep, Spec: string(spec), Page: 1}
+	rolls := st.Devices
 	st.Devices = nil
+	sort.SliceStable(rolls, func(i, j int) bool { return rollOrder(rolls[i]) < rollOrder(rolls[j]) })
+	data.Pages = max(1, (len(rolls)+d.size-1)/d.size)
+	if n, err := strconv.Atoi(q.r.URL.Query().Get("page")); err == nil && n > 0 {
+		data.Page = min(n, data.Pages)
+	}
+	from := (data.Page - 1) * d.size
+	data.Devices = rolls[from:min(from+d.size, len(rolls))]
+	if data.Page > 1 {
+		data.Prev = fmt.Sprintf("/deployments/%s?page=%d", url.PathEscape(name), data.Page-1)
+	}
+	if data.Page < data.Pages {
+		data.Next = fmt.Sprintf("/deployments/%s?page=%d", url.PathEscape(name), data.Page+1)
+	}
 	data.Row = deploymentRow{DeploymentStatus: st, State: deploymentState(st), Bar: newBar(st)}
 	d.render(q, http.StatusOK, "deployment", d.page(q, "Deployment "+name, "deployments", data))
 }

@@ -347,3 +347,23 @@ func TestRecoveryBannerAndLiveFragment(t *testing.T) {
 		t.Fatalf("overview counts wrong:\n%s", body)
 	}
 }
+
+func TestDeploymentDevicesArePaginatedWorstFirst(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(10000)})
+	c := newClient(t, srv)
+	c.login(viewerSecret)
+	_, _, body := c.do("GET", "/deployments/web", nil, nil)
+	rows := regexp.MustCompile(`<tr><td><a href="/devices/[^"]+">[^<]+</a></td><td class="[a-z]+">([A-Za-z]+)</td>`).FindAllStringSubmatch(body, -1)
+	if len(rows) != 50 || !strings.Contains(body, "page 1 of 200") {
+		t.Fatalf("%d rows on the first page, want 50 of 200 pages:\n%.3000s", len(rows), body)
+	}
+	for _, r := range rows {
+		if r[1] != "Offline" { // the 1,000 offline devices come before the rest
+			t.Fatalf("first page shows a %s device before the offline ones", r[1])
+		}
+	}
+	_, _, body = c.do("GET", "/deployments/web?page=200", nil, nil)
+	if !strings.Contains(body, "page 200 of 200") || !strings.Contains(body, `class="ok">Ready`) || strings.Contains(body, `id="next"`) {
+		t.Fatalf("last page wrong:\n%.3000s", body)
+	}
+}
