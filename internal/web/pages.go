@@ -295,7 +295,7 @@ func (d *Dashboard) apply(q *request) {
 		return
 	}
 	d.log.Info("dashboard: applied", "token", q.s.Name, "result", strings.Join(res, "; "))
-	http.Redirect(q.w, q.r, "/deployments?msg="+url.QueryEscape(strings.Join(res, "; ")), http.StatusSeeOther)
+	http.Redirect(q.w, q.r, "/deployments?"+d.flash(strings.Join(res, "; ")), http.StatusSeeOther)
 }
 
 func (d *Dashboard) delete(q *request) {
@@ -305,7 +305,7 @@ func (d *Dashboard) delete(q *request) {
 		return
 	}
 	d.log.Info("dashboard: deleted", "token", q.s.Name, "deployment", name)
-	http.Redirect(q.w, q.r, "/deployments?msg="+url.QueryEscape("deleted "+name), http.StatusSeeOther)
+	http.Redirect(q.w, q.r, "/deployments?"+d.flash("deleted "+name), http.StatusSeeOther)
 }
 
 type devicesData struct {

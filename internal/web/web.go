@@ -6,6 +6,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"embed"
 	"errors"
 	"fmt"
@@ -258,7 +259,7 @@ type page struct {
 
 func (d *Dashboard) page(q *request, title, nav string, data any) page {
 	p := page{Title: title, Nav: nav, Self: q.r.URL.RequestURI(), User: q.s.Name, Role: q.s.Role, Admin: q.admin(),
-		CSRF: q.csrf, Phase: d.b.Phase(), Version: buildinfo.Version, Flash: q.r.URL.Query().Get("msg"), Data: data}
+		CSRF: q.csrf, Phase: d.b.Phase(), Version: buildinfo.Version, Flash: d.flashOf(q.r), Data: data}
 	p.Poll = d.poll.String()
 	if p.Phase != string(operator.Converged) {
 		p.Progress = d.b.Progress()
@@ -291,6 +292,20 @@ func (d *Dashboard) render(q *request, status int, name string, p page) {
 	q.w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	q.w.WriteHeader(status)
 	_, _ = buf.WriteTo(q.w)
+}
+
+// flash is the query that shows msg once on the page redirected to. It is
+// signed, so that a link made elsewhere cannot put words on the page.
+func (d *Dashboard) flash(msg string) string {
+	return url.Values{"msg": {msg}, "ms": {d.auth.sign([]byte("flash:" + msg))}}.Encode()
+}
+
+func (d *Dashboard) flashOf(r *http.Request) string {
+	msg := r.URL.Query().Get("msg")
+	if msg == "" || !hmac.Equal([]byte(r.URL.Query().Get("ms")), []byte(d.auth.sign([]byte("flash:"+msg)))) {
+		return ""
+	}
+	return msg
 }
 
 // fail renders an error page (or, for htmx, the message alone).

@@ -276,6 +276,13 @@ func TestAdminWritesNeedTheCSRFToken(t *testing.T) {
 	if code != http.StatusSeeOther || len(b.deleted) != 1 || b.deleted[0] != "web" {
 		t.Fatalf("admin delete: %d %s, backend saw %v", code, h.Get("Location"), b.deleted)
 	}
+	// The page redirected to says what happened; a forged message is not shown.
+	if _, _, body := admin.do("GET", h.Get("Location"), nil, nil); !strings.Contains(body, `id="flash">deleted web<`) {
+		t.Errorf("no flash after delete:\n%.1500s", body)
+	}
+	if _, _, body := admin.do("GET", "/deployments?msg=Enter+your+token+at+evil.example&ms=x", nil, nil); strings.Contains(body, `id="flash"`) {
+		t.Errorf("an unsigned flash message is shown:\n%.1500s", body)
+	}
 	// A rejected apply comes back with the text and the reason.
 	code, _, body := admin.do("POST", "/deployments", url.Values{"csrf": {token}, "manifest": {"kind: bad"}}, nil)
 	if code != http.StatusBadRequest || !strings.Contains(body, "spec.resources[0].spec.path") || !strings.Contains(body, "kind: bad</textarea>") {
