@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/harmony-fleet/harmony/internal/failover"
@@ -301,6 +304,21 @@ func TestDashboardShowsAnHACluster(t *testing.T) {
 		t.Fatalf("timeline has %d bands and %d marks, want 2 (n1 then n2) and 1 change", n, marks)
 	}
 	b.Screenshot(t, "cluster")
+
+	// Reading needs no JavaScript: with scripts off, the same page and the
+	// devices list render in full (and htmx never runs).
+	noScripts := func(ctx context.Context, target *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, target, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return chromedp.Void{}, err
+	}
+	e.must("turn scripts off", b.Run(noScripts))
+	e.must("cluster page without scripts", b.Run(chromedp.Navigate(e.url("/clusters/"+c.name))))
+	e.must("primary without scripts", b.WaitText("#primary", "n2"))
+	e.must("devices without scripts", b.Run(chromedp.Navigate(e.url("/devices"))))
+	e.must("device rows without scripts", b.WaitText("#devices", "n1"))
+	if htmx, err := browsertest.Get(b, chromedp.Evaluate[bool](`typeof window.htmx !== "undefined"`)); err != nil || htmx {
+		t.Fatalf("htmx ran with scripts off (%v, %v)", htmx, err)
+	}
 	if errs := e.cspErrors(); len(errs) > 0 {
 		t.Fatalf("the browser reported CSP violations or exceptions:\n%s", strings.Join(errs, "\n"))
 	}
