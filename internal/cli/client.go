@@ -17,8 +17,14 @@ import (
 
 // client talks to the server's HTTP API.
 type client struct {
-	base string
-	http *http.Client
+	base  string
+	token string
+	http  *http.Client
+}
+
+// endpoint is where the API is and the token to show it.
+type endpoint struct {
+	url, token string
 }
 
 // apiError is the server's error body.
@@ -31,16 +37,20 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Message }
 
-func addServerFlag(cmd *cobra.Command, server *string) {
+func addServerFlag(cmd *cobra.Command, server *endpoint) {
 	def := os.Getenv("HARMONY_SERVER")
 	if def == "" {
 		def = "http://127.0.0.1:8080"
 	}
-	cmd.Flags().StringVar(server, "server", def, "server URL (env HARMONY_SERVER)")
+	cmd.Flags().StringVar(&server.url, "server", def, "server URL (env HARMONY_SERVER)")
+	// The default comes from the environment, so that the secret need not
+	// be on the command line (where other users of the machine can see it).
+	cmd.Flags().StringVar(&server.token, "token", os.Getenv("HARMONY_TOKEN"), "API token (env HARMONY_TOKEN; prefer the variable, a flag shows in ps)")
+	cmd.Flags().Lookup("token").DefValue = "" // help must not print the secret
 }
 
-func newClient(server string) *client {
-	return &client{base: strings.TrimSuffix(server, "/"), http: &http.Client{Timeout: 60 * time.Second}}
+func newClient(server endpoint) *client {
+	return &client{base: strings.TrimSuffix(server.url, "/"), token: server.token, http: &http.Client{Timeout: 60 * time.Second}}
 }
 
 // do sends a request and decodes a JSON answer into out; a non-2xx answer
@@ -52,6 +62,9 @@ func (c *client) do(ctx context.Context, method, path, contentType string, body 
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -67,6 +80,9 @@ func (c *client) do(ctx context.Context, method, path, contentType string, body 
 			Error *apiError `json:"error"`
 		}
 		if json.Unmarshal(data, &e) == nil && e.Error != nil {
+			if resp.StatusCode == http.StatusUnauthorized && c.token == "" {
+				e.Error.Message += " (set HARMONY_TOKEN)"
+			}
 			return e.Error
 		}
 		// Device command replies carry their own shape.

@@ -52,7 +52,8 @@ type deviceView struct {
 }
 
 func newApplyCmd(stdout io.Writer) *cobra.Command {
-	var server, file string
+	var server endpoint
+	var file string
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -141,7 +142,8 @@ func waitRollout(ctx context.Context, c *client, w io.Writer, name string, gen i
 }
 
 func newGetCmd(stdout io.Writer) *cobra.Command {
-	var server, output, selector string
+	var server endpoint
+	var output, selector string
 	cmd := &cobra.Command{
 		Use:       "get deployments|devices",
 		Short:     "List deployments or devices",
@@ -219,7 +221,8 @@ func joinMap(m map[string]string, sep string) string {
 }
 
 func newDescribeCmd(stdout io.Writer) *cobra.Command {
-	var server, output string
+	var server endpoint
+	var output string
 	cmd := &cobra.Command{
 		Use:   "describe deployment|device NAME",
 		Short: "Show one deployment or device in detail",
@@ -291,7 +294,7 @@ func newDescribeCmd(stdout io.Writer) *cobra.Command {
 }
 
 func newDeleteCmd(stdout io.Writer) *cobra.Command {
-	var server string
+	var server endpoint
 	cmd := &cobra.Command{
 		Use:   "delete deployment NAME",
 		Short: "Delete a deployment (its resources are removed from the devices)",
@@ -314,7 +317,7 @@ func newDeleteCmd(stdout io.Writer) *cobra.Command {
 }
 
 func newLabelCmd(stdout io.Writer) *cobra.Command {
-	var server string
+	var server endpoint
 	cmd := &cobra.Command{
 		Use:   "label device ID k=v|k- ...",
 		Short: "Set (k=v) or remove (k-) a device's labels from the control plane",
@@ -356,7 +359,8 @@ says, k- removes it even if the agent reports it.`,
 }
 
 func newLogsCmd(stdout io.Writer) *cobra.Command {
-	var server, deployment string
+	var server endpoint
+	var deployment string
 	var lines int
 	cmd := &cobra.Command{
 		Use:   "logs DEVICE RESOURCE",
@@ -384,7 +388,7 @@ func newLogsCmd(stdout io.Writer) *cobra.Command {
 }
 
 func newExecCmd(stdout io.Writer) *cobra.Command {
-	var server string
+	var server endpoint
 	cmd := &cobra.Command{
 		Use:   "exec DEVICE -- CMD [ARG...]",
 		Short: "Run a command on a device (when its agent allows exec)",

@@ -32,6 +32,9 @@ environment variables, then flags; each overrides the one before.`,
 		if err != nil {
 			return err
 		}
+		if err := cfg.LoadTokensFile(); err != nil {
+			return err
+		}
 		if err := cfg.Validate(); err != nil {
 			return err
 		}

@@ -380,6 +380,7 @@ func TestSettingsRoundTrip(t *testing.T) {
 		"store_timeout": "7s", "log_level": "warn", "heartbeat_staleness": "45s",
 		"name": "s1", "cluster_name": "hc", "cluster_listen": "127.0.0.1:3", "routes": "127.0.0.1:3,127.0.0.1:4",
 		"cluster_advertise": "10.0.0.1:6222", "client_advertise": "10.0.0.1:4222", "no_advertise": "true",
+		"tokens_file": "/etc/harmony/tokens.yaml",
 	}
 	cfg := config.DefaultServer()
 	keys, flags := map[string]bool{}, map[string]bool{}
@@ -454,5 +455,46 @@ func TestClusterSettingsAreCheckedTogether(t *testing.T) {
 	cfg.ClusterName, cfg.Name, cfg.ClusterListen, cfg.Routes = "hc", "s1", "127.0.0.1:6222", []string{"127.0.0.1:6222", "127.0.0.1:6223"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("a complete cluster setting refused: %v", err)
+	}
+}
+
+func TestTokensAreValidatedAndLoadedFromAFile(t *testing.T) {
+	hash := strings.Repeat("ab", 32)
+	cfg := config.DefaultServer()
+	cfg.Tokens = []config.Token{
+		{Name: "alice", Role: "admin", SHA256: hash},
+		{Name: "alice", Role: "root", SHA256: "beef"},
+	}
+	err := cfg.Validate()
+	for _, want := range []string{"tokens[1].name", "tokens[1].role", "tokens[1].sha256"} {
+		if err == nil || !strings.Contains(err.Error(), "setting "+want+":") {
+			t.Errorf("Validate does not name %s: %v", want, err)
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(path, []byte("- {name: bob, role: viewer, sha256: "+hash+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg = config.DefaultServer()
+	cfg.Tokens = []config.Token{{Name: "alice", Role: "admin", SHA256: hash}}
+	cfg.TokensFile = path
+	if err := cfg.LoadTokensFile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Tokens) != 2 || cfg.Tokens[1].Name != "bob" || cfg.Tokens[1].Role != "viewer" {
+		t.Fatalf("tokens after loading the file: %+v", cfg.Tokens)
+	}
+	for _, bad := range []string{"- {name: bob, role: viewer, sha: x}\n", "not: [a list\n"} {
+		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg.TokensFile = path
+		if err := cfg.LoadTokensFile(); err == nil || !strings.Contains(err.Error(), "setting tokens_file") {
+			t.Errorf("file %q: %v, want an error naming tokens_file", bad, err)
+		}
 	}
 }

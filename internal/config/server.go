@@ -4,8 +4,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // Buckets are the names of the fleet buckets (design brief, section 2).
@@ -22,7 +25,8 @@ type Buckets struct {
 
 // Server is the configuration of `harmony server`.
 type Server struct {
-	// DataDir holds the embedded NATS server's JetStream storage.
+	// DataDir holds the embedded NATS server's JetStream storage and the
+	// dashboard's session key (and generated admin token).
 	DataDir string `json:"data_dir"`
 	// NATSListen is the embedded server's client address.
 	NATSListen string `json:"nats"`
@@ -63,9 +67,14 @@ type Server struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string  `json:"log_level"`
 	Buckets  Buckets `json:"buckets"`
-	// Tokens may sign in to the dashboard. With none, the server creates
-	// an admin token in <data_dir>/admin-token on first start.
+	// Tokens may sign in to the dashboard and call the API. With none, the
+	// server creates an admin token in <data_dir>/admin-token on first
+	// start.
 	Tokens []Token `json:"tokens"`
+	// TokensFile is a YAML list of more tokens (same fields), so that
+	// several servers can share one file and tokens can be set from the
+	// environment or a flag.
+	TokensFile string `json:"tokens_file"`
 }
 
 // Token is a dashboard credential: the server keeps only the secret's
@@ -103,7 +112,7 @@ func DefaultServer() Server {
 // Settings lists the server's settings for the environment and flags.
 func (c *Server) Settings() []Setting {
 	return []Setting{
-		stringSetting("data_dir", "data-dir", "directory of the embedded NATS server's storage", &c.DataDir),
+		stringSetting("data_dir", "data-dir", "directory of the embedded NATS server's storage and the dashboard's keys", &c.DataDir),
 		stringSetting("nats", "nats", "client address of the embedded NATS server", &c.NATSListen),
 		stringSetting("name", "name", "this server's name, unique within a cluster", &c.Name),
 		stringSetting("cluster_name", "cluster-name", "join the embedded NATS servers of several harmony servers into this JetStream cluster", &c.ClusterName),
@@ -123,7 +132,27 @@ func (c *Server) Settings() []Setting {
 		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
 		durationSetting("heartbeat_staleness", "heartbeat-staleness", "silence after which a device counts as offline", &c.HeartbeatStaleness),
 		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
+		stringSetting("tokens_file", "tokens-file", "YAML list of API and dashboard tokens (name, role, sha256)", &c.TokensFile),
 	}
+}
+
+// LoadTokensFile appends the tokens of tokens_file to tokens; Validate then
+// checks them all. Errors name the setting.
+func (c *Server) LoadTokensFile() error {
+	if c.TokensFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(c.TokensFile)
+	if err != nil {
+		return &Error{Setting: "tokens_file", Reason: err.Error()}
+	}
+	var tokens []Token
+	if err := yaml.UnmarshalStrict(data, &tokens); err != nil {
+		return &Error{Setting: "tokens_file", Reason: fmt.Sprintf("%s: %v", c.TokensFile, err)}
+	}
+	c.Tokens = append(c.Tokens, tokens...)
+	c.TokensFile = "" // loaded once
+	return nil
 }
 
 // Embedded reports whether the server runs its own NATS.

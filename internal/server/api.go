@@ -28,6 +28,9 @@ const (
 	CodeDeviceOffline = "device_offline"
 	CodeDeviceError   = "device_error"
 	CodeInternal      = "internal"
+	CodeUnauthorized  = "unauthorized"
+	CodeForbidden     = "forbidden"
+	CodeRateLimited   = "rate_limited"
 )
 
 // APIError is the body of every error answer.

@@ -44,7 +44,11 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	case p == "/readyz":
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "operator": web.Starting, "reasons": []string{reason}})
-	case p == "/metrics" || strings.HasPrefix(p, "/api/"):
+	case strings.HasPrefix(p, "/api/"):
+		if authorizeAPI(g.dash, w, r) {
+			apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
+		}
+	case p == "/metrics":
 		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
 	default:
 		g.dash.ServeHTTP(w, r)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,17 +21,19 @@ import (
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 type handler struct {
-	nc  *nats.Conn
-	st  store.Store
-	js  jetstream.JetStream
-	op  *operator.Operator
-	kvs map[string]store.KV
-	cfg config.Server
-	mux *http.ServeMux
-	log *slog.Logger
+	nc   *nats.Conn
+	st   store.Store
+	dash *web.Dashboard
+	js   jetstream.JetStream
+	op   *operator.Operator
+	kvs  map[string]store.KV
+	cfg  config.Server
+	mux  *http.ServeMux
+	log  *slog.Logger
 
 	mu         sync.Mutex
 	staleSince time.Time // zero while the store answers
@@ -96,9 +99,9 @@ func (h *handler) viewBody(items any) map[string]any {
 	return body
 }
 
-func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash http.Handler, log *slog.Logger) *handler {
+func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash *web.Dashboard, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
-	h := &handler{nc: nc, st: st, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
+	h := &handler{nc: nc, st: st, dash: dash, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -133,13 +136,38 @@ func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.
 	return h
 }
 
-// ServeHTTP marks every answer given while the store is unreachable with
-// the header X-Harmony-Stale-Since.
+// ServeHTTP checks the API's bearer token and marks every answer given
+// while the store is unreachable with the header X-Harmony-Stale-Since.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/api/") && !authorizeAPI(h.dash, w, r) {
+		return
+	}
 	if since := h.stale(); !since.IsZero() {
 		w.Header().Set("X-Harmony-Stale-Since", since.UTC().Format(time.RFC3339))
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// authorizeAPI lets a request through when its bearer token's role allows
+// it: any role may read (GET, HEAD), only admin may change (apply, delete,
+// label, exec). Otherwise it answers 401, 403 or 429 and returns false.
+func authorizeAPI(dash *web.Dashboard, w http.ResponseWriter, r *http.Request) bool {
+	tok, err := dash.Authenticate(r)
+	switch {
+	case errors.Is(err, web.ErrRateLimited):
+		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: err.Error()})
+		return false
+	case err != nil:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="harmony"`)
+		apiError(w, http.StatusUnauthorized, APIError{Code: CodeUnauthorized, Message: err.Error()})
+		return false
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && tok.Role != web.Admin {
+		apiError(w, http.StatusForbidden, APIError{Code: CodeForbidden,
+			Message: fmt.Sprintf("token %q is a %s: only admin tokens may apply, delete, label or exec", tok.Name, tok.Role)})
+		return false
+	}
+	return true
 }
 
 func b2f(b bool) float64 {

@@ -44,6 +44,9 @@ type Options struct {
 // dashboard says so, /healthz answers and the rest is 503, so that nobody
 // finds a dead port or a blank page after a restart.
 func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options) error {
+	if err := cfg.LoadTokensFile(); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

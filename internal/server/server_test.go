@@ -19,6 +19,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
@@ -67,12 +68,32 @@ func testConfig(t testing.TB, dataDir string) config.Server {
 	cfg.DataDir = dataDir
 	cfg.NATSListen = "127.0.0.1:0"
 	cfg.HTTP = "127.0.0.1:0"
+	cfg.Tokens = []config.Token{
+		{Name: "test-admin", Role: "admin", SHA256: web.HashToken(adminToken)},
+		{Name: "test-viewer", Role: "viewer", SHA256: web.HashToken(viewerToken)},
+	}
 	return cfg
+}
+
+const (
+	adminToken  = "test-admin-token-8d2f4b6a0c1e3a5c7e9b"
+	viewerToken = "test-viewer-token-1a3c5e7b9d0f2a4c6e8d"
+)
+
+// api is a client that shows the admin token.
+var api = &http.Client{Transport: bearer{adminToken}}
+
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 func getJSON(t *testing.T, url string) (int, map[string]any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := api.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +252,7 @@ func TestStaleViewDuringStoreOutage(t *testing.T) {
 	waitReady(t, srv.info.HTTPURL)
 	post := func(name string) (int, error) {
 		doc := "apiVersion: harmony/v1alpha1\nkind: Deployment\nmetadata:\n  name: " + name + "\nspec:\n  selector:\n    matchLabels:\n      site: home\n  resources: []\n"
-		resp, err := http.Post(srv.info.HTTPURL+"/api/v1/deployments", "application/yaml", strings.NewReader(doc))
+		resp, err := api.Post(srv.info.HTTPURL+"/api/v1/deployments", "application/yaml", strings.NewReader(doc))
 		if err != nil {
 			return 0, err
 		}
@@ -383,4 +404,82 @@ func TestOneServerCollectsOrphans(t *testing.T) {
 		return nil
 	})
 	orphanRemoved("dev2.ghost")
+}
+
+// The API answers only requests with a token; viewers may read, only
+// admins may change anything; probes and metrics need no token.
+func TestAPIChecksTokens(t *testing.T) {
+	srv := start(t, testConfig(t, t.TempDir()))
+	base := srv.info.HTTPURL
+	waitReady(t, base)
+	call := func(token, method, path, body string) (int, map[string]any, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out, resp.Header
+	}
+	code := func(out map[string]any) any {
+		e, _ := out["error"].(map[string]any)
+		return e["code"]
+	}
+	doc := "apiVersion: harmony/v1alpha1\nkind: Deployment\nmetadata: {name: web}\nspec: {resources: []}\n"
+
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		req, _ := http.NewRequest("GET", base+p, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s without a token: %v %v", p, resp, err)
+		}
+		resp.Body.Close()
+	}
+	if st, out, h := call("", "GET", "/api/v1/deployments", ""); st != http.StatusUnauthorized || code(out) != "unauthorized" || h.Get("WWW-Authenticate") == "" {
+		t.Fatalf("no token: %d %v %v", st, out, h)
+	}
+	if st, out, _ := call("not-a-token", "GET", "/api/v1/deployments", ""); st != http.StatusUnauthorized || code(out) != "unauthorized" {
+		t.Fatalf("unknown token: %d %v", st, out)
+	}
+	if st, out, _ := call(viewerToken, "GET", "/api/v1/deployments", ""); st != http.StatusOK {
+		t.Fatalf("viewer read: %d %v", st, out)
+	}
+	if st, out, _ := call(viewerToken, "POST", "/api/v1/deployments", doc); st != http.StatusForbidden || code(out) != "forbidden" {
+		t.Fatalf("viewer apply: %d %v", st, out)
+	}
+	if st, _, _ := call(adminToken, "GET", "/api/v1/deployments/web", ""); st != http.StatusNotFound {
+		t.Fatalf("a viewer's apply was stored (GET answered %d)", st)
+	}
+	if st, out, _ := call(adminToken, "POST", "/api/v1/deployments", doc); st != http.StatusOK {
+		t.Fatalf("admin apply: %d %v", st, out)
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"DELETE", "/api/v1/deployments/web", ""},
+		{"PATCH", "/api/v1/devices/d1/labels", `{"set":{"a":"b"}}`},
+		{"POST", "/api/v1/devices/d1/exec", `{"command":["id"]}`},
+	} {
+		if st, out, _ := call(viewerToken, c.method, c.path, c.body); st != http.StatusForbidden || code(out) != "forbidden" {
+			t.Errorf("viewer %s %s: %d %v, want 403", c.method, c.path, st, out)
+		}
+	}
+	if st, _, _ := call(viewerToken, "GET", "/api/v1/deployments/web", ""); st != http.StatusOK {
+		t.Fatalf("the deployment is gone after a viewer's delete (GET answered %d)", st)
+	}
+	if st, out, _ := call(adminToken, "DELETE", "/api/v1/deployments/web", ""); st != http.StatusOK {
+		t.Fatalf("admin delete: %d %v", st, out)
+	}
+	// Guessing is slowed down: after five unknown tokens even the right one
+	// waits.
+	for range 5 {
+		call("guess", "GET", "/api/v1/deployments", "")
+	}
+	if st, out, _ := call(adminToken, "GET", "/api/v1/deployments", ""); st != http.StatusTooManyRequests || code(out) != "rate_limited" {
+		t.Fatalf("after five failures: %d %v, want 429", st, out)
+	}
 }

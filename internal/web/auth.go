@@ -201,3 +201,28 @@ func sameOrigin(origin string, r *http.Request) bool {
 	_, host, ok := strings.Cut(origin, "://")
 	return ok && host == r.Host
 }
+
+// Errors of Authenticate.
+var (
+	ErrNoToken      = errors.New("no token: send Authorization: Bearer <token>")
+	ErrUnknownToken = errors.New("unknown token")
+	ErrRateLimited  = errors.New("too many failed attempts from this address; wait a few seconds")
+)
+
+// Authenticate checks a request's bearer token, for the API. Failures
+// count toward the same per-address limit as failed sign-ins.
+func (d *Dashboard) Authenticate(r *http.Request) (Token, error) {
+	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || strings.TrimSpace(secret) == "" {
+		return Token{}, ErrNoToken
+	}
+	if !d.auth.allowLogin(r) {
+		return Token{}, ErrRateLimited
+	}
+	t, ok := d.auth.check(strings.TrimSpace(secret))
+	if !ok {
+		d.auth.failedLogin(r)
+		return Token{}, ErrUnknownToken
+	}
+	return t, nil
+}

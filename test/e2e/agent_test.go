@@ -86,7 +86,7 @@ func (e *fleetEnv) tryApply(resources ...v1.Resource) (int64, error) {
 	d := v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "web"},
 		Spec: v1.DeploymentSpec{Selector: v1.Selector{MatchLabels: map[string]string{"site": "home"}}, Resources: resources}}
 	body, _ := json.Marshal(d)
-	resp, err := http.Post("http://"+e.httpAddr+"/api/v1/deployments", "application/yaml", bytes.NewReader(body))
+	resp, err := apiClient.Post("http://"+e.httpAddr+"/api/v1/deployments", "application/yaml", bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
@@ -274,7 +274,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		return nil
 	})
 	req, _ := http.NewRequest(http.MethodDelete, "http://"+e.httpAddr+"/api/v1/deployments/web", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("delete: %v %v", resp, err)
 	}

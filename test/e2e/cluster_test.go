@@ -89,7 +89,7 @@ type applier struct {
 
 func startApplier(t *testing.T, mc *meshCluster) *applier {
 	a := &applier{stop: make(chan struct{}), done: make(chan struct{}), last: time.Now()}
-	client := http.Client{Timeout: 10 * time.Second}
+	client := http.Client{Timeout: 10 * time.Second, Transport: bearer{http.DefaultTransport}}
 	go func() {
 		defer close(a.done)
 		for i := 0; ; i++ {
@@ -394,7 +394,7 @@ func TestServersOnAnExternalNATSCluster(t *testing.T) {
 	var apis []string
 	for range 2 {
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		startHarmony(t, "server", "--nats-url", urls, "--http", addr, "--replicas", "3", "--heartbeat-staleness", "3s")
+		startHarmony(t, "server", "--nats-url", urls, "--data-dir", t.TempDir(), "--http", addr, "--replicas", "3", "--heartbeat-staleness", "3s")
 		waitReady(t, "http://"+addr)
 		apis = append(apis, addr)
 	}

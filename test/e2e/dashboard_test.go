@@ -178,6 +178,33 @@ func TestDashboardInABrowser(t *testing.T) {
 	e.must("spec shown", e.b.WaitText("#spec", "dashboard-note"))
 	e.b.Screenshot(t, "deployment")
 
+	// An admin applies from the dashboard: a bad document comes back with
+	// the field named and nothing stored; a good one is created and then
+	// deleted through its page.
+	e.must("deployments page", e.b.Run(chromedp.Navigate(e.url("/deployments"))))
+	bad := "apiVersion: harmony/v1alpha1\nkind: Deployment\nmetadata: {name: extra}\nspec:\n  resources:\n  - {id: f, kind: File, spec: {path: relative, content: x}}\n"
+	e.must("apply a bad document", e.b.Run(chromedp.Click(chromedp.CSS("details summary")),
+		chromedp.SetValue(chromedp.CSS("#manifest"), bad), chromedp.Submit(chromedp.CSS("#apply"))))
+	e.must("the field is named", e.b.WaitText("#apply-error", "spec.resources[0].spec.path"))
+	kept, err := browsertest.Get(e.b, chromedp.Value(chromedp.CSS("#manifest")))
+	e.must("read the form", err)
+	if kept != bad {
+		t.Fatalf("the rejected document was not kept in the form: %q", kept)
+	}
+	if _, err := describe(t, e.http, "extra"); err == nil {
+		t.Fatal("a rejected document was stored")
+	}
+	good := strings.Replace(bad, "path: relative", "path: "+filepath.Join(e.dir, "a1", "files", "extra"), 1)
+	e.must("apply a good document", e.b.Run(chromedp.SetValue(chromedp.CSS("#manifest"), good), chromedp.Submit(chromedp.CSS("#apply"))))
+	e.must("created", e.b.WaitText("#flash", "extra created (generation 1)"))
+	e.must("extra listed", e.b.WaitText("#deployments", "extra"))
+	e.must("extra's page", e.b.Run(chromedp.Navigate(e.url("/deployments/extra"))))
+	e.must("delete extra", e.b.Run(chromedp.Click(chromedp.CSS(`#delete input[name=sure]`)), chromedp.Click(chromedp.CSS("#delete button"))))
+	e.must("deleted", e.b.WaitText("#flash", "deleted extra"))
+	if _, err := describe(t, e.http, "extra"); err == nil {
+		t.Fatal("extra still exists after the admin deleted it")
+	}
+
 	e.must("overview", e.b.Run(chromedp.Navigate(e.url("/"))))
 	e.must("one succeeded", e.b.WaitText("#deployments-succeeded", "1 succeeded"))
 	e.b.Screenshot(t, "overview")
@@ -282,13 +309,9 @@ func TestDashboardShowsAnHACluster(t *testing.T) {
 		t.Fatalf("switchover: %v\n%s", err, out)
 	}
 	c.waitPrimary("n2", false, time.Minute)
-	token, err := os.ReadFile(filepath.Join(c.dir, "server", "admin-token"))
-	if err != nil {
-		t.Fatalf("the server wrote no admin token: %v", err)
-	}
 	b := browsertest.Start(t)
 	e := &dashEnv{t: t, http: strings.TrimPrefix(c.serverHTTP, "http://"), b: b}
-	e.signIn(strings.TrimSpace(string(token)), "admin (admin)")
+	e.signIn(e2eToken, "e2e (admin)")
 	e.must("clusters page", b.Run(chromedp.Navigate(e.url("/clusters"))))
 	e.must("the cluster is listed", b.WaitText("#clusters", c.name))
 	e.must("cluster page", b.Run(chromedp.Navigate(e.url("/clusters/"+c.name))))

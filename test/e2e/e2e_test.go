@@ -22,9 +22,24 @@ import (
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 var binary string
+
+// e2eToken is the admin token of the tests.
+const e2eToken = "e2e-token-5f1c9a7e3b2d4c6a8e0f1b3d5c7e9a1b"
+
+// apiClient sends the e2e token with every request.
+var apiClient = &http.Client{Transport: bearer{http.DefaultTransport}}
+
+type bearer struct{ base http.RoundTripper }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+e2eToken)
+	return b.base.RoundTrip(r)
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "harmony-e2e-")
@@ -40,6 +55,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build harmony:", err)
 		os.Exit(1)
 	}
+	// Every server the tests start accepts the e2e admin token (through
+	// HARMONY_TOKENS_FILE) and every CLI call sends it (HARMONY_TOKEN).
+	tokens := filepath.Join(dir, "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("- {name: e2e, role: admin, sha256: "+web.HashToken(e2eToken)+"}\n"), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("HARMONY_TOKENS_FILE", tokens)
+	os.Setenv("HARMONY_TOKEN", e2eToken)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,7 +45,7 @@ func startBenchServer(b *testing.B, dataDir string) *benchServer {
 func (s *benchServer) stop() { s.cancel(); <-s.done }
 
 func getJSONB(b *testing.B, url string, out any) int {
-	resp, err := http.Get(url)
+	resp, err := apiClient.Get(url)
 	if err != nil {
 		return 0
 	}
@@ -151,7 +150,7 @@ func rollOut(b *testing.B, base string, n int) time.Duration {
 			Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
 	body, _ := json.Marshal(dep)
 	start := time.Now()
-	resp, err := http.Post(base+"/api/v1/deployments", "application/yaml", bytes.NewReader(body))
+	resp, err := apiClient.Post(base+"/api/v1/deployments", "application/yaml", bytes.NewReader(body))
 	if err != nil || resp.StatusCode != 200 {
 		b.Fatalf("apply: %v %v", resp, err)
 	}

@@ -92,7 +92,7 @@ type fleet3 struct {
 
 func startServerAt(t *testing.T, natsURL string) (*proc, string) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := startHarmony(t, "server", "--nats-url", natsURL, "--http", httpAddr, "--heartbeat-staleness", "2s")
+	p := startHarmony(t, "server", "--nats-url", natsURL, "--data-dir", t.TempDir(), "--http", httpAddr, "--heartbeat-staleness", "2s")
 	waitReady(t, "http://"+httpAddr)
 	return p, httpAddr
 }

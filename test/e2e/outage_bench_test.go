@@ -18,6 +18,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 // startBenchServerAt runs the server's composition root in this process,
@@ -27,6 +28,7 @@ func startBenchServerAt(b *testing.B, dataDir, natsListen string) *benchServer {
 	cfg.DataDir = dataDir
 	cfg.NATSListen = natsListen
 	cfg.HTTP = "127.0.0.1:0"
+	cfg.Tokens = []config.Token{{Name: "e2e", Role: "admin", SHA256: web.HashToken(e2eToken)}}
 	cfg.HeartbeatStaleness = config.Duration(30 * time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
