@@ -369,7 +369,7 @@ func TestServerStartsAndStops(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		code = cli.Main(ctx, []string{"server", "--data-dir", dataDir, "--nats", "127.0.0.1:0", "--http", addr}, &stdout, &stderr)
+		code = cli.Main(ctx, []string{"server", "--data-dir", dataDir, "--nats", "127.0.0.1:0", "--http", addr, "--tls", "off"}, &stdout, &stderr)
 	}()
 	// However the test ends, the server stops before goleak looks.
 	t.Cleanup(func() {

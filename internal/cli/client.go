@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"github.com/harmony-fleet/harmony/internal/pki"
 )
 
 // client talks to the server's HTTP API.
@@ -20,11 +22,13 @@ type client struct {
 	base  string
 	token string
 	http  *http.Client
+	err   error // from setting up TLS: every call fails with it
 }
 
-// endpoint is where the API is and the token to show it.
+// endpoint is where the API is, the token to show it and the CA that
+// signs its certificate.
 type endpoint struct {
-	url, token string
+	url, token, ca string
 }
 
 // apiError is the server's error body.
@@ -47,15 +51,28 @@ func addServerFlag(cmd *cobra.Command, server *endpoint) {
 	// be on the command line (where other users of the machine can see it).
 	cmd.Flags().StringVar(&server.token, "token", os.Getenv("HARMONY_TOKEN"), "API token (env HARMONY_TOKEN; prefer the variable, a flag shows in ps)")
 	cmd.Flags().Lookup("token").DefValue = "" // help must not print the secret
+	cmd.Flags().StringVar(&server.ca, "ca", os.Getenv("HARMONY_CA"), "CA that signs the server's certificate (env HARMONY_CA; the server's <data_dir>/tls/ca.pem)")
 }
 
 func newClient(server endpoint) *client {
-	return &client{base: strings.TrimSuffix(server.url, "/"), token: server.token, http: &http.Client{Timeout: 60 * time.Second}}
+	c := &client{base: strings.TrimSuffix(server.url, "/"), token: server.token, http: &http.Client{Timeout: 60 * time.Second}}
+	if server.ca != "" {
+		conf, err := pki.ClientConfig(server.ca)
+		if err != nil {
+			c.err = err
+			return c
+		}
+		c.http.Transport = &http.Transport{TLSClientConfig: conf, Proxy: http.ProxyFromEnvironment}
+	}
+	return c
 }
 
 // do sends a request and decodes a JSON answer into out; a non-2xx answer
 // becomes an *apiError.
 func (c *client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	if c.err != nil {
+		return c.err
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err

@@ -297,6 +297,7 @@ func TestValidateAcceptsEdges(t *testing.T) {
 		{"external NATS needs no data_dir or listen address", func(c *config.Server) {
 			c.NATSURLs = []string{"nats://a:4222", "b:4222"}
 			c.DataDir = ""
+			c.TLS = "off"
 			c.NATSListen = "unused"
 		}},
 		{"bucket names with - and _", func(c *config.Server) { c.Buckets.Deployments = "My_deploy-2" }},
@@ -380,7 +381,8 @@ func TestSettingsRoundTrip(t *testing.T) {
 		"store_timeout": "7s", "log_level": "warn", "heartbeat_staleness": "45s",
 		"name": "s1", "cluster_name": "hc", "cluster_listen": "127.0.0.1:3", "routes": "127.0.0.1:3,127.0.0.1:4",
 		"cluster_advertise": "10.0.0.1:6222", "client_advertise": "10.0.0.1:4222", "no_advertise": "true",
-		"tokens_file": "/etc/harmony/tokens.yaml",
+		"tokens_file": "/etc/harmony/tokens.yaml", "tls": "off", "tls_cert": "/c.pem", "tls_key": "/k.pem",
+		"tls_hosts": "harmony.example,10.0.0.7",
 	}
 	cfg := config.DefaultServer()
 	keys, flags := map[string]bool{}, map[string]bool{}

@@ -71,6 +71,13 @@ type Server struct {
 	// server creates an admin token in <data_dir>/admin-token on first
 	// start.
 	Tokens []Token `json:"tokens"`
+	// TLS is "auto" (the default: a CA and a server certificate made in
+	// <data_dir>/tls on first start, or TLSCert/TLSKey when given) or "off".
+	// It covers the HTTP address and the embedded NATS's client port.
+	TLS      string   `json:"tls"`
+	TLSCert  string   `json:"tls_cert"`
+	TLSKey   string   `json:"tls_key"`
+	TLSHosts []string `json:"tls_hosts"` // more names and addresses for the generated certificate
 	// TokensFile is a YAML list of more tokens (same fields), so that
 	// several servers can share one file and tokens can be set from the
 	// environment or a flag.
@@ -97,6 +104,7 @@ func DefaultServer() Server {
 		StoreTimeout:       Duration(5 * time.Second),
 		HeartbeatStaleness: Duration(30 * time.Second),
 		LogLevel:           "info",
+		TLS:                "auto",
 		Buckets: Buckets{
 			Deployments:     "deployments",
 			DesiredState:    "desired-state",
@@ -132,6 +140,10 @@ func (c *Server) Settings() []Setting {
 		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
 		durationSetting("heartbeat_staleness", "heartbeat-staleness", "silence after which a device counts as offline", &c.HeartbeatStaleness),
 		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
+		stringSetting("tls", "tls", "auto (own CA and certificate in <data_dir>/tls, or tls_cert/tls_key) or off", &c.TLS),
+		stringSetting("tls_cert", "tls-cert", "server certificate (PEM) to use instead of a generated one", &c.TLSCert),
+		stringSetting("tls_key", "tls-key", "key of tls_cert (PEM)", &c.TLSKey),
+		listSetting("tls_hosts", "tls-hosts", "more DNS names and IP addresses for the generated certificate, comma-separated", &c.TLSHosts),
 		stringSetting("tokens_file", "tokens-file", "YAML list of API and dashboard tokens (name, role, sha256)", &c.TokensFile),
 	}
 }
@@ -242,6 +254,18 @@ func (c *Server) Validate() error {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)
 		}
+	}
+	switch c.TLS {
+	case "auto":
+		if (c.TLSCert == "") != (c.TLSKey == "") {
+			bad("tls_cert", "tls_cert and tls_key go together")
+		}
+		if c.TLSCert == "" && strings.TrimSpace(c.DataDir) == "" && !c.Embedded() { // embedded: data_dir is reported already
+			bad("tls", "auto needs a data_dir to keep its CA in (or tls_cert and tls_key, or tls: off)")
+		}
+	case "off":
+	default:
+		bad("tls", "%q: must be auto or off", c.TLS)
 	}
 	names := map[string]int{}
 	for i, t := range c.Tokens {

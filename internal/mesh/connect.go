@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +75,13 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 5 * time.Second
 	}
+	// Why a (re)connection attempt failed (a refused port, a certificate
+	// the agent does not trust) is said once per distinct reason, not at
+	// every attempt.
+	var (
+		failMu   sync.Mutex
+		lastFail string
+	)
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -102,6 +110,17 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 			}
 			log.Warn("nats async error", "err", err, "subject", subject)
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			failMu.Lock()
+			same := err.Error() == lastFail
+			lastFail = err.Error()
+			failMu.Unlock()
+			if same {
+				log.Debug("nats connection attempt failed", "err", err)
+				return
+			}
+			log.Warn("nats connection attempt failed; retrying", "err", err)
+		}),
 		nats.ConnectHandler(func(c *nats.Conn) {
 			// The first connection, when it came after retries.
 			log.Info("nats connected", "url", c.ConnectedUrlRedacted())
@@ -110,6 +129,9 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
+			failMu.Lock()
+			lastFail = ""
+			failMu.Unlock()
 			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 			if cfg.OnReconnect != nil {
 				cfg.OnReconnect()

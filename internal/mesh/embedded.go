@@ -4,6 +4,7 @@
 package mesh
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,9 @@ type ServerConfig struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines (discarded when nil).
 	Logger *slog.Logger
+	// TLS, when set, is required of every client connection (in-process
+	// connections excepted). Routes between cluster members stay plain.
+	TLS *tls.Config
 }
 
 // Server is a running embedded NATS server.
@@ -103,6 +107,11 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		MaxPayload: 8 << 20,
 	}
 	opts.ClientAdvertise = cfg.ClientAdvertise
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSTimeout = 5
+	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {

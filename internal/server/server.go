@@ -6,13 +6,16 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,14 +24,18 @@ import (
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/operator"
+	"github.com/harmony-fleet/harmony/internal/pki"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 // Info describes a started server, for callers that picked port 0.
 type Info struct {
-	HTTPURL string // http://host:port
+	HTTPURL string // http://host:port, or https:// with TLS
 	NATSURL string // client URL of the embedded server ("" when external)
+	// CAFile is the CA that signs the server's certificate, when TLS is on
+	// and the certificate was generated: agents and the CLI trust it.
+	CAFile string
 }
 
 // Options are hooks for callers of Run.
@@ -61,11 +68,19 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		return err
 	}
 	g.dash = dash
+	tlsConf, caFile, err := serverTLS(cfg, log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("http listen %s: %w", cfg.HTTP, err)
 	}
-	info := Info{HTTPURL: "http://" + ln.Addr().String()}
+	info := Info{HTTPURL: "http://" + ln.Addr().String(), CAFile: caFile}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf.Clone())
+		info.HTTPURL = "https://" + ln.Addr().String()
+	}
 	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 
 	eg, ectx := errgroup.WithContext(ctx)
@@ -83,7 +98,7 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		defer cancel()
 		return httpSrv.Shutdown(shutCtx)
 	})
-	eg.Go(func() error { return serve(ectx, cfg, log, g, info, opts, served) })
+	eg.Go(func() error { return serve(ectx, cfg, log, g, info, tlsConf, opts, served) })
 	log.Info("harmony server listening", "http", info.HTTPURL)
 	err = eg.Wait()
 	log.Info("harmony server stopped")
@@ -94,7 +109,7 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 // operator until ctx ends, handing the full HTTP handler to the gate once
 // the store has answered. On the way out it lets HTTP stop (served) before
 // the store connection goes, so requests in flight still reach it.
-func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, info Info, opts Options, served <-chan struct{}) error {
+func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, info Info, tlsConf *tls.Config, opts Options, served <-chan struct{}) error {
 	var nc *nats.Conn
 	if cfg.Embedded() {
 		ns, err := mesh.StartServer(mesh.ServerConfig{
@@ -109,6 +124,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 			ClientAdvertise:  cfg.ClientAdvertise,
 			NoAdvertise:      cfg.NoAdvertise,
 			Logger:           log.With("component", "nats"),
+			TLS:              tlsConf,
 		})
 		if err != nil {
 			return err
@@ -169,6 +185,42 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		opts.OnReady(info)
 	}
 	return eg.Wait()
+}
+
+// serverTLS returns the TLS configuration of the HTTP address and the
+// embedded NATS (nil when tls is off) and the CA file agents should trust
+// ("" when the certificate was supplied).
+func serverTLS(cfg config.Server, log *slog.Logger) (*tls.Config, string, error) {
+	if cfg.TLS == "off" {
+		return nil, "", nil
+	}
+	if cfg.TLSCert != "" {
+		c, err := pki.ServerConfig(cfg.TLSCert, cfg.TLSKey)
+		return c, "", err
+	}
+	host, _ := os.Hostname()
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if host != "" {
+		hosts = append(hosts, host)
+	}
+	for _, addr := range []string{cfg.HTTP, cfg.NATSListen, cfg.ClientAdvertise} {
+		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	hosts = append(hosts, cfg.TLSHosts...)
+	p, err := pki.Ensure(filepath.Join(cfg.DataDir, "tls"), hosts, time.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := pki.ServerConfig(p.Cert, p.Key)
+	if err != nil {
+		return nil, "", err
+	}
+	log.Info("TLS on: give agents and the CLI this CA", "ca", p.CA, "names", strings.Join(hosts, ","))
+	return c, p.CA, nil
 }
 
 // leaseHolder names this process in leases: the server's name and a

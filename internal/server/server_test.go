@@ -68,6 +68,7 @@ func testConfig(t testing.TB, dataDir string) config.Server {
 	cfg.DataDir = dataDir
 	cfg.NATSListen = "127.0.0.1:0"
 	cfg.HTTP = "127.0.0.1:0"
+	cfg.TLS = "off" // TestTLS turns it on
 	cfg.Tokens = []config.Token{
 		{Name: "test-admin", Role: "admin", SHA256: web.HashToken(adminToken)},
 		{Name: "test-viewer", Role: "viewer", SHA256: web.HashToken(viewerToken)},

@@ -64,6 +64,8 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("HARMONY_TOKENS_FILE", tokens)
 	os.Setenv("HARMONY_TOKEN", e2eToken)
+	// Plain connections, except in TestTLSEverywhere.
+	os.Setenv("HARMONY_TLS", "off")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
