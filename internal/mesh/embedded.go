@@ -1,6 +1,7 @@
 // Package mesh starts the embedded NATS JetStream server and opens client
-// connections to it or to an external NATS cluster. It knows nothing about
-// buckets or keys: that is package store's job.
+// connections to it or to an external NATS cluster. Reading and writing
+// buckets is package store's job; this package knows bucket subjects only
+// to say what a device's identity may touch (permissions.go).
 package mesh
 
 import (
