@@ -101,6 +101,9 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 	eg.Go(func() error { return serve(ectx, cfg, log, g, info, tlsConf, opts, served) })
 	log.Info("harmony server listening", "http", info.HTTPURL)
 	err = eg.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil // stopped while still waiting for the store: a clean stop
+	}
 	log.Info("harmony server stopped")
 	return err
 }
