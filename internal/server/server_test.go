@@ -8,6 +8,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -482,5 +483,65 @@ func TestAPIChecksTokens(t *testing.T) {
 	}
 	if st, out, _ := call(adminToken, "GET", "/api/v1/deployments", ""); st != http.StatusTooManyRequests || code(out) != "rate_limited" {
 		t.Fatalf("after five failures: %d %v, want 429", st, out)
+	}
+}
+
+// A server whose store does not answer yet serves HTTP at once: /healthz
+// 200, /readyz and the API 503 saying it is starting, the dashboard its
+// sign-in page; stopping it then is a clean stop.
+func TestServesHTTPBeforeTheStoreAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a port nothing answers on
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := httpLn.Addr().String()
+	httpLn.Close()
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATSURLs = []string{"nats://" + dead}
+	cfg.HTTP = addr
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx, cfg, slog.New(slog.DiscardHandler), server.Options{}) }()
+	base := "http://" + addr
+	retry.Until(t, 10*time.Second, func() error {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return err // not listening yet
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "starting") {
+			return fmt.Errorf("readyz %d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
+	if code, _ := getJSON(t, base+"/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz %d", code)
+	}
+	if code, body := getJSON(t, base+"/api/v1/deployments"); code != http.StatusServiceUnavailable || !strings.Contains(jsonString(body), "store_unavailable") {
+		t.Fatalf("API while starting: %d %v", code, body)
+	}
+	resp, err := http.Get(base + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("dashboard sign-in page while starting: %d", resp.StatusCode)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after a stop while starting: %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop within 30s")
 	}
 }
