@@ -10,7 +10,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages whose tests run with the race detector (all of them, today).
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build run test lint bench deps release
+.PHONY: help build run test fuzz lint bench deps release
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,8 +31,12 @@ run: build ## run everything on this machine (harmony dev)
 deps: ## install what the tests need, when missing (idempotent, quiet)
 	@scripts/deps.sh
 
-test: deps ## run the whole test suite
+test: deps ## run the whole test suite, then a short run of every fuzz target
 	$(GO) test $(TEST_FLAGS) ./...
+	FUZZTIME=$${FUZZTIME:-3s} scripts/fuzz.sh
+
+fuzz: ## run every fuzz target longer (FUZZTIME, default 5s each)
+	scripts/fuzz.sh
 
 lint: ## go vet and staticcheck (pinned)
 	$(GO) vet ./...

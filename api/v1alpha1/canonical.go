@@ -3,7 +3,9 @@ package v1alpha1
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"unicode/utf8"
 )
@@ -70,7 +72,19 @@ func checkInput(data []byte, limit int) error {
 func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	return dec.Decode(v)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	return onlyValue(dec)
+}
+
+// onlyValue refuses anything but white space after the decoded value: two
+// parsers must never read one input differently.
+func onlyValue(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
 }
 
 // decodeStored checks limits, decodes strictly and checks the format version.
@@ -81,6 +95,9 @@ func decodeStored(data []byte, limit int, v any, version func() int) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if err := onlyValue(dec); err != nil {
 		return err
 	}
 	if got := version(); got != FormatVersion {

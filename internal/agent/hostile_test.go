@@ -58,6 +58,8 @@ func TestHostileDesiredStateChangesNothing(t *testing.T) {
 			Spec: spec(map[string]any{"image": "localhost/busybox:latest", "command": []string{"sleep", "1000"}, "hostNetwork": true})}), "spec.hostNetwork", "generation 6 refused"},
 		{"host path outside the roots", typed(7, v1.Resource{ID: "c", Kind: v1.KindContainer,
 			Spec: spec(map[string]any{"image": "localhost/busybox:latest", "volumes": []map[string]string{{"hostPath": "/etc", "containerPath": "/x"}}})}), "hostPath", "generation 7 refused"},
+		{"volume through a symlink", typed(11, v1.Resource{ID: "c", Kind: v1.KindContainer,
+			Spec: spec(map[string]any{"image": "localhost/busybox:latest", "volumes": []map[string]string{{"hostPath": filepath.Join(root, "link"), "containerPath": "/x"}}})}), "hostPath", "generation 11 refused"},
 		{"unknown kind", typed(8, v1.Resource{ID: "tele", Kind: "Teleporter", Spec: spec(map[string]any{})}), v1.PhaseUnsupported, "generation 8 refused"},
 		{"invalid UTF-8", []byte("{\"v\":1,\"device\":\"dev-1\",\"deployment\":\"web\",\"generation\":10,\"resources\":[{\"id\":\"f\",\"kind\":\"File\",\"spec\":{\"path\":\"" + filepath.Join(root, "utf") + "\",\"content\":\"\xff\xfe\"}}]}"), "UTF-8", "not valid UTF-8"},
 		{"deeply nested JSON", []byte(nested), "nest", "nested deeper than"},

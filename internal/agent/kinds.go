@@ -177,7 +177,7 @@ func (k containerKind) Admit(d Desired) (string, error) {
 		return "", &v1.FieldError{Field: "spec.hostNetwork", Reason: "the host network is not allowed on this device (agent setting allow_host_network)"}
 	}
 	for i, v := range s.Volumes {
-		if err := k.files.Check(v.HostPath); err != nil {
+		if err := k.files.CheckMount(v.HostPath); err != nil {
 			return "", &v1.FieldError{Field: fmt.Sprintf("spec.volumes[%d].hostPath", i), Reason: err.Error()}
 		}
 	}

@@ -86,6 +86,29 @@ func (m *Manager) Check(path string) error {
 	return fmt.Errorf("path %q: %w %v", path, ErrOutsideRoots, m.roots)
 }
 
+// CheckMount verifies a path that will be bind-mounted (a container volume):
+// as Check, and the path itself, when it exists, must resolve inside an
+// allowed root too, since a mount follows a final symlink where a file
+// write replaces it.
+func (m *Manager) CheckMount(path string) error {
+	if err := m.Check(path); err != nil {
+		return err
+	}
+	resolved, err := filepath.EvalSymlinks(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // podman creates it, inside the root Check allowed
+	}
+	if err != nil {
+		return fmt.Errorf("path %q: %w", path, err)
+	}
+	for _, r := range m.roots {
+		if resolved == r || strings.HasPrefix(resolved, r+string(filepath.Separator)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("path %q (a symlink to %q): %w %v", path, resolved, ErrOutsideRoots, m.roots)
+}
+
 // resolveExisting resolves symlinks in the longest existing prefix of dir and
 // appends the rest.
 func resolveExisting(dir string) (string, error) {
