@@ -31,8 +31,9 @@ const (
 	fuzzEnforceSingleValue = true
 	// DecodeStoredDeployment returns deployments that fail Validate.
 	fuzzEnforceStoredValid = false
-	// A File's path may be "/" (agents refuse it: not inside a root).
-	fuzzEnforceNoRootPath = false
+	// A File's path may not be "/" (fixed: it used to pass the spec check
+	// and be refused only by the agent's roots).
+	fuzzEnforceNoRootPath = true
 )
 
 func mustMarshal(tb testing.TB, v any) []byte {

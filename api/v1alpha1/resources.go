@@ -182,6 +182,10 @@ func (s *FileSpec) validate(e errs) {
 		e.at("path").add("must be an absolute path")
 	case filepath.Clean(s.Path) != s.Path || strings.Contains(s.Path, "/../"):
 		e.at("path").add("must be clean (no '.', '..', '//' or trailing '/')")
+	case s.Path == "/":
+		e.at("path").add("must name a file, not /")
+	case strings.ContainsRune(s.Path, 0):
+		e.at("path").add("must not contain a NUL byte")
 	}
 	if len(s.Content) > MaxFileContentBytes {
 		e.at("content").add("%d bytes is more than the limit of %d", len(s.Content), MaxFileContentBytes)
