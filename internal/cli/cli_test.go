@@ -433,3 +433,12 @@ func TestServerStartsAndStops(t *testing.T) {
 		t.Errorf("server wrote to stdout: %q", stdout.String())
 	}
 }
+
+func TestTokenNeverGoesOverPlainHTTPToAnotherMachine(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("HARMONY_TOKEN", "secret")
+	code, _, stderr := run(t, "get", "devices", "--server", "http://192.0.2.1:8080")
+	if code == cli.ExitOK || !strings.Contains(stderr, "refusing to send the token over plain HTTP") {
+		t.Fatalf("exit %d, stderr %q: want a refusal before any connection", code, stderr)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -44,7 +46,7 @@ func (e *apiError) Error() string { return e.Message }
 func addServerFlag(cmd *cobra.Command, server *endpoint) {
 	def := os.Getenv("HARMONY_SERVER")
 	if def == "" {
-		def = "http://127.0.0.1:8080"
+		def = "https://127.0.0.1:8080" // the server speaks TLS by default
 	}
 	cmd.Flags().StringVar(&server.url, "server", def, "server URL (env HARMONY_SERVER)")
 	// The default comes from the environment, so that the secret need not
@@ -72,6 +74,9 @@ func newClient(server endpoint) *client {
 func (c *client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
 	if c.err != nil {
 		return c.err
+	}
+	if err := c.plainTextGuard(); err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
@@ -115,6 +120,23 @@ func (c *client) do(ctx context.Context, method, path, contentType string, body 
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// plainTextGuard refuses to send a token over plain HTTP to anything but
+// this machine: it would cross the network readable by anyone on the way.
+func (c *client) plainTextGuard() error {
+	u, err := url.Parse(c.base)
+	if err != nil {
+		return fmt.Errorf("server %q: %w", c.base, err)
+	}
+	if c.token == "" || u.Scheme != "http" {
+		return nil
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		return nil
+	}
+	return fmt.Errorf("server %s: refusing to send the token over plain HTTP to another machine; use https:// (the server's default) with HARMONY_CA", c.base)
 }
 
 // printAs writes v as JSON or YAML.

@@ -89,8 +89,8 @@ URL.`,
 			fmt.Fprintf(stdout, "API:       %s/api/v1  (harmony get devices --server %s)\n", info.HTTPURL, info.HTTPURL)
 			fmt.Fprintf(stdout, "Dashboard: %s/\n", info.HTTPURL)
 			if tok, err := os.ReadFile(filepath.Join(dataDir, "admin-token")); err == nil {
-				fmt.Fprintf(stdout, "Admin token: %s  (sign in with it; for the CLI: export HARMONY_TOKEN=$(cat %s))\n",
-					strings.TrimSpace(string(tok)), filepath.Join(dataDir, "admin-token"))
+				fmt.Fprintf(stdout, "Admin token: %s  (sign in with it)\n", strings.TrimSpace(string(tok)))
+				fmt.Fprintf(stdout, "CLI:       export HARMONY_SERVER=%s HARMONY_TOKEN=$(cat %s)\n", info.HTTPURL, filepath.Join(dataDir, "admin-token"))
 			}
 			fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 			return g.Wait()

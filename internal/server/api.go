@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -290,7 +289,7 @@ func (h *handler) deleteOne(ctx context.Context, name string) error {
 }
 
 func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
-	sel, err := parseSelector(r.URL.Query().Get("selector"))
+	sel, err := v1.ParseSelector(r.URL.Query().Get("selector"))
 	if err != nil {
 		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "selector", Message: err.Error()})
 		return
@@ -302,22 +301,6 @@ func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, h.viewBody(out))
-}
-
-// parseSelector reads "k=v,k2=v2" (equality only).
-func parseSelector(s string) (v1.Selector, error) {
-	sel := v1.Selector{MatchLabels: map[string]string{}}
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return sel, fmt.Errorf("%q: want key=value", part)
-		}
-		sel.MatchLabels[k] = v
-	}
-	return sel, nil
 }
 
 // DeviceView is one device with its per-deployment status.

@@ -84,15 +84,17 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 
 	eg, ectx := errgroup.WithContext(ctx)
+	// served is closed once HTTP has shut down, requests in flight
+	// included (Serve itself returns as soon as the listener closes).
 	served := make(chan struct{})
 	eg.Go(func() error {
-		defer close(served)
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
 	eg.Go(func() error {
+		defer close(served)
 		<-ectx.Done()
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

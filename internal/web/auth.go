@@ -55,6 +55,9 @@ type session struct {
 	Role    Role   `json:"r"`
 	Expires int64  `json:"e"` // unix seconds
 	ID      string `json:"s"` // random; the CSRF token is derived from it
+	// Token ties the session to the token's secret (a MAC of its hash):
+	// a token given a new secret under the same name ends old sessions.
+	Token string `json:"t"`
 }
 
 // auth checks tokens and sessions. Sessions are stateless cookies signed
@@ -88,28 +91,41 @@ func (a *auth) check(secret string) (Token, bool) {
 	return found, ok
 }
 
-// allowLogin reports whether a client may try again: five failed logins in
-// a burst, then one every two seconds, per client address.
-func (a *auth) allowLogin(r *http.Request) bool {
+// attempt reserves one try for a client address: five failed tries in a
+// burst, then one every two seconds. It returns nil when the client must
+// wait; otherwise the caller cancels the reservation when the try
+// succeeds, so only failures count. Tries running in parallel each hold
+// their own reservation, so they cannot all pass on one remaining token.
+func (a *auth) attempt(r *http.Request) *rate.Reservation {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	l := a.limiters[clientAddr(r)]
-	return l == nil || l.Tokens() >= 1
-}
-
-func (a *auth) failedLogin(r *http.Request) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.limiters) > 10000 { // bounded memory under a spray of addresses
-		a.limiters = map[string]*rate.Limiter{}
-	}
 	addr := clientAddr(r)
 	l := a.limiters[addr]
 	if l == nil {
+		if len(a.limiters) >= maxLimiters {
+			a.evictIdle()
+		}
 		l = rate.NewLimiter(rate.Every(2*time.Second), 5)
 		a.limiters[addr] = l
 	}
-	l.Allow()
+	res := l.Reserve()
+	if res.Delay() > 0 {
+		res.Cancel()
+		return nil
+	}
+	return res
+}
+
+// maxLimiters bounds the addresses tracked; beyond it the ones that have
+// not failed lately (full buckets) are forgotten, never the others.
+const maxLimiters = 10000
+
+func (a *auth) evictIdle() {
+	for addr, l := range a.limiters {
+		if l.Tokens() >= float64(l.Burst()) {
+			delete(a.limiters, addr)
+		}
+	}
 }
 
 func clientAddr(r *http.Request) string {
@@ -132,7 +148,8 @@ func (a *auth) issue(w http.ResponseWriter, r *http.Request, t Token) error {
 	if _, err := rand.Read(id[:]); err != nil {
 		return err
 	}
-	s := session{Name: t.Name, Role: t.Role, Expires: a.now().Add(sessionTTL).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:])}
+	s := session{Name: t.Name, Role: t.Role, Expires: a.now().Add(sessionTTL).Unix(), ID: base64.RawURLEncoding.EncodeToString(id[:]),
+		Token: a.tokenTag(t)}
 	b, _ := json.Marshal(s)
 	payload := base64.RawURLEncoding.EncodeToString(b)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: payload + "." + a.sign([]byte(payload)), Path: "/",
@@ -169,11 +186,16 @@ func (a *auth) session(r *http.Request) (session, error) {
 		return session{}, fmt.Errorf("session expired")
 	}
 	for _, t := range a.tokens {
-		if t.Name == s.Name && t.Role == s.Role {
+		if t.Name == s.Name && t.Role == s.Role && hmac.Equal([]byte(s.Token), []byte(a.tokenTag(t))) {
 			return s, nil
 		}
 	}
 	return session{}, fmt.Errorf("token %q is no longer configured", s.Name)
+}
+
+// tokenTag names a token's secret in a session without revealing its hash.
+func (a *auth) tokenTag(t Token) string {
+	return a.sign(append([]byte("tok:"), t.SHA256[:]...))[:16]
 }
 
 // csrf is the token every form of a session carries.
@@ -216,13 +238,14 @@ func (d *Dashboard) Authenticate(r *http.Request) (Token, error) {
 	if !ok || strings.TrimSpace(secret) == "" {
 		return Token{}, ErrNoToken
 	}
-	if !d.auth.allowLogin(r) {
+	res := d.auth.attempt(r)
+	if res == nil {
 		return Token{}, ErrRateLimited
 	}
 	t, ok := d.auth.check(strings.TrimSpace(secret))
 	if !ok {
-		d.auth.failedLogin(r)
-		return Token{}, ErrUnknownToken
+		return Token{}, ErrUnknownToken // the reservation stays: a failure
 	}
+	res.Cancel()
 	return t, nil
 }

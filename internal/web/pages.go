@@ -24,12 +24,21 @@ func (d *Dashboard) loginPage(w http.ResponseWriter, r *http.Request) {
 	d.render(q, http.StatusOK, "login", p)
 }
 
-// safeNext keeps a post-login redirect on this server.
+// safeNext keeps a post-login redirect on this server: a path (and query)
+// only, rebuilt from its parsed form, so that no scheme, host, backslash or
+// control character (browsers drop tabs: "/\t/evil" is "//evil") gets
+// through.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, `\`) {
+	for _, c := range next {
+		if c < 0x20 || c == 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") {
 		return "/"
 	}
-	return next
+	return (&url.URL{Path: u.Path, RawQuery: u.RawQuery}).RequestURI()
 }
 
 func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
@@ -43,17 +52,18 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		again(http.StatusForbidden, "Sign-in refused: the form did not come from this server.")
 		return
 	}
-	if !d.auth.allowLogin(r) {
+	res := d.auth.attempt(r)
+	if res == nil {
 		again(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a few seconds.")
 		return
 	}
 	t, ok := d.auth.check(strings.TrimSpace(r.PostFormValue("token")))
 	if !ok {
-		d.auth.failedLogin(r)
 		d.log.Warn("dashboard: failed sign-in", "client", clientAddr(r))
 		again(http.StatusUnauthorized, "Unknown token.")
 		return
 	}
+	res.Cancel()
 	if err := d.auth.issue(w, r, t); err != nil {
 		again(http.StatusInternalServerError, err.Error())
 		return
@@ -248,7 +258,7 @@ func (d *Dashboard) deployment(q *request) {
 	snap := d.b.Snapshot()
 	dep, ok := snap.Deployments[name]
 	if !ok {
-		d.fail(q, http.StatusNotFound, "Not found", fmt.Sprintf("deployment %q does not exist", name))
+		d.notFound(q, fmt.Sprintf("deployment %q does not exist", name))
 		return
 	}
 	st := operator.Aggregate(snap)[name]
@@ -320,7 +330,7 @@ type devicesData struct {
 func (d *Dashboard) devices(q *request) {
 	qs := q.r.URL.Query()
 	data := devicesData{Selector: qs.Get("selector"), State: qs.Get("state"), Page: 1}
-	sel, err := parseSelector(data.Selector)
+	sel, err := v1.ParseSelector(data.Selector)
 	if err != nil {
 		data.Error = "selector: " + err.Error()
 	}
@@ -378,22 +388,6 @@ func (d *Dashboard) devices(q *request) {
 	d.render(q, http.StatusOK, "devices", d.page(q, "Devices", "devices", data))
 }
 
-// parseSelector reads "k=v,k2=v2" (equality only), as the API does.
-func parseSelector(s string) (v1.Selector, error) {
-	sel := v1.Selector{MatchLabels: map[string]string{}}
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return sel, fmt.Errorf("%q: want key=value", part)
-		}
-		sel.MatchLabels[strings.TrimSpace(k)] = strings.TrimSpace(v)
-	}
-	return sel, nil
-}
-
 type deviceData struct {
 	Device operator.DeviceStatus
 	Info   v1.DeviceInfo
@@ -408,7 +402,7 @@ func (d *Dashboard) deviceData(q *request) (deviceData, bool) {
 	snap := d.b.Snapshot()
 	dev, ok := snap.Devices[id]
 	if !ok {
-		d.fail(q, http.StatusNotFound, "Not found", fmt.Sprintf("device %q is not known", id))
+		d.notFound(q, fmt.Sprintf("device %q is not known", id))
 		return deviceData{}, false
 	}
 	sub := snap
@@ -462,7 +456,9 @@ func (d *Dashboard) command(q *request, req v1.CommandRequest, asked string) {
 		}
 		return
 	}
-	d.render(q, http.StatusOK, "device", d.page(q, "Device "+data.Device.ID, "devices", data))
+	p := d.page(q, "Device "+data.Device.ID, "devices", data)
+	p.Self = "/devices/" + url.PathEscape(data.Device.ID) // refreshing must not run the command again
+	d.render(q, http.StatusOK, "device", p)
 }
 
 type clusterRow struct {

@@ -180,6 +180,10 @@ func (d *Dashboard) write(action func(*request)) http.HandlerFunc {
 			return
 		}
 		q := &request{w: w, r: r, s: s, csrf: d.auth.csrf(s)}
+		if err := r.ParseForm(); err != nil {
+			d.fail(q, http.StatusRequestEntityTooLarge, "Refused", "the form could not be read: "+err.Error())
+			return
+		}
 		if err := d.auth.checkCSRF(r, s); err != nil {
 			d.fail(q, http.StatusForbidden, "Refused", err.Error())
 			return
@@ -258,8 +262,11 @@ type page struct {
 }
 
 func (d *Dashboard) page(q *request, title, nav string, data any) page {
-	p := page{Title: title, Nav: nav, Self: q.r.URL.RequestURI(), User: q.s.Name, Role: q.s.Role, Admin: q.admin(),
+	p := page{Title: title, Nav: nav, User: q.s.Name, Role: q.s.Role, Admin: q.admin(),
 		CSRF: q.csrf, Phase: d.b.Phase(), Version: buildinfo.Version, Flash: d.flashOf(q.r), Data: data}
+	if q.r.Method == http.MethodGet {
+		p.Self = q.r.URL.RequestURI() // what the live part re-requests
+	}
 	p.Poll = d.poll.String()
 	if p.Phase != string(operator.Converged) {
 		p.Progress = d.b.Progress()
@@ -308,9 +315,10 @@ func (d *Dashboard) flashOf(r *http.Request) string {
 	return msg
 }
 
-// fail renders an error page (or, for htmx, the message alone).
+// fail renders an error page (or, for htmx, the message alone; for a live
+// refresh, the error page's live part, so that the page keeps refreshing).
 func (d *Dashboard) fail(q *request, status int, title, msg string) {
-	if q.r.Header.Get("HX-Request") == "true" {
+	if q.r.Header.Get("HX-Request") == "true" && !q.live() {
 		q.w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		q.w.WriteHeader(status)
 		fmt.Fprintf(q.w, `<p class="error">%s: %s</p>`, template.HTMLEscapeString(title), template.HTMLEscapeString(msg))
@@ -319,4 +327,16 @@ func (d *Dashboard) fail(q *request, status int, title, msg string) {
 	p := d.page(q, title, "", msg)
 	p.Hold = false // an error says what it says, whatever the view
 	d.render(q, status, "error", p)
+}
+
+// notFound answers for a deployment or device the view does not hold. While
+// the view is incomplete (starting, recovering) it may just not be there
+// yet: the page is held, with the banner, and keeps refreshing, instead of
+// saying "not found".
+func (d *Dashboard) notFound(q *request, msg string) {
+	if d.b.Phase() != string(operator.Converged) {
+		d.render(q, http.StatusOK, "error", d.page(q, "Waiting for the view", "", msg))
+		return
+	}
+	d.fail(q, http.StatusNotFound, "Not found", msg)
 }

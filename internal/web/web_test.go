@@ -374,3 +374,95 @@ func TestDeploymentDevicesArePaginatedWorstFirst(t *testing.T) {
 		t.Fatalf("last page wrong:\n%.3000s", body)
 	}
 }
+
+func TestSafeNextStaysOnThisServer(t *testing.T) {
+	for in, want := range map[string]string{
+		"/devices?selector=site%3Dhome": "/devices?selector=site%3Dhome",
+		"/deployments/web":              "/deployments/web",
+		"":                              "/",
+		"//evil.example":                "/",
+		"/\t/evil.example":              "/",
+		"/\\evil.example":               "/",
+		"https://evil.example/":         "/",
+		"/%2F/evil.example":             "/",
+		"javascript:alert(1)":           "/",
+		"devices":                       "/",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestANewSecretEndsOldSessions(t *testing.T) {
+	b := &fakeBackend{phase: "Converged", snap: fleet(1)}
+	key := []byte(strings.Repeat("k", 32))
+	tok := func(secret string) Token {
+		var sum [32]byte
+		copy(sum[:], mustHex(HashToken(secret)))
+		return Token{Name: "admin", Role: Admin, SHA256: sum}
+	}
+	old, _ := New(Options{Backend: b, SessionKey: key, Tokens: []Token{tok("old-secret-0123456789")}})
+	srv := httptest.NewServer(old)
+	defer srv.Close()
+	c := newClient(t, srv)
+	c.login("old-secret-0123456789")
+	// The same name and role, a new secret (the server restarted with it).
+	rotated, _ := New(Options{Backend: b, SessionKey: key, Tokens: []Token{tok("new-secret-0123456789")}})
+	srv.Config.Handler = rotated
+	if code, h, _ := c.do("GET", "/", nil, nil); code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/login") {
+		t.Fatalf("a session of the old secret still works: %d %q", code, h.Get("Location"))
+	}
+}
+
+func TestParallelGuessesAreLimitedToo(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(1)})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(srv.URL+"/login", "application/x-www-form-urlencoded", strings.NewReader("token=guess"))
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if codes[http.StatusUnauthorized] > 5 || codes[http.StatusTooManyRequests] < 15 {
+		t.Fatalf("20 parallel guesses: %v, want at most 5 tried and the rest refused", codes)
+	}
+}
+
+func TestErrorsAndHeldPagesKeepTheirLiveRefreshRight(t *testing.T) {
+	b := &fakeBackend{phase: "Recovering", snap: fleet(1)}
+	srv := newDashboard(t, b)
+	c := newClient(t, srv)
+	c.login(viewerSecret)
+	// While the view is incomplete an unknown device may just not be there
+	// yet: the page is held and keeps refreshing.
+	code, _, body := c.do("GET", "/devices/dev-99999", nil, nil)
+	if code != http.StatusOK || !strings.Contains(body, `id="recovery"`) || !strings.Contains(body, `hx-get="/devices/dev-99999"`) {
+		t.Fatalf("held device page: %d\n%s", code, body)
+	}
+	b.mu.Lock()
+	b.phase = "Converged"
+	b.mu.Unlock()
+	// Converged: a live refresh of a page that is gone keeps the <main>.
+	_, _, body = c.do("GET", "/devices/dev-99999", nil, map[string]string{"HX-Request": "true", "HX-Target": "live"})
+	if !strings.HasPrefix(body, `<main id="live"`) || !strings.Contains(body, "is not known") {
+		t.Fatalf("live refresh of a missing device:\n%s", body)
+	}
+	// An error page answering a POST does not poll that POST-only URL.
+	token := c.csrf()
+	_, _, body = c.do("POST", "/deployments/web/delete", url.Values{"csrf": {token}, "sure": {"on"}}, nil)
+	if strings.Contains(body, "hx-get") {
+		t.Fatalf("the answer to a POST polls it:\n%s", body)
+	}
+}

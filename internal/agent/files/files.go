@@ -102,7 +102,7 @@ func (m *Manager) CheckMount(path string) error {
 		return fmt.Errorf("path %q: %w", path, err)
 	}
 	for _, r := range m.roots {
-		if resolved == r || strings.HasPrefix(resolved, r+string(filepath.Separator)) {
+		if strings.HasPrefix(resolved, r+string(filepath.Separator)) {
 			return nil
 		}
 	}
