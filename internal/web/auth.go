@@ -70,11 +70,11 @@ type auth struct {
 	now    func() time.Time
 
 	mu       sync.Mutex
-	limiters map[string]*rate.Limiter // failed logins per client address
+	limiters map[string]*tries // failed tries per client address
 }
 
 func newAuth(key []byte, tokens []Token) *auth {
-	return &auth{key: key, tokens: tokens, now: time.Now, limiters: map[string]*rate.Limiter{}}
+	return &auth{key: key, tokens: tokens, now: time.Now, limiters: map[string]*tries{}}
 }
 
 // check finds the token of a secret, comparing every configured hash in
@@ -91,38 +91,50 @@ func (a *auth) check(secret string) (Token, bool) {
 	return found, ok
 }
 
-// attempt reserves one try for a client address: five failed tries in a
-// burst, then one every two seconds. It returns nil when the client must
-// wait; otherwise the caller cancels the reservation when the try
-// succeeds, so only failures count. Tries running in parallel each hold
-// their own reservation, so they cannot all pass on one remaining token.
-func (a *auth) attempt(r *http.Request) *rate.Reservation {
+// attempt admits one try of a secret from a client address, or returns
+// nil when the address must wait: five failed tries in a burst, then one
+// every two seconds. Tries in flight count against what is left, so
+// parallel guesses cannot all pass on one remaining allowance; a success
+// costs nothing. The caller calls done(failed) when the try is decided.
+func (a *auth) attempt(r *http.Request) (done func(failed bool)) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	addr := clientAddr(r)
-	l := a.limiters[addr]
-	if l == nil {
+	st := a.limiters[addr]
+	if st == nil {
 		if len(a.limiters) >= maxLimiters {
 			a.evictIdle()
 		}
-		l = rate.NewLimiter(rate.Every(2*time.Second), 5)
-		a.limiters[addr] = l
+		st = &tries{lim: rate.NewLimiter(rate.Every(2*time.Second), 5)}
+		a.limiters[addr] = st
 	}
-	res := l.Reserve()
-	if res.Delay() > 0 {
-		res.Cancel()
+	if st.lim.Tokens()-float64(st.inFlight) < 1 {
 		return nil
 	}
-	return res
+	st.inFlight++
+	return func(failed bool) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		st.inFlight--
+		if failed {
+			st.lim.Allow() // spend one allowance
+		}
+	}
 }
 
-// maxLimiters bounds the addresses tracked; beyond it the ones that have
-// not failed lately (full buckets) are forgotten, never the others.
+// tries is one address's failed-try budget.
+type tries struct {
+	lim      *rate.Limiter
+	inFlight int
+}
+
+// maxLimiters bounds the addresses tracked; beyond it the ones with a full
+// budget and nothing in flight are forgotten, never the others.
 const maxLimiters = 10000
 
 func (a *auth) evictIdle() {
-	for addr, l := range a.limiters {
-		if l.Tokens() >= float64(l.Burst()) {
+	for addr, st := range a.limiters {
+		if st.inFlight == 0 && st.lim.Tokens() >= float64(st.lim.Burst()) {
 			delete(a.limiters, addr)
 		}
 	}
@@ -238,14 +250,14 @@ func (d *Dashboard) Authenticate(r *http.Request) (Token, error) {
 	if !ok || strings.TrimSpace(secret) == "" {
 		return Token{}, ErrNoToken
 	}
-	res := d.auth.attempt(r)
-	if res == nil {
+	done := d.auth.attempt(r)
+	if done == nil {
 		return Token{}, ErrRateLimited
 	}
 	t, ok := d.auth.check(strings.TrimSpace(secret))
+	done(!ok)
 	if !ok {
-		return Token{}, ErrUnknownToken // the reservation stays: a failure
+		return Token{}, ErrUnknownToken
 	}
-	res.Cancel()
 	return t, nil
 }

@@ -52,18 +52,18 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		again(http.StatusForbidden, "Sign-in refused: the form did not come from this server.")
 		return
 	}
-	res := d.auth.attempt(r)
-	if res == nil {
+	done := d.auth.attempt(r)
+	if done == nil {
 		again(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a few seconds.")
 		return
 	}
 	t, ok := d.auth.check(strings.TrimSpace(r.PostFormValue("token")))
+	done(!ok)
 	if !ok {
 		d.log.Warn("dashboard: failed sign-in", "client", clientAddr(r))
 		again(http.StatusUnauthorized, "Unknown token.")
 		return
 	}
-	res.Cancel()
 	if err := d.auth.issue(w, r, t); err != nil {
 		again(http.StatusInternalServerError, err.Error())
 		return

@@ -466,3 +466,15 @@ func TestErrorsAndHeldPagesKeepTheirLiveRefreshRight(t *testing.T) {
 		t.Fatalf("the answer to a POST polls it:\n%s", body)
 	}
 }
+
+func TestSuccessesAreNeverLimited(t *testing.T) {
+	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(1)})
+	d := srv.Config.Handler.(*Dashboard)
+	for i := range 50 {
+		req := httptest.NewRequest("GET", "/api/v1/deployments", nil)
+		req.Header.Set("Authorization", "Bearer "+viewerSecret)
+		if _, err := d.Authenticate(req); err != nil {
+			t.Fatalf("request %d with a valid token: %v", i+1, err)
+		}
+	}
+}
