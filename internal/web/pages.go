@@ -2,9 +2,11 @@ package web
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -408,7 +410,7 @@ func (d *Dashboard) deviceData(q *request) (deviceData, bool) {
 	sub := snap
 	sub.Devices = map[string]operator.Device{id: dev}
 	data := deviceData{Device: operator.Devices(sub)[0], Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec)}
-	for _, name := range sortedKeys(snap.Deployments) {
+	for _, name := range slices.Sorted(maps.Keys(snap.Deployments)) {
 		if st, ok := snap.States[v1.DeviceKey(id, name)]; ok {
 			data.States = append(data.States, st)
 		}
@@ -505,14 +507,6 @@ func (d *Dashboard) cluster(q *request) {
 	d.render(q, http.StatusOK, "cluster", d.page(q, "Cluster "+name, "clusters", data))
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 func ago(secs float64) string {
 	switch {
@@ -543,7 +537,7 @@ func humanBytes(n uint64) string {
 }
 
 func labelText(m map[string]string) string {
-	keys := sortedKeys(m)
+	keys := slices.Sorted(maps.Keys(m))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = k + "=" + m[k]
