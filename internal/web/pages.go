@@ -507,7 +507,6 @@ func (d *Dashboard) cluster(q *request) {
 	d.render(q, http.StatusOK, "cluster", d.page(q, "Cluster "+name, "clusters", data))
 }
 
-
 func ago(secs float64) string {
 	switch {
 	case secs < 0:
