@@ -113,8 +113,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("agent endpoints listening", "http", "http://"+ln.Addr().String())
 	}
 	nc, err := mesh.Connect(mesh.ClientConfig{
-		Name: "harmony-agent " + a.cfg.ID, URLs: a.cfg.NATSURLs, CredsFile: a.cfg.NATSCreds,
-		CAFile: a.cfg.NATSCA, CertFile: a.cfg.NATSCert, KeyFile: a.cfg.NATSKey, Logger: a.log,
+		Name: "harmony-agent " + a.cfg.ID, URLs: a.cfg.NATSURLs, CredsFile: a.cfg.NATSCreds, NkeySeedFile: a.cfg.NATSNkey,
+		InboxPrefix: inboxPrefix(a.cfg),
+		CAFile:      a.cfg.NATSCA, CertFile: a.cfg.NATSCert, KeyFile: a.cfg.NATSKey, Logger: a.log,
 		ReconnectWait: a.cfg.ReconnectInitial.Std(), ReconnectMax: a.cfg.ReconnectMax.Std(),
 		ReconnectMultiplier: a.cfg.ReconnectMultiplier, ReconnectJitter: a.cfg.ReconnectJitter,
 		PingInterval: a.cfg.MeshPingInterval.Std(),
@@ -135,7 +136,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if nc.IsConnected() {
 		a.health.setConnected(true)
 	}
-	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std()})
+	// A device identity may read only its own keys, by direct get.
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std(), DirectGet: a.cfg.NATSNkey != ""})
 	if err != nil {
 		return err
 	}
@@ -200,3 +202,12 @@ func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) err
 }
 
 func secondsDuration(s int) time.Duration { return time.Duration(s) * time.Second }
+
+// inboxPrefix is where a device identity receives replies: only under its
+// own prefix (mesh.DeviceInboxPrefix); other identities keep the default.
+func inboxPrefix(cfg config.Agent) string {
+	if cfg.NATSNkey == "" {
+		return ""
+	}
+	return mesh.DeviceInboxPrefix(cfg.ID)
+}

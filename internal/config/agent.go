@@ -15,9 +15,12 @@ type Agent struct {
 	// NATSURLs of the mesh; the agent moves between them when one dies.
 	NATSURLs  []string `json:"nats_url"`
 	NATSCreds string   `json:"nats_creds"`
-	NATSCA    string   `json:"nats_ca"`
-	NATSCert  string   `json:"nats_cert"`
-	NATSKey   string   `json:"nats_key"`
+	// NATSNkey is the nkey seed file of the device's own NATS identity,
+	// which may touch only its own keys (mesh.DevicePermissions).
+	NATSNkey string `json:"nats_nkey"`
+	NATSCA   string `json:"nats_ca"`
+	NATSCert string `json:"nats_cert"`
+	NATSKey  string `json:"nats_key"`
 	// Labels the device reports about itself.
 	Labels map[string]string `json:"labels"`
 	// StateDir keeps the desired-state cache, the ownership ledger and job
@@ -99,6 +102,7 @@ func (c *Agent) Settings() []Setting {
 		stringSetting("id", "id", "device id (RFC 1123 name); default: the hostname", &c.ID),
 		listSetting("nats_url", "nats-url", "NATS URLs, comma-separated", &c.NATSURLs),
 		stringSetting("nats_creds", "nats-creds", "NATS credentials file", &c.NATSCreds),
+		stringSetting("nats_nkey", "nats-nkey", "nkey seed file of this device's own NATS identity", &c.NATSNkey),
 		stringSetting("nats_ca", "nats-ca", "CA bundle that signs the NATS servers' certificates", &c.NATSCA),
 		stringSetting("nats_cert", "nats-cert", "client certificate", &c.NATSCert),
 		stringSetting("nats_key", "nats-key", "client key", &c.NATSKey),
@@ -142,6 +146,12 @@ func (c *Agent) Validate() error {
 	}
 	if len(c.NATSURLs) == 0 {
 		bad("nats_url", "at least one URL is needed")
+	}
+	if c.NATSNkey != "" && c.NATSCreds != "" {
+		bad("nats_nkey", "nats_nkey and nats_creds are two identities: give one")
+	}
+	if c.NATSNkey != "" && c.Failover != nil {
+		bad("nats_nkey", "a device identity reaches only the fleet buckets; the failover role needs nats_creds (or no identity) for now")
 	}
 	if strings.TrimSpace(c.StateDir) == "" {
 		bad("state_dir", "must not be empty")

@@ -500,3 +500,16 @@ func TestTokensAreValidatedAndLoadedFromAFile(t *testing.T) {
 		}
 	}
 }
+
+func TestAgentHasOneNATSIdentity(t *testing.T) {
+	cfg := config.DefaultAgent()
+	cfg.ID = "dev-1"
+	cfg.NATSNkey, cfg.NATSCreds = "/etc/harmony/dev.nk", "/etc/harmony/dev.creds"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "setting nats_nkey:") {
+		t.Fatalf("nkey and creds together: %v, want an error naming nats_nkey", err)
+	}
+	cfg.NATSCreds = ""
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("an nkey alone: %v", err)
+	}
+}

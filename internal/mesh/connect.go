@@ -23,6 +23,12 @@ type ClientConfig struct {
 	InProcess *Server
 	// CredsFile is a NATS credentials file (JWT and nkey seed).
 	CredsFile string
+	// NkeySeedFile holds the nkey seed of a server-side nkey user (a
+	// device identity); InboxPrefix replaces "_INBOX" for replies, which
+	// such an identity may receive only under its own prefix
+	// (DeviceInboxPrefix).
+	NkeySeedFile string
+	InboxPrefix  string
 	// TLS: a CA bundle to verify the server, and an optional client
 	// certificate and key.
 	CAFile, CertFile, KeyFile string
@@ -140,6 +146,16 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NkeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: nkey seed %s: %w", cfg.NkeySeedFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.CAFile != "" {
 		opts = append(opts, nats.RootCAs(cfg.CAFile))

@@ -54,6 +54,9 @@ type ServerConfig struct {
 	// TLS, when set, is required of every client connection (in-process
 	// connections excepted). Routes between cluster members stay plain.
 	TLS *tls.Config
+	// Nkeys, when set, are the only identities that may connect, each with
+	// its permissions (DevicePermissions for a device).
+	Nkeys []*server.NkeyUser
 }
 
 // Server is a running embedded NATS server.
@@ -108,6 +111,7 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		MaxPayload: 8 << 20,
 	}
 	opts.ClientAdvertise = cfg.ClientAdvertise
+	opts.Nkeys = cfg.Nkeys
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
 		opts.TLS = true

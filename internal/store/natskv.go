@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,13 +23,23 @@ type NATSOptions struct {
 	// Timeout bounds each call whose context has no deadline (DefaultTimeout
 	// when zero).
 	Timeout time.Duration
+	// DirectGet makes Get ask with the key in the request subject
+	// ($JS.API.DIRECT.GET.<stream>.<subject>), which NATS permissions can
+	// limit to a client's own keys (a device identity), instead of the
+	// stream leader's message get, whose subject is in the body. Any
+	// replica may answer: in a replicated bucket the answer can lag the
+	// leader by a moment, so this relaxes Get's contract for such clients,
+	// who decide with compare-and-set anyway (a stale read is a conflict
+	// and a re-read).
+	DirectGet bool
 }
 
 // NATS is the Store backed by JetStream key-value buckets.
 type NATS struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	timeout time.Duration
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	timeout   time.Duration
+	directGet bool
 
 	mu  sync.Mutex
 	kvs map[string]*natsKV
@@ -46,7 +57,7 @@ func NewNATS(nc *nats.Conn, opts NATSOptions) (*NATS, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	return &NATS{nc: nc, js: js, timeout: opts.Timeout, kvs: map[string]*natsKV{}}, nil
+	return &NATS{nc: nc, js: js, timeout: opts.Timeout, directGet: opts.DirectGet, kvs: map[string]*natsKV{}}, nil
 }
 
 func (s *NATS) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -226,7 +237,13 @@ func (k *natsKV) Get(ctx context.Context, key string) (Entry, error) {
 	}
 	ctx, cancel := k.s.withTimeout(ctx)
 	defer cancel()
-	e, err := k.leaderGet(ctx, map[string]any{"last_by_subj": k.prefix + key})
+	var e Entry
+	var err error
+	if k.s.directGet {
+		e, err = k.directGet(ctx, k.prefix+key)
+	} else {
+		e, err = k.leaderGet(ctx, map[string]any{"last_by_subj": k.prefix + key})
+	}
 	if err != nil {
 		return Entry{}, opError("get", k.bucket, key, classify(err, false), err)
 	}
@@ -271,6 +288,33 @@ func (k *natsKV) leaderGet(ctx context.Context, req map[string]any) (Entry, erro
 		value = nil
 	}
 	return Entry{Key: strings.TrimPrefix(m.Subject, k.prefix), Value: value, Revision: m.Sequence, Created: m.Time, Op: op}, nil
+}
+
+// directGet asks for the last message on subject with the subject in the
+// request subject (NATSOptions.DirectGet).
+func (k *natsKV) directGet(ctx context.Context, subject string) (Entry, error) {
+	msg, err := k.s.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+k.stream+"."+subject, nil)
+	if err != nil {
+		return Entry{}, err
+	}
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return Entry{}, ErrNotFound
+	default:
+		return Entry{}, fmt.Errorf("%w: direct get answered %s %s", ErrUnavailable, status, msg.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: direct get: bad sequence header: %w", ErrUnavailable, err)
+	}
+	created, _ := time.Parse(time.RFC3339Nano, msg.Header.Get(jetstream.TimeStampHeaer))
+	op := opFromHeaders(msg.Header)
+	value := msg.Data
+	if op != OpPut {
+		value = nil
+	}
+	return Entry{Key: strings.TrimPrefix(msg.Header.Get(jetstream.SubjectHeader), k.prefix), Value: value, Revision: seq, Created: created, Op: op}, nil
 }
 
 func opFromHeaders(h nats.Header) Op {

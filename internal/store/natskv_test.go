@@ -29,6 +29,18 @@ func TestContractSingleNode(t *testing.T) {
 	storetest.Run(t, func(*testing.T) store.Store { return st }, storetest.Options{})
 }
 
+// With DirectGet (device identities), on one node, Get keeps the whole
+// contract: a single replica cannot lag.
+func TestContractSingleNodeDirectGet(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	nc := meshtest.Connect(t, srv)
+	st, err := store.NewNATS(nc, store.NATSOptions{DirectGet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Run(t, func(*testing.T) store.Store { return st }, storetest.Options{})
+}
+
 func TestContractCluster(t *testing.T) {
 	c := meshtest.StartCluster(t, 3)
 	nc := c.Connect()
