@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/agent"
 	"github.com/harmony-fleet/harmony/internal/config"
@@ -28,6 +30,7 @@ func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 // fleet is an embedded NATS with the fleet buckets, as the server makes them.
 type fleet struct {
 	srv   *mesh.Server
+	nc    *nats.Conn // the control plane's connection
 	kvs   map[string]store.KV
 	close func()
 }

@@ -15,8 +15,6 @@ import (
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
-	"github.com/harmony-fleet/harmony/internal/server"
-	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
@@ -55,23 +53,9 @@ func TestAgentRunsWithADeviceIdentity(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 
 	// The control plane's side, as the server identity.
-	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{srv.ClientURL()}, NkeySeedFile: serverSeed})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	st, err := store.NewNATS(nc, store.NATSOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fleet{srv: srv, kvs: map[string]store.KV{}, close: nc.Close}
-	for _, bc := range server.FleetBuckets(config.DefaultServer()) {
-		kv, err := st.Ensure(context.Background(), bc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.kvs[bc.Name] = kv
-	}
+	f := fleetAs(t, mesh.ClientConfig{URLs: []string{srv.ClientURL()}, NkeySeedFile: serverSeed})
+	f.srv = srv
+	nc := f.nc
 
 	root := t.TempDir()
 	cfg := agentConfig(t, srv.ClientURL(), root, t.TempDir())

@@ -154,7 +154,13 @@ var attemptRe = regexp.MustCompile(`attempt (\d+) failed`)
 // fleetAt opens the fleet buckets of the NATS at url.
 func fleetAt(t *testing.T, url string) *fleet {
 	t.Helper()
-	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{url}})
+	return fleetAs(t, mesh.ClientConfig{URLs: []string{url}})
+}
+
+// fleetAs is fleetAt with the connection's own settings (an identity).
+func fleetAs(t *testing.T, cc mesh.ClientConfig) *fleet {
+	t.Helper()
+	nc, err := mesh.Connect(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +169,7 @@ func fleetAt(t *testing.T, url string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{kvs: map[string]store.KV{}, close: nc.Close}
+	f := &fleet{nc: nc, kvs: map[string]store.KV{}, close: nc.Close}
 	for _, b := range server.FleetBuckets(config.DefaultServer()) {
 		kv, err := st.Ensure(context.Background(), b)
 		if err != nil {

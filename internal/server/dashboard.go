@@ -160,26 +160,40 @@ func (g *gate) Clusters(ctx context.Context) ([]string, error) {
 	return out, names.Error()
 }
 
-func (g *gate) Cluster(ctx context.Context, name string) (failover.View, []failover.HistoryEntry, error) {
+func (g *gate) Cluster(ctx context.Context, name string) (failover.View, error) {
+	var v failover.View
+	err := g.withCluster(ctx, name, func(ctx context.Context, kv store.KV) (err error) {
+		v, err = failover.ReadView(ctx, kv, name)
+		return err
+	})
+	return v, err
+}
+
+func (g *gate) ClusterHistory(ctx context.Context, name string) ([]failover.HistoryEntry, error) {
+	var hist []failover.HistoryEntry
+	err := g.withCluster(ctx, name, func(ctx context.Context, kv store.KV) (err error) {
+		hist, err = failover.ReadHistory(ctx, kv)
+		return err
+	})
+	return hist, err
+}
+
+// withCluster runs read on a cluster's failover bucket within store_timeout.
+func (g *gate) withCluster(ctx context.Context, name string, read func(context.Context, store.KV) error) error {
 	h := g.h.Load()
 	if h == nil {
-		return failover.View{}, nil, errStarting
+		return errStarting
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout.Std())
 	defer cancel()
 	kv, err := h.st.Open(ctx, failover.BucketName(name))
-	if err != nil {
-		if errors.Is(err, store.ErrBucketNotFound) {
-			return failover.View{}, nil, fmt.Errorf("no HA cluster %q", name)
-		}
-		return failover.View{}, nil, err
+	if errors.Is(err, store.ErrBucketNotFound) {
+		return fmt.Errorf("no HA cluster %q", name)
 	}
-	v, err := failover.ReadView(ctx, kv, name)
 	if err != nil {
-		return v, nil, err
+		return err
 	}
-	hist, err := failover.ReadHistory(ctx, kv)
-	return v, hist, err
+	return read(ctx, kv)
 }
 
 // dashboardSecrets returns the tokens that may sign in and the key that

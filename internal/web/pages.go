@@ -473,7 +473,7 @@ func (d *Dashboard) clusters(q *request) {
 	names, err := d.b.Clusters(q.r.Context())
 	var out []clusterRow
 	for _, n := range names {
-		v, _, err := d.b.Cluster(q.r.Context(), n)
+		v, err := d.b.Cluster(q.r.Context(), n)
 		row := clusterRow{Name: n, View: v}
 		if err != nil {
 			row.Error = err.Error()
@@ -497,7 +497,11 @@ type clusterData struct {
 
 func (d *Dashboard) cluster(q *request) {
 	name := q.r.PathValue("name")
-	v, hist, err := d.b.Cluster(q.r.Context(), name)
+	v, err := d.b.Cluster(q.r.Context(), name)
+	var hist []failover.HistoryEntry
+	if err == nil {
+		hist, err = d.b.ClusterHistory(q.r.Context(), name)
+	}
 	data := clusterData{Name: name, View: v, History: hist, Timeline: newTimeline(hist, time.Now())}
 	if err != nil {
 		data.Error = err.Error()

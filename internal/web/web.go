@@ -52,7 +52,10 @@ type Backend interface {
 	Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error)
 	// Clusters lists the HA clusters that have a failover bucket.
 	Clusters(ctx context.Context) ([]string, error)
-	Cluster(ctx context.Context, name string) (failover.View, []failover.HistoryEntry, error)
+	Cluster(ctx context.Context, name string) (failover.View, error)
+	// ClusterHistory is the retained history of a cluster's state (the
+	// detail page's timeline only: the list does not read it).
+	ClusterHistory(ctx context.Context, name string) ([]failover.HistoryEntry, error)
 }
 
 // Options configure the dashboard.

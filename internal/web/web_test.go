@@ -56,8 +56,11 @@ func (f *fakeBackend) Command(context.Context, string, v1.CommandRequest) (v1.Co
 	return v1.CommandReply{OK: true, Output: "up 3 days"}, nil
 }
 func (f *fakeBackend) Clusters(context.Context) ([]string, error) { return nil, nil }
-func (f *fakeBackend) Cluster(context.Context, string) (failover.View, []failover.HistoryEntry, error) {
-	return failover.View{}, nil, errors.New("no such cluster")
+func (f *fakeBackend) Cluster(context.Context, string) (failover.View, error) {
+	return failover.View{}, errors.New("no such cluster")
+}
+func (f *fakeBackend) ClusterHistory(context.Context, string) ([]failover.HistoryEntry, error) {
+	return nil, errors.New("no such cluster")
 }
 
 const (
