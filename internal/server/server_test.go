@@ -461,6 +461,14 @@ func TestAPIChecksTokens(t *testing.T) {
 	if st, out, _ := call(adminToken, "POST", "/api/v1/deployments", doc); st != http.StatusOK {
 		t.Fatalf("admin apply: %d %v", st, out)
 	}
+	// GET answers from the operator's view, which follows the store a
+	// moment later: wait until it shows the deployment.
+	retry.Until(t, 10*time.Second, func() error {
+		if st, _, _ := call(viewerToken, "GET", "/api/v1/deployments/web", ""); st != http.StatusOK {
+			return fmt.Errorf("GET web answered %d", st)
+		}
+		return nil
+	})
 	for _, c := range []struct{ method, path, body string }{
 		{"DELETE", "/api/v1/deployments/web", ""},
 		{"PATCH", "/api/v1/devices/d1/labels", `{"set":{"a":"b"}}`},
