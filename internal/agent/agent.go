@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +25,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
 	"github.com/harmony-fleet/harmony/internal/agent/units"
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
@@ -151,6 +153,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Failover != nil {
 		g.Go(func() error { return a.runFailover(ctx, st) })
 	}
+	if a.cfg.NATSNkey != "" {
+		g.Go(func() error { return a.watchIdentity(ctx) })
+	}
 	a.log.Info("agent started", "id", a.cfg.ID, "state_dir", a.cfg.StateDir, "boot", a.boot)
 	err = g.Wait()
 	a.log.Info("agent stopped")
@@ -199,6 +204,45 @@ func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) err
 	g.Go(func() error { return a.status.run(ctx, kvs[b.DeviceState]) })
 	g.Go(func() error { return a.serveCommands(ctx, nc) })
 	return g.Wait()
+}
+
+// ErrIdentityRotated ends Run when the device's identity file (nats_nkey)
+// holds a new key: `harmony enroll` rotated it, and the old key no longer
+// lets the agent in. The caller runs a new agent, which connects with it.
+var ErrIdentityRotated = errors.New("agent: the device's NATS identity was rotated")
+
+// identityCheckInterval is how often the identity file is looked at.
+const identityCheckInterval = 2 * time.Second
+
+// watchIdentity returns ErrIdentityRotated once the seed in nats_nkey has
+// another public key than the one this run connected with. An unreadable
+// or half-written file is no rotation: the agent keeps the key it has.
+func (a *Agent) watchIdentity(ctx context.Context) error {
+	pub := func() string {
+		data, err := os.ReadFile(a.cfg.NATSNkey)
+		if err != nil {
+			return ""
+		}
+		p, err := identity.PublicKeyOfSeed(data)
+		if err != nil {
+			return ""
+		}
+		return p
+	}
+	first := pub()
+	tick := time.NewTicker(identityCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if now := pub(); now != "" && now != first {
+			a.log.Info("device identity rotated: reconnecting with the new key", "public_key", now)
+			return ErrIdentityRotated
+		}
+	}
 }
 
 func secondsDuration(s int) time.Duration { return time.Duration(s) * time.Second }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"io"
 	"os"
 	"strings"
@@ -44,11 +45,18 @@ environment variables, then flags; each overrides the one before.`,
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
-		a, err := agent.New(cfg, newLogger(stderr, cfg.LogLevel), agent.Options{})
-		if err != nil {
-			return err
+		log := newLogger(stderr, cfg.LogLevel)
+		for {
+			a, err := agent.New(cfg, log, agent.Options{})
+			if err != nil {
+				return err
+			}
+			// A rotated identity (harmony enroll again) needs a new
+			// connection: run a new agent with it.
+			if err := a.Run(cmd.Context()); !errors.Is(err, agent.ErrIdentityRotated) {
+				return err
+			}
 		}
-		return a.Run(cmd.Context())
 	}
 	return cmd
 }

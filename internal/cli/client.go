@@ -25,6 +25,9 @@ type client struct {
 	token string
 	http  *http.Client
 	err   error // from setting up TLS: every call fails with it
+	// secretBody: a request body carries a secret (an enrollment token),
+	// which the plain-HTTP guard protects like a bearer token.
+	secretBody bool
 }
 
 // endpoint is where the API is, the token to show it and the CA that
@@ -129,7 +132,7 @@ func (c *client) plainTextGuard() error {
 	if err != nil {
 		return fmt.Errorf("server %q: %w", c.base, err)
 	}
-	if c.token == "" || u.Scheme != "http" {
+	if (c.token == "" && !c.secretBody) || u.Scheme != "http" {
 		return nil
 	}
 	host := u.Hostname()

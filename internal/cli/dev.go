@@ -38,7 +38,8 @@ URL.`,
 			}
 			cfg := config.DefaultServer()
 			cfg.HTTP = httpAddr
-			cfg.TLS = "off" // a first look on this machine only (127.0.0.1)
+			cfg.TLS = "off"      // a first look on this machine only (127.0.0.1)
+			cfg.NATSAuth = "off" // agents started by hand join without enrolling
 			cfg.NATSListen = "127.0.0.1:0"
 			if dataDir == "" {
 				dir, err := os.MkdirTemp("", "harmony-dev-")

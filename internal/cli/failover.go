@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -19,17 +20,19 @@ import (
 // failoverFlags are how the failover commands reach a cluster's bucket:
 // straight through NATS, as the agents do.
 type failoverFlags struct {
-	cluster              string
-	urls                 []string
-	creds, ca, cert, key string
-	timeout              time.Duration
-	output               string
+	cluster       string
+	urls          []string
+	creds, nkey   string
+	ca, cert, key string
+	timeout       time.Duration
+	output        string
 }
 
 func (f *failoverFlags) add(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.cluster, "cluster", "", "cluster id (required)")
 	cmd.PersistentFlags().StringSliceVar(&f.urls, "nats-url", []string{"nats://127.0.0.1:4222"}, "NATS URLs, comma-separated")
 	cmd.PersistentFlags().StringVar(&f.creds, "nats-creds", "", "NATS credentials file")
+	cmd.PersistentFlags().StringVar(&f.nkey, "nats-nkey", os.Getenv("HARMONY_NATS_NKEY"), "nkey seed of an admin identity (the server's <data_dir>/nats-admin.nk; env HARMONY_NATS_NKEY)")
 	cmd.PersistentFlags().StringVar(&f.ca, "nats-ca", "", "CA bundle of the NATS servers")
 	cmd.PersistentFlags().StringVar(&f.cert, "nats-cert", "", "client certificate")
 	cmd.PersistentFlags().StringVar(&f.key, "nats-key", "", "client key")
@@ -41,7 +44,7 @@ func (f *failoverFlags) open(ctx context.Context) (store.KV, func(), error) {
 	if f.cluster == "" {
 		return nil, nil, usageError{errors.New("--cluster is required")}
 	}
-	nc, err := mesh.Connect(mesh.ClientConfig{Name: "harmony failover", URLs: f.urls, CredsFile: f.creds, CAFile: f.ca, CertFile: f.cert, KeyFile: f.key})
+	nc, err := mesh.Connect(mesh.ClientConfig{Name: "harmony failover", URLs: f.urls, CredsFile: f.creds, NkeySeedFile: f.nkey, CAFile: f.ca, CertFile: f.cert, KeyFile: f.key})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -72,6 +72,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newLogsCmd(stdout),
 		newExecCmd(stdout),
 		newFailoverCmd(stdout),
+		newTokenCmd(stdout, stderr),
+		newEnrollCmd(stdout, stderr),
+		newDeviceCmd(stdout),
 	)
 	return root
 }

@@ -150,9 +150,6 @@ func (c *Agent) Validate() error {
 	if c.NATSNkey != "" && c.NATSCreds != "" {
 		bad("nats_nkey", "nats_nkey and nats_creds are two identities: give one")
 	}
-	if c.NATSNkey != "" && c.Failover != nil {
-		bad("nats_nkey", "a device identity reaches only the fleet buckets; the failover role needs nats_creds (or no identity) for now")
-	}
 	if strings.TrimSpace(c.StateDir) == "" {
 		bad("state_dir", "must not be empty")
 	}

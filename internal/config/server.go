@@ -21,6 +21,9 @@ type Buckets struct {
 	DeviceLabels    string `json:"device_labels"`
 	// Leases holds the servers' leases on once-only work.
 	Leases string `json:"leases"`
+	// Identities holds the devices' NATS identities, enrollment requests
+	// and enrollment tokens (hashed); only the control plane reads it.
+	Identities string `json:"identities"`
 }
 
 // Server is the configuration of `harmony server`.
@@ -82,6 +85,11 @@ type Server struct {
 	// several servers can share one file and tokens can be set from the
 	// environment or a flag.
 	TokensFile string `json:"tokens_file"`
+	// NATSAuth is "identities" (the default: the embedded NATS accepts only
+	// enrolled devices, each limited to its own keys, the server itself and
+	// admin identities) or "off" (any client that reaches the port, as
+	// before enrollment existed). It applies to the embedded NATS only.
+	NATSAuth string `json:"nats_auth"`
 }
 
 // Token is a dashboard credential: the server keeps only the secret's
@@ -105,6 +113,7 @@ func DefaultServer() Server {
 		HeartbeatStaleness: Duration(30 * time.Second),
 		LogLevel:           "info",
 		TLS:                "auto",
+		NATSAuth:           "identities",
 		Buckets: Buckets{
 			Deployments:     "deployments",
 			DesiredState:    "desired-state",
@@ -113,6 +122,7 @@ func DefaultServer() Server {
 			DeviceHeartbeat: "device-heartbeat",
 			DeviceLabels:    "device-labels",
 			Leases:          "leases",
+			Identities:      "identities",
 		},
 	}
 }
@@ -140,6 +150,7 @@ func (c *Server) Settings() []Setting {
 		durationSetting("store_timeout", "store-timeout", "deadline of each store call", &c.StoreTimeout),
 		durationSetting("heartbeat_staleness", "heartbeat-staleness", "silence after which a device counts as offline", &c.HeartbeatStaleness),
 		stringSetting("log_level", "log-level", "debug, info, warn or error", &c.LogLevel),
+		stringSetting("nats_auth", "nats-auth", "identities (embedded NATS accepts only enrolled devices, each limited to its own keys) or off", &c.NATSAuth),
 		stringSetting("tls", "tls", "auto (own CA and certificate in <data_dir>/tls, or tls_cert/tls_key) or off", &c.TLS),
 		stringSetting("tls_cert", "tls-cert", "server certificate (PEM) to use instead of a generated one", &c.TLSCert),
 		stringSetting("tls_key", "tls-key", "key of tls_cert (PEM)", &c.TLSKey),
@@ -249,11 +260,16 @@ func (c *Server) Validate() error {
 		"buckets.deployments": c.Buckets.Deployments, "buckets.desired_state": c.Buckets.DesiredState,
 		"buckets.device_info": c.Buckets.DeviceInfo, "buckets.device_state": c.Buckets.DeviceState,
 		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat, "buckets.device_labels": c.Buckets.DeviceLabels,
-		"buckets.leases": c.Buckets.Leases,
+		"buckets.leases": c.Buckets.Leases, "buckets.identities": c.Buckets.Identities,
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)
 		}
+	}
+	switch c.NATSAuth {
+	case "identities", "off":
+	default:
+		bad("nats_auth", "%q: must be identities or off", c.NATSAuth)
 	}
 	switch c.TLS {
 	case "auto":

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // ClientConfig describes a client connection to NATS.
@@ -29,6 +30,9 @@ type ClientConfig struct {
 	// (DeviceInboxPrefix).
 	NkeySeedFile string
 	InboxPrefix  string
+	// Nkey is an identity held in memory instead (the server's own
+	// connection to its embedded NATS).
+	Nkey nkeys.KeyPair
 	// TLS: a CA bundle to verify the server, and an optional client
 	// certificate and key.
 	CAFile, CertFile, KeyFile string
@@ -91,6 +95,11 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
+		// nats.go closes a connection for good when a server refuses its
+		// credentials twice in a row. A device that is not yet (or no
+		// longer) enrolled, or a server that has not loaded the identities
+		// yet after a restart, must not end an agent's connection forever.
+		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(cfg.ReconnectDelay),
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(cfg.PingInterval),
@@ -112,6 +121,18 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 			// away) is re-created by the library: not worth a warning.
 			if errors.Is(err, nats.ErrConsumerNotActive) {
 				log.Debug("nats: consumer not active", "subject", subject)
+				return
+			}
+			// A refused identity (not enrolled yet, revoked, rotated
+			// elsewhere) comes back at every attempt: said once.
+			if errors.Is(err, nats.ErrAuthorization) {
+				failMu.Lock()
+				same := err.Error() == lastFail
+				lastFail = err.Error()
+				failMu.Unlock()
+				if !same {
+					log.Warn("nats refused this identity (not enrolled, or revoked); retrying", "err", err)
+				}
 				return
 			}
 			log.Warn("nats async error", "err", err, "subject", subject)
@@ -153,6 +174,13 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 			return nil, fmt.Errorf("mesh: nkey seed %s: %w", cfg.NkeySeedFile, err)
 		}
 		opts = append(opts, o)
+	}
+	if cfg.Nkey != nil {
+		pub, err := cfg.Nkey.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("mesh: nkey: %w", err)
+		}
+		opts = append(opts, nats.Nkey(pub, cfg.Nkey.Sign))
 	}
 	if cfg.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -63,6 +64,9 @@ type ServerConfig struct {
 type Server struct {
 	ns  *server.Server
 	cfg ServerConfig
+
+	mu   sync.Mutex // guards opts
+	opts *server.Options
 }
 
 // StartServer starts an embedded NATS server with JetStream and waits until it
@@ -94,7 +98,22 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, errors.New("mesh: jetstream did not start")
 	}
-	return &Server{ns: ns, cfg: cfg}, nil
+	return &Server{ns: ns, cfg: cfg, opts: opts}, nil
+}
+
+// SetUsers replaces the identities that may connect (ServerConfig.Nkeys)
+// without a restart. Connections of identities no longer listed are
+// closed at once; those whose permissions changed get the new ones.
+func (s *Server) SetUsers(users []*server.NkeyUser) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opts := s.opts.Clone()
+	opts.Nkeys = users
+	if err := s.ns.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("mesh: load %d identities: %w", len(users), err)
+	}
+	s.opts = opts
+	return nil
 }
 
 func serverOptions(cfg ServerConfig) (*server.Options, error) {

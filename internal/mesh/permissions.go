@@ -113,3 +113,25 @@ func DevicePermissions(device string, b FleetBuckets) *server.Permissions {
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: CommandReplyWindow},
 	}
 }
+
+// BucketPermissions let an identity use one whole bucket as the failover
+// members do: create and check it, read, watch, list and write any key of
+// it, and read its history. Nothing outside the bucket's stream.
+func BucketPermissions(bucket string) *server.Permissions {
+	stream := "KV_" + bucket
+	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.CREATE." + stream,
+		"$JS.API.STREAM.UPDATE." + stream,
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.STREAM.MSG.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.API.CONSUMER.CREATE." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.DELETE." + stream + ".>",
+		"$JS.API.CONSUMER.INFO." + stream + ".>",
+		"$JS.FC." + stream + ".>",
+		"$KV." + bucket + ".>",
+	}}}
+}

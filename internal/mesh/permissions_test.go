@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	hserver "github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/natsperm"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
@@ -108,19 +108,19 @@ type device struct {
 	nc     *nats.Conn
 	st     *store.NATS
 	js     jetstream.JetStream
-	errs   *asyncErrors
+	errs   *natsperm.Errors
 	closed chan struct{}
 }
 
 func (f *fleet) connect(t *testing.T, id string, timeout time.Duration) *device {
 	t.Helper()
 	kp := f.keys[id]
-	d := &device{id: id, errs: &asyncErrors{}, closed: make(chan struct{})}
+	d := &device{id: id, errs: &natsperm.Errors{}, closed: make(chan struct{})}
 	nc, err := nats.Connect(f.url,
 		nats.Name("device "+id),
 		nats.Nkey(publicKey(t, kp), kp.Sign),
 		nats.CustomInboxPrefix(mesh.DeviceInboxPrefix(id)),
-		nats.ErrorHandler(d.errs.record),
+		nats.ErrorHandler(d.errs.Record),
 		// Called from the same queue as the error handler, after it.
 		nats.ClosedHandler(func(*nats.Conn) { close(d.closed) }),
 	)
@@ -153,51 +153,9 @@ func (d *device) noErrors(t *testing.T) {
 	t.Helper()
 	d.nc.Close()
 	<-d.closed
-	if errs := d.errs.all(); len(errs) > 0 {
+	if errs := d.errs.All(); len(errs) > 0 {
 		t.Fatalf("%s was refused: %v", d.id, errs)
 	}
-}
-
-// asyncErrors records what a connection's error handler is given.
-type asyncErrors struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (a *asyncErrors) record(_ *nats.Conn, _ *nats.Subscription, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.errs = append(a.errs, err)
-}
-
-func (a *asyncErrors) all() []error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]error(nil), a.errs...)
-}
-
-// violated waits until the server has reported a permissions violation
-// for what ("Publish to" or "Subscription to") on subject. For a publish,
-// subject may be a NATS filter (consumer names are random). The subject is
-// only given in the error's text, so the test reads it from there.
-func (a *asyncErrors) violated(t *testing.T, what, subject string) {
-	t.Helper()
-	retry.Until(t, 5*time.Second, func() error {
-		var seen []string
-		for _, err := range a.all() {
-			if !errors.Is(err, nats.ErrPermissionViolation) {
-				seen = append(seen, err.Error())
-				continue
-			}
-			_, rest, ok := strings.Cut(err.Error(), "Permissions Violation for "+what+" \"")
-			got, _, _ := strings.Cut(rest, "\"")
-			if ok && (got == subject || what == "Publish to" && server.SubjectMatchesFilter(got, subject)) {
-				return nil
-			}
-			seen = append(seen, err.Error())
-		}
-		return fmt.Errorf("no permissions violation for %s %q; errors: %q", what, subject, seen)
-	})
 }
 
 func TestDeviceInboxPrefix(t *testing.T) {
@@ -578,7 +536,7 @@ func TestDevicePermissionsDenied(t *testing.T) {
 			if tc.callErr && err == nil {
 				t.Errorf("the call succeeded")
 			}
-			a.errs.violated(t, tc.what, tc.filter)
+			a.errs.Violated(t, tc.what, tc.filter)
 		})
 	}
 }

@@ -36,6 +36,8 @@ func FleetBuckets(c config.Server) []store.BucketConfig {
 			Description: "Harmony device labels set from the control plane"},
 		{Name: b.DeviceHeartbeat, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize, AsyncPersist: true,
 			Description: "Harmony device liveness, written by agents"},
+		{Name: b.Identities, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
+			Description: "Harmony device identities, enrollment requests and hashed enrollment tokens"},
 		{Name: b.Leases, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
 			Description: "Harmony servers' leases on once-only work (orphan collection)"},
 	}

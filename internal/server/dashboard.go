@@ -45,7 +45,9 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/readyz":
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "operator": web.Starting, "reasons": []string{reason}})
 	case strings.HasPrefix(p, "/api/"):
-		if authorizeAPI(g.dash, w, r) {
+		if enrollPath(r) {
+			apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
+		} else if _, ok := authorizeAPI(g.dash, w, r); ok {
 			apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
 		}
 	case p == "/metrics":

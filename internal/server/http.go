@@ -19,6 +19,7 @@ import (
 
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/web"
@@ -31,6 +32,7 @@ type handler struct {
 	js   jetstream.JetStream
 	op   *operator.Operator
 	kvs  map[string]store.KV
+	reg  *identity.Registry
 	cfg  config.Server
 	mux  *http.ServeMux
 	log  *slog.Logger
@@ -101,7 +103,8 @@ func (h *handler) viewBody(items any) map[string]any {
 
 func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash *web.Dashboard, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
-	h := &handler{nc: nc, st: st, dash: dash, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log}
+	h := &handler{nc: nc, st: st, dash: dash, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log,
+		reg: &identity.Registry{KV: kvs[cfg.Buckets.Identities]}}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -132,6 +135,7 @@ func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	h.routesAPI()
+	h.routesEnroll()
 	h.mux.Handle("/", dash) // every other path is the dashboard's
 	return h
 }
@@ -139,8 +143,12 @@ func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.
 // ServeHTTP checks the API's bearer token and marks every answer given
 // while the store is unreachable with the header X-Harmony-Stale-Since.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, "/api/") && !authorizeAPI(h.dash, w, r) {
-		return
+	if strings.HasPrefix(r.URL.Path, "/api/") && !enrollPath(r) {
+		tok, ok := authorizeAPI(h.dash, w, r)
+		if !ok {
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), tokenNameKey{}, tok.Name))
 	}
 	if since := h.stale(); !since.IsZero() {
 		w.Header().Set("X-Harmony-Stale-Since", since.UTC().Format(time.RFC3339))
@@ -151,23 +159,30 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorizeAPI lets a request through when its bearer token's role allows
 // it: any role may read (GET, HEAD), only admin may change (apply, delete,
 // label, exec). Otherwise it answers 401, 403 or 429 and returns false.
-func authorizeAPI(dash *web.Dashboard, w http.ResponseWriter, r *http.Request) bool {
+func authorizeAPI(dash *web.Dashboard, w http.ResponseWriter, r *http.Request) (web.Token, bool) {
 	tok, err := dash.Authenticate(r)
 	switch {
 	case errors.Is(err, web.ErrRateLimited):
 		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: err.Error()})
-		return false
+		return tok, false
 	case err != nil:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="harmony"`)
 		apiError(w, http.StatusUnauthorized, APIError{Code: CodeUnauthorized, Message: err.Error()})
-		return false
+		return tok, false
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && tok.Role != web.Admin {
 		apiError(w, http.StatusForbidden, APIError{Code: CodeForbidden,
-			Message: fmt.Sprintf("token %q is a %s: only admin tokens may apply, delete, label or exec", tok.Name, tok.Role)})
-		return false
+			Message: fmt.Sprintf("token %q is a %s: only admin tokens may apply, delete, label, exec, create enrollment tokens, approve or revoke", tok.Name, tok.Role)})
+		return tok, false
 	}
-	return true
+	return tok, true
+}
+
+// enrollPath reports the two calls a device makes without a bearer token:
+// its enrollment request and the question whether it was approved.
+func enrollPath(r *http.Request) bool {
+	return (r.Method == http.MethodPost && r.URL.Path == pathEnroll) ||
+		(r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, pathEnrollStatus))
 }
 
 func b2f(b bool) float64 {

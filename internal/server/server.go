@@ -18,10 +18,14 @@ import (
 	"strings"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/pki"
@@ -116,8 +120,23 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 // the store connection goes, so requests in flight still reach it.
 func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, info Info, tlsConf *tls.Config, opts Options, served <-chan struct{}) error {
 	var nc *nats.Conn
+	var ns *mesh.Server
+	// With nats_auth: identities the embedded NATS accepts only the
+	// identities of the identities bucket, and this server's own
+	// connection, whose key lives in memory for this run only.
+	var fixed []*natsserver.NkeyUser
+	var self nkeys.KeyPair
+	if cfg.Embedded() && cfg.NATSAuth == "identities" {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return err
+		}
+		pub, _ := kp.PublicKey()
+		self, fixed = kp, []*natsserver.NkeyUser{{Nkey: pub}} // nil permissions: everything
+	}
 	if cfg.Embedded() {
-		ns, err := mesh.StartServer(mesh.ServerConfig{
+		var err error
+		ns, err = mesh.StartServer(mesh.ServerConfig{
 			Name:             cfg.Name,
 			DataDir:          filepath.Join(cfg.DataDir, "nats"),
 			Listen:           cfg.NATSListen,
@@ -130,14 +149,15 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 			NoAdvertise:      cfg.NoAdvertise,
 			Logger:           log.With("component", "nats"),
 			TLS:              tlsConf,
+			Nkeys:            fixed,
 		})
 		if err != nil {
 			return err
 		}
 		defer ns.Shutdown()
 		info.NATSURL = ns.ClientURL()
-		log.Info("embedded NATS started", "url", info.NATSURL, "data_dir", cfg.DataDir, "sync_always", cfg.SyncAlways)
-		nc, err = mesh.Connect(mesh.ClientConfig{Name: "harmony-server", InProcess: ns, Logger: log})
+		log.Info("embedded NATS started", "url", info.NATSURL, "data_dir", cfg.DataDir, "sync_always", cfg.SyncAlways, "nats_auth", cfg.NATSAuth)
+		nc, err = mesh.Connect(mesh.ClientConfig{Name: "harmony-server", InProcess: ns, Nkey: self, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -182,6 +202,17 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	g.h.Store(h)
 
 	eg, ectx := errgroup.WithContext(ctx)
+	if cfg.Embedded() {
+		if err := registerAdmin(ctx, h.reg, cfg, log); err != nil {
+			return err
+		}
+		if cfg.NATSAuth == "identities" {
+			eg.Go(func() error {
+				identity.Follow(ectx, kvs[b.Identities], fleetBuckets(cfg), fixed, ns.SetUsers, log.With("component", "identities"))
+				return nil
+			})
+		}
+	}
 	eg.Go(func() error { return op.Run(ectx) })
 	eg.Go(func() error { return gc.Run(ectx) })
 	eg.Go(func() error { h.probeStore(ectx); return nil })
@@ -226,6 +257,55 @@ func serverTLS(cfg config.Server, log *slog.Logger) (*tls.Config, string, error)
 	}
 	log.Info("TLS on: give agents and the CLI this CA", "ca", p.CA, "names", strings.Join(hosts, ","))
 	return c, p.CA, nil
+}
+
+// fleetBuckets names the buckets a device identity may touch.
+func fleetBuckets(cfg config.Server) mesh.FleetBuckets {
+	b := cfg.Buckets
+	return mesh.FleetBuckets{DesiredState: b.DesiredState, DeviceInfo: b.DeviceInfo, DeviceState: b.DeviceState, DeviceHeartbeat: b.DeviceHeartbeat}
+}
+
+// AdminSeedFile is the nkey seed of this server's admin identity, which
+// the `harmony failover` commands use (--nats-nkey) to reach NATS.
+func AdminSeedFile(cfg config.Server) string { return filepath.Join(cfg.DataDir, "nats-admin.nk") }
+
+// registerAdmin makes this server's admin identity on first start and
+// records its public key in the identities bucket, where every member of
+// a cluster finds it.
+func registerAdmin(ctx context.Context, reg *identity.Registry, cfg config.Server, log *slog.Logger) error {
+	path := AdminSeedFile(cfg)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		seed, _, gerr := identity.NewSeed()
+		if gerr != nil {
+			return gerr
+		}
+		if err := localstate.WriteFileAtomic(path, seed, 0o600); err != nil {
+			return fmt.Errorf("admin identity: %w", err)
+		}
+		data = seed
+	} else if err != nil {
+		return fmt.Errorf("admin identity: %w", err)
+	}
+	pub, err := identity.PublicKeyOfSeed(data)
+	if err != nil {
+		return fmt.Errorf("admin identity %s: %w", path, err)
+	}
+	for {
+		err := reg.SetAdmin(ctx, identity.Admin{Name: cfg.Name, PublicKey: pub})
+		if err == nil {
+			log.Info("admin NATS identity", "seed", path)
+			return nil
+		}
+		if !store.Retryable(err) || ctx.Err() != nil {
+			return fmt.Errorf("admin identity: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // leaseHolder names this process in leases: the server's name and a

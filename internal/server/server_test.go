@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
@@ -69,7 +71,8 @@ func testConfig(t testing.TB, dataDir string) config.Server {
 	cfg.DataDir = dataDir
 	cfg.NATSListen = "127.0.0.1:0"
 	cfg.HTTP = "127.0.0.1:0"
-	cfg.TLS = "off" // TestTLS turns it on
+	cfg.TLS = "off"      // TestTLS turns it on
+	cfg.NATSAuth = "off" // TestNATSAuth turns it on
 	cfg.Tokens = []config.Token{
 		{Name: "test-admin", Role: "admin", SHA256: web.HashToken(adminToken)},
 		{Name: "test-viewer", Role: "viewer", SHA256: web.HashToken(viewerToken)},
@@ -130,6 +133,11 @@ func openStore(t testing.TB, natsURL string) store.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	return openStoreConn(t, nc)
+}
+
+func openStoreConn(t testing.TB, nc *nats.Conn) store.Store {
+	t.Helper()
 	st, err := store.NewNATS(nc, store.NATSOptions{})
 	if err != nil {
 		t.Fatal(err)

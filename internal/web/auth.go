@@ -261,3 +261,10 @@ func (d *Dashboard) Authenticate(r *http.Request) (Token, error) {
 	}
 	return t, nil
 }
+
+// Attempt counts a try of another secret (an enrollment token) toward the
+// same per-address limit as sign-ins: done(failed) must be called once the
+// secret is checked. It returns nil while the address is limited.
+func (d *Dashboard) Attempt(r *http.Request) (done func(failed bool)) {
+	return d.auth.attempt(r)
+}

@@ -29,6 +29,7 @@ func startBenchServerAt(b *testing.B, dataDir, natsListen string) *benchServer {
 	cfg.NATSListen = natsListen
 	cfg.HTTP = "127.0.0.1:0"
 	cfg.TLS = "off"
+	cfg.NATSAuth = "off" // the simulated devices connect without identities
 	cfg.Tokens = []config.Token{{Name: "e2e", Role: "admin", SHA256: web.HashToken(e2eToken)}}
 	cfg.HeartbeatStaleness = config.Duration(30 * time.Second)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -28,23 +28,7 @@ func TestTLSEverywhere(t *testing.T) {
 	ca := filepath.Join(dir, "server", "tls", "ca.pem")
 	base := "https://" + httpAddr
 
-	var trusted *http.Client
-	retry.Until(t, 30*time.Second, func() error {
-		conf, err := pki.ClientConfig(ca)
-		if err != nil {
-			return err
-		}
-		trusted = &http.Client{Timeout: 5 * time.Second, Transport: bearer{&http.Transport{TLSClientConfig: conf}}}
-		resp, err := trusted.Get(base + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitTLSReady(t, base, ca)
 	if fi, err := os.Stat(filepath.Join(dir, "server", "tls", "ca-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("CA key: %v %v, want mode 0600", fi, err)
 	}
@@ -101,4 +85,26 @@ func TestTLSEverywhere(t *testing.T) {
 	if s := untrusting.stderr.String(); !strings.Contains(s, "certificate") {
 		t.Fatalf("the agent without the CA does not say why it cannot connect:\n%s", tail(s, 3000))
 	}
+}
+
+// waitTLSReady waits until the server at base answers /readyz over TLS
+// with a certificate signed by ca (which the server writes on first start).
+func waitTLSReady(t *testing.T, base, ca string) {
+	t.Helper()
+	retry.Until(t, 30*time.Second, func() error {
+		conf, err := pki.ClientConfig(ca)
+		if err != nil {
+			return err
+		}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: bearer{&http.Transport{TLSClientConfig: conf}}}
+		resp, err := c.Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
 }

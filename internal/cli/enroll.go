@@ -1,0 +1,224 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/identity"
+)
+
+func newTokenCmd(stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Enrollment tokens for devices", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
+	var server endpoint
+	var req struct {
+		Expires string `json:"expires"`
+		Device  string `json:"device,omitempty"`
+		Cluster string `json:"cluster,omitempty"`
+	}
+	create := &cobra.Command{
+		Use:   "create [--expires 1h] [--device ID] [--failover-cluster C]",
+		Short: "Create a one-time enrollment token (printed once; the server keeps its hash)",
+		Long: `Create a one-time token that lets one device enroll with
+'harmony enroll --token'. It expires after --expires (1m to 720h) or at its
+first use. --device limits it to one device id; --failover-cluster also lets
+the device join that PostgreSQL failover cluster's bucket.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, _ := jsonMarshal(req)
+			var ans struct {
+				Token   string    `json:"token"`
+				Expires time.Time `json:"expires"`
+			}
+			if err := newClient(server).do(cmd.Context(), "POST", "/api/v1/enrollment-tokens", "application/json", body, &ans); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, ans.Token)
+			fmt.Fprintf(stderr, "one-time enrollment token, valid until %s\n", ans.Expires.Local().Format(time.RFC3339))
+			return nil
+		},
+	}
+	create.Flags().StringVar(&req.Expires, "expires", "1h", "how long the token stays valid")
+	create.Flags().StringVar(&req.Device, "device", "", "the only device id the token may enroll")
+	create.Flags().StringVar(&req.Cluster, "failover-cluster", "", "also grant this failover cluster's bucket")
+	addServerFlag(create, &server)
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newEnrollCmd(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		serverURL, ca, token, id, nkeyPath, cluster string
+		wait                                        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "enroll --server URL --ca FILE [--token T] [--id ID] [--nkey FILE]",
+		Short: "Give this device its own NATS identity (a one-time token, or an admin's approval)",
+		Long: `Make a new nkey for this device, send its public key to the server and, once
+it is accepted, write the seed to --nkey (mode 0600). The seed never leaves the
+device. With --token (env HARMONY_ENROLL_TOKEN, from 'harmony token create')
+the identity works at once; without, the request waits until an admin runs
+'harmony device approve ID' (up to --wait). Enrolling again rotates the
+identity: the old key stops working, and a running agent picks up the new one.
+Point the agent at the seed with nats_nkey.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" {
+				h, _ := os.Hostname()
+				id = strings.ToLower(h)
+			}
+			if err := config.ValidateDNSSubdomain(id); err != nil {
+				return usageError{fmt.Errorf("--id %q: %v", id, err)}
+			}
+			if nkeyPath == "" {
+				return usageError{errors.New("--nkey FILE is required")}
+			}
+			c := newClient(endpoint{url: serverURL, ca: ca})
+			c.secretBody = token != ""
+			return enroll(cmd.Context(), c, identity.Request{Device: id, Token: token, Cluster: cluster}, nkeyPath, wait, stdout, stderr)
+		},
+	}
+	def := os.Getenv("HARMONY_SERVER")
+	if def == "" {
+		def = "https://127.0.0.1:8080"
+	}
+	cmd.Flags().StringVar(&serverURL, "server", def, "server URL (env HARMONY_SERVER)")
+	cmd.Flags().StringVar(&ca, "ca", os.Getenv("HARMONY_CA"), "CA that signs the server's certificate (env HARMONY_CA)")
+	cmd.Flags().StringVar(&token, "token", os.Getenv("HARMONY_ENROLL_TOKEN"), "one-time enrollment token (env HARMONY_ENROLL_TOKEN)")
+	cmd.Flags().Lookup("token").DefValue = ""
+	cmd.Flags().StringVar(&id, "id", "", "device id (default: the hostname)")
+	cmd.Flags().StringVar(&nkeyPath, "nkey", "", "where to write the identity's seed (the agent's nats_nkey)")
+	cmd.Flags().StringVar(&cluster, "failover-cluster", "", "this device also runs a member of this failover cluster")
+	cmd.Flags().DurationVar(&wait, "wait", 10*time.Minute, "how long to wait for an admin's approval")
+	return cmd
+}
+
+// enroll writes the new seed next to the old one first, so that a device
+// the server has accepted always has the matching seed on disk, and swaps
+// it in once the server says the identity is granted.
+func enroll(ctx context.Context, c *client, req identity.Request, path string, wait time.Duration, stdout, stderr io.Writer) error {
+	seed, pub, err := identity.NewSeed()
+	if err != nil {
+		return err
+	}
+	req.PublicKey = pub
+	next := path + ".new"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := localstate.WriteFileAtomic(next, seed, 0o600); err != nil {
+		return err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			os.Remove(next)
+		}
+	}()
+	body, _ := jsonMarshal(req)
+	var ans struct {
+		Status string `json:"status"`
+	}
+	if err := c.do(ctx, "POST", "/api/v1/enroll", "application/json", body, &ans); err != nil {
+		return err
+	}
+	if ans.Status == "pending" {
+		fmt.Fprintf(stderr, "enrollment request sent; waiting for an admin to run: harmony device approve %s\n", req.Device)
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for ans.Status == "pending" {
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("not approved within %s; run 'harmony enroll' again (the same request stays waiting only until approved or refused)", wait)
+			case <-tick.C:
+			}
+			if err := c.do(wctx, "GET", "/api/v1/enroll/"+url.PathEscape(req.Device)+"?publicKey="+url.QueryEscape(pub), "", nil, &ans); err != nil && wctx.Err() == nil {
+				fmt.Fprintf(stderr, "asking for approval: %v\n", err)
+			}
+		}
+	}
+	if ans.Status != "enrolled" {
+		return fmt.Errorf("enrollment of %s was not granted (status %q): it was refused or replaced", req.Device, ans.Status)
+	}
+	if err := os.Rename(next, path); err != nil {
+		return fmt.Errorf("identity granted, but writing %s: %w (the seed is in %s)", path, err, next)
+	}
+	keep = true
+	fmt.Fprintf(stdout, "device %s enrolled; identity %s written to %s\n", req.Device, pub, path)
+	return nil
+}
+
+func newDeviceCmd(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "Device identities: list, approve, revoke", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
+	var server endpoint
+	var output string
+	list := &cobra.Command{Use: "identities", Short: "Enrolled devices and requests waiting for approval", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ans struct {
+				Identities []identity.Record  `json:"identities"`
+				Pending    []identity.Pending `json:"pending"`
+			}
+			if err := newClient(server).do(cmd.Context(), "GET", "/api/v1/identities", "", nil, &ans); err != nil {
+				return err
+			}
+			if output != "table" {
+				return printAs(stdout, output, ans)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DEVICE\tSTATE\tCLUSTER\tSINCE\tKEY")
+			for _, r := range ans.Identities {
+				fmt.Fprintf(tw, "%s\tenrolled (%s)\t%s\t%s\t%s\n", r.Device, r.Via, r.Cluster, r.Enrolled.Format(time.RFC3339), r.PublicKey)
+			}
+			for _, p := range ans.Pending {
+				fmt.Fprintf(tw, "%s\tpending (from %s)\t%s\t%s\t%s\n", p.Device, p.From, p.Cluster, p.Requested.Format(time.RFC3339), p.PublicKey)
+			}
+			return tw.Flush()
+		}}
+	addOutputFlag(list, &output)
+	approve := &cobra.Command{Use: "approve ID", Short: "Grant a device's waiting enrollment request", Args: exactArgs(1, "approve ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rec identity.Record
+			if err := newClient(server).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/approve", "", nil, &rec); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "device/%s approved (key %s)\n", rec.Device, rec.PublicKey)
+			return nil
+		}}
+	revoke := &cobra.Command{Use: "revoke ID", Short: "Delete a device's identity: it is cut off within seconds", Args: exactArgs(1, "revoke ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := newClient(server).do(cmd.Context(), "DELETE", "/api/v1/devices/"+url.PathEscape(args[0])+"/identity", "", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "device/%s revoked\n", args[0])
+			return nil
+		}}
+	for _, c := range []*cobra.Command{list, approve, revoke} {
+		addServerFlag(c, &server)
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
+
+func exactArgs(n int, want string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{errors.New("want: " + want)}
+		}
+		return nil
+	}
+}

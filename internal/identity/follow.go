@@ -1,0 +1,130 @@
+package identity
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// Follow watches the identities bucket and hands apply the NATS users it
+// describes, plus the fixed ones (the server's own connection), once the
+// bucket has been read and again after every change, until ctx ends. A
+// burst of changes is applied once. When the watch fails it is opened
+// again: the users last applied stay meanwhile.
+func Follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*server.NkeyUser,
+	apply func([]*server.NkeyUser) error, log *slog.Logger) {
+	for ctx.Err() == nil {
+		err := follow(ctx, kv, fleet, fixed, apply, log)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("identities watch ended; opening it again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*server.NkeyUser,
+	apply func([]*server.NkeyUser) error, log *slog.Logger) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := kv.Watch(wctx, "", store.WatchOptions{})
+	if err != nil {
+		return err
+	}
+	devices := map[string]Record{}
+	admins := map[string]Admin{}
+	replayed := false
+	handle := func(ev store.Event) {
+		if ev.Replayed {
+			replayed = true
+		} else {
+			take(ev.Entry, devices, admins, log)
+		}
+	}
+	for {
+		ev, ok := <-w.Events()
+		if !ok {
+			return w.Err()
+		}
+		handle(ev)
+	drain: // take whatever else is already queued before applying
+		for {
+			select {
+			case ev, ok := <-w.Events():
+				if !ok {
+					return w.Err()
+				}
+				handle(ev)
+			default:
+				break drain
+			}
+		}
+		if !replayed {
+			continue
+		}
+		users := append(append([]*server.NkeyUser(nil), fixed...), Users(sortedRecords(devices), sortedAdmins(admins), fleet)...)
+		if err := apply(users); err != nil {
+			log.Error("cannot load the NATS identities; the previous ones stay", "err", err)
+			continue
+		}
+		log.Debug("NATS identities loaded", "devices", len(devices), "admins", len(admins))
+	}
+}
+
+func take(e store.Entry, devices map[string]Record, admins map[string]Admin, log *slog.Logger) {
+	switch {
+	case isDeviceKey(e.Key):
+		id := deviceOf(e.Key)
+		if e.Op == store.OpDelete {
+			delete(devices, id)
+			return
+		}
+		rec, err := decode[Record](e.Value)
+		if err != nil || rec.Device != id {
+			log.Warn("unreadable identity record: the device is refused until it is enrolled again", "key", e.Key, "err", err)
+			delete(devices, id)
+			return
+		}
+		devices[id] = rec
+	case isAdminKey(e.Key):
+		name := e.Key[len(prefixAdmin):]
+		if e.Op == store.OpDelete {
+			delete(admins, name)
+			return
+		}
+		a, err := decode[Admin](e.Value)
+		if err != nil {
+			log.Warn("unreadable admin identity: refused", "key", e.Key, "err", err)
+			delete(admins, name)
+			return
+		}
+		admins[name] = a
+	}
+}
+
+func sortedRecords(m map[string]Record) []Record {
+	out := make([]Record, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out
+}
+
+func sortedAdmins(m map[string]Admin) []Admin {
+	out := make([]Admin, 0, len(m))
+	for _, a := range m {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

@@ -1,0 +1,234 @@
+// Package identity keeps the NATS identities of enrolled devices: one nkey
+// per device, given least-privilege permissions (mesh.DevicePermissions),
+// plus the admin identities of the servers' operators. Records live in one
+// bucket (config.Buckets.Identities) that only the control plane can read;
+// every embedded NATS server of the control plane follows it and reloads
+// its users when it changes (Follow), so that an enrollment takes effect
+// and a revocation cuts the device off within a moment.
+//
+// Keys of the bucket:
+//
+//	device.<id>     Record: the device's public key (and failover cluster)
+//	pending.<id>    Pending: an enrollment request waiting for an admin
+//	token.<sha256>  Token: a one-time enrollment token (its hash only)
+//	admin.<name>    Admin: an operator identity of server <name> (CLI)
+package identity
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/mesh"
+)
+
+// Key prefixes of the identities bucket.
+const (
+	prefixDevice  = "device."
+	prefixPending = "pending."
+	prefixToken   = "token."
+	prefixAdmin   = "admin."
+)
+
+// MaxPending caps enrollment requests waiting for approval: anyone who can
+// reach the server may ask, so the queue must not grow without bound.
+const MaxPending = 1000
+
+// TokenPrefix starts every enrollment token, so that a leaked one is easy
+// to recognise (and to search for in logs and repositories).
+const TokenPrefix = "hmy-enroll-"
+
+// Record is an enrolled device's identity.
+type Record struct {
+	Device    string `json:"device"`
+	PublicKey string `json:"publicKey"`
+	// Cluster, when set, lets the identity also use the bucket of this
+	// PostgreSQL failover cluster (the device runs a failover member).
+	Cluster  string    `json:"cluster,omitempty"`
+	Enrolled time.Time `json:"enrolled"`
+	// Via is "token" or "approval": how the identity was granted.
+	Via string `json:"via"`
+}
+
+// Pending is an enrollment request that waits for `harmony device approve`.
+type Pending struct {
+	Device    string    `json:"device"`
+	PublicKey string    `json:"publicKey"`
+	Cluster   string    `json:"cluster,omitempty"`
+	Requested time.Time `json:"requested"`
+	From      string    `json:"from"` // the requester's network address
+}
+
+// Token is what the bucket keeps of an enrollment token: never the token.
+type Token struct {
+	Expires time.Time `json:"expires"`
+	// Device, when set, is the only device id the token may enroll;
+	// Cluster, when set, the failover cluster it may also grant.
+	Device  string    `json:"device,omitempty"`
+	Cluster string    `json:"cluster,omitempty"`
+	Created time.Time `json:"created"`
+	By      string    `json:"by"` // the API token's name that created it
+}
+
+// Admin is an operator identity: no limits on NATS (the `harmony failover`
+// commands use it). Each server writes its own at start.
+type Admin struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"publicKey"`
+}
+
+// Request asks for an identity.
+type Request struct {
+	Device    string `json:"device"`
+	PublicKey string `json:"publicKey"`
+	// Token is a one-time enrollment token; without it the request waits
+	// for an admin's approval.
+	Token   string `json:"token,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
+}
+
+// FieldError names the request field that is wrong.
+type FieldError struct {
+	Field, Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate checks a request's fields (not its token).
+func (r Request) Validate() error {
+	if err := v1.ValidateDeviceID(r.Device); err != nil {
+		return &FieldError{"device", err.Error()}
+	}
+	if !nkeys.IsValidPublicUserKey(r.PublicKey) {
+		return &FieldError{"publicKey", "not an nkey user public key (U...)"}
+	}
+	if r.Cluster != "" {
+		if err := v1.ValidateDeploymentName(r.Cluster); err != nil {
+			return &FieldError{"cluster", err.Error()}
+		}
+	}
+	return nil
+}
+
+// NewToken returns a fresh enrollment token and the bucket key of its hash.
+func NewToken() (secret, key string) {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	secret = TokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return secret, TokenKey(secret)
+}
+
+// TokenKey is the bucket key of a token: its SHA-256, so that reading the
+// bucket does not reveal usable tokens.
+func TokenKey(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return prefixToken + hex.EncodeToString(sum[:])
+}
+
+// DeviceKey, PendingKey and AdminKey are bucket keys.
+func DeviceKey(id string) string   { return prefixDevice + id }
+func PendingKey(id string) string  { return prefixPending + id }
+func AdminKey(name string) string  { return prefixAdmin + name }
+func deviceOf(key string) string   { return strings.TrimPrefix(key, prefixDevice) }
+func isDeviceKey(key string) bool  { return strings.HasPrefix(key, prefixDevice) }
+func isAdminKey(key string) bool   { return strings.HasPrefix(key, prefixAdmin) }
+func isPendingKey(key string) bool { return strings.HasPrefix(key, prefixPending) }
+func pendingOf(key string) string  { return strings.TrimPrefix(key, prefixPending) }
+func validAdmin(a Admin) bool      { return nkeys.IsValidPublicUserKey(a.PublicKey) }
+func validRecord(r Record) bool    { return nkeys.IsValidPublicUserKey(r.PublicKey) && r.Device != "" }
+func now() time.Time               { return time.Now().UTC().Truncate(time.Second) }
+func decode[T any](b []byte) (T, error) {
+	var v T
+	d := json.NewDecoder(strings.NewReader(string(b)))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&v); err != nil {
+		return v, err
+	}
+	if d.More() {
+		return v, errors.New("data after the JSON value")
+	}
+	return v, nil
+}
+
+// Nested reports whether one device id is a dot-prefix of the other ("a"
+// and "a.b"): NATS subject permissions cannot keep such a pair apart (see
+// mesh.DevicePermissions), so no two identities may be nested.
+func Nested(a, b string) bool {
+	return a != b && (strings.HasPrefix(a, b+".") || strings.HasPrefix(b, a+"."))
+}
+
+// Permissions of an enrolled device: its own fleet keys, and when it runs a
+// failover member, its cluster's bucket as well (members read each other's
+// heartbeats and take the leader key by compare-and-set, so within one
+// cluster the members trust each other).
+func Permissions(r Record, fleet mesh.FleetBuckets) *server.Permissions {
+	p := mesh.DevicePermissions(r.Device, fleet)
+	if r.Cluster != "" {
+		fp := mesh.BucketPermissions(failover.BucketName(r.Cluster))
+		p.Publish.Allow = append(p.Publish.Allow, fp.Publish.Allow...)
+	}
+	return p
+}
+
+// Users turns records into the NATS users of an embedded server: admins
+// without limits, devices with Permissions. Unreadable records are left
+// out (and so refused), never given more.
+func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets) []*server.NkeyUser {
+	users := make([]*server.NkeyUser, 0, len(devices)+len(admins))
+	seen := map[string]bool{}
+	for _, a := range admins {
+		if validAdmin(a) && !seen[a.PublicKey] {
+			seen[a.PublicKey] = true
+			users = append(users, &server.NkeyUser{Nkey: a.PublicKey})
+		}
+	}
+	for _, r := range devices {
+		if validRecord(r) && !seen[r.PublicKey] {
+			seen[r.PublicKey] = true
+			users = append(users, &server.NkeyUser{Nkey: r.PublicKey, Permissions: Permissions(r, fleet)})
+		}
+	}
+	return users
+}
+
+// NewSeed makes a user nkey pair and returns its seed and public key.
+func NewSeed() (seed []byte, public string, err error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, "", err
+	}
+	seed, err = kp.Seed()
+	if err != nil {
+		return nil, "", err
+	}
+	public, err = kp.PublicKey()
+	return seed, public, err
+}
+
+// PublicKeyOfSeed reads the public key of a seed (a file's contents).
+func PublicKeyOfSeed(data []byte) (string, error) {
+	kp, err := nkeys.ParseDecoratedNKey(data)
+	if err != nil {
+		return "", fmt.Errorf("not an nkey seed: %w", err)
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", err
+	}
+	if !nkeys.IsValidPublicUserKey(pub) {
+		return "", errors.New("not a user nkey seed (SU...)")
+	}
+	return pub, nil
+}

@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/identity"
+	"github.com/harmony-fleet/harmony/internal/web"
+)
+
+// Enrollment token lifetimes: at least a minute, at most a month.
+const (
+	minTokenTTL     = time.Minute
+	maxTokenTTL     = 30 * 24 * time.Hour
+	defaultTokenTTL = time.Hour
+	maxEnrollBody   = 4 << 10
+)
+
+// Paths that need no bearer token: a device that enrolls has none (its
+// enrollment token, or an admin's approval, is what lets it in).
+const (
+	pathEnroll       = "/api/v1/enroll"
+	pathEnrollStatus = "/api/v1/enroll/"
+)
+
+// TokenRequest is the body of POST /api/v1/enrollment-tokens.
+type TokenRequest struct {
+	// Expires is a Go duration ("1h"); 1h when empty.
+	Expires string `json:"expires,omitempty"`
+	Device  string `json:"device,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
+}
+
+// TokenAnswer carries a new enrollment token: shown once, never stored.
+type TokenAnswer struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	Device  string    `json:"device,omitempty"`
+	Cluster string    `json:"cluster,omitempty"`
+}
+
+// EnrollAnswer says how an enrollment request ended.
+type EnrollAnswer struct {
+	Device string `json:"device"`
+	// Status: "enrolled" (the identity works now), "pending" (waiting for
+	// `harmony device approve`) or "unknown".
+	Status string `json:"status"`
+}
+
+type tokenNameKey struct{}
+
+func (h *handler) routesEnroll() {
+	h.mux.HandleFunc("POST /api/v1/enrollment-tokens", h.createToken)
+	h.mux.HandleFunc("POST "+pathEnroll, h.enroll)
+	h.mux.HandleFunc("GET /api/v1/enroll/{id}", h.enrollStatus)
+	h.mux.HandleFunc("GET /api/v1/identities", h.listIdentities)
+	h.mux.HandleFunc("POST /api/v1/devices/{id}/approve", h.approve)
+	h.mux.HandleFunc("DELETE /api/v1/devices/{id}/identity", h.revoke)
+}
+
+func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	ttl := defaultTokenTTL
+	if req.Expires != "" {
+		d, err := time.ParseDuration(req.Expires)
+		if err != nil || d < minTokenTTL || d > maxTokenTTL {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "expires",
+				Message: fmt.Sprintf("%q: must be a duration from %s to %s", req.Expires, minTokenTTL, maxTokenTTL)})
+			return
+		}
+		ttl = d
+	}
+	if req.Device != "" {
+		if err := v1.ValidateDeviceID(req.Device); err != nil {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "device", Message: err.Error()})
+			return
+		}
+	}
+	if req.Cluster != "" {
+		if err := v1.ValidateDeploymentName(req.Cluster); err != nil {
+			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "cluster", Message: err.Error()})
+			return
+		}
+	}
+	by, _ := r.Context().Value(tokenNameKey{}).(string)
+	secret, t, err := h.reg.CreateToken(r.Context(), ttl, req.Device, req.Cluster, by)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	h.log.Info("enrollment token created", "by", by, "expires", t.Expires, "device", t.Device, "cluster", t.Cluster)
+	writeJSON(w, http.StatusCreated, TokenAnswer{Token: secret, Expires: t.Expires, Device: t.Device, Cluster: t.Cluster})
+}
+
+// enroll takes a device's public key: with a valid token it becomes the
+// device's identity at once, without one it waits for approval. Failed
+// token checks count toward the address's limit of failed sign-ins.
+func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
+	var req identity.Request
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if err := req.Validate(); err != nil {
+		enrollError(w, err)
+		return
+	}
+	if req.Token != "" {
+		done := h.dash.Attempt(r)
+		if done == nil {
+			apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: web.ErrRateLimited.Error()})
+			return
+		}
+		rec, _, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
+		done(errors.Is(err, identity.ErrBadToken))
+		if err != nil {
+			enrollError(w, err)
+			return
+		}
+		h.log.Info("device enrolled with a token", "device", rec.Device, "cluster", rec.Cluster, "from", remoteHost(r))
+		writeJSON(w, http.StatusOK, EnrollAnswer{Device: rec.Device, Status: "enrolled"})
+		return
+	}
+	if _, _, err := h.reg.Enroll(r.Context(), req, remoteHost(r)); err != nil {
+		enrollError(w, err)
+		return
+	}
+	h.log.Info("enrollment request waiting for approval", "device", req.Device, "cluster", req.Cluster, "from", remoteHost(r))
+	writeJSON(w, http.StatusAccepted, EnrollAnswer{Device: req.Device, Status: "pending"})
+}
+
+func (h *handler) enrollStatus(w http.ResponseWriter, r *http.Request) {
+	id, key := r.PathValue("id"), r.URL.Query().Get("publicKey")
+	req := identity.Request{Device: id, PublicKey: key}
+	if err := req.Validate(); err != nil {
+		enrollError(w, err)
+		return
+	}
+	status, err := h.reg.Status(r.Context(), id, key)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, EnrollAnswer{Device: id, Status: status})
+}
+
+func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
+	recs, pend, err := h.reg.List(r.Context())
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	if recs == nil {
+		recs = []identity.Record{}
+	}
+	if pend == nil {
+		pend = []identity.Pending{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"identities": recs, "pending": pend})
+}
+
+func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
+	rec, err := h.reg.Approve(r.Context(), r.PathValue("id"))
+	if err != nil {
+		enrollError(w, err)
+		return
+	}
+	by, _ := r.Context().Value(tokenNameKey{}).(string)
+	h.log.Info("enrollment approved", "device", rec.Device, "cluster", rec.Cluster, "by", by)
+	writeJSON(w, http.StatusOK, rec)
+}
+
+func (h *handler) revoke(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := h.reg.Revoke(r.Context(), id); err != nil {
+		enrollError(w, err)
+		return
+	}
+	by, _ := r.Context().Value(tokenNameKey{}).(string)
+	h.log.Info("device identity revoked", "device", id, "by", by)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func enrollError(w http.ResponseWriter, err error) {
+	var fe *identity.FieldError
+	var ce *identity.ConflictError
+	switch {
+	case errors.As(err, &fe):
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: fe.Field, Message: fe.Error()})
+	case errors.Is(err, identity.ErrBadToken):
+		apiError(w, http.StatusUnauthorized, APIError{Code: CodeUnauthorized, Field: "token", Message: err.Error()})
+	case errors.Is(err, identity.ErrNoRequest), errors.Is(err, identity.ErrNotEnrolled):
+		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()})
+	case errors.As(err, &ce):
+		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Message: err.Error()})
+	case errors.Is(err, identity.ErrTooMany):
+		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: err.Error()})
+	case errors.Is(err, context.Canceled):
+		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: err.Error()})
+	default:
+		storeError(w, err)
+	}
+}
+
+// decodeBody reads a small JSON body, refusing unknown fields.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxEnrollBody))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		return false
+	}
+	if d.More() {
+		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: data after the JSON value"})
+		return false
+	}
+	return true
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
