@@ -16,6 +16,8 @@ import (
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	hserver "github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -37,6 +39,10 @@ type fleet struct {
 	names   config.Buckets
 	buckets mesh.FleetBuckets
 	keys    map[string]nkeys.KeyPair
+	// serverKey is the full-permission identity; ns the server itself.
+	serverKey nkeys.KeyPair
+	ns        *server.Server
+	opts      *server.Options
 }
 
 func startFleet(t *testing.T, devices ...string) *fleet {
@@ -53,8 +59,10 @@ func startFleet(t *testing.T, devices ...string) *fleet {
 	}
 	// mesh.ServerConfig cannot carry users yet: the options are those of
 	// mesh.StartServer that matter here, plus the users.
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1",
-		Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, MaxPayload: 8 << 20, Nkeys: users})
+	f.serverKey = serverKey
+	f.opts = &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1",
+		Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, MaxPayload: 8 << 20, Nkeys: users}
+	ns, err := server.NewServer(f.opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
@@ -64,6 +72,7 @@ func startFleet(t *testing.T, devices ...string) *fleet {
 		t.Fatal("nats server not ready")
 	}
 	f.url = ns.ClientURL()
+	f.ns = ns
 	f.nc, err = nats.Connect(f.url, nats.Nkey(publicKey(t, serverKey), serverKey.Sign))
 	if err != nil {
 		t.Fatalf("connect as server: %v", err)
@@ -81,6 +90,17 @@ func startFleet(t *testing.T, devices ...string) *fleet {
 		f.kv[bc.Name] = kv
 	}
 	return f
+}
+
+// setUsers replaces the server's users, as mesh.Server.SetUsers does.
+func (f *fleet) setUsers(t *testing.T, users []*server.NkeyUser) {
+	t.Helper()
+	opts := f.opts.Clone()
+	opts.Nkeys = users
+	if err := f.ns.ReloadOptions(opts); err != nil {
+		t.Fatal(err)
+	}
+	f.opts = opts
 }
 
 func newUser(t *testing.T) nkeys.KeyPair {
@@ -539,4 +559,81 @@ func TestDevicePermissionsDenied(t *testing.T) {
 			a.errs.Violated(t, tc.what, tc.filter)
 		})
 	}
+}
+
+// TestFailoverMemberPermissions: a device that also runs a failover member
+// (identity.Permissions with a cluster) can do with its cluster's bucket
+// what the member does (create it, bootstrap cluster-state, read, CAS,
+// watch, list, history), reading as the agent does under an identity
+// (direct get); another cluster's bucket stays closed to it.
+func TestFailoverMemberPermissions(t *testing.T) {
+	f := startFleet(t)
+	ctx := context.Background()
+	kp := newUser(t)
+	rec := identity.Record{Device: "n1", PublicKey: publicKey(t, kp), Cluster: "pg1"}
+	users := append(identity.Users(nil, []identity.Admin{{Name: "s", PublicKey: publicKey(t, f.serverKey)}}, f.buckets),
+		identity.Users([]identity.Record{rec}, nil, f.buckets)...)
+	f.setUsers(t, users)
+
+	errs := &natsperm.Errors{}
+	nc, err := nats.Connect(f.url, nats.Nkey(rec.PublicKey, kp.Sign), nats.CustomInboxPrefix(mesh.DeviceInboxPrefix("n1")),
+		nats.ErrorHandler(errs.Record))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: 2 * time.Second, DirectGet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := failover.EnsureBucket(ctx, st, "pg1", 1)
+	if err != nil {
+		t.Fatalf("member creates its cluster's bucket: %v", err)
+	}
+	if _, err := failover.EnsureBucket(ctx, st, "pg1", 1); err != nil {
+		t.Fatalf("member checks its existing bucket: %v", err)
+	}
+	if err := failover.Bootstrap(ctx, kv, "n1", ""); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	e, err := kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		t.Fatalf("get cluster-state: %v", err)
+	}
+	if _, err := kv.Update(ctx, failover.KeyClusterState, e.Value, e.Revision); err != nil {
+		t.Fatalf("CAS cluster-state: %v", err)
+	}
+	if _, err := kv.Create(ctx, "member.n1", []byte(`{}`)); err != nil {
+		t.Fatalf("write own member key: %v", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := kv.Watch(wctx, "", store.WatchOptions{})
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	for ev := range w.Events() {
+		if ev.Replayed {
+			cancel()
+		}
+	}
+	cancel()
+	if entries, err := kv.List(ctx, ""); err != nil || len(entries) < 2 {
+		t.Fatalf("list: %v %v", entries, err)
+	}
+	if h, err := kv.History(ctx, failover.KeyClusterState); err != nil || len(h) < 2 {
+		t.Fatalf("history: %v %v", h, err)
+	}
+	if _, err := failover.ReadView(ctx, kv, "pg1"); err != nil {
+		t.Fatalf("read view: %v", err)
+	}
+	if got := errs.All(); len(got) > 0 {
+		t.Fatalf("the member was refused: %v", got)
+	}
+
+	c, cancel2 := context.WithTimeout(ctx, deniedWait)
+	defer cancel2()
+	if _, err := failover.EnsureBucket(c, st, "pg2", 1); err == nil {
+		t.Fatal("member created another cluster's bucket")
+	}
+	errs.Violated(t, "Publish to", "$JS.API.STREAM.INFO.KV_failover-pg2")
 }
