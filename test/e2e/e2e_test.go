@@ -175,7 +175,13 @@ func waitReady(t testing.TB, base string) {
 
 func storeAt(t testing.TB, url string) store.Store {
 	t.Helper()
-	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{url}})
+	return storeAs(t, url, "")
+}
+
+// storeAs is storeAt with an nkey identity (seed file; "" for none).
+func storeAs(t testing.TB, url, seed string) store.Store {
+	t.Helper()
+	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{url}, NkeySeedFile: seed})
 	if err != nil {
 		t.Fatal(err)
 	}

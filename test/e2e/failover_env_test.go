@@ -49,6 +49,9 @@ type haCluster struct {
 	server     *proc
 	serverArgs []string
 	serverHTTP string
+	// adminSeed, when set, is the server's admin identity (the server
+	// runs with nats_auth: identities and every node is enrolled).
+	adminSeed string
 }
 
 // stopServer stops the harmony server (and its embedded NATS).
@@ -73,6 +76,7 @@ type haNode struct {
 	http   string
 	config string
 	log    string
+	nkey   string // the node's enrolled identity (nats_nkey), if any
 	// wrap prefixes the agent's command line (e.g. unshare into a time
 	// namespace).
 	wrap []string
@@ -94,16 +98,43 @@ func newHACluster(t testing.TB, profile string, strategy failover.Strategy, name
 
 // startHAServer starts the harmony server of a failover cluster whose
 // nodes are not started yet; it returns the embedded NATS address.
-func startHAServer(t testing.TB, profile string, strategy failover.Strategy) (*haCluster, string) {
+func startHAServer(t testing.TB, profile string, strategy failover.Strategy, extra ...string) (*haCluster, string) {
 	t.Helper()
 	dir := t.TempDir()
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	serverArgs := []string{"server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr, "--http", httpAddr}
+	serverArgs := append([]string{"server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr, "--http", httpAddr}, extra...)
 	srv := startHarmony(t, serverArgs...)
 	waitReady(t, "http://"+httpAddr)
 	return &haCluster{t: t, dir: dir, name: "pg-" + strconv.Itoa(freePort(t)), profile: profile, strategy: strategy, natsURL: "nats://" + natsAddr,
 		server: srv, serverArgs: serverArgs, serverHTTP: "http://" + httpAddr}, natsAddr
+}
+
+// newEnrolledHACluster is newHACluster with the server's NATS open only
+// to enrolled identities: every node enrolls with a one-time token that
+// grants its failover cluster, and the test reads the store and runs the
+// failover commands with the server's admin identity.
+func newEnrolledHACluster(t testing.TB, profile string, strategy failover.Strategy, names ...string) *haCluster {
+	t.Helper()
+	c, natsAddr := startHAServer(t, profile, strategy, "--nats-auth", "identities")
+	c.adminSeed = filepath.Join(c.dir, "server", "nats-admin.nk")
+	harmony := func(args ...string) string {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "HARMONY_SERVER="+c.serverHTTP)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("harmony %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	c.startNodes(names, func(n *haNode) {
+		n.proxy = netproxy.Start(t, natsAddr)
+		n.urls = []string{"nats://" + n.proxy.Addr()}
+		token := harmony("token", "create", "--device", n.name, "--failover-cluster", c.name)
+		n.nkey = filepath.Join(c.dir, n.name+".nk")
+		harmony("enroll", "--id", n.name, "--nkey", n.nkey, "--failover-cluster", c.name, "--token", token)
+	})
+	return c.openBucket()
 }
 
 // newHAClusterOn runs the failover cluster on the three-node mesh mc: the
@@ -153,7 +184,7 @@ func (c *haCluster) startNodes(names []string, link func(*haNode)) *haCluster {
 // opens it for the test's own reads.
 func (c *haCluster) openBucket() *haCluster {
 	t := c.t
-	c.store = storeAt(t, c.natsURL)
+	c.store = storeAs(t, c.natsURL, c.adminSeed)
 	retry.Until(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -171,6 +202,7 @@ func (n *haNode) writeConfig() {
 		"state_dir": filepath.Join(n.c.dir, n.name+"-state"),
 		"log_level": "info",
 		"http":      "127.0.0.1:0",
+		"nats_nkey": n.nkey,
 		"failover": map[string]any{
 			"cluster":  n.c.name,
 			"node":     n.name,
@@ -376,7 +408,7 @@ func (c *haCluster) waitPrimary(primary string, wantSync bool, within time.Durat
 // cli runs the harmony failover command line against the cluster.
 func (c *haCluster) cli(args ...string) (string, error) {
 	args = append([]string{"failover"}, args...)
-	args = append(args, "--cluster", c.name, "--nats-url", c.natsURL)
+	args = append(args, "--cluster", c.name, "--nats-url", c.natsURL, "--nats-nkey", c.adminSeed)
 	out, err := exec.Command(binary, args...).CombinedOutput()
 	return string(out), err
 }

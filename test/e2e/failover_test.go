@@ -535,3 +535,35 @@ func TestHAStartsBeforeTheStoreAnswers(t *testing.T) {
 	w.halt()
 	w.checkNoneLost(t, n1.pg)
 }
+
+// The failover role under enrolled identities: each member may reach its
+// own fleet keys and its cluster's bucket only, reads by direct get, and
+// the operator's commands use the server's admin identity. A switchover
+// and a failover after a crash both work.
+func TestHAEnrolledMembers(t *testing.T) {
+	c := newEnrolledHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	n1, n2 := c.node("n1"), c.node("n2")
+	c.waitPrimary("n1", true, time.Minute)
+	waitEndpoint(t, n2, "/replica", 30*time.Second)
+	if out, err := c.cli("switchover", "--to", "n2"); err != nil {
+		t.Fatalf("switchover: %v\n%s", err, out)
+	}
+	waitEndpoint(t, n1, "/replica", time.Minute)
+	c.waitPrimary("n2", true, time.Minute)
+	w := c.startWriting("n2")
+	fault := time.Now()
+	n2.crash()
+	w.waitAck(t, "n1", fault, 30*time.Second)
+	cs := c.waitPrimary("n1", false, 10*time.Second)
+	if cs.Epoch != 3 {
+		t.Errorf("epoch %d after a switchover and a failover, want 3", cs.Epoch)
+	}
+	w.halt()
+	total := w.checkNoneLost(t, n1.pg)
+	t.Logf("%d acknowledged writes, none lost", total)
+	for _, n := range c.nodes {
+		if logContains(t, n, "Permissions Violation") || logContains(t, n, "refused this identity") {
+			t.Errorf("%s was refused something under its identity", n.name)
+		}
+	}
+}
