@@ -39,9 +39,13 @@ func connectAs(t *testing.T, natsAddr, ca, seed, device string) (*deviceConn, er
 	}
 	c := &deviceConn{errs: &natsperm.Errors{}, disconnected: make(chan struct{})}
 	var once sync.Once
-	nc, err := nats.Connect("nats://"+natsAddr, nkey, nats.RootCAs(ca), nats.Name("test as "+device),
+	opts := []nats.Option{nkey, nats.Name("test as " + device),
 		nats.CustomInboxPrefix(mesh.DeviceInboxPrefix(device)), nats.ErrorHandler(c.errs.Record),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(c.disconnected) }) }))
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(c.disconnected) }) })}
+	if ca != "" {
+		opts = append(opts, nats.RootCAs(ca))
+	}
+	nc, err := nats.Connect("nats://"+natsAddr, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -312,6 +316,50 @@ func TestEnrolledDevices(t *testing.T) {
 		<-p.done
 		if s := p.stderr.String(); !strings.Contains(strings.ToLower(s), "authorization violation") {
 			t.Errorf("%s does not say it was refused:\n%s", p.cmd.Args, tail(s, 3000))
+		}
+	}
+}
+
+// In a cluster of three servers every member follows the identities
+// bucket: a device enrolled through member 1 connects to member 3, and a
+// revocation made through member 2 cuts its connection to member 3.
+func TestClusterSharesIdentities(t *testing.T) {
+	mc := newMeshCluster(t, "--nats-auth", "identities")
+	cli := func(member int, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "HARMONY_SERVER=http://"+mc.members[member].http)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("harmony %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	dir := t.TempDir()
+	seed := filepath.Join(dir, "d1.nk")
+	token := cli(0, "token", "create", "--device", "d1")
+	cli(0, "enroll", "--id", "d1", "--nkey", seed, "--token", token)
+	startHarmony(t, "agent", "--http", "127.0.0.1:0", "--id", "d1", "--nats-url", mc.url(2), "--nats-nkey", seed,
+		"--state-dir", filepath.Join(dir, "state"), "--heartbeat-interval", "300ms")
+	retry.Until(t, 30*time.Second, func() error {
+		if out := cli(1, "get", "devices"); !strings.Contains(out, "d1") || !strings.Contains(out, "Online") {
+			return fmt.Errorf("d1 not online through member 2:\n%s", out)
+		}
+		return nil
+	})
+	c, err := connectAs(t, mc.clients[2].Addr(), "", seed, "d1")
+	if err != nil {
+		t.Fatalf("d1 connects to member 3: %v", err)
+	}
+	cli(1, "device", "revoke", "d1")
+	select {
+	case <-c.disconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("d1's connection to member 3 is still open 10 s after its revocation through member 2")
+	}
+	for i := range mc.members {
+		if _, err := connectAs(t, mc.clients[i].Addr(), "", seed, "d1"); err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+			t.Errorf("d1 connects to member %d after its revocation: %v", i+1, err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,6 +34,8 @@ type clusterMember struct {
 // URLs it was given, as it would behind NAT.
 type meshCluster struct {
 	t       testing.TB
+	dir     string
+	auth    bool // --nats-auth identities: the test connects as member 1's admin
 	members []*clusterMember
 	routes  map[[2]int]*netproxy.Proxy
 	clients []*netproxy.Proxy
@@ -43,7 +46,7 @@ type meshCluster struct {
 func newMeshCluster(t testing.TB, extra ...string) *meshCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &meshCluster{t: t, routes: map[[2]int]*netproxy.Proxy{}}
+	c := &meshCluster{t: t, dir: dir, routes: map[[2]int]*netproxy.Proxy{}, auth: slices.Contains(extra, "identities")}
 	for i := 1; i <= 3; i++ {
 		c.members = append(c.members, &clusterMember{name: fmt.Sprintf("s%d", i),
 			nats:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
@@ -145,7 +148,17 @@ func (c *meshCluster) start(i int) {
 // js connects to the members given (all when none) for inspecting streams.
 func (c *meshCluster) js(members ...int) jetstream.JetStream {
 	c.t.Helper()
-	nc, err := nats.Connect(strings.Join(c.urls(members...), ","), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.MaxReconnects(-1)}
+	if c.auth {
+		// Each member accepts every member's admin identity once it has
+		// read the identities bucket: keep trying until then.
+		o, err := nats.NkeyOptionFromSeed(filepath.Join(c.dir, c.members[0].name, "nats-admin.nk"))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		opts = append(opts, o, nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort())
+	}
+	nc, err := nats.Connect(strings.Join(c.urls(members...), ","), opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
