@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"time"
@@ -71,10 +72,14 @@ func follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*
 		if !replayed {
 			continue
 		}
-		users := append(append([]*server.NkeyUser(nil), fixed...), Users(sortedRecords(devices), sortedAdmins(admins), fleet)...)
+		reserved := make([]string, len(fixed))
+		for i, u := range fixed {
+			reserved[i] = u.Nkey
+		}
+		users := append(Users(sortedRecords(devices), sortedAdmins(admins), fleet, reserved...), fixed...)
 		if err := apply(users); err != nil {
-			log.Error("cannot load the NATS identities; the previous ones stay", "err", err)
-			continue
+			// Read the bucket again (after a pause) and load it all.
+			return fmt.Errorf("load the NATS identities (the previous ones stay): %w", err)
 		}
 		log.Debug("NATS identities loaded", "devices", len(devices), "admins", len(admins))
 	}

@@ -15,6 +15,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -45,12 +46,19 @@ const (
 // reach the server may ask, so the queue must not grow without bound.
 const MaxPending = 1000
 
+// FormatVersion is the version of the bucket's records. A server refuses
+// records of a later version (an upgrade that changed their meaning must
+// reach every server first) and ignores fields it does not know (added
+// ones, which older servers can do without).
+const FormatVersion = 1
+
 // TokenPrefix starts every enrollment token, so that a leaked one is easy
 // to recognise (and to search for in logs and repositories).
 const TokenPrefix = "hmy-enroll-"
 
 // Record is an enrolled device's identity.
 type Record struct {
+	V         int    `json:"v"`
 	Device    string `json:"device"`
 	PublicKey string `json:"publicKey"`
 	// Cluster, when set, lets the identity also use the bucket of this
@@ -63,6 +71,7 @@ type Record struct {
 
 // Pending is an enrollment request that waits for `harmony device approve`.
 type Pending struct {
+	V         int       `json:"v"`
 	Device    string    `json:"device"`
 	PublicKey string    `json:"publicKey"`
 	Cluster   string    `json:"cluster,omitempty"`
@@ -72,6 +81,7 @@ type Pending struct {
 
 // Token is what the bucket keeps of an enrollment token: never the token.
 type Token struct {
+	V       int       `json:"v"`
 	Expires time.Time `json:"expires"`
 	// Device, when set, is the only device id the token may enroll;
 	// Cluster, when set, the failover cluster it may also grant.
@@ -84,6 +94,7 @@ type Token struct {
 // Admin is an operator identity: no limits on NATS (the `harmony failover`
 // commands use it). Each server writes its own at start.
 type Admin struct {
+	V         int    `json:"v"`
 	Name      string `json:"name"`
 	PublicKey string `json:"publicKey"`
 }
@@ -148,15 +159,26 @@ func pendingOf(key string) string  { return strings.TrimPrefix(key, prefixPendin
 func validAdmin(a Admin) bool      { return nkeys.IsValidPublicUserKey(a.PublicKey) }
 func validRecord(r Record) bool    { return nkeys.IsValidPublicUserKey(r.PublicKey) && r.Device != "" }
 func now() time.Time               { return time.Now().UTC().Truncate(time.Second) }
-func decode[T any](b []byte) (T, error) {
+
+// versioned is every record of the bucket.
+type versioned interface{ version() int }
+
+func (r Record) version() int  { return r.V }
+func (p Pending) version() int { return p.V }
+func (t Token) version() int   { return t.V }
+func (a Admin) version() int   { return a.V }
+
+func decode[T versioned](b []byte) (T, error) {
 	var v T
-	d := json.NewDecoder(strings.NewReader(string(b)))
-	d.DisallowUnknownFields()
+	d := json.NewDecoder(bytes.NewReader(b))
 	if err := d.Decode(&v); err != nil {
 		return v, err
 	}
 	if d.More() {
 		return v, errors.New("data after the JSON value")
+	}
+	if v.version() != FormatVersion {
+		return v, fmt.Errorf("record format version %d; this server reads %d", v.version(), FormatVersion)
 	}
 	return v, nil
 }
@@ -183,19 +205,28 @@ func Permissions(r Record, fleet mesh.FleetBuckets) *server.Permissions {
 
 // Users turns records into the NATS users of an embedded server: admins
 // without limits, devices with Permissions. Unreadable records are left
-// out (and so refused), never given more.
-func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets) []*server.NkeyUser {
+// out (and so refused), never given more. A key claimed by more than one
+// device is given to none of them, and a device record never takes an
+// admin's key or one of reserved (the server's own): enrollment refuses
+// such keys, so they can only come from a race or a hand-made record.
+func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets, reserved ...string) []*server.NkeyUser {
 	users := make([]*server.NkeyUser, 0, len(devices)+len(admins))
-	seen := map[string]bool{}
+	taken := map[string]bool{}
+	for _, k := range reserved {
+		taken[k] = true
+	}
 	for _, a := range admins {
-		if validAdmin(a) && !seen[a.PublicKey] {
-			seen[a.PublicKey] = true
+		if validAdmin(a) && !taken[a.PublicKey] {
+			taken[a.PublicKey] = true
 			users = append(users, &server.NkeyUser{Nkey: a.PublicKey})
 		}
 	}
+	claims := map[string]int{}
 	for _, r := range devices {
-		if validRecord(r) && !seen[r.PublicKey] {
-			seen[r.PublicKey] = true
+		claims[r.PublicKey]++
+	}
+	for _, r := range devices {
+		if validRecord(r) && !taken[r.PublicKey] && claims[r.PublicKey] == 1 {
 			users = append(users, &server.NkeyUser{Nkey: r.PublicKey, Permissions: Permissions(r, fleet)})
 		}
 	}

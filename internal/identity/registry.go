@@ -48,7 +48,7 @@ func (r *Registry) now() time.Time {
 // it; the bucket keeps only its hash.
 func (r *Registry) CreateToken(ctx context.Context, ttl time.Duration, device, cluster, by string) (string, Token, error) {
 	secret, key := NewToken()
-	t := Token{Expires: r.now().Add(ttl), Device: device, Cluster: cluster, Created: r.now(), By: by}
+	t := Token{V: FormatVersion, Expires: r.now().Add(ttl), Device: device, Cluster: cluster, Created: r.now(), By: by}
 	b, _ := json.Marshal(t)
 	if _, err := r.KV.Create(ctx, key, b); err != nil {
 		return "", Token{}, err
@@ -64,7 +64,10 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 	if err := req.Validate(); err != nil {
 		return Record{}, nil, err
 	}
-	if err := r.checkNesting(ctx, req.Device); err != nil {
+	// A request waiting for approval may not nest with another waiting
+	// one either; a token enrollment is checked against enrolled devices
+	// only, so that an anonymous request cannot block it.
+	if err := r.checkClaims(ctx, req.Device, req.PublicKey, req.Token == ""); err != nil {
 		return Record{}, nil, err
 	}
 	if req.Token == "" {
@@ -92,7 +95,7 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 		}
 		return Record{}, nil, err
 	}
-	rec := Record{Device: req.Device, PublicKey: req.PublicKey, Cluster: req.Cluster, Enrolled: r.now(), Via: "token"}
+	rec := Record{V: FormatVersion, Device: req.Device, PublicKey: req.PublicKey, Cluster: req.Cluster, Enrolled: r.now(), Via: "token"}
 	if err := r.put(ctx, DeviceKey(req.Device), rec); err != nil {
 		return Record{}, nil, err
 	}
@@ -104,7 +107,7 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 // harmless; another key for a device already waiting is refused, so that
 // nobody replaces a request an admin may be about to approve.
 func (r *Registry) queue(ctx context.Context, req Request, from string) (*Pending, error) {
-	p := Pending{Device: req.Device, PublicKey: req.PublicKey, Cluster: req.Cluster, Requested: r.now(), From: from}
+	p := Pending{V: FormatVersion, Device: req.Device, PublicKey: req.PublicKey, Cluster: req.Cluster, Requested: r.now(), From: from}
 	if e, err := r.KV.Get(ctx, PendingKey(req.Device)); err == nil {
 		old, derr := decode[Pending](e.Value)
 		if derr == nil && old.PublicKey == req.PublicKey && old.Cluster == req.Cluster {
@@ -144,10 +147,10 @@ func (r *Registry) Approve(ctx context.Context, device string) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("pending request of %q unreadable: %w", device, err)
 	}
-	if err := r.checkNesting(ctx, device); err != nil {
+	if err := r.checkClaims(ctx, device, p.PublicKey, false); err != nil {
 		return Record{}, err
 	}
-	rec := Record{Device: device, PublicKey: p.PublicKey, Cluster: p.Cluster, Enrolled: r.now(), Via: "approval"}
+	rec := Record{V: FormatVersion, Device: device, PublicKey: p.PublicKey, Cluster: p.Cluster, Enrolled: r.now(), Via: "approval"}
 	if err := r.put(ctx, DeviceKey(device), rec); err != nil {
 		return Record{}, err
 	}
@@ -157,13 +160,17 @@ func (r *Registry) Approve(ctx context.Context, device string) (Record, error) {
 	return rec, nil
 }
 
-// Revoke deletes a device's identity and any request of it: its
-// connections are closed when the servers reload their users.
+// Revoke deletes a device's identity and any request of it (refusing
+// the request): its connections are closed when the servers load their
+// users. ErrNotEnrolled when there was neither.
 func (r *Registry) Revoke(ctx context.Context, device string) error {
-	r.dropPending(ctx, device)
+	dropped := r.dropPending(ctx, device)
 	for {
 		e, err := r.KV.Get(ctx, DeviceKey(device))
 		if errors.Is(err, store.ErrNotFound) {
+			if dropped {
+				return nil
+			}
 			return ErrNotEnrolled
 		}
 		if err != nil {
@@ -225,6 +232,7 @@ func (r *Registry) SetAdmin(ctx context.Context, a Admin) error {
 	if !validAdmin(a) {
 		return &FieldError{"publicKey", "not an nkey user public key (U...)"}
 	}
+	a.V = FormatVersion
 	if e, err := r.KV.Get(ctx, AdminKey(a.Name)); err == nil {
 		if old, derr := decode[Admin](e.Value); derr == nil && old == a {
 			return nil
@@ -233,33 +241,45 @@ func (r *Registry) SetAdmin(ctx context.Context, a Admin) error {
 	return r.put(ctx, AdminKey(a.Name), a)
 }
 
-// checkNesting refuses a device id nested with an enrolled or waiting one.
-func (r *Registry) checkNesting(ctx context.Context, device string) error {
+// checkClaims refuses a device id nested with an enrolled one (or a
+// waiting one, with pending), and a public key that another device or an
+// admin already holds: one key must name one identity.
+func (r *Registry) checkClaims(ctx context.Context, device, publicKey string, pending bool) error {
 	entries, err := r.KV.List(ctx, "")
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		var other string
+		var other, state string
 		switch {
 		case isDeviceKey(e.Key):
-			other = deviceOf(e.Key)
-		case isPendingKey(e.Key):
-			other = pendingOf(e.Key)
+			other, state = deviceOf(e.Key), "enrolled"
+			if rec, err := decode[Record](e.Value); err == nil && rec.PublicKey == publicKey && other != device {
+				return &ConflictError{fmt.Sprintf("this public key is already the identity of device %q: make a new key", other)}
+			}
+		case isAdminKey(e.Key):
+			if a, err := decode[Admin](e.Value); err == nil && a.PublicKey == publicKey {
+				return &ConflictError{"this public key is an admin identity: make a new key"}
+			}
+			continue
+		case pending && isPendingKey(e.Key):
+			other, state = pendingOf(e.Key), "waiting"
 		default:
 			continue
 		}
 		if Nested(device, other) {
-			return &ConflictError{fmt.Sprintf("device id %q and the enrolled id %q nest (one is a dot-prefix of the other); NATS permissions cannot keep them apart, so pick another id", device, other)}
+			return &ConflictError{fmt.Sprintf("device id %q and the %s id %q nest (one is a dot-prefix of the other); NATS permissions cannot keep them apart, so pick another id", device, state, other)}
 		}
 	}
 	return nil
 }
 
-func (r *Registry) dropPending(ctx context.Context, device string) {
+// dropPending deletes a device's waiting request; true when it did.
+func (r *Registry) dropPending(ctx context.Context, device string) bool {
 	if e, err := r.KV.Get(ctx, PendingKey(device)); err == nil {
-		_ = r.KV.Delete(ctx, e.Key, e.Revision)
+		return r.KV.Delete(ctx, e.Key, e.Revision) == nil
 	}
+	return false
 }
 
 // put writes key whatever its current revision.

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -55,8 +54,9 @@ type ServerConfig struct {
 	// TLS, when set, is required of every client connection (in-process
 	// connections excepted). Routes between cluster members stay plain.
 	TLS *tls.Config
-	// Nkeys, when set, are the only identities that may connect, each with
-	// its permissions (DevicePermissions for a device).
+	// Nkeys, when not nil, are the only identities that may connect, each
+	// with its permissions (DevicePermissions for a device); SetUsers
+	// replaces them.
 	Nkeys []*server.NkeyUser
 }
 
@@ -65,9 +65,10 @@ type Server struct {
 	ns  *server.Server
 	cfg ServerConfig
 
-	mu   sync.Mutex // guards opts
-	opts *server.Options
+	auth *nkeyAuth // nil unless ServerConfig.Nkeys is set
 }
+
+var errNoAuth = errors.New("mesh: the server was started without identities (ServerConfig.Nkeys)")
 
 // StartServer starts an embedded NATS server with JetStream and waits until it
 // accepts client connections. Stop it with Shutdown.
@@ -75,6 +76,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	opts, err := serverOptions(cfg)
 	if err != nil {
 		return nil, err
+	}
+	var auth *nkeyAuth
+	if cfg.Nkeys != nil {
+		auth = newNkeyAuth(cfg.Nkeys)
+		opts.CustomClientAuthentication = auth
+		opts.AlwaysEnableNonce = true
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -98,22 +105,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, errors.New("mesh: jetstream did not start")
 	}
-	return &Server{ns: ns, cfg: cfg, opts: opts}, nil
-}
-
-// SetUsers replaces the identities that may connect (ServerConfig.Nkeys)
-// without a restart. Connections of identities no longer listed are
-// closed at once; those whose permissions changed get the new ones.
-func (s *Server) SetUsers(users []*server.NkeyUser) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	opts := s.opts.Clone()
-	opts.Nkeys = users
-	if err := s.ns.ReloadOptions(opts); err != nil {
-		return fmt.Errorf("mesh: load %d identities: %w", len(users), err)
-	}
-	s.opts = opts
-	return nil
+	return &Server{ns: ns, cfg: cfg, auth: auth}, nil
 }
 
 func serverOptions(cfg ServerConfig) (*server.Options, error) {
@@ -130,7 +122,6 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		MaxPayload: 8 << 20,
 	}
 	opts.ClientAdvertise = cfg.ClientAdvertise
-	opts.Nkeys = cfg.Nkeys
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
 		opts.TLS = true

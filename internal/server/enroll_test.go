@@ -129,9 +129,10 @@ func TestEnrollmentAPI(t *testing.T) {
 	}
 
 	// Guessing tokens is limited like signing in.
+	_, pubC, _ := identity.NewSeed()
 	var last int
 	for i := range 8 {
-		st, _, _ := apiCall(t, base, "", "POST", "/api/v1/enroll", fmt.Sprintf(`{"device":"dev-c","publicKey":%q,"token":"hmy-enroll-guess%d"}`, pubB, i))
+		st, _, _ := apiCall(t, base, "", "POST", "/api/v1/enroll", fmt.Sprintf(`{"device":"dev-c","publicKey":%q,"token":"hmy-enroll-guess%d"}`, pubC, i))
 		last = st
 	}
 	if last != http.StatusTooManyRequests {

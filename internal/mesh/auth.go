@@ -1,0 +1,97 @@
+package mesh
+
+import (
+	"encoding/base64"
+	"reflect"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// nkeyAuth is the embedded server's authentication when identities are
+// on: an nkey user proves its key by signing the server's nonce, and gets
+// its permissions at connect time. The user list is replaced in place
+// (SetUsers) instead of through nats-server's ReloadOptions, which races
+// with JetStream requests and connects in flight (nats-server 2.15), and
+// costs a pass over every user and connection at each change.
+type nkeyAuth struct {
+	mu    sync.RWMutex
+	users map[string]*server.Permissions // public key -> permissions (nil: everything)
+}
+
+func newNkeyAuth(users []*server.NkeyUser) *nkeyAuth {
+	a := &nkeyAuth{}
+	a.users, _ = a.diff(users)
+	return a
+}
+
+// Check implements server.Authentication.
+func (a *nkeyAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	o := c.GetOpts()
+	a.mu.RLock()
+	perms, ok := a.users[o.Nkey]
+	a.mu.RUnlock()
+	if !ok || o.Nkey == "" {
+		return false
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+			return false
+		}
+	}
+	kp, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil || kp.Verify(c.GetNonce(), sig) != nil {
+		return false
+	}
+	// The user name shows in the server's connection list (and lets a
+	// revocation find the connections of a key).
+	c.RegisterUser(&server.User{Username: o.Nkey, Permissions: perms})
+	return true
+}
+
+// diff builds the user map and says which keys of the current map were
+// removed or given other permissions.
+func (a *nkeyAuth) diff(users []*server.NkeyUser) (map[string]*server.Permissions, []string) {
+	next := make(map[string]*server.Permissions, len(users))
+	for _, u := range users {
+		next[u.Nkey] = u.Permissions // a later entry wins
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	var changed []string
+	for k, p := range a.users {
+		if np, ok := next[k]; !ok || !reflect.DeepEqual(p, np) {
+			changed = append(changed, k)
+		}
+	}
+	return next, changed
+}
+
+// SetUsers replaces the identities that may connect (ServerConfig.Nkeys).
+// Connections of identities no longer listed, or listed with other
+// permissions, are closed at once (a client with other permissions
+// reconnects and gets them).
+func (s *Server) SetUsers(users []*server.NkeyUser) error {
+	if s.auth == nil {
+		return errNoAuth
+	}
+	next, changed := s.auth.diff(users)
+	s.auth.mu.Lock()
+	s.auth.users = next
+	s.auth.mu.Unlock()
+	for _, key := range changed {
+		conns, err := s.ns.Connz(&server.ConnzOptions{User: key, Username: true, State: server.ConnOpen, Limit: 1 << 20})
+		if err != nil {
+			return err
+		}
+		for _, c := range conns.Conns {
+			_ = s.ns.DisconnectClientByID(c.Cid) // gone meanwhile: nothing to do
+		}
+	}
+	return nil
+}
