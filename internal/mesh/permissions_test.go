@@ -39,13 +39,15 @@ type fleet struct {
 	names   config.Buckets
 	buckets mesh.FleetBuckets
 	keys    map[string]nkeys.KeyPair
-	// serverKey is the full-permission identity; ns the server itself.
-	serverKey nkeys.KeyPair
-	ns        *server.Server
-	opts      *server.Options
 }
 
 func startFleet(t *testing.T, devices ...string) *fleet {
+	t.Helper()
+	return startFleetWith(t, nil, devices...)
+}
+
+// startFleetWith is startFleet with more users (other identities).
+func startFleetWith(t *testing.T, more []*server.NkeyUser, devices ...string) *fleet {
 	t.Helper()
 	cfg := config.DefaultServer()
 	f := &fleet{names: cfg.Buckets, keys: map[string]nkeys.KeyPair{}, kv: map[string]store.KV{},
@@ -59,10 +61,9 @@ func startFleet(t *testing.T, devices ...string) *fleet {
 	}
 	// mesh.ServerConfig cannot carry users yet: the options are those of
 	// mesh.StartServer that matter here, plus the users.
-	f.serverKey = serverKey
-	f.opts = &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1",
-		Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, MaxPayload: 8 << 20, Nkeys: users}
-	ns, err := server.NewServer(f.opts)
+	users = append(users, more...)
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1",
+		Port: server.RANDOM_PORT, NoSigs: true, NoLog: true, MaxPayload: 8 << 20, Nkeys: users})
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
@@ -72,7 +73,6 @@ func startFleet(t *testing.T, devices ...string) *fleet {
 		t.Fatal("nats server not ready")
 	}
 	f.url = ns.ClientURL()
-	f.ns = ns
 	f.nc, err = nats.Connect(f.url, nats.Nkey(publicKey(t, serverKey), serverKey.Sign))
 	if err != nil {
 		t.Fatalf("connect as server: %v", err)
@@ -90,17 +90,6 @@ func startFleet(t *testing.T, devices ...string) *fleet {
 		f.kv[bc.Name] = kv
 	}
 	return f
-}
-
-// setUsers replaces the server's users, as mesh.Server.SetUsers does.
-func (f *fleet) setUsers(t *testing.T, users []*server.NkeyUser) {
-	t.Helper()
-	opts := f.opts.Clone()
-	opts.Nkeys = users
-	if err := f.ns.ReloadOptions(opts); err != nil {
-		t.Fatal(err)
-	}
-	f.opts = opts
 }
 
 func newUser(t *testing.T) nkeys.KeyPair {
@@ -567,13 +556,11 @@ func TestDevicePermissionsDenied(t *testing.T) {
 // watch, list, history), reading as the agent does under an identity
 // (direct get); another cluster's bucket stays closed to it.
 func TestFailoverMemberPermissions(t *testing.T) {
-	f := startFleet(t)
 	ctx := context.Background()
 	kp := newUser(t)
 	rec := identity.Record{Device: "n1", PublicKey: publicKey(t, kp), Cluster: "pg1"}
-	users := append(identity.Users(nil, []identity.Admin{{Name: "s", PublicKey: publicKey(t, f.serverKey)}}, f.buckets),
-		identity.Users([]identity.Record{rec}, nil, f.buckets)...)
-	f.setUsers(t, users)
+	f := startFleetWith(t, identity.Users([]identity.Record{rec}, nil, mesh.FleetBuckets{DesiredState: "desired-state",
+		DeviceInfo: "device-info", DeviceState: "device-state", DeviceHeartbeat: "device-heartbeat"}))
 
 	errs := &natsperm.Errors{}
 	nc, err := nats.Connect(f.url, nats.Nkey(rec.PublicKey, kp.Sign), nats.CustomInboxPrefix(mesh.DeviceInboxPrefix("n1")),
