@@ -139,7 +139,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.health.setConnected(true)
 	}
 	// A device identity may read only its own keys, by direct get.
-	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std(), DirectGet: a.cfg.NATSNkey != ""})
+	// Its desired state is followed on the bucket's republished subjects
+	// when the server republishes (no consumer per device).
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std(), DirectGet: a.cfg.NATSNkey != "",
+		WatchRepublished: true, RepublishRecheck: 10 * a.cfg.ResyncInterval.Std()})
 	if err != nil {
 		return err
 	}

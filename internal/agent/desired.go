@@ -72,13 +72,15 @@ func (d *desiredSet) snapshot() map[string]candidate {
 	return out
 }
 
-// follow watches <device>.* until ctx ends, restarting the watch (from the
-// next revision) whenever it fails.
+// follow watches <device>.* until ctx ends, restarting the watch whenever
+// it fails. Every watch reads the device's keys whole (not from the last
+// revision seen): the desired-state bucket may lose its latest writes when
+// the server loses power (it is rebuilt by the operator, ADR 0012), and a
+// revision the agent saw can then be reused for another write.
 func (d *desiredSet) follow(ctx context.Context, kv store.KV, wake func()) error {
-	var last uint64
 	bo := d.retry.backoff()
 	for ctx.Err() == nil {
-		err := d.watchOnce(ctx, kv, &last, wake, bo)
+		err := d.watchOnce(ctx, kv, wake, bo)
 		d.health.setWatch(false)
 		if ctx.Err() != nil {
 			return nil
@@ -94,34 +96,31 @@ func (d *desiredSet) follow(ctx context.Context, kv store.KV, wake func()) error
 	return nil
 }
 
-func (d *desiredSet) watchOnce(ctx context.Context, kv store.KV, last *uint64, wake func(), bo interface{ Reset() }) error {
+func (d *desiredSet) watchOnce(ctx context.Context, kv store.KV, wake func(), bo interface{ Reset() }) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	opts := store.WatchOptions{}
-	if *last > 0 {
-		opts.ResumeFrom = *last + 1
-	}
-	w, err := kv.Watch(wctx, d.device+".*", opts)
+	w, err := kv.Watch(wctx, d.device+".*", store.WatchOptions{})
 	if err != nil {
 		return err
 	}
 	seen := map[string]bool{}
+	replayed := false
 	for ev := range w.Events() {
 		bo.Reset()
 		if ev.Replayed {
-			if opts.ResumeFrom == 0 {
-				d.dropUnseen(seen)
-			}
+			replayed = true
+			d.dropUnseen(seen)
 			d.health.setWatch(true)
 			wake()
 			continue
 		}
-		*last = ev.Entry.Revision
 		dep, ok := d.deploymentOf(ev.Entry.Key)
 		if !ok {
 			continue
 		}
-		seen[dep] = true
+		if !replayed {
+			seen[dep] = ev.Entry.Op != store.OpDelete
+		}
 		d.apply(dep, ev.Entry)
 		wake()
 	}
@@ -159,14 +158,15 @@ func (d *desiredSet) apply(dep string, e store.Entry) {
 	d.items[dep] = candidate{raw: e.Value, ds: ds, err: err, revision: e.Revision}
 }
 
-// dropUnseen forgets deployments known only from the cache that the store no
-// longer has: they were deleted while the agent was away.
+// dropUnseen forgets deployments the store no longer has, once a watch
+// has read the device's keys whole: they were deleted while the agent was
+// away or its watch was down.
 func (d *desiredSet) dropUnseen(seen map[string]bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var gone []string
-	for dep, c := range d.items {
-		if !seen[dep] && c.fromCache {
+	for dep := range d.items {
+		if !seen[dep] {
 			delete(d.items, dep)
 			gone = append(gone, dep)
 		}

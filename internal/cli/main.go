@@ -75,6 +75,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCmd(stdout, stderr),
 		newEnrollCmd(stdout, stderr),
 		newDeviceCmd(stdout),
+		newBenchCmd(stdout, stderr),
 	)
 	return root
 }

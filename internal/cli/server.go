@@ -2,6 +2,8 @@ package cli
 
 import (
 	"io"
+	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -39,6 +41,19 @@ environment variables, then flags; each overrides the one before.`,
 			return err
 		}
 		log := newLogger(stderr, cfg.LogLevel)
+		// A CPU profile of the whole run, for `harmony bench fleet
+		// --profile` and anyone chasing a hot spot.
+		if path := os.Getenv("HARMONY_CPU_PROFILE"); path != "" {
+			f, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
 		return server.Run(cmd.Context(), cfg, log, server.Options{})
 	}
 	return cmd

@@ -22,6 +22,10 @@ type FleetBuckets struct {
 // request (exec runs up to v1.ExecTimeoutLimit seconds).
 const CommandReplyWindow = time.Minute
 
+// DesiredSubjectPrefix is where the desired-state bucket republishes its
+// writes: <prefix>.<device>.<deployment>.
+func DesiredSubjectPrefix(bucket string) string { return "harmony.kv." + bucket }
+
 // DeviceInboxPrefix is the inbox prefix a device's connection must use
 // (nats.CustomInboxPrefix): every reply to it, and every watch delivery,
 // comes to subjects under it. The device id is one token, its dots turned
@@ -105,6 +109,8 @@ func DevicePermissions(device string, b FleetBuckets) *server.Permissions {
 			DeviceInboxPrefix(device) + ".>",
 			// Command requests from the control plane.
 			v1.CommandSubject(device),
+			// Its desired state as republished by the bucket.
+			DesiredSubjectPrefix(b.DesiredState) + "." + ownDeps,
 		}},
 		// One reply to each message received with a reply subject, within
 		// the command window: command requests (only the control plane may

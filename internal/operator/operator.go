@@ -83,6 +83,30 @@ type Operator struct {
 	renders     int // render passes, for tests and metrics
 	writes      int // desired-state writes done
 	orphanSince map[string]time.Time
+	dirty       work // what changed since the last render pass
+
+	roll *rollup
+
+	// want is the desired-state bytes of every (device, deployment) match
+	// as last rendered; only the render loop touches it.
+	want map[string][]byte
+}
+
+// work is what a render pass must look at: everything (the first pass
+// after the view converged), or the devices, deployments and
+// desired-state keys that changed. A pass costs what changed, not the
+// size of the fleet.
+type work struct {
+	full                       bool
+	devices, deployments, keys map[string]bool
+}
+
+func newWork(full bool) work {
+	return work{full: full, devices: map[string]bool{}, deployments: map[string]bool{}, keys: map[string]bool{}}
+}
+
+func (w work) empty() bool {
+	return !w.full && len(w.devices) == 0 && len(w.deployments) == 0 && len(w.keys) == 0
 }
 
 // New returns an operator over the given buckets.
@@ -97,7 +121,7 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 		raw: map[string]map[string]store.Entry{}, replayed: map[string]bool{},
 		deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
 		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{},
-		orphanSince: map[string]time.Time{}}
+		orphanSince: map[string]time.Time{}, dirty: newWork(true), want: map[string][]byte{}, roll: newRollup(opts.Staleness)}
 	for _, kv := range b.all() {
 		o.raw[kv.Bucket()] = map[string]store.Entry{}
 	}
@@ -238,6 +262,32 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 			o.beats[e.Key] = heartbeat{boot: hb.Boot, seq: hb.Seq, lastAdvance: now}
 		}
 	}
+	switch bucket {
+	case o.b.Deployments.Bucket():
+		o.roll.deployment(o, e.Key)
+	case o.b.DeviceInfo.Bucket(), o.b.DeviceLabels.Bucket():
+		o.roll.device(o, e.Key)
+	case o.b.DeviceState.Bucket():
+		o.roll.state(o, e.Key)
+	case o.b.DeviceHeartbeat.Bucket():
+		if hb, ok := o.beats[e.Key]; ok {
+			o.roll.beat(e.Key, hb.lastAdvance, time.Now())
+		} else {
+			o.roll.forget(e.Key)
+		}
+	}
+	// Only what rendering reads wakes it: heartbeats and observed state
+	// (most of the traffic) do not.
+	switch bucket {
+	case o.b.Deployments.Bucket():
+		o.dirty.deployments[e.Key] = true
+	case o.b.DeviceInfo.Bucket(), o.b.DeviceLabels.Bucket():
+		o.dirty.devices[e.Key] = true
+	case o.b.DesiredState.Bucket():
+		o.dirty.keys[e.Key] = true
+	default:
+		return
+	}
 	o.poke()
 }
 
@@ -321,6 +371,41 @@ func (o *Operator) Snapshot() Snapshot {
 	return s
 }
 
+// Deployments copies the deployments (only: Snapshot copies everything).
+func (o *Operator) Deployments() map[string]v1.Deployment {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	out := make(map[string]v1.Deployment, len(o.deployments))
+	for k, v := range o.deployments {
+		out[k] = v
+	}
+	return out
+}
+
+// HeartbeatAge is how long ago a device's heartbeat last advanced.
+func (o *Operator) HeartbeatAge(id string) (time.Duration, bool) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	hb, ok := o.beats[id]
+	return time.Since(hb.lastAdvance), ok
+}
+
+// StateMessage is the message of a device's status for one deployment.
+func (o *Operator) StateMessage(key string) string {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.states[key].Message
+}
+
+// Rollup returns every deployment's counts and the devices' liveness,
+// kept up to date as events arrive (see rollup): reading it costs the
+// number of deployments and of offline devices, not the fleet's size.
+func (o *Operator) Rollup() Rollup {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.roll.read(time.Now())
+}
+
 // Stats are counters for tests and metrics.
 func (o *Operator) Stats() (renders, writes int) {
 	o.mu.RLock()
@@ -350,105 +435,196 @@ func (o *Operator) renderLoop(ctx context.Context) error {
 // render writes every desired-state value whose bytes differ from the store
 // and deletes every desired-state key no deployment renders any more
 // (orphans: a deployment deleted, a device that no longer matches or is
-// gone). Conflicts are left to the next pass: the watch brings the winner's
-// bytes, which are the same bytes when another operator rendered them.
+// gone), looking only at what changed since the last pass (the first pass
+// looks at everything). Conflicts are left to the next pass: the watch
+// brings the winner's bytes, which are the same bytes when another
+// operator rendered them.
 func (o *Operator) render(ctx context.Context) error {
 	o.mu.Lock()
-	o.renders++
-	devices := make(map[string]Device, len(o.devices))
-	for k, v := range o.devices {
-		devices[k] = Device{Info: v, Overrides: o.overrides[k]}
+	w := o.dirty
+	o.dirty = newWork(false)
+	if w.empty() {
+		o.mu.Unlock()
+		return nil
 	}
+	o.renders++
 	deployments := make(map[string]v1.Deployment, len(o.deployments))
 	for k, v := range o.deployments {
 		deployments[k] = v
 	}
-	have := make(map[string]store.Entry, len(o.raw[o.b.DesiredState.Bucket()]))
-	for k, v := range o.raw[o.b.DesiredState.Bucket()] {
-		have[k] = v
+	// Every device when deployments changed; else only the changed ones.
+	devices := map[string]Device{}
+	if w.full || len(w.deployments) > 0 {
+		for k, v := range o.devices {
+			devices[k] = Device{Info: v, Overrides: o.overrides[k]}
+		}
+	} else {
+		for id := range w.devices {
+			if v, ok := o.devices[id]; ok {
+				devices[id] = Device{Info: v, Overrides: o.overrides[id]}
+			}
+		}
+	}
+	var allHave map[string]store.Entry
+	if w.full {
+		allHave = make(map[string]store.Entry, len(o.raw[o.b.DesiredState.Bucket()]))
+		for k, v := range o.raw[o.b.DesiredState.Bucket()] {
+			allHave[k] = v
+		}
 	}
 	o.mu.Unlock()
 
-	want, err := Render(deployments, devices)
-	if err != nil {
-		return err
+	// What to look at: keys whose wanted bytes may have changed, and keys
+	// that changed in the store.
+	check := map[string]bool{}
+	set := func(key string, b []byte) {
+		if b == nil {
+			delete(o.want, key)
+		} else {
+			o.want[key] = b
+		}
+		check[key] = true
 	}
+	pair := func(id string, d Device, known bool, name string, dep v1.Deployment, exists bool) error {
+		key := v1.DeviceKey(id, name)
+		if !known || !exists || !dep.Spec.Selector.Matches(d.Labels()) {
+			if _, had := o.want[key]; had {
+				set(key, nil)
+			}
+			return nil
+		}
+		b, err := desiredBytes(id, name, dep)
+		if err != nil {
+			return err
+		}
+		set(key, b)
+		return nil
+	}
+	if w.full {
+		want, err := Render(deployments, devices)
+		if err != nil {
+			return err
+		}
+		o.want = want
+		for k := range want {
+			check[k] = true
+		}
+		for k := range allHave {
+			check[k] = true
+		}
+	} else {
+		for id := range w.devices {
+			d, known := devices[id]
+			for name, dep := range deployments {
+				if err := pair(id, d, known, name, dep, true); err != nil {
+					return err
+				}
+			}
+		}
+		for name := range w.deployments {
+			dep, exists := deployments[name]
+			for id, d := range devices {
+				if err := pair(id, d, true, name, dep, exists); err != nil {
+					return err
+				}
+			}
+			if !exists { // devices gone meanwhile keep no key of it either
+				for key := range o.want {
+					if _, n, err := v1.SplitDeviceKey(key); err == nil && n == name {
+						set(key, nil)
+					}
+				}
+			}
+		}
+		for k := range w.keys {
+			check[k] = true
+		}
+	}
+
+	o.mu.Lock()
+	have := make(map[string]store.Entry, len(check))
+	for k := range check {
+		if e, ok := o.raw[o.b.DesiredState.Bucket()][k]; ok {
+			have[k] = e
+		}
+	}
+	o.mu.Unlock()
+
 	var firstErr error
-	note := func(err error) {
-		if err != nil && !errors.Is(err, store.ErrConflict) && firstErr == nil {
-			firstErr = err
+	retry := map[string]bool{} // keys to look at again
+	note := func(key string, err error) {
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			retry[key] = true
+			if firstErr == nil {
+				firstErr = err
+			}
 		}
 	}
 	writes := 0
 	now := time.Now()
-	for _, key := range sortedKeys(want) {
-		b := want[key]
+	later := false // orphans wait: one more pass after the grace
+	for _, key := range sortedKeys(check) {
+		b, wanted := o.want[key]
 		cur, ok := have[key]
+		var err error
 		switch {
-		case ok && bytes.Equal(cur.Value, b):
+		case wanted && ok && bytes.Equal(cur.Value, b):
 			continue
-		case ok && newerGeneration(cur.Value, deployments, key):
+		case wanted && ok && newerGeneration(cur.Value, deployments, key):
 			// Another operator with a fresher view wrote a later generation;
 			// ours is stale and must never roll a device back.
 			continue
-		case ok:
+		case wanted && ok:
 			_, err = o.b.DesiredState.Update(ctx, key, b, cur.Revision)
-		default:
+		case wanted:
 			_, err = o.b.DesiredState.Create(ctx, key, b)
+		case !ok:
+			continue // neither wanted nor there
+		default:
+			if _, _, serr := v1.SplitDeviceKey(key); serr != nil {
+				continue // not a key this operator writes: leave it alone
+			}
+			// An orphan is removed only once it has stayed an orphan for a
+			// moment: another operator's view may be ahead of ours (a
+			// device that just started matching), and a removal tells the
+			// agent to delete what runs.
+			o.mu.Lock()
+			since, seen := o.orphanSince[key]
+			if !seen {
+				o.orphanSince[key] = now
+			}
+			o.mu.Unlock()
+			if !seen || now.Sub(since) < o.opts.OrphanGrace || (o.opts.Lease != nil && !o.opts.Lease.Held()) {
+				// Look again later (another server may hold the lease now
+				// and this one later).
+				later = true
+				retry[key] = true
+				continue
+			}
+			err = o.b.DesiredState.Delete(ctx, key, cur.Revision)
+			if err == nil {
+				o.log.Info("removed orphaned desired state", "key", key)
+			}
 		}
 		if err == nil {
 			writes++
 		}
-		note(err)
-	}
-	later := false // orphans wait: one more pass after the grace
-	for _, key := range sortedKeys(have) {
-		if _, ok := want[key]; ok {
-			continue
-		}
-		if _, _, err := v1.SplitDeviceKey(key); err != nil {
-			continue // not a key this operator writes: leave it alone
-		}
-		// An orphan is removed only once it has stayed an orphan for a
-		// moment: another operator's view may be ahead of ours (a device
-		// that just started matching), and a removal tells the agent to
-		// delete what runs.
-		o.mu.Lock()
-		since, seen := o.orphanSince[key]
-		if !seen {
-			o.orphanSince[key] = now
-		}
-		o.mu.Unlock()
-		if !seen || now.Sub(since) < o.opts.OrphanGrace {
-			later = true
-			continue
-		}
-		if o.opts.Lease != nil && !o.opts.Lease.Held() {
-			// Another server collects; look again later, in case the
-			// lease comes to this one.
-			later = true
-			continue
-		}
-		err := o.b.DesiredState.Delete(ctx, key, have[key].Revision)
-		if err == nil {
-			writes++
-			o.log.Info("removed orphaned desired state", "key", key)
-		}
-		note(err)
-	}
-	if later {
-		time.AfterFunc(o.opts.OrphanGrace, o.poke)
+		note(key, err)
 	}
 	o.mu.Lock()
 	o.writes += writes
-	for key := range o.orphanSince {
-		if _, still := have[key]; !still {
-			delete(o.orphanSince, key)
-		} else if _, wanted := want[key]; wanted {
+	for key := range check {
+		if _, wanted := o.want[key]; wanted || have[key].Key == "" {
 			delete(o.orphanSince, key)
 		}
 	}
+	for key := range retry {
+		o.dirty.keys[key] = true
+	}
 	o.mu.Unlock()
+	if later {
+		time.AfterFunc(o.opts.OrphanGrace, o.poke)
+	}
 	return firstErr
 }
 

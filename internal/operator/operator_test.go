@@ -163,12 +163,23 @@ func TestColdStartRendersAndRemovesOrphans(t *testing.T) {
 	if _, err := f.b.DesiredState.Get(f.ctx, "b.web"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("b does not match, yet b.web: %v", err)
 	}
-	_, writes := o.Stats()
-	// Nothing changes: further passes write nothing.
+	renders, writes := o.Stats()
+	// Heartbeats and observed state do not wake rendering at all.
 	f.put(t, f.b.DeviceHeartbeat, "a", v1.Heartbeat{V: 1, Boot: "x", Seq: 1})
-	f.put(t, f.b.DeviceHeartbeat, "a", v1.Heartbeat{V: 1, Boot: "x", Seq: 2})
+	f.put(t, f.b.DeviceState, "a.web", v1.DeviceState{V: 1, Device: "a", Deployment: "web", ObservedGeneration: 1, Phase: v1.PhaseReady})
 	retry.Until(t, 5*time.Second, func() error {
-		if r, _ := o.Stats(); r < 3 {
+		if c := o.Counts(); c[f.b.DeviceState.Bucket()] != 1 || c[f.b.DeviceHeartbeat.Bucket()] != 1 {
+			return fmt.Errorf("view %v", c)
+		}
+		return nil
+	})
+	if r, w := o.Stats(); r != renders || w != writes {
+		t.Fatalf("heartbeat and state: %d more passes, %d more writes", r-renders, w-writes)
+	}
+	// A device's info written again unchanged: a pass for it, no write.
+	f.put(t, f.b.DeviceInfo, "a", v1.DeviceInfo{V: 1, ID: "a", Labels: map[string]string{"site": "home"}})
+	retry.Until(t, 5*time.Second, func() error {
+		if r, _ := o.Stats(); r <= renders {
 			return fmt.Errorf("%d render passes", r)
 		}
 		return nil
@@ -176,6 +187,40 @@ func TestColdStartRendersAndRemovesOrphans(t *testing.T) {
 	if _, w := o.Stats(); w != writes {
 		t.Fatalf("%d more writes without any change", w-writes)
 	}
+	// Relabelled away from the deployment: its key goes (an orphan now).
+	f.put(t, f.b.DeviceInfo, "a", v1.DeviceInfo{V: 1, ID: "a", Labels: map[string]string{"site": "office"}})
+	retry.Until(t, 10*time.Second, func() error {
+		if _, err := f.b.DesiredState.Get(f.ctx, "a.web"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("a.web after a moved away: %v", err)
+		}
+		return nil
+	})
+	// A new deployment reaches the devices it selects, and only those.
+	f.put(t, f.b.Deployments, "db", v1.StoredDeployment{V: 1, Deployment: deployment("db", 1, map[string]string{"site": "office"})})
+	retry.Until(t, 10*time.Second, func() error {
+		for _, key := range []string{"a.db", "b.db"} {
+			if _, err := f.b.DesiredState.Get(f.ctx, key); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+		}
+		return nil
+	})
+	// Deleting the deployment removes its keys on every device.
+	e, err := f.b.Deployments.Get(f.ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.Deployments.Delete(f.ctx, "db", e.Revision); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 10*time.Second, func() error {
+		for _, key := range []string{"a.db", "b.db"} {
+			if _, err := f.b.DesiredState.Get(f.ctx, key); !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("%s after the delete: %v", key, err)
+			}
+		}
+		return nil
+	})
 }
 
 func TestOperatorNeverRollsBackANewerGeneration(t *testing.T) {

@@ -48,12 +48,7 @@ func Render(deployments map[string]v1.Deployment, devices map[string]Device) (ma
 			if !d.Spec.Selector.Matches(labels) {
 				continue
 			}
-			resources := d.Spec.Resources
-			if resources == nil {
-				resources = []v1.Resource{}
-			}
-			b, err := v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: n,
-				Generation: d.Metadata.Generation, Resources: resources})
+			b, err := desiredBytes(id, n, d)
 			if err != nil {
 				return nil, err
 			}
@@ -70,4 +65,14 @@ func sortedDeviceIDs(devices map[string]Device) []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// desiredBytes is the canonical desired-state value of one match.
+func desiredBytes(id, name string, d v1.Deployment) ([]byte, error) {
+	resources := d.Spec.Resources
+	if resources == nil {
+		resources = []v1.Resource{}
+	}
+	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name,
+		Generation: d.Metadata.Generation, Resources: resources})
 }

@@ -87,13 +87,11 @@ type DeploymentView struct {
 }
 
 func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
-	snap := h.op.Snapshot()
-	agg := operator.Aggregate(snap)
+	// Counts kept up to date by the operator: no pass over the fleet.
+	roll, deps := h.op.Rollup(), h.op.Deployments()
 	out := []DeploymentView{}
-	for _, name := range sortedNames(snap.Deployments) {
-		st := agg[name]
-		st.Devices = nil
-		out = append(out, DeploymentView{Deployment: snap.Deployments[name], Status: st})
+	for _, name := range sortedNames(deps) {
+		out = append(out, DeploymentView{Deployment: deps[name], Status: roll.Deployments[name]})
 	}
 	writeJSON(w, http.StatusOK, h.viewBody(out))
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
 
@@ -17,16 +18,25 @@ const (
 	maxWatchers = 100_000
 )
 
+// DesiredSubjectPrefix is where the desired-state bucket republishes its
+// writes (<prefix>.<device>.<deployment>), which agents follow with a
+// plain subscription (docs/adr/0012-fleet-scale.md).
+func DesiredSubjectPrefix(bucket string) string { return mesh.DesiredSubjectPrefix(bucket) }
+
 // FleetBuckets are the buckets the server creates, with the durability each
-// needs (docs/adr/0002-durability.md): what only the control plane knows is
-// synced before it is acknowledged; what agents report again on their own
-// (heartbeats, observed state) may be acknowledged before it is synced.
+// needs (docs/adr/0002-durability.md, 0012): what only the control plane
+// knows is synced before it is acknowledged; what is rebuilt after a loss
+// may be acknowledged before it is synced: heartbeats and observed state
+// (the agents report them again) and desired state (the operator renders
+// it again from deployments and devices, and agents re-read it whole after
+// every reconnection).
 func FleetBuckets(c config.Server) []store.BucketConfig {
 	b := c.Buckets
 	return []store.BucketConfig{
 		{Name: b.Deployments, History: 8, Replicas: c.Replicas, MaxValueSize: maxDeploymentSize,
 			Description: "Harmony deployments (spec and generation), written by the server"},
-		{Name: b.DesiredState, History: 1, Replicas: c.Replicas, MaxValueSize: maxDesiredStateSize, MaxWatchers: maxWatchers,
+		{Name: b.DesiredState, History: 1, Replicas: c.Replicas, MaxValueSize: maxDesiredStateSize, MaxWatchers: maxWatchers, AsyncPersist: true,
+			Republish:   DesiredSubjectPrefix(b.DesiredState),
 			Description: "Harmony desired state per device and deployment, rendered by the server"},
 		{Name: b.DeviceInfo, History: 1, Replicas: c.Replicas, MaxValueSize: maxRecordSize,
 			Description: "Harmony device labels and inventory, written by agents"},

@@ -92,6 +92,27 @@ func (g *gate) Snapshot() operator.Snapshot {
 	return operator.Snapshot{}
 }
 
+func (g *gate) Rollup() operator.Rollup {
+	if h := g.h.Load(); h != nil {
+		return h.op.Rollup()
+	}
+	return operator.Rollup{}
+}
+
+func (g *gate) HeartbeatAge(id string) (time.Duration, bool) {
+	if h := g.h.Load(); h != nil {
+		return h.op.HeartbeatAge(id)
+	}
+	return 0, false
+}
+
+func (g *gate) StateMessage(key string) string {
+	if h := g.h.Load(); h != nil {
+		return h.op.StateMessage(key)
+	}
+	return ""
+}
+
 var errStarting = errors.New("the server is starting; try again in a moment")
 
 func (g *gate) Apply(ctx context.Context, body []byte) ([]string, error) {

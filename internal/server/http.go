@@ -20,6 +20,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/identity"
+	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/web"
@@ -101,7 +102,7 @@ func (h *handler) viewBody(items any) map[string]any {
 	return body
 }
 
-func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash *web.Dashboard, log *slog.Logger) *handler {
+func newHandler(nc *nats.Conn, ns *mesh.Server, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash *web.Dashboard, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
 	h := &handler{nc: nc, st: st, dash: dash, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log,
 		reg: &identity.Registry{KV: kvs[cfg.Buckets.Identities]}}
@@ -131,6 +132,9 @@ func newHandler(nc *nats.Conn, st store.Store, op *operator.Operator, gc *store.
 		}, func() float64 { return b2f(gc.Held()) }),
 		&bucketCollector{op: op, desc: prometheus.NewDesc("harmony_bucket_keys", "Live keys per fleet bucket in the operator's view.", []string{"bucket"}, nil)},
 	)
+	if ns != nil {
+		reg.MustRegister(newNATSCollector(ns.NATS()))
+	}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -198,7 +198,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
 	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc})
 
-	h := newHandler(nc, st, op, gc, kvs, cfg, g.dash, log)
+	h := newHandler(nc, ns, st, op, gc, kvs, cfg, g.dash, log)
 	g.h.Store(h)
 
 	eg, ectx := errgroup.WithContext(ctx)

@@ -32,6 +32,14 @@ type NATSOptions struct {
 	// who decide with compare-and-set anyway (a stale read is a conflict
 	// and a re-read).
 	DirectGet bool
+	// WatchRepublished makes watches of buckets that republish their
+	// writes (BucketConfig.Republish) follow the republished subjects
+	// instead of holding a JetStream consumer (republish.go). For clients
+	// that watch a few keys each and are many (agents).
+	WatchRepublished bool
+	// RepublishRecheck is how often such a watch reads its keys again, to
+	// deliver a write it may have missed (0: never).
+	RepublishRecheck time.Duration
 }
 
 // NATS is the Store backed by JetStream key-value buckets.
@@ -40,6 +48,9 @@ type NATS struct {
 	js        jetstream.JetStream
 	timeout   time.Duration
 	directGet bool
+	// watchRepublished, republishRecheck: see NATSOptions.
+	watchRepublished bool
+	republishRecheck time.Duration
 
 	mu  sync.Mutex
 	kvs map[string]*natsKV
@@ -57,7 +68,7 @@ func NewNATS(nc *nats.Conn, opts NATSOptions) (*NATS, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	return &NATS{nc: nc, js: js, timeout: opts.Timeout, directGet: opts.DirectGet, kvs: map[string]*natsKV{}}, nil
+	return &NATS{nc: nc, js: js, timeout: opts.Timeout, directGet: opts.DirectGet, watchRepublished: opts.WatchRepublished, republishRecheck: opts.RepublishRecheck, kvs: map[string]*natsKV{}}, nil
 }
 
 func (s *NATS) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -93,8 +104,16 @@ func (s *NATS) Ensure(ctx context.Context, cfg BucketConfig) (KV, error) {
 	case err != nil:
 		return nil, fmt.Errorf("store: bucket %s: %w: %w", cfg.Name, classify(err, false), err)
 	default:
-		if err := compareStream(cfg, st.CachedInfo().Config); err != nil {
+		got := st.CachedInfo().Config
+		if err := compareStream(cfg, got); err != nil {
 			return nil, err
+		}
+		if fmt.Sprint(got.RePublish) != fmt.Sprint(want.RePublish) && want.RePublish != nil {
+			// Made before republishing: add it (a stream update).
+			got.RePublish = want.RePublish
+			if _, err := s.js.UpdateStream(ctx, got); err != nil {
+				return nil, fmt.Errorf("store: bucket %s: add republishing: %w: %w", cfg.Name, classify(err, false), err)
+			}
 		}
 	}
 	return s.bind(ctx, cfg.Name)
@@ -121,6 +140,15 @@ func (s *NATS) bind(ctx context.Context, bucket string) (*natsKV, error) {
 		return nil, fmt.Errorf("store: open %s: %w: %w", bucket, classify(err, false), err)
 	}
 	k := &natsKV{s: s, kv: kv, bucket: bucket, stream: "KV_" + bucket, prefix: "$KV." + bucket + "."}
+	if s.watchRepublished {
+		if st, err := kv.Status(ctx); err == nil {
+			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+				if rp := bs.StreamInfo().Config.RePublish; rp != nil && rp.Source == "$KV."+bucket+".>" && strings.HasSuffix(rp.Destination, ".>") {
+					k.republish = strings.TrimSuffix(rp.Destination, ".>")
+				}
+			}
+		}
+	}
 	s.kvs[bucket] = k
 	return k, nil
 }
@@ -173,6 +201,9 @@ func streamConfig(c BucketConfig) jetstream.StreamConfig {
 	if c.AsyncPersist && c.Replicas == 1 {
 		sc.PersistMode = jetstream.AsyncPersistMode
 	}
+	if c.Republish != "" {
+		sc.RePublish = &jetstream.RePublish{Source: "$KV." + c.Name + ".>", Destination: c.Republish + ".>"}
+	}
 	return sc
 }
 
@@ -190,7 +221,12 @@ func compareStream(cfg BucketConfig, got jetstream.StreamConfig) error {
 	diff("storage", want.Storage, got.Storage)
 	diff("max value size", want.MaxMsgSize, got.MaxMsgSize)
 	diff("subjects", want.Subjects, got.Subjects)
-	diff("persist mode", want.PersistMode, got.PersistMode)
+	// Asynchronous persistence is asked for data that can be rebuilt; a
+	// bucket made before that keeps syncing every write (nats-server cannot
+	// change a stream's persist mode), which is only slower.
+	if !(cfg.AsyncPersist && got.PersistMode == jetstream.DefaultPersistMode) {
+		diff("persist mode", want.PersistMode, got.PersistMode)
+	}
 	diff("max age (TTL)", want.MaxAge, got.MaxAge)
 	diff("discard policy", want.Discard, got.Discard)
 	if len(d) > 0 {
@@ -205,6 +241,9 @@ type natsKV struct {
 	bucket string
 	stream string
 	prefix string
+	// republish is the subject prefix the bucket republishes its writes
+	// on, when the store follows those ("" otherwise).
+	republish string
 }
 
 var _ KV = (*natsKV)(nil)
@@ -457,6 +496,9 @@ func (k *natsKV) Watch(ctx context.Context, filter string, opts WatchOptions) (W
 	}
 	if !ValidFilter(filter) {
 		return nil, opError("watch", k.bucket, filter, ErrInvalidKey, nil)
+	}
+	if k.republish != "" && opts.ResumeFrom == 0 && !opts.UpdatesOnly {
+		return k.republishWatch(ctx, filter)
 	}
 	var jopts []jetstream.WatchOpt
 	switch {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/store/storetest"
@@ -39,6 +41,18 @@ func TestContractSingleNodeDirectGet(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.Run(t, func(*testing.T) store.Store { return st }, storetest.Options{})
+}
+
+// Watches that follow republished writes (agents) keep the contract of
+// a watch from the start (resumed watches still use a consumer).
+func TestContractSingleNodeRepublished(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	nc := meshtest.Connect(t, srv)
+	st, err := store.NewNATS(nc, store.NATSOptions{DirectGet: true, WatchRepublished: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.Run(t, func(*testing.T) store.Store { return st }, storetest.Options{Republish: true})
 }
 
 func TestContractCluster(t *testing.T) {
@@ -226,4 +240,79 @@ func update(ctx context.Context, kv store.KV, value string, rev uint64) (uint64,
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return kv.Update(ctx, "counter", []byte(value), rev)
+}
+
+// A write the republished subscription never sees (here: the bucket stops
+// republishing) still reaches the watch through its periodic re-read, and
+// so does a delete.
+func TestRepublishedWatchRechecks(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	nc := meshtest.Connect(t, srv)
+	ctx := context.Background()
+	st, err := store.NewNATS(nc, store.NATSOptions{WatchRepublished: true, RepublishRecheck: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := st.Ensure(ctx, store.BucketConfig{Name: "rp", History: 1, Replicas: 1, Republish: "rp.out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "dev.gone", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := kv.Watch(wctx, "dev.*", store.WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() store.Event {
+		t.Helper()
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				t.Fatalf("watch ended: %v", w.Err())
+			}
+			return ev
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
+		}
+		return store.Event{}
+	}
+	if ev := next(); ev.Entry.Key != "dev.gone" {
+		t.Fatalf("first event %+v", ev)
+	}
+	if ev := next(); !ev.Replayed {
+		t.Fatalf("want the replay marker, got %+v", ev)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "KV_rp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.RePublish = nil
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Create(ctx, "dev.new", []byte("y"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(); ev.Entry.Key != "dev.new" || ev.Entry.Revision != rev || string(ev.Entry.Value) != "y" {
+		t.Fatalf("want dev.new at %d from the re-read, got %+v", rev, ev)
+	}
+	e, err := kv.Get(ctx, "dev.gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "dev.gone", e.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(); ev.Entry.Key != "dev.gone" || ev.Entry.Op != store.OpDelete {
+		t.Fatalf("want the delete of dev.gone from the re-read, got %+v", ev)
+	}
 }

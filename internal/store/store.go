@@ -118,14 +118,21 @@ type BucketConfig struct {
 	// MaxValueSize caps one value in bytes; 0 means no cap.
 	MaxValueSize int32
 	// AsyncPersist lets the server acknowledge writes before they are synced
-	// to disk. Only for data that agents rebuild on their own (heartbeats,
-	// observed state), and only honoured on single-replica buckets; see
-	// docs/adr/0002-durability.md.
+	// to disk. Only for data that is rebuilt after a loss (heartbeats and
+	// observed state by the agents, desired state by the operator), and
+	// only honoured on single-replica buckets; an existing bucket that
+	// syncs every write is accepted as it is. See
+	// docs/adr/0002-durability.md and 0012.
 	AsyncPersist bool
 	// MaxWatchers caps the JetStream consumers (watches) on the bucket. Zero
 	// keeps the server's default, which nats-server 2.15 sets to 1,000 per
 	// stream: a bucket that every device watches key by key needs more.
 	MaxWatchers int
+	// Republish, when set, has every write published again on
+	// <Republish>.<key> once stored, for watches that follow those
+	// subjects instead of holding a consumer (NATSOptions.WatchRepublished).
+	// An existing bucket gets it added.
+	Republish string
 	// Description is stored with the bucket for operators.
 	Description string
 }

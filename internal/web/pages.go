@@ -166,9 +166,10 @@ type overviewData struct {
 const attentionMax = 20
 
 func (d *Dashboard) overview(q *request) {
-	snap := d.b.Snapshot()
+	// The operator's running counts: no pass over the fleet per request.
+	roll := d.b.Rollup()
 	var o overviewData
-	for _, r := range rows(operator.Aggregate(snap)) {
+	for _, r := range rows(roll.Deployments) {
 		o.Deployments++
 		switch r.State {
 		case "Failed":
@@ -181,38 +182,35 @@ func (d *Dashboard) overview(q *request) {
 			o.Progressing++
 		}
 	}
-	var offline []string
-	for id := range snap.Devices {
-		o.Devices++
-		if snap.Online(id) {
-			o.Online++
-		} else {
-			o.Offline++
-			offline = append(offline, id)
-		}
+	o.Devices, o.Online, o.Offline = roll.Online+roll.Offline, roll.Online, roll.Offline
+	// Offline devices and conflicts, described only as far as shown.
+	type later struct{ kind, id, key string }
+	var rest []later
+	for _, id := range roll.OfflineIDs {
+		rest = append(rest, later{"Offline device", id, ""})
 	}
-	sort.Strings(offline)
-	for _, id := range offline {
-		msg := "never sent a heartbeat"
-		if age, ok := snap.HeartbeatAge[id]; ok {
-			msg = "last heartbeat " + ago(age.Seconds())
-		}
-		o.Attention = append(o.Attention, attention{"Offline device", id, "/devices/" + url.PathEscape(id), msg})
+	for _, key := range roll.Conflicts {
+		dev, _, _ := v1.SplitDeviceKey(key)
+		rest = append(rest, later{"Conflict", dev, key})
 	}
-	var conflicts []v1.DeviceState
-	for _, st := range snap.States {
-		if st.Phase == v1.PhaseConflict {
-			conflicts = append(conflicts, st)
+	for _, l := range rest {
+		if len(o.Attention) >= attentionMax {
+			o.More++
+			continue
 		}
-	}
-	sort.Slice(conflicts, func(i, j int) bool {
-		return conflicts[i].Device+conflicts[i].Deployment < conflicts[j].Device+conflicts[j].Deployment
-	})
-	for _, st := range conflicts {
-		o.Attention = append(o.Attention, attention{"Conflict", st.Device + " / " + st.Deployment, "/devices/" + url.PathEscape(st.Device), st.Message})
+		if l.key == "" {
+			msg := "never sent a heartbeat"
+			if age, ok := d.b.HeartbeatAge(l.id); ok {
+				msg = "last heartbeat " + ago(age.Seconds())
+			}
+			o.Attention = append(o.Attention, attention{l.kind, l.id, "/devices/" + url.PathEscape(l.id), msg})
+			continue
+		}
+		_, dep, _ := v1.SplitDeviceKey(l.key)
+		o.Attention = append(o.Attention, attention{l.kind, l.id + " / " + dep, "/devices/" + url.PathEscape(l.id), d.b.StateMessage(l.key)})
 	}
 	if len(o.Attention) > attentionMax {
-		o.More = len(o.Attention) - attentionMax
+		o.More += len(o.Attention) - attentionMax
 		o.Attention = o.Attention[:attentionMax]
 	}
 	d.render(q, http.StatusOK, "overview", d.page(q, "Overview", "overview", o))
@@ -226,7 +224,7 @@ type deploymentsData struct {
 
 func (d *Dashboard) deployments(q *request) {
 	d.render(q, http.StatusOK, "deployments", d.page(q, "Deployments", "deployments",
-		deploymentsData{Rows: rows(operator.Aggregate(d.b.Snapshot()))}))
+		deploymentsData{Rows: rows(d.b.Rollup().Deployments)}))
 }
 
 type deploymentData struct {
@@ -295,7 +293,7 @@ func (d *Dashboard) apply(q *request) {
 			return
 		}
 		d.render(q, http.StatusBadRequest, "deployments", d.page(q, "Deployments", "deployments",
-			deploymentsData{Rows: rows(operator.Aggregate(d.b.Snapshot())), Manifest: body, ApplyError: msg}))
+			deploymentsData{Rows: rows(d.b.Rollup().Deployments), Manifest: body, ApplyError: msg}))
 	}
 	if strings.TrimSpace(body) == "" {
 		rejected("nothing to apply: paste one or more deployments (YAML or JSON)")

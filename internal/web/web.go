@@ -45,6 +45,12 @@ type Backend interface {
 	// Stale is when the store stopped answering (zero: it answers).
 	Stale() time.Time
 	Snapshot() operator.Snapshot
+	// Rollup is the counts the overview and the deployments list show,
+	// kept up to date by the operator.
+	Rollup() operator.Rollup
+	// HeartbeatAge and StateMessage describe one device or pair.
+	HeartbeatAge(id string) (time.Duration, bool)
+	StateMessage(key string) string
 	// Apply stores the deployments of a YAML or JSON document stream and
 	// says what happened to each.
 	Apply(ctx context.Context, body []byte) ([]string, error)

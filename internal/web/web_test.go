@@ -37,6 +37,12 @@ func (f *fakeBackend) Phase() string {
 func (f *fakeBackend) Progress() string            { return "3 of 6 buckets replayed" }
 func (f *fakeBackend) Stale() time.Time            { return time.Time{} }
 func (f *fakeBackend) Snapshot() operator.Snapshot { return f.snap }
+func (f *fakeBackend) Rollup() operator.Rollup     { return operator.RollupOf(f.snap) }
+func (f *fakeBackend) HeartbeatAge(id string) (time.Duration, bool) {
+	age, ok := f.snap.HeartbeatAge[id]
+	return age, ok
+}
+func (f *fakeBackend) StateMessage(key string) string { return f.snap.States[key].Message }
 func (f *fakeBackend) Apply(_ context.Context, body []byte) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

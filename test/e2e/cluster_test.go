@@ -305,6 +305,11 @@ func TestClusterMinorityPartition(t *testing.T) {
 	mc.clients[0].Refuse()
 	mc.clients[1].Refuse()
 	agent := startClusterAgent(t, "c1", []string{mc.url(2), mc.url(0), mc.url(1)})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fleet agent c1 (tail):\n%s", tail(agent.stderr.String(), 6000))
+		}
+	})
 	applyVia(t, mc.members[2].http, "before")
 	waitGeneration(t, mc.members[2].http, 1, 1)
 	mc.heal()

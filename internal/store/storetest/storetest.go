@@ -23,6 +23,9 @@ type Factory func(t *testing.T) store.Store
 type Options struct {
 	// Replicas for the buckets the suite creates (1 when zero).
 	Replicas int
+	// Republish: the buckets republish their writes (on
+	// "republished.<bucket>"), for stores that watch those subjects.
+	Republish bool
 }
 
 // Run runs every contract case.
@@ -56,7 +59,11 @@ type suite struct {
 func (s *suite) kv(t *testing.T, history int) store.KV {
 	t.Helper()
 	st := s.newStore(t)
-	kv, err := st.Ensure(ctx(t), store.BucketConfig{Name: bucketName(t), History: history, Replicas: s.opts.Replicas})
+	cfg := store.BucketConfig{Name: bucketName(t), History: history, Replicas: s.opts.Replicas}
+	if s.opts.Republish {
+		cfg.Republish = "republished." + cfg.Name
+	}
+	kv, err := st.Ensure(ctx(t), cfg)
 	if err != nil {
 		t.Fatalf("ensure bucket: %v", err)
 	}

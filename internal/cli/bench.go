@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/harmony-fleet/harmony/internal/fleetbench"
+)
+
+func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure Harmony on this machine", Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
+	var (
+		sizes                  string
+		deployments            int
+		heartbeat, idle, limit time.Duration
+		csvDir, svgDir, prof   string
+	)
+	fleet := &cobra.Command{
+		Use:   "fleet --devices N[,N...] --deployments M",
+		Short: "Roll deployments out to N simulated devices on one server and report what it cost",
+		Long: `Start a harmony server (a child process, on a temporary data directory and
+free loopback ports, TLS and NATS identities off) and N simulated devices in
+this process: the real agent with its own NATS connection, desired-state
+watch, status and heartbeats, only the reconcilers replaced by instant ones.
+Apply M deployments (one selecting every device, the others one shard each,
+so every device has two), change the first, stay idle, restart the server
+on its data, and report: apply to all succeeded (per device p50/p99/max and
+total), restart to Converged, server CPU and peak memory, NATS messages and
+bytes per second, JetStream consumers. Several sizes run one after another;
+--csv and --svg write the series (docs/BENCHMARKS.md).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ns []int
+			for _, s := range strings.Split(sizes, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n < 1 || n > 50000 {
+					return usageError{fmt.Errorf("--devices %q: want numbers from 1 to 50000, comma-separated", s)}
+				}
+				ns = append(ns, n)
+			}
+			if deployments < 1 || deployments > 1000 {
+				return usageError{fmt.Errorf("--deployments %d: want 1 to 1000", deployments)}
+			}
+			var results []fleetbench.Result
+			for _, n := range ns {
+				res, err := fleetbench.Run(cmd.Context(), fleetbench.Config{Devices: n, Deployments: deployments,
+					Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof})
+				if err != nil {
+					return fmt.Errorf("%d devices: %w", n, err)
+				}
+				results = append(results, res)
+				fleetbench.WriteTable(stdout, res)
+			}
+			if csvDir != "" {
+				if err := fleetbench.WriteCSV(csvDir, results); err != nil {
+					return err
+				}
+			}
+			if svgDir != "" {
+				if err := fleetbench.WriteSVG(svgDir, results); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	fleet.Flags().StringVar(&sizes, "devices", "1000", "fleet sizes, comma-separated")
+	fleet.Flags().IntVar(&deployments, "deployments", 10, "deployments (the first selects every device)")
+	fleet.Flags().DurationVar(&heartbeat, "heartbeat", 10*time.Second, "simulated agents' heartbeat interval")
+	fleet.Flags().DurationVar(&idle, "idle", 10*time.Second, "idle window for the server's CPU and traffic (0: skip)")
+	fleet.Flags().DurationVar(&limit, "timeout", 5*time.Minute, "bound on each wait")
+	fleet.Flags().StringVar(&csvDir, "csv", "", "write the series as CSV files into this directory")
+	fleet.Flags().StringVar(&svgDir, "svg", "", "draw the series as SVG files into this directory")
+	fleet.Flags().StringVar(&prof, "profile", "", "write the server's CPU profile (until its restart) to this file")
+	cmd.AddCommand(fleet)
+	return cmd
+}

@@ -1,0 +1,672 @@
+// Package fleetbench measures how far one harmony server goes: it starts a
+// server (a child process, so that its CPU time and memory are its own),
+// runs N simulated devices in this process (the real agent, its NATS
+// connection, desired-state watch, status and heartbeats, with instant
+// reconcilers), applies M deployments, changes one, restarts the server
+// and reports what each step cost.
+package fleetbench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/agent"
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/web"
+)
+
+// Config is one run.
+type Config struct {
+	Devices     int
+	Deployments int // at least 1: deployment 0 selects every device
+	// Heartbeat is the simulated agents' heartbeat interval.
+	Heartbeat time.Duration
+	// Idle is how long the idle window lasts (server CPU and traffic with
+	// the fleet converged and only heartbeats flowing).
+	Idle time.Duration
+	// Timeout bounds each wait (all online, a rollout, the restart).
+	Timeout time.Duration
+	// Server is the command that runs `harmony server` (its flags are
+	// appended); the running executable by default.
+	Server []string
+	// Dir holds the server's data ("" = a temporary directory); the
+	// simulated devices keep their local state in memory-backed storage
+	// when the machine has it (/dev/shm), since a real device has a disk
+	// of its own.
+	Dir string
+	Log *slog.Logger
+	// Progress receives a line per step (nil: quiet).
+	Progress io.Writer
+	// Profile, when set, is where the server writes a CPU profile of its
+	// first life (apply, change and idle).
+	Profile string
+}
+
+// Latencies are per-device times from an apply to the device's succeeded
+// status, in the order of the device ids.
+type Latencies []time.Duration
+
+// Quantile returns the q-quantile (0..1), nearest rank.
+func (l Latencies) Quantile(q float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := append(Latencies(nil), l...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// Result is what a run measured.
+type Result struct {
+	Devices, Deployments int
+	// Apply: every device's time to succeed on all its deployments after
+	// the first apply; Change: after one deployment (every device's) got
+	// a new generation.
+	Apply, Change Latencies
+	// ApplyTotal, ChangeTotal: until the last device succeeded.
+	ApplyTotal, ChangeTotal time.Duration
+	// Restart: from starting the server again on its data until it is
+	// ready (its operator Converged).
+	Restart time.Duration
+	// ServerCPU: CPU time of the server process during the first rollout
+	// and during the idle window (as a share of one core).
+	RolloutCPU   time.Duration
+	IdleCPUShare float64
+	// PeakRSS of the server process (bytes, the larger of its two lives).
+	PeakRSS uint64
+	// Traffic through the server's NATS during the first rollout and the
+	// idle window.
+	RolloutRate, IdleRate Rate
+	Consumers             int // JetStream consumers with every device online
+	Connections           int
+}
+
+// Rate is NATS traffic per second.
+type Rate struct {
+	InMsgs, OutMsgs, InBytes, OutBytes float64
+}
+
+// Run runs one benchmark.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if cfg.Devices < 1 || cfg.Deployments < 1 {
+		return Result{}, errors.New("fleetbench: at least one device and one deployment")
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = config.DefaultAgent().HeartbeatInterval.Std()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.Server) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return Result{}, err
+		}
+		cfg.Server = []string{exe}
+	}
+	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments}}
+	return b.run(ctx)
+}
+
+type bench struct {
+	cfg       Config
+	res       Result
+	dataDir   string
+	simDir    string
+	natsAddr  string
+	httpAddr  string
+	token     string
+	tokens    string // the tokens file given to the server
+	srv       *exec.Cmd
+	srvStarts int
+	srvDone   chan error
+	http      *http.Client
+}
+
+func (b *bench) say(format string, args ...any) {
+	if b.cfg.Progress != nil {
+		fmt.Fprintf(b.cfg.Progress, format+"\n", args...)
+	}
+}
+
+func (b *bench) run(ctx context.Context) (Result, error) {
+	dir := b.cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "harmony-bench-")
+		if err != nil {
+			return b.res, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	b.dataDir = filepath.Join(dir, "server")
+	// The bench's own admin token, whatever the environment says.
+	var secret [16]byte
+	_, _ = rand.Read(secret[:])
+	b.token = hex.EncodeToString(secret[:])
+	b.tokens = filepath.Join(dir, "tokens.yaml")
+	if err := os.WriteFile(b.tokens, []byte("- {name: bench, role: admin, sha256: "+web.HashToken(b.token)+"}\n"), 0o600); err != nil {
+		return b.res, err
+	}
+	sims, err := os.MkdirTemp(memDir(), "harmony-bench-devices-")
+	if err != nil {
+		return b.res, err
+	}
+	defer os.RemoveAll(sims)
+	b.simDir = sims
+	if b.natsAddr, err = freeAddr(); err != nil {
+		return b.res, err
+	}
+	if b.httpAddr, err = freeAddr(); err != nil {
+		return b.res, err
+	}
+	b.http = &http.Client{Timeout: time.Minute}
+	if err := b.startServer(ctx); err != nil {
+		return b.res, err
+	}
+	defer b.stopServer()
+
+	// Devices run until the end of the run.
+	simCtx, stopSims := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(simCtx)
+	defer func() { stopSims(); _ = g.Wait() }()
+
+	nc, err := mesh.Connect(mesh.ClientConfig{Name: "harmony bench", URLs: []string{"nats://" + b.natsAddr}})
+	if err != nil {
+		return b.res, err
+	}
+	defer nc.Close()
+	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		return b.res, err
+	}
+	buckets := config.DefaultServer().Buckets
+	states, err := newStateWatch(ctx, st, buckets.DeviceState, cfgDevices(b.cfg.Devices))
+	if err != nil {
+		return b.res, err
+	}
+	defer states.stop()
+
+	b.say("starting %d simulated devices", b.cfg.Devices)
+	started := time.Now()
+	if err := b.startDevices(g, gctx); err != nil {
+		return b.res, err
+	}
+	if err := b.waitOnline(ctx, st, buckets.DeviceHeartbeat); err != nil {
+		return b.res, err
+	}
+	b.say("all %d devices online after %s", b.cfg.Devices, time.Since(started).Round(time.Millisecond))
+	if m, err := b.metrics(); err == nil {
+		b.res.Consumers, b.res.Connections = int(m["harmony_jetstream_consumers"]), int(m["harmony_nats_connections"])
+	}
+
+	// First apply: M deployments.
+	cpu0, m0 := b.serverCPU(), b.metricsOrEmpty()
+	t0 := time.Now()
+	want := b.expectations(1)
+	if err := b.apply("one"); err != nil {
+		return b.res, err
+	}
+	lat, err := states.wait(ctx, want, t0, b.cfg.Timeout)
+	if err != nil {
+		return b.res, fmt.Errorf("first rollout: %w", err)
+	}
+	b.res.ApplyTotal = time.Since(t0)
+	b.res.RolloutCPU = b.serverCPU() - cpu0
+	b.res.RolloutRate = rate(m0, b.metricsOrEmpty(), b.res.ApplyTotal)
+	b.res.Apply = lat
+	b.say("apply %d deployments: every device succeeded after %s (p50 %s, p99 %s)", b.cfg.Deployments,
+		b.res.ApplyTotal.Round(time.Millisecond), lat.Quantile(0.5).Round(time.Millisecond), lat.Quantile(0.99).Round(time.Millisecond))
+
+	// Change deployment 0, which every device has.
+	t0 = time.Now()
+	if err := b.applyOne(0, "two"); err != nil {
+		return b.res, err
+	}
+	lat, err = states.wait(ctx, func(string) map[string]int64 { return map[string]int64{depName(0): 2} }, t0, b.cfg.Timeout)
+	if err != nil {
+		return b.res, fmt.Errorf("change: %w", err)
+	}
+	b.res.ChangeTotal, b.res.Change = time.Since(t0), lat
+	b.say("change one deployment: every device succeeded after %s (p50 %s, p99 %s)",
+		b.res.ChangeTotal.Round(time.Millisecond), lat.Quantile(0.5).Round(time.Millisecond), lat.Quantile(0.99).Round(time.Millisecond))
+
+	// Idle: heartbeats only.
+	if b.cfg.Idle > 0 {
+		cpu0, m0 = b.serverCPU(), b.metricsOrEmpty()
+		select {
+		case <-ctx.Done():
+			return b.res, ctx.Err()
+		case <-time.After(b.cfg.Idle):
+		}
+		b.res.IdleCPUShare = (b.serverCPU() - cpu0).Seconds() / b.cfg.Idle.Seconds()
+		b.res.IdleRate = rate(m0, b.metricsOrEmpty(), b.cfg.Idle)
+		b.say("idle %s: server CPU %.1f%% of a core, %.0f msgs/s in", b.cfg.Idle, 100*b.res.IdleCPUShare, b.res.IdleRate.InMsgs)
+	}
+
+	// Restart the server on its data.
+	b.res.PeakRSS = b.serverPeakRSS()
+	b.stopServer()
+	t0 = time.Now()
+	if err := b.startServer(ctx); err != nil {
+		return b.res, err
+	}
+	b.res.Restart = time.Since(t0)
+	b.say("server restarted and converged in %s", b.res.Restart.Round(time.Millisecond))
+	// Its view holds every device's state again.
+	if err := b.waitStatus(ctx, depName(0), 2); err != nil {
+		return b.res, err
+	}
+	b.res.PeakRSS = max(b.res.PeakRSS, b.serverPeakRSS())
+	return b.res, nil
+}
+
+// memDir is where simulated devices keep their local state.
+func memDir() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return ""
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func deviceID(i int) string { return fmt.Sprintf("sim-%05d", i) }
+
+func cfgDevices(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = deviceID(i)
+	}
+	return ids
+}
+
+// shards: deployment 0 selects every device (fleet=sim); deployment k>0
+// selects shard k-1 of M-1, so that every device has two deployments.
+func (b *bench) shard(i int) string {
+	if b.cfg.Deployments < 2 {
+		return "0"
+	}
+	return fmt.Sprint(i % (b.cfg.Deployments - 1))
+}
+
+// expectations: every device has deployment 0 and, when there are more,
+// the one of its shard.
+func (b *bench) expectations(gen int64) func(string) map[string]int64 {
+	shardOf := map[string]string{}
+	for i := 0; i < b.cfg.Devices; i++ {
+		shardOf[deviceID(i)] = b.shard(i)
+	}
+	return func(device string) map[string]int64 {
+		want := map[string]int64{depName(0): gen}
+		if b.cfg.Deployments > 1 {
+			var k int
+			fmt.Sscan(shardOf[device], &k)
+			want[depName(k+1)] = gen
+		}
+		return want
+	}
+}
+
+func depName(k int) string { return fmt.Sprintf("d%03d", k) }
+
+// startServer starts the server process and waits until it is ready.
+func (b *bench) startServer(ctx context.Context) error {
+	args := append(append([]string{}, b.cfg.Server[1:]...), "server", "--data-dir", b.dataDir, "--nats", b.natsAddr,
+		"--http", b.httpAddr, "--tls", "off", "--nats-auth", "off", "--log-level", "warn", "--tokens-file", b.tokens)
+	cmd := exec.Command(b.cfg.Server[0], args...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if b.cfg.Profile != "" && b.srvStarts == 0 {
+		cmd.Env = append(os.Environ(), "HARMONY_CPU_PROFILE="+b.cfg.Profile)
+	}
+	b.srvStarts++
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start server: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	b.srv, b.srvDone = cmd, done
+	deadline := time.Now().Add(b.cfg.Timeout)
+	for {
+		if resp, err := b.http.Get("http://" + b.httpAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("server exited: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New("server not ready in time")
+		}
+	}
+}
+
+func (b *bench) stopServer() {
+	if b.srv == nil {
+		return
+	}
+	_ = b.srv.Process.Signal(syscall.SIGTERM)
+	<-b.srvDone
+	b.srv = nil
+}
+
+// startDevices runs the real agent for every simulated device, with
+// instant reconcilers.
+func (b *bench) startDevices(g *errgroup.Group, ctx context.Context) error {
+	kinds := map[string]agent.Kind{}
+	for _, k := range []string{v1.KindFile, v1.KindContainer, v1.KindSystemdUnit, v1.KindShellJob} {
+		kinds[k] = instant{}
+	}
+	for i := 0; i < b.cfg.Devices; i++ {
+		c := config.DefaultAgent()
+		c.ID = deviceID(i)
+		c.NATSURLs = []string{"nats://" + b.natsAddr}
+		c.StateDir = filepath.Join(b.simDir, c.ID)
+		c.Labels = map[string]string{"fleet": "sim", "shard": b.shard(i)}
+		c.HeartbeatInterval = config.Duration(b.cfg.Heartbeat)
+		c.HTTP = ""
+		a, err := agent.New(c, b.cfg.Log, agent.Options{Kinds: kinds})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return a.Run(ctx) })
+	}
+	return nil
+}
+
+// waitOnline waits until every device has heartbeated.
+func (b *bench) waitOnline(ctx context.Context, st store.Store, bucket string) error {
+	kv, err := st.Open(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(b.cfg.Timeout)
+	for {
+		entries, err := kv.List(ctx, "")
+		if err == nil && len(entries) >= b.cfg.Devices {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d devices online after %s", len(entries), b.cfg.Devices, b.cfg.Timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// apply applies all M deployments with the given note in one request.
+func (b *bench) apply(note string) error {
+	var docs []string
+	for k := 0; k < b.cfg.Deployments; k++ {
+		docs = append(docs, b.doc(k, note))
+	}
+	return b.post(strings.Join(docs, "---\n"))
+}
+
+func (b *bench) applyOne(k int, note string) error { return b.post(b.doc(k, note)) }
+
+func (b *bench) doc(k int, note string) string {
+	sel := `{fleet: sim}`
+	if k > 0 {
+		sel = fmt.Sprintf(`{shard: "%d"}`, k-1)
+	}
+	return fmt.Sprintf(`apiVersion: harmony/v1alpha1
+kind: Deployment
+metadata: {name: %s}
+spec:
+  selector: {matchLabels: %s}
+  resources:
+  - id: motd
+    kind: File
+    spec: {path: /etc/motd, content: %q}
+`, depName(k), sel, note)
+}
+
+func (b *bench) post(body string) error {
+	req, _ := http.NewRequest("POST", "http://"+b.httpAddr+"/api/v1/deployments", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	req.Header.Set("Content-Type", "application/yaml")
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("apply: %s: %s", resp.Status, msg)
+	}
+	return nil
+}
+
+// waitStatus waits until the server's own view (its API) counts every
+// matched device of a deployment succeeded at a generation.
+func (b *bench) waitStatus(ctx context.Context, name string, gen int64) error {
+	deadline := time.Now().Add(b.cfg.Timeout)
+	for {
+		req, _ := http.NewRequest("GET", "http://"+b.httpAddr+"/api/v1/deployments/"+name, nil)
+		req.Header.Set("Authorization", "Bearer "+b.token)
+		var v struct {
+			Status struct {
+				Generation int64 `json:"generation"`
+				Matched    int   `json:"matched"`
+				Succeeded  int   `json:"succeeded"`
+			} `json:"status"`
+		}
+		if resp, err := b.http.Do(req); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&v)
+			resp.Body.Close()
+			if v.Status.Generation == gen && v.Status.Matched == b.cfg.Devices && v.Status.Succeeded == b.cfg.Devices {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("deployment %s: %d of %d succeeded at generation %d after %s", name, v.Status.Succeeded, b.cfg.Devices, gen, b.cfg.Timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// metrics scrapes the server's /metrics (only unlabelled samples).
+func (b *bench) metrics() (map[string]float64, error) {
+	resp, err := b.http.Get("http://" + b.httpAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		var name string
+		var v float64
+		if _, err := fmt.Sscanf(string(line), "%s %g", &name, &v); err == nil && !strings.Contains(name, "{") {
+			out[name] = v
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) metricsOrEmpty() map[string]float64 {
+	m, _ := b.metrics()
+	return m
+}
+
+func rate(a, b map[string]float64, d time.Duration) Rate {
+	s := d.Seconds()
+	if s <= 0 || a == nil || b == nil {
+		return Rate{}
+	}
+	f := func(name string) float64 { return (b[name] - a[name]) / s }
+	return Rate{InMsgs: f("harmony_nats_in_msgs_total"), OutMsgs: f("harmony_nats_out_msgs_total"),
+		InBytes: f("harmony_nats_in_bytes_total"), OutBytes: f("harmony_nats_out_bytes_total")}
+}
+
+// instant is a reconciler that is always in sync.
+type instant struct{}
+
+func (instant) Admit(agent.Desired) (string, error) { return "", nil }
+func (instant) Observe(context.Context, agent.Desired) (agent.Observation, error) {
+	return agent.Observation{InSync: true, Result: agent.Result{Phase: v1.PhaseReady, Message: "simulated"}}, nil
+}
+func (instant) Apply(context.Context, agent.Desired) error     { return nil }
+func (instant) Delete(context.Context, localstate.Owned) error { return nil }
+
+// stateWatch follows the device-state bucket and records when each device
+// reports each deployment succeeded at each generation.
+type stateWatch struct {
+	cancel  context.CancelFunc
+	done    chan struct{}
+	devices []string
+
+	mu   sync.Mutex
+	seen map[string]map[string]seenAt // device -> deployment -> latest success
+	kick chan struct{}
+}
+
+type seenAt struct {
+	gen int64
+	at  time.Time
+}
+
+func newStateWatch(ctx context.Context, st store.Store, bucket string, devices []string) (*stateWatch, error) {
+	kv, err := st.Open(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w, err := kv.Watch(wctx, "", store.WatchOptions{})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s := &stateWatch{cancel: cancel, done: make(chan struct{}), devices: devices, seen: map[string]map[string]seenAt{}, kick: make(chan struct{}, 1)}
+	go func() {
+		defer close(s.done)
+		for ev := range w.Events() {
+			if ev.Replayed || ev.Entry.Op != store.OpPut {
+				continue
+			}
+			now := time.Now()
+			ds, err := v1.DecodeDeviceState(ev.Entry.Value)
+			if err != nil || ds.Phase != v1.PhaseReady {
+				continue
+			}
+			s.mu.Lock()
+			m := s.seen[ds.Device]
+			if m == nil {
+				m = map[string]seenAt{}
+				s.seen[ds.Device] = m
+			}
+			if m[ds.Deployment].gen < ds.ObservedGeneration {
+				m[ds.Deployment] = seenAt{gen: ds.ObservedGeneration, at: now}
+			}
+			s.mu.Unlock()
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *stateWatch) stop() { s.cancel(); <-s.done }
+
+// wait returns, per device, the time from t0 until it reported every
+// deployment want gives it (deployment -> generation) succeeded.
+func (s *stateWatch) wait(ctx context.Context, want func(device string) map[string]int64, t0 time.Time, timeout time.Duration) (Latencies, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		lat, missing := s.check(want, t0)
+		if missing == 0 {
+			return lat, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, fmt.Errorf("%d of %d devices not succeeded after %s", missing, len(s.devices), timeout)
+		case <-s.kick:
+		}
+	}
+}
+
+func (s *stateWatch) check(want func(string) map[string]int64, t0 time.Time) (Latencies, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lat := make(Latencies, 0, len(s.devices))
+	missing := 0
+	for _, d := range s.devices {
+		var last time.Time
+		done := true
+		for dep, gen := range want(d) {
+			got := s.seen[d][dep]
+			if got.gen < gen {
+				done = false
+				break
+			}
+			if got.at.After(last) {
+				last = got.at
+			}
+		}
+		if !done {
+			missing++
+			continue
+		}
+		lat = append(lat, last.Sub(t0))
+	}
+	return lat, missing
+}

@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A bucket made with BucketConfig.Republish has every write published
+// again, once stored, on <prefix>.<key> (a plain subject, with the stream's
+// sequence in the Nats-Sequence header). A watch of such a bucket, on a
+// store opened with NATSOptions.WatchRepublished, follows those subjects
+// with an ordinary subscription after reading the current values once
+// (List), instead of holding a JetStream consumer for its whole life:
+// ten thousand devices each watching their keys otherwise keep ten
+// thousand consumers, each woken (and scanning the stream) at every write
+// to the bucket (docs/adr/0012-fleet-scale.md).
+//
+// Core NATS delivers at most once: the watch ends with ErrUnavailable when
+// the connection drops or the subscription overflows, and the caller
+// watches again (reading the values again). And in a cluster a write can
+// slip between the two reads: committed (and republished) before the
+// subscription's interest reached the stream's leader, and not yet applied
+// on the replica that serves the first read. So the watch reads its keys
+// again every NATSOptions.RepublishRecheck (jittered), delivering what it
+// missed.
+
+// republishWatch is Watch over the republished subjects.
+func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, error) {
+	nc := k.s.nc
+	status := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	live := make(chan *nats.Msg, 256)
+	// Subscribe first, then read the values: a write between the two is
+	// seen twice (and dropped by revision), never missed.
+	sub, err := nc.ChanSubscribe(k.republish+"."+filter, live)
+	if err != nil {
+		nc.RemoveStatusListener(status)
+		return nil, opError("watch", k.bucket, filter, classify(err, false), err)
+	}
+	cleanup := func() { _ = sub.Unsubscribe(); nc.RemoveStatusListener(status) }
+	if err := nc.FlushTimeout(k.s.timeout); err != nil {
+		cleanup()
+		return nil, opError("watch", k.bucket, filter, ErrUnavailable, err)
+	}
+	current, err := k.List(ctx, filter)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	w := &natsWatcher{events: make(chan Event, 64)}
+	go func() {
+		defer close(w.events)
+		defer cleanup()
+		seen := map[string]uint64{} // key -> revision delivered
+		send := func(ev Event) bool {
+			select {
+			case w.events <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for _, e := range current {
+			seen[e.Key] = e.Revision
+			if !send(Event{Entry: e}) {
+				return
+			}
+		}
+		if !send(Event{Replayed: true}) {
+			return
+		}
+		fail := func(why string) {
+			w.err = opError("watch", k.bucket, filter, ErrUnavailable, errors.New(why))
+		}
+		var recheck <-chan time.Time
+		if every := k.s.republishRecheck; every > 0 {
+			t := time.NewTicker(every + time.Duration(rand.Int64N(int64(every)/5+1)))
+			defer t.Stop()
+			recheck = t.C
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-recheck:
+				again, err := k.List(ctx, filter)
+				if err != nil {
+					fail("reading the keys again: " + err.Error())
+					return
+				}
+				now := map[string]bool{}
+				for _, e := range again {
+					now[e.Key] = true
+					if e.Revision > seen[e.Key] {
+						seen[e.Key] = e.Revision
+						if !send(Event{Entry: e}) {
+							return
+						}
+					}
+				}
+				for key := range seen {
+					if !now[key] { // deleted, and the delete was missed
+						delete(seen, key)
+						if !send(Event{Entry: Entry{Key: key, Op: OpDelete}}) {
+							return
+						}
+					}
+				}
+			case <-status:
+				fail("the connection dropped: republished writes may have been missed")
+				return
+			case m := <-live:
+				if n, _ := sub.Dropped(); n > 0 {
+					fail("the subscription overflowed: republished writes were dropped")
+					return
+				}
+				e, ok := k.republished(m)
+				if !ok || e.Revision <= seen[e.Key] {
+					continue
+				}
+				seen[e.Key] = e.Revision
+				if !send(Event{Entry: e}) {
+					return
+				}
+			}
+		}
+	}()
+	return w, nil
+}
+
+// republished reads a republished write as an entry.
+func (k *natsKV) republished(m *nats.Msg) (Entry, bool) {
+	key, ok := strings.CutPrefix(m.Subject, k.republish+".")
+	if !ok {
+		return Entry{}, false
+	}
+	rev, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
+	if err != nil || rev == 0 {
+		return Entry{}, false
+	}
+	e := Entry{Key: key, Value: m.Data, Revision: rev, Op: OpPut}
+	if t, err := time.Parse(time.RFC3339Nano, m.Header.Get(nats.JSTimeStamp)); err == nil {
+		e.Created = t
+	}
+	switch m.Header.Get("KV-Operation") {
+	case "DEL", "PURGE":
+		e.Op, e.Value = OpDelete, nil
+	}
+	return e, true
+}
