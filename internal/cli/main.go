@@ -61,9 +61,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.AddCommand(
 		newVersionCmd(),
-		newServerCmd(stderr),
 		newAgentCmd(stderr),
-		newDevCmd(stdout, stderr),
 		newApplyCmd(stdout),
 		newGetCmd(stdout),
 		newDescribeCmd(stdout),
@@ -75,8 +73,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCmd(stdout, stderr),
 		newEnrollCmd(stdout, stderr),
 		newDeviceCmd(stdout),
-		newBenchCmd(stdout, stderr),
 	)
+	// The control plane's commands, left out of an agent-only build
+	// (`go build -tags agent`, docs/adr/0012-fleet-scale.md).
+	root.AddCommand(controlPlaneCmds(stdout, stderr)...)
 	return root
 }
 

@@ -184,4 +184,9 @@ func nice(v float64) float64 {
 	return 10 * p
 }
 
-func tick(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
+func tick(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e9 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
