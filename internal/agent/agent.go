@@ -114,6 +114,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		ln = l
 		a.log.Info("agent endpoints listening", "http", "http://"+ln.Addr().String())
 	}
+	// The identity's key as this run starts, read before the connection
+	// reads it: a rotation in between is then seen as one.
+	var firstKey string
+	if a.cfg.NATSNkey != "" {
+		firstKey = a.identityKey()
+	}
 	nc, err := mesh.Connect(mesh.ClientConfig{
 		Name: "harmony-agent " + a.cfg.ID, URLs: a.cfg.NATSURLs, CredsFile: a.cfg.NATSCreds, NkeySeedFile: a.cfg.NATSNkey,
 		InboxPrefix: inboxPrefix(a.cfg),
@@ -157,7 +163,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return a.runFailover(ctx, st) })
 	}
 	if a.cfg.NATSNkey != "" {
-		g.Go(func() error { return a.watchIdentity(ctx) })
+		g.Go(func() error { return a.watchIdentity(ctx, firstKey) })
 	}
 	a.log.Info("agent started", "id", a.cfg.ID, "state_dir", a.cfg.StateDir, "boot", a.boot)
 	err = g.Wait()
@@ -220,19 +226,7 @@ const identityCheckInterval = 2 * time.Second
 // watchIdentity returns ErrIdentityRotated once the seed in nats_nkey has
 // another public key than the one this run connected with. An unreadable
 // or half-written file is no rotation: the agent keeps the key it has.
-func (a *Agent) watchIdentity(ctx context.Context) error {
-	pub := func() string {
-		data, err := os.ReadFile(a.cfg.NATSNkey)
-		if err != nil {
-			return ""
-		}
-		p, err := identity.PublicKeyOfSeed(data)
-		if err != nil {
-			return ""
-		}
-		return p
-	}
-	first := pub()
+func (a *Agent) watchIdentity(ctx context.Context, first string) error {
 	tick := time.NewTicker(identityCheckInterval)
 	defer tick.Stop()
 	for {
@@ -241,11 +235,25 @@ func (a *Agent) watchIdentity(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		if now := pub(); now != "" && now != first {
+		if now := a.identityKey(); now != "" && now != first {
 			a.log.Info("device identity rotated: reconnecting with the new key", "public_key", now)
 			return ErrIdentityRotated
 		}
 	}
+}
+
+// identityKey is the public key of the seed in nats_nkey ("" when it
+// cannot be read).
+func (a *Agent) identityKey() string {
+	data, err := os.ReadFile(a.cfg.NATSNkey)
+	if err != nil {
+		return ""
+	}
+	p, err := identity.PublicKeyOfSeed(data)
+	if err != nil {
+		return ""
+	}
+	return p
 }
 
 func secondsDuration(s int) time.Duration { return time.Duration(s) * time.Second }

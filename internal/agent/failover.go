@@ -38,7 +38,13 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 		octx, cancel := context.WithTimeout(ctx, 2*t.HeartbeatTimeout)
 		defer cancel()
 		var err error
-		kv, err = failover.EnsureBucket(octx, st, f.Cluster, f.Replicas)
+		if a.cfg.NATSNkey != "" {
+			// A device identity may use its cluster's bucket but not
+			// create it: the server does when it grants the identity.
+			kv, err = st.Open(octx, failover.BucketName(f.Cluster))
+		} else {
+			kv, err = failover.EnsureBucket(octx, st, f.Cluster, f.Replicas)
+		}
 		if err != nil && !fenced && strategy == failover.AbsoluteConsistency {
 			// Without the store this node cannot prove it still owns the
 			// cluster: a serving PostgreSQL is fenced until it can.

@@ -361,6 +361,10 @@ func (b *bench) startServer(ctx context.Context) error {
 	go func() { done <- cmd.Wait() }()
 	b.srv, b.srvDone = cmd, done
 	deadline := time.Now().Add(b.cfg.Timeout)
+	fail := func(err error) error {
+		b.stopServer() // never leave the child running
+		return err
+	}
 	for {
 		if resp, err := b.http.Get("http://" + b.httpAddr + "/readyz"); err == nil {
 			resp.Body.Close()
@@ -370,13 +374,14 @@ func (b *bench) startServer(ctx context.Context) error {
 		}
 		select {
 		case err := <-done:
+			b.srv = nil
 			return fmt.Errorf("server exited: %v", err)
 		case <-ctx.Done():
-			return ctx.Err()
+			return fail(ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return errors.New("server not ready in time")
+			return fail(errors.New("server not ready in time"))
 		}
 	}
 }

@@ -206,7 +206,7 @@ func Permissions(r Record, fleet mesh.FleetBuckets) *server.Permissions {
 // Users turns records into the NATS users of an embedded server: admins
 // without limits, devices with Permissions. Unreadable records are left
 // out (and so refused), never given more. A key claimed by more than one
-// device is given to none of them, and a device record never takes an
+// device is given to none of them, and so are nested device ids, and a device record never takes an
 // admin's key or one of reserved (the server's own): enrollment refuses
 // such keys, so they can only come from a race or a hand-made record.
 func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets, reserved ...string) []*server.NkeyUser {
@@ -222,11 +222,23 @@ func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets, reserved .
 		}
 	}
 	claims := map[string]int{}
+	ids := map[string]bool{}
 	for _, r := range devices {
 		claims[r.PublicKey]++
+		ids[r.Device] = true
+	}
+	// Nested ids (a race of two enrollments can write both) are given to
+	// neither: permissions cannot keep them apart.
+	nested := map[string]bool{}
+	for id := range ids {
+		for i := range len(id) {
+			if id[i] == '.' && ids[id[:i]] {
+				nested[id], nested[id[:i]] = true, true
+			}
+		}
 	}
 	for _, r := range devices {
-		if validRecord(r) && !taken[r.PublicKey] && claims[r.PublicKey] == 1 {
+		if validRecord(r) && !taken[r.PublicKey] && claims[r.PublicKey] == 1 && !nested[r.Device] {
 			users = append(users, &server.NkeyUser{Nkey: r.PublicKey, Permissions: Permissions(r, fleet)})
 		}
 	}

@@ -246,6 +246,13 @@ func TestUsers(t *testing.T) {
 	if users := identity.Users(nil, nil, fleet); len(users) != 0 {
 		t.Errorf("Users of nothing = %v, want none", users)
 	}
+	// Nested ids (written by a race of two enrollments) are given to
+	// neither; their sibling keeps its identity.
+	nest := identity.Users([]identity.Record{{Device: "a", PublicKey: mustKey(t)}, {Device: "a.b", PublicKey: mustKey(t)},
+		{Device: "ab", PublicKey: devB}}, nil, fleet)
+	if len(nest) != 1 || nest[0].Nkey != devB {
+		t.Errorf("nested a and a.b with ab: users %v, want ab's only", nest)
+	}
 	// A device record never takes a reserved key (the server's own).
 	if users := identity.Users([]identity.Record{{Device: "dev-s", PublicKey: devB}}, nil, fleet, devB); len(users) != 0 {
 		t.Errorf("a record with a reserved key gave %v, want none", users)

@@ -64,16 +64,17 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 	if err := req.Validate(); err != nil {
 		return Record{}, nil, err
 	}
-	// A request waiting for approval may not nest with another waiting
-	// one either; a token enrollment is checked against enrolled devices
-	// only, so that an anonymous request cannot block it.
-	if err := r.checkClaims(ctx, req.Device, req.PublicKey, req.Token == ""); err != nil {
-		return Record{}, nil, err
-	}
 	if req.Token == "" {
+		// A request waiting for approval may not nest with another
+		// waiting one either.
+		if err := r.checkClaims(ctx, req.Device, req.PublicKey, true); err != nil {
+			return Record{}, nil, err
+		}
 		p, err := r.queue(ctx, req, from)
 		return Record{}, p, err
 	}
+	// The token first: nothing about other identities is said to a caller
+	// without a valid one.
 	e, err := r.KV.Get(ctx, TokenKey(req.Token))
 	if errors.Is(err, store.ErrNotFound) {
 		return Record{}, nil, ErrBadToken
@@ -86,6 +87,20 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 		(t.Device != "" && subtle.ConstantTimeCompare([]byte(t.Device), []byte(req.Device)) != 1) ||
 		(req.Cluster != "" && t.Cluster != req.Cluster) {
 		return Record{}, nil, ErrBadToken
+	}
+	// A token made for any device enrolls new devices only: replacing an
+	// enrolled device's key (taking it over) needs a token made for it.
+	if t.Device == "" {
+		if _, err := r.KV.Get(ctx, DeviceKey(req.Device)); err == nil {
+			return Record{}, nil, &ConflictError{fmt.Sprintf("device %q is enrolled already: rotating its identity needs a token made for it (harmony token create --device %s) or an approval", req.Device, req.Device)}
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return Record{}, nil, err
+		}
+	}
+	// Checked against enrolled devices only, so that an anonymous waiting
+	// request cannot block a token.
+	if err := r.checkClaims(ctx, req.Device, req.PublicKey, false); err != nil {
+		return Record{}, nil, err
 	}
 	// Spend the token first (compare-and-delete): of two requests racing
 	// with one token, only one gets past here.

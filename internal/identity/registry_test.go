@@ -804,3 +804,25 @@ func TestLaterFormatRefused(t *testing.T) {
 		t.Fatalf("List = %+v, %v; want dev-b only", recs, err)
 	}
 }
+
+// TestGeneralTokenEnrollsNewDevicesOnly: a token made for any device
+// cannot replace an enrolled device's key (take it over); one made for
+// that device can (a rotation).
+func TestGeneralTokenEnrollsNewDevicesOnly(t *testing.T) {
+	reg, _, kv := newRegistry(t)
+	ctx := context.Background()
+	key := mustKey(t)
+	enroll(t, reg, "db-1", key)
+	general := token(t, reg, "", "")
+	var ce *identity.ConflictError
+	if _, _, err := reg.Enroll(ctx, identity.Request{Device: "db-1", PublicKey: mustKey(t), Token: general}, ""); !errors.As(err, &ce) {
+		t.Fatalf("a general token on an enrolled device: %v, want a conflict", err)
+	}
+	if rec, _ := readRecord(t, kv, "db-1"); rec.PublicKey != key {
+		t.Fatalf("db-1's key changed to %s", rec.PublicKey)
+	}
+	// The refused attempt did not spend the token: a new device can use it.
+	if _, _, err := reg.Enroll(ctx, identity.Request{Device: "kiosk-3", PublicKey: mustKey(t), Token: general}, ""); err != nil {
+		t.Fatalf("the general token on a new device: %v", err)
+	}
+}

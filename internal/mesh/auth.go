@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"encoding/base64"
+	"fmt"
 	"reflect"
 	"sync"
 
@@ -76,20 +77,39 @@ func (a *nkeyAuth) diff(users []*server.NkeyUser) (map[string]*server.Permission
 // Connections of identities no longer listed, or listed with other
 // permissions, are closed at once (a client with other permissions
 // reconnects and gets them).
-func (s *Server) SetUsers(users []*server.NkeyUser) error {
+func (s *Server) SetUsers(users []*server.NkeyUser) (err error) {
 	if s.auth == nil {
 		return errNoAuth
 	}
 	next, changed := s.auth.diff(users)
 	s.auth.mu.Lock()
+	prev := s.auth.users
 	s.auth.users = next
 	s.auth.mu.Unlock()
-	for _, key := range changed {
-		conns, err := s.ns.Connz(&server.ConnzOptions{User: key, Username: true, State: server.ConnOpen, Limit: 1 << 20})
+	defer func() {
 		if err != nil {
-			return err
+			s.auth.mu.Lock()
+			s.auth.users = prev
+			s.auth.mu.Unlock()
 		}
-		for _, c := range conns.Conns {
+	}()
+	if len(changed) == 0 {
+		return nil
+	}
+	cut := make(map[string]bool, len(changed))
+	for _, k := range changed {
+		cut[k] = true
+	}
+	// One pass over the connections (Connz sizes its answer by every
+	// client, whatever the filter).
+	conns, cerr := s.ns.Connz(&server.ConnzOptions{Username: true, State: server.ConnOpen, Limit: 1 << 30})
+	if cerr != nil {
+		// Nothing was cut: the old map goes back (deferred) so that the
+		// next call finds the same changes again.
+		return fmt.Errorf("mesh: list connections to close: %w", cerr)
+	}
+	for _, c := range conns.Conns {
+		if cut[c.AuthorizedUser] {
 			_ = s.ns.DisconnectClientByID(c.Cid) // gone meanwhile: nothing to do
 		}
 	}

@@ -121,14 +121,15 @@ func DevicePermissions(device string, b FleetBuckets) *server.Permissions {
 }
 
 // BucketPermissions let an identity use one whole bucket as the failover
-// members do: create and check it, read, watch, list and write any key of
-// it, and read its history. Nothing outside the bucket's stream.
+// members do: check it, read, watch, list and write any key of it, and
+// read its history. Never create or update its stream: a stream's
+// configuration (republish, sources, subjects) travels in the request
+// body, beyond subject permissions, and would let the member reach other
+// subjects; the server creates the bucket when it grants the identity.
 func BucketPermissions(bucket string) *server.Permissions {
 	stream := "KV_" + bucket
 	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{
 		"$JS.API.INFO",
-		"$JS.API.STREAM.CREATE." + stream,
-		"$JS.API.STREAM.UPDATE." + stream,
 		"$JS.API.STREAM.INFO." + stream,
 		"$JS.API.STREAM.MSG.GET." + stream,
 		"$JS.API.DIRECT.GET." + stream,

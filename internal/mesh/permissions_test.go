@@ -552,9 +552,11 @@ func TestDevicePermissionsDenied(t *testing.T) {
 
 // TestFailoverMemberPermissions: a device that also runs a failover member
 // (identity.Permissions with a cluster) can do with its cluster's bucket
-// what the member does (create it, bootstrap cluster-state, read, CAS,
+// what the member does (open it, bootstrap cluster-state, read, CAS,
 // watch, list, history), reading as the agent does under an identity
-// (direct get); another cluster's bucket stays closed to it.
+// (direct get); it cannot change the bucket's stream (which could
+// republish into other subjects), and another cluster's bucket stays
+// closed to it.
 func TestFailoverMemberPermissions(t *testing.T) {
 	ctx := context.Background()
 	kp := newUser(t)
@@ -573,9 +575,17 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := failover.EnsureBucket(ctx, st, "pg1", 1)
+	// The server creates the bucket when it grants the identity.
+	full, err := store.NewNATS(f.nc, store.NATSOptions{})
 	if err != nil {
-		t.Fatalf("member creates its cluster's bucket: %v", err)
+		t.Fatal(err)
+	}
+	if _, err := failover.EnsureBucket(ctx, full, "pg1", 1); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := st.Open(ctx, failover.BucketName("pg1"))
+	if err != nil {
+		t.Fatalf("member opens its cluster's bucket: %v", err)
 	}
 	if _, err := failover.EnsureBucket(ctx, st, "pg1", 1); err != nil {
 		t.Fatalf("member checks its existing bucket: %v", err)
@@ -623,4 +633,20 @@ func TestFailoverMemberPermissions(t *testing.T) {
 		t.Fatal("member created another cluster's bucket")
 	}
 	errs.Violated(t, "Publish to", "$JS.API.STREAM.INFO.KV_failover-pg2")
+
+	// Republishing its bucket into the devices' desired-state subjects
+	// (a stream update, whose configuration permissions cannot see) is
+	// refused.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3, cancel3 := context.WithTimeout(ctx, deniedWait)
+	defer cancel3()
+	_, err = js.UpdateStream(c3, jetstream.StreamConfig{Name: "KV_failover-pg1", Subjects: []string{"$KV.failover-pg1.>"},
+		RePublish: &jetstream.RePublish{Source: "$KV.failover-pg1.>", Destination: mesh.DesiredSubjectPrefix("desired-state") + ".>"}})
+	if err == nil {
+		t.Fatal("member updated its bucket's stream")
+	}
+	errs.Violated(t, "Publish to", "$JS.API.STREAM.UPDATE.KV_failover-pg1")
 }

@@ -477,6 +477,25 @@ func (o *Operator) render(ctx context.Context) error {
 	// What to look at: keys whose wanted bytes may have changed, and keys
 	// that changed in the store.
 	check := map[string]bool{}
+	// A pass that stops early gives its work back, and the keys it
+	// changed in want, for the next pass.
+	giveBack := func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.dirty.full = o.dirty.full || w.full
+		for k := range w.devices {
+			o.dirty.devices[k] = true
+		}
+		for k := range w.deployments {
+			o.dirty.deployments[k] = true
+		}
+		for k := range w.keys {
+			o.dirty.keys[k] = true
+		}
+		for k := range check {
+			o.dirty.keys[k] = true
+		}
+	}
 	set := func(key string, b []byte) {
 		if b == nil {
 			delete(o.want, key)
@@ -503,6 +522,7 @@ func (o *Operator) render(ctx context.Context) error {
 	if w.full {
 		want, err := Render(deployments, devices)
 		if err != nil {
+			giveBack()
 			return err
 		}
 		o.want = want
@@ -517,6 +537,7 @@ func (o *Operator) render(ctx context.Context) error {
 			d, known := devices[id]
 			for name, dep := range deployments {
 				if err := pair(id, d, known, name, dep, true); err != nil {
+					giveBack()
 					return err
 				}
 			}
@@ -525,6 +546,7 @@ func (o *Operator) render(ctx context.Context) error {
 			dep, exists := deployments[name]
 			for id, d := range devices {
 				if err := pair(id, d, true, name, dep, exists); err != nil {
+					giveBack()
 					return err
 				}
 			}

@@ -86,6 +86,24 @@ func (r *rollup) count(dep string, c pairClass, online bool, delta int) {
 	}
 }
 
+// refreshLastError keeps a deployment's last error one of a device that is
+// failing now: when the pair it named stops failing (or goes offline),
+// another failing pair's message takes its place.
+func (r *rollup) refreshLastError(dep, gone string) {
+	s := r.counts[dep]
+	if s == nil || s.LastError != gone || s.Failed == 0 {
+		return
+	}
+	s.LastError = ""
+	for dev := range r.matched[dep] {
+		key := v1.DeviceKey(dev, dep)
+		if r.class[key] == clsFailed && r.online[dev] {
+			s.LastError = r.failed[key]
+			return
+		}
+	}
+}
+
 // setPair adds, removes or reclassifies one (device, deployment) pair.
 func (r *rollup) setPair(o *Operator, dev, dep string, match bool) {
 	key := v1.DeviceKey(dev, dep)
@@ -94,7 +112,11 @@ func (r *rollup) setPair(o *Operator, dev, dep string, match bool) {
 		delete(r.matched[dep], dev)
 		delete(r.byDevice[dev], dep)
 		delete(r.class, key)
+		msg := r.failed[key]
 		delete(r.failed, key)
+		if msg != "" {
+			defer r.refreshLastError(dep, msg)
+		}
 	}
 	if !match {
 		return
@@ -208,6 +230,9 @@ func (r *rollup) setOnline(id string, on bool) {
 		r.count(dep, c, on, +1)
 		if c == clsFailed && on && r.counts[dep] != nil {
 			r.counts[dep].LastError = r.failed[key]
+		}
+		if c == clsFailed && !on {
+			defer r.refreshLastError(dep, r.failed[key])
 		}
 	}
 	if on {

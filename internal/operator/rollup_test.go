@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,6 +116,17 @@ func sameCounts(o *Operator) error {
 			r.Pending != a.Pending || r.Offline != a.Offline || (r.LastError == "") != (a.LastError == "") {
 			a.Devices = nil
 			return fmt.Errorf("%s: rolled up %+v, aggregated %+v", name, r, a)
+		}
+		// The last error names a device failing now.
+		if r.LastError != "" {
+			dev, _, _ := strings.Cut(r.LastError, ": ")
+			failing := false
+			for _, d := range a.Devices {
+				failing = failing || (d.Device == dev && d.Online && (d.Phase == v1.PhaseFailed || d.Phase == v1.PhaseConflict))
+			}
+			if !failing {
+				return fmt.Errorf("%s: last error %q names a device that is not failing", name, r.LastError)
+			}
 		}
 	}
 	online, offline := 0, 0

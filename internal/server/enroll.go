@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/web"
 )
@@ -126,6 +127,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.log.Info("device enrolled with a token", "device", rec.Device, "cluster", rec.Cluster, "from", remoteHost(r))
+		h.ensureClusterBucket(r.Context(), rec.Cluster)
 		writeJSON(w, http.StatusOK, EnrollAnswer{Device: rec.Device, Status: "enrolled"})
 		return
 	}
@@ -175,6 +177,7 @@ func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
 	}
 	by, _ := r.Context().Value(tokenNameKey{}).(string)
 	h.log.Info("enrollment approved", "device", rec.Device, "cluster", rec.Cluster, "by", by)
+	h.ensureClusterBucket(r.Context(), rec.Cluster)
 	writeJSON(w, http.StatusOK, rec)
 }
 
@@ -187,6 +190,19 @@ func (h *handler) revoke(w http.ResponseWriter, r *http.Request) {
 	by, _ := r.Context().Value(tokenNameKey{}).(string)
 	h.log.Info("device identity revoked", "device", id, "by", by)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ensureClusterBucket creates the failover bucket of a cluster an identity
+// was granted: its members may use it but not create or change it
+// (mesh.BucketPermissions). A failure is logged; the member waits for the
+// bucket, and the server tries again at its next start.
+func (h *handler) ensureClusterBucket(ctx context.Context, cluster string) {
+	if cluster == "" {
+		return
+	}
+	if _, err := failover.EnsureBucket(ctx, h.st, cluster, h.cfg.Replicas); err != nil {
+		h.log.Warn("cannot create the failover bucket of an enrolled member's cluster", "cluster", cluster, "err", err)
+	}
 }
 
 func enrollError(w http.ResponseWriter, err error) {

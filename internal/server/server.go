@@ -206,6 +206,11 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		if err := registerAdmin(ctx, h.reg, cfg, log); err != nil {
 			return err
 		}
+		if recs, _, err := h.reg.List(ctx); err == nil {
+			for _, c := range clustersOf(recs) {
+				h.ensureClusterBucket(ctx, c)
+			}
+		}
 		if cfg.NATSAuth == "identities" {
 			eg.Go(func() error {
 				identity.Follow(ectx, kvs[b.Identities], fleetBuckets(cfg), fixed, ns.SetUsers, log.With("component", "identities"))
@@ -263,6 +268,19 @@ func serverTLS(cfg config.Server, log *slog.Logger) (*tls.Config, string, error)
 func fleetBuckets(cfg config.Server) mesh.FleetBuckets {
 	b := cfg.Buckets
 	return mesh.FleetBuckets{DesiredState: b.DesiredState, DeviceInfo: b.DeviceInfo, DeviceState: b.DeviceState, DeviceHeartbeat: b.DeviceHeartbeat}
+}
+
+// clustersOf lists the failover clusters named by identities, once each.
+func clustersOf(recs []identity.Record) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range recs {
+		if r.Cluster != "" && !seen[r.Cluster] {
+			seen[r.Cluster] = true
+			out = append(out, r.Cluster)
+		}
+	}
+	return out
 }
 
 // AdminSeedFile is the nkey seed of this server's admin identity, which

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
@@ -314,5 +315,68 @@ func TestRepublishedWatchRechecks(t *testing.T) {
 	}
 	if ev := next(); ev.Entry.Key != "dev.gone" || ev.Entry.Op != store.OpDelete {
 		t.Fatalf("want the delete of dev.gone from the re-read, got %+v", ev)
+	}
+}
+
+// Only what the bucket's stream republished reaches a republished watch:
+// another stream republishing into its subjects a message stored with the
+// bucket's headers (the server adds its own, so they come twice) is
+// ignored, and so is a consumer's delivery (which has a reply subject).
+// Publishing on the subjects directly is for permissions to refuse.
+func TestRepublishedWatchIgnoresForgeries(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	nc := meshtest.Connect(t, srv)
+	ctx := context.Background()
+	st, err := store.NewNATS(nc, store.NATSOptions{WatchRepublished: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := st.Ensure(ctx, store.BucketConfig{Name: "rf", History: 1, Replicas: 1, Republish: "rf.out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := kv.Watch(wctx, "dev.*", store.WatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-w.Events(); !ev.Replayed {
+		t.Fatalf("want the replay marker, got %+v", ev)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"},
+		RePublish: &jetstream.RePublish{Source: "evil.>", Destination: "rf.out.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg("evil.dev.evil")
+	m.Header.Set("Nats-Stream", "KV_rf")
+	m.Header.Set("Nats-Subject", "$KV.rf.dev.evil")
+	m.Header.Set("Nats-Sequence", "999999")
+	m.Data = []byte("forged")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	d := nats.NewMsg("rf.out.dev.evil2")
+	d.Reply = "$JS.ACK.KV_rf.c.1.1.1.1.0"
+	d.Header.Set("Nats-Stream", "KV_rf")
+	d.Header.Set("Nats-Subject", "$KV.rf.dev.evil2")
+	d.Header.Set("Nats-Sequence", "999999")
+	if err := nc.PublishMsg(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "dev.real", []byte("real")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-w.Events():
+		if ev.Entry.Key != "dev.real" {
+			t.Fatalf("the watch took %+v before the real write", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
 	}
 }

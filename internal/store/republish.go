@@ -104,7 +104,12 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 					}
 				}
 				for key := range seen {
-					if !now[key] { // deleted, and the delete was missed
+					if !now[key] { // deleted, and the delete was missed?
+						// A re-read may come from a lagging replica: only a
+						// key the store says is gone is reported deleted.
+						if _, err := k.Get(ctx, key); !errors.Is(err, ErrNotFound) {
+							continue
+						}
 						delete(seen, key)
 						if !send(Event{Entry: Entry{Key: key, Op: OpDelete}}) {
 							return
@@ -133,10 +138,23 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 	return w, nil
 }
 
-// republished reads a republished write as an entry.
+// republished reads a republished write as an entry. Only what the
+// bucket's stream republished is taken: no reply subject (a consumer's
+// delivery has one), and exactly one stream and original-subject header,
+// naming this bucket's stream and the key (a message published with such
+// headers of its own would carry them twice).
 func (k *natsKV) republished(m *nats.Msg) (Entry, bool) {
 	key, ok := strings.CutPrefix(m.Subject, k.republish+".")
-	if !ok {
+	if !ok || m.Reply != "" || !ValidKey(key) {
+		return Entry{}, false
+	}
+	if v := m.Header.Values(nats.JSStream); len(v) != 1 || v[0] != k.stream {
+		return Entry{}, false
+	}
+	if v := m.Header.Values(nats.JSSubject); len(v) != 1 || v[0] != k.prefix+key {
+		return Entry{}, false
+	}
+	if len(m.Header.Values(nats.JSSequence)) != 1 {
 		return Entry{}, false
 	}
 	rev, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
