@@ -56,6 +56,16 @@ environment variables, then flags; each overrides the one before.`,
 			}
 			defer pprof.StopCPUProfile()
 		}
+		// The heap in use when the server stops (its live state), for the
+		// same purpose.
+		if path := os.Getenv("HARMONY_HEAP_PROFILE"); path != "" {
+			defer func() {
+				if f, err := os.Create(path); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}()
+		}
 		return server.Run(cmd.Context(), cfg, log, server.Options{})
 	}
 	return cmd

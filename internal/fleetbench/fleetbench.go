@@ -61,7 +61,8 @@ type Config struct {
 	// Progress receives a line per step (nil: quiet).
 	Progress io.Writer
 	// Profile, when set, is where the server writes a CPU profile of its
-	// first life (apply, change and idle).
+	// first life (apply, change and idle), and Profile+".heap" its heap
+	// when that life ends.
 	Profile string
 }
 
@@ -351,7 +352,7 @@ func (b *bench) startServer(ctx context.Context) error {
 	cmd := exec.Command(b.cfg.Server[0], args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if b.cfg.Profile != "" && b.srvStarts == 0 {
-		cmd.Env = append(os.Environ(), "HARMONY_CPU_PROFILE="+b.cfg.Profile)
+		cmd.Env = append(os.Environ(), "HARMONY_CPU_PROFILE="+b.cfg.Profile, "HARMONY_HEAP_PROFILE="+b.cfg.Profile+".heap")
 	}
 	b.srvStarts++
 	if err := cmd.Start(); err != nil {
