@@ -401,7 +401,7 @@ func (b *bench) stopServer() {
 func (b *bench) startDevices(g *errgroup.Group, ctx context.Context) error {
 	kinds := map[string]agent.Kind{}
 	for _, k := range []string{v1.KindFile, v1.KindContainer, v1.KindSystemdUnit, v1.KindShellJob} {
-		kinds[k] = instant{}
+		kinds[k] = Instant{}
 	}
 	for i := 0; i < b.cfg.Devices; i++ {
 		c := config.DefaultAgent()
@@ -559,15 +559,16 @@ func rate(a, b map[string]float64, d time.Duration) Rate {
 		InBytes: f("harmony_nats_in_bytes_total"), OutBytes: f("harmony_nats_out_bytes_total")}
 }
 
-// instant is a reconciler that is always in sync.
-type instant struct{}
+// Instant is a reconciler that is always in sync: simulated devices run
+// the real agent with only their reconcilers replaced by it.
+type Instant struct{}
 
-func (instant) Admit(agent.Desired) (string, error) { return "", nil }
-func (instant) Observe(context.Context, agent.Desired) (agent.Observation, error) {
+func (Instant) Admit(agent.Desired) (string, error) { return "", nil }
+func (Instant) Observe(context.Context, agent.Desired) (agent.Observation, error) {
 	return agent.Observation{InSync: true, Result: agent.Result{Phase: v1.PhaseReady, Message: "simulated"}}, nil
 }
-func (instant) Apply(context.Context, agent.Desired) error     { return nil }
-func (instant) Delete(context.Context, localstate.Owned) error { return nil }
+func (Instant) Apply(context.Context, agent.Desired) error     { return nil }
+func (Instant) Delete(context.Context, localstate.Owned) error { return nil }
 
 // stateWatch follows the device-state bucket and records when each device
 // reports each deployment succeeded at each generation.

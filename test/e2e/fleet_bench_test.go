@@ -15,22 +15,10 @@ import (
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/agent"
-	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/fleetbench"
 	"github.com/harmony-fleet/harmony/internal/server"
 )
-
-// instantKind is a reconciler that is always in sync: simulated devices run
-// the real agent (device info, heartbeats, desired-state watch, status by
-// CAS) with only the reconcilers replaced.
-type instantKind struct{}
-
-func (instantKind) Admit(agent.Desired) (string, error) { return "", nil }
-func (instantKind) Observe(context.Context, agent.Desired) (agent.Observation, error) {
-	return agent.Observation{InSync: true, Result: agent.Result{Phase: v1.PhaseReady, Message: "simulated"}}, nil
-}
-func (instantKind) Apply(context.Context, agent.Desired) error     { return nil }
-func (instantKind) Delete(context.Context, localstate.Owned) error { return nil }
 
 type benchServer struct {
 	info   server.Info
@@ -113,7 +101,7 @@ func startSimAgents(b *testing.B, g *errgroup.Group, ctx context.Context, n int,
 		cfg.HeartbeatInterval = config.Duration(heartbeat)
 		cfg.HTTP = ""
 		cfg.ResyncInterval = config.Duration(time.Minute)
-		a, err := agent.New(cfg, slog.New(slog.DiscardHandler), agent.Options{Kinds: map[string]agent.Kind{v1.KindFile: instantKind{}}})
+		a, err := agent.New(cfg, slog.New(slog.DiscardHandler), agent.Options{Kinds: map[string]agent.Kind{v1.KindFile: fleetbench.Instant{}}})
 		if err != nil {
 			b.Fatal(err)
 		}
