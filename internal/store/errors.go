@@ -75,3 +75,9 @@ func ctxClass(err error, write bool) (error, bool) {
 
 // ErrValueTooLarge: the value is larger than the bucket accepts.
 var ErrValueTooLarge = errors.New("value too large")
+
+// ErrRefused: the control plane refused the write or read as one the caller
+// may not do (a device's relayed request outside its own keys, for a
+// deployment it was not given, or with a value that does not decode).
+// Nothing was written; the same call fails again.
+var ErrRefused = errors.New("refused")

@@ -70,3 +70,7 @@ func MatchFilter(filter, key string) bool {
 	}
 	return len(ft) == len(kt)
 }
+
+// RepublishPrefix is where a bucket made with BucketConfig.Republish
+// republishes its writes by Harmony's convention: <prefix>.<key>.
+func RepublishPrefix(bucket string) string { return "harmony.kv." + bucket }

@@ -108,11 +108,22 @@ func (s *NATS) Ensure(ctx context.Context, cfg BucketConfig) (KV, error) {
 		if err := compareStream(cfg, got); err != nil {
 			return nil, err
 		}
+		update := false
 		if fmt.Sprint(got.RePublish) != fmt.Sprint(want.RePublish) && want.RePublish != nil {
-			// Made before republishing: add it (a stream update).
-			got.RePublish = want.RePublish
+			// Made before republishing: add it.
+			got.RePublish, update = want.RePublish, true
+		}
+		if want.MaxBytes > 0 && got.MaxBytes != want.MaxBytes {
+			got.MaxBytes, update = want.MaxBytes, true
+		}
+		if got.AllowRollup || !got.DenyPurge {
+			// Made when buckets took rollups (nats.go's default): refuse
+			// them from now on.
+			got.AllowRollup, got.DenyPurge, update = false, true, true
+		}
+		if update {
 			if _, err := s.js.UpdateStream(ctx, got); err != nil {
-				return nil, fmt.Errorf("store: bucket %s: add republishing: %w: %w", cfg.Name, classify(err, false), err)
+				return nil, fmt.Errorf("store: bucket %s: update its stream: %w: %w", cfg.Name, classify(err, false), err)
 			}
 		}
 	}
@@ -187,16 +198,23 @@ func streamConfig(c BucketConfig) jetstream.StreamConfig {
 		MaxMsgSize:        maxMsg,
 		Storage:           jetstream.FileStorage,
 		Replicas:          c.Replicas,
-		AllowRollup:       true,
-		DenyDelete:        true,
-		Duplicates:        2 * time.Minute,
-		MaxMsgs:           -1,
-		MaxConsumers:      -1,
-		AllowDirect:       true,
-		Discard:           jetstream.DiscardNew,
+		// No rollups and no purges: a rollup header (Nats-Rollup: all) on
+		// one key's write, or a purge request, would erase every key of the
+		// bucket without a per-key event. Harmony deletes with markers.
+		AllowRollup:  false,
+		DenyPurge:    true,
+		DenyDelete:   true,
+		Duplicates:   2 * time.Minute,
+		MaxMsgs:      -1,
+		MaxConsumers: -1,
+		AllowDirect:  true,
+		Discard:      jetstream.DiscardNew,
 	}
 	if c.MaxWatchers > 0 {
 		sc.MaxConsumers = c.MaxWatchers
+	}
+	if c.MaxBytes > 0 {
+		sc.MaxBytes = c.MaxBytes
 	}
 	if c.AsyncPersist && c.Replicas == 1 {
 		sc.PersistMode = jetstream.AsyncPersistMode

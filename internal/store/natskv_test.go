@@ -380,3 +380,60 @@ func TestRepublishedWatchIgnoresForgeries(t *testing.T) {
 		t.Fatal("no event")
 	}
 }
+
+// TestBucketsRefuseRollups: a write carrying Nats-Rollup (which would erase
+// every key of the bucket, or every revision of a key, without a per-key
+// event) and a stream purge are refused by every bucket, also by one made
+// before (nats.go's KV default allows rollups): Ensure turns them off.
+func TestBucketsRefuseRollups(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	nc := meshtest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// An old bucket, as nats.go makes it.
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "old", History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.NewNATS(nc, store.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"old", "new"} {
+		kv, err := st.Ensure(ctx, store.BucketConfig{Name: name, History: 1, Replicas: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b"} {
+			if _, err := kv.Create(ctx, k, []byte(k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := nats.NewMsg("$KV." + name + ".a")
+		m.Header.Set("Nats-Rollup", "all")
+		m.Data = []byte("wipe")
+		if _, err := js.PublishMsg(ctx, m); err == nil {
+			t.Errorf("%s: a rollup write was stored", name)
+		}
+		s, err := js.Stream(ctx, "KV_"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Purge(ctx); err == nil {
+			t.Errorf("%s: the stream was purged", name)
+		}
+		if l, err := kv.List(ctx, ""); err != nil || len(l) != 2 {
+			t.Errorf("%s after the attempts: %v, %v; want a and b", name, l, err)
+		}
+		// Deletes by marker still work.
+		e, err := kv.Get(ctx, "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kv.Delete(ctx, "b", e.Revision); err != nil {
+			t.Errorf("%s: delete: %v", name, err)
+		}
+	}
+}

@@ -30,9 +30,44 @@ import (
 // again every NATSOptions.RepublishRecheck (jittered), delivering what it
 // missed.
 
+// Reader reads the keys a republished watch follows: its first read and
+// its periodic re-reads.
+type Reader interface {
+	Get(ctx context.Context, key string) (Entry, error)
+	List(ctx context.Context, filter string) ([]Entry, error)
+}
+
+// Republished names the subjects a bucket republishes its writes on.
+type Republished struct {
+	Bucket string
+	// Prefix: writes come on <Prefix>.<key>.
+	Prefix string
+	// Recheck is how often the keys are read again (0: never).
+	Recheck time.Duration
+	// Timeout bounds the flush that makes the subscription's interest known.
+	Timeout time.Duration
+}
+
 // republishWatch is Watch over the republished subjects.
 func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, error) {
-	nc := k.s.nc
+	return WatchRepublished(ctx, k.s.nc, Republished{Bucket: k.bucket, Prefix: k.republish,
+		Recheck: k.s.republishRecheck, Timeout: k.s.timeout}, k, filter)
+}
+
+// WatchRepublished follows the keys matching filter of a bucket that
+// republishes its writes (BucketConfig.Republish): a plain subscription to
+// the republished subjects, the first values and the periodic re-reads
+// read with r. Only what the bucket's stream republished is taken (see
+// republished), so a client that may publish on those subjects, or a
+// consumer delivering to them, cannot forge a write.
+func WatchRepublished(ctx context.Context, nc *nats.Conn, rp Republished, r Reader, filter string) (Watcher, error) {
+	if !ValidFilter(filter) {
+		return nil, opError("watch", rp.Bucket, filter, ErrInvalidKey, nil)
+	}
+	if rp.Timeout <= 0 {
+		rp.Timeout = DefaultTimeout
+	}
+	k := republishedKeys{bucket: rp.Bucket, stream: "KV_" + rp.Bucket, prefix: "$KV." + rp.Bucket + ".", republish: rp.Prefix}
 	status := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	live := make(chan *nats.Msg, 256)
 	// Subscribe first, then read the values: a write between the two is
@@ -43,11 +78,11 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 		return nil, opError("watch", k.bucket, filter, classify(err, false), err)
 	}
 	cleanup := func() { _ = sub.Unsubscribe(); nc.RemoveStatusListener(status) }
-	if err := nc.FlushTimeout(k.s.timeout); err != nil {
+	if err := nc.FlushTimeout(rp.Timeout); err != nil {
 		cleanup()
 		return nil, opError("watch", k.bucket, filter, ErrUnavailable, err)
 	}
-	current, err := k.List(ctx, filter)
+	current, err := r.List(ctx, filter)
 	if err != nil {
 		cleanup()
 		return nil, err
@@ -78,7 +113,7 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 			w.err = opError("watch", k.bucket, filter, ErrUnavailable, errors.New(why))
 		}
 		var recheck <-chan time.Time
-		if every := k.s.republishRecheck; every > 0 {
+		if every := rp.Recheck; every > 0 {
 			t := time.NewTicker(every + time.Duration(rand.Int64N(int64(every)/5+1)))
 			defer t.Stop()
 			recheck = t.C
@@ -88,7 +123,7 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 			case <-ctx.Done():
 				return
 			case <-recheck:
-				again, err := k.List(ctx, filter)
+				again, err := r.List(ctx, filter)
 				if err != nil {
 					fail("reading the keys again: " + err.Error())
 					return
@@ -107,7 +142,7 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 					if !now[key] { // deleted, and the delete was missed?
 						// A re-read may come from a lagging replica: only a
 						// key the store says is gone is reported deleted.
-						if _, err := k.Get(ctx, key); !errors.Is(err, ErrNotFound) {
+						if _, err := r.Get(ctx, key); !errors.Is(err, ErrNotFound) {
 							continue
 						}
 						delete(seen, key)
@@ -138,12 +173,15 @@ func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, er
 	return w, nil
 }
 
+// republishedKeys says where a bucket's keys live and are republished.
+type republishedKeys struct{ bucket, stream, prefix, republish string }
+
 // republished reads a republished write as an entry. Only what the
 // bucket's stream republished is taken: no reply subject (a consumer's
 // delivery has one), and exactly one stream and original-subject header,
 // naming this bucket's stream and the key (a message published with such
 // headers of its own would carry them twice).
-func (k *natsKV) republished(m *nats.Msg) (Entry, bool) {
+func (k republishedKeys) republished(m *nats.Msg) (Entry, bool) {
 	key, ok := strings.CutPrefix(m.Subject, k.republish+".")
 	if !ok || m.Reply != "" || !ValidKey(key) {
 		return Entry{}, false

@@ -124,6 +124,11 @@ type BucketConfig struct {
 	// syncs every write is accepted as it is. See
 	// docs/adr/0002-durability.md and 0012.
 	AsyncPersist bool
+	// MaxBytes caps the bucket's size on disk, all revisions of all keys
+	// (0: no cap). A full bucket refuses new writes (it never drops old
+	// ones: that could drop a key's only value). An existing bucket gets
+	// the cap set.
+	MaxBytes int64
 	// MaxWatchers caps the JetStream consumers (watches) on the bucket. Zero
 	// keeps the server's default, which nats-server 2.15 sets to 1,000 per
 	// stream: a bucket that every device watches key by key needs more.
