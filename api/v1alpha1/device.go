@@ -32,22 +32,29 @@ type DeviceInfo struct {
 	ID        string            `json:"id"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Inventory Inventory         `json:"inventory"`
-	// Capabilities are what the agent's config turned on that others may
-	// use (CapabilityExec, CapabilityShellJob).
+	// Capabilities are what the agent's config allows beyond the defaults
+	// (Capability*).
 	Capabilities []string  `json:"capabilities,omitempty"`
 	UpdatedAt    time.Time `json:"updatedAt"`
 }
 
-// Capabilities an agent can announce.
+// Capabilities an agent may allow, each off unless its config allows it,
+// and announces when it does (docs/adr/0015-agent-capabilities.md). The
+// agent's config and its refusals use the same names.
 const (
-	CapabilityExec     = "exec"     // answers exec commands
-	CapabilityShellJob = "shelljob" // runs ShellJob resources
+	CapabilityShellJob             = "shell_jobs"            // runs ShellJob resources
+	CapabilityExec                 = "exec"                  // answers exec commands
+	CapabilitySystemdUnitFiles     = "systemd_unit_files"    // installs SystemdUnit resources with a unit file
+	CapabilitySpecialFileModes     = "special_file_modes"    // writes File resources with setuid, setgid or sticky bits
+	CapabilityPrivilegedContainers = "privileged_containers" // runs privileged containers
+	CapabilityHostNetwork          = "host_network"          // runs containers on the host network
 )
 
-// Can reports whether the device announced a capability.
+// Can reports whether the device announced a capability (also under the
+// name agents used before ADR 0015: "shelljob" for shell_jobs).
 func (d DeviceInfo) Can(capability string) bool {
 	for _, c := range d.Capabilities {
-		if c == capability {
+		if c == capability || (c == "shelljob" && capability == CapabilityShellJob) {
 			return true
 		}
 	}

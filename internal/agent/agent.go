@@ -25,8 +25,10 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
 	"github.com/harmony-fleet/harmony/internal/agent/units"
 	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/relay"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
 
@@ -70,12 +72,13 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 	}
 	fm := files.New(cfg.AllowedRoots)
 	um := units.New(cfg.SystemdUnitDir, cfg.SystemdBus)
+	allow := cfg.Allowed()
 	kinds := map[string]Kind{
-		v1.KindFile: fileKind{m: fm},
+		v1.KindFile: fileKind{m: fm, specialModes: allow.Has(v1.CapabilitySpecialFileModes)},
 		v1.KindContainer: containerKind{p: containers.NewPodman(cfg.Podman), files: fm,
-			allowPrivileged: cfg.AllowPrivileged, allowHostNetwork: cfg.AllowHostNetwork},
-		v1.KindSystemdUnit: unitKind{m: um},
-		v1.KindShellJob:    shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: cfg.ShellJobs},
+			allowPrivileged: allow.Has(v1.CapabilityPrivilegedContainers), allowHostNetwork: allow.Has(v1.CapabilityHostNetwork)},
+		v1.KindSystemdUnit: unitKind{m: um, unitFiles: allow.Has(v1.CapabilitySystemdUnitFiles)},
+		v1.KindShellJob:    shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: allow.Has(v1.CapabilityShellJob)},
 	}
 	for k, v := range opts.Kinds {
 		kinds[k] = v
@@ -144,11 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if nc.IsConnected() {
 		a.health.setConnected(true)
 	}
-	// A device identity may read only its own keys, by direct get.
-	// Its desired state is followed on the bucket's republished subjects
-	// when the server republishes (no consumer per device).
-	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std(), DirectGet: a.cfg.NATSNkey != "",
-		WatchRepublished: true, RepublishRecheck: 10 * a.cfg.ResyncInterval.Std()})
+	st, err := a.openStore(nc)
 	if err != nil {
 		return err
 	}
@@ -213,6 +212,26 @@ func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) err
 	g.Go(func() error { return a.status.run(ctx, kvs[b.DeviceState]) })
 	g.Go(func() error { return a.serveCommands(ctx, nc) })
 	return g.Wait()
+}
+
+// openStore is how the agent reaches its buckets. Its desired state is
+// followed on the bucket's republished subjects (no consumer per device).
+// A device identity has no JetStream API at all: every read and write goes
+// through the control plane's relay, which checks it (package relay).
+func (a *Agent) openStore(nc *nats.Conn) (store.Store, error) {
+	recheck := 10 * a.cfg.ResyncInterval.Std()
+	if a.cfg.NATSNkey == "" {
+		return store.NewNATS(nc, store.NATSOptions{Timeout: a.cfg.StoreTimeout.Std(),
+			WatchRepublished: true, RepublishRecheck: recheck})
+	}
+	b := a.cfg.Buckets
+	republish := map[string]string{b.DesiredState: mesh.DesiredSubjectPrefix(b.DesiredState)}
+	if f := a.cfg.Failover; f != nil {
+		fb := failover.BucketName(f.Cluster)
+		republish[fb] = store.RepublishPrefix(fb)
+	}
+	return relay.NewClient(nc, relay.ClientOptions{Device: a.cfg.ID, Timeout: a.cfg.StoreTimeout.Std(),
+		Republish: republish, Recheck: recheck}), nil
 }
 
 // ErrIdentityRotated ends Run when the device's identity file (nats_nkey)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,14 @@ type LogReader interface {
 // until ctx ends.
 func (a *Agent) serveCommands(ctx context.Context, nc *nats.Conn) error {
 	sub, err := nc.Subscribe(v1.CommandSubject(a.cfg.ID), func(m *nats.Msg) {
+		// A request has an inbox to answer. A JetStream delivery (a
+		// consumer pointed at this subject) carries an acknowledgement
+		// subject instead: it is a stored message replayed, never a
+		// command from the control plane.
+		if m.Reply == "" || strings.HasPrefix(m.Reply, "$JS.") {
+			a.log.Warn("ignoring a command message that is not a request", "reply", m.Reply)
+			return
+		}
 		reply := a.handleCommand(ctx, m.Data)
 		b, _ := json.Marshal(reply)
 		if err := m.Respond(b); err != nil {
@@ -76,8 +85,8 @@ func (a *Agent) logs(ctx context.Context, req v1.CommandRequest) v1.CommandReply
 }
 
 func (a *Agent) exec(ctx context.Context, req v1.CommandRequest) v1.CommandReply {
-	if !a.cfg.Exec {
-		return v1.CommandReply{Code: v1.CodeDisabled, Error: "exec is disabled on this device (agent setting exec)"}
+	if !a.cfg.Allowed().Has(v1.CapabilityExec) {
+		return v1.CommandReply{Code: v1.CodeDisabled, Error: refusal("exec", v1.CapabilityExec)}
 	}
 	a.log.Info("exec", "command", req.Command)
 	cctx, cancel := context.WithTimeout(ctx, v1.ExecTimeoutLimit*time.Second)

@@ -111,6 +111,9 @@ func (e *engine) pass(ctx context.Context) time.Time {
 	p := plan.Make(want, owned)
 
 	for _, o := range p.Remove {
+		if e.keepRefused(o.Deployment) {
+			continue
+		}
 		e.remove(ctx, o)
 	}
 	conflicts := map[string]plan.Conflict{}
@@ -424,4 +427,14 @@ func (e *engine) observeApply(ctx context.Context, d Desired) (Result, error) {
 	res := after.Result
 	res.Message = fmt.Sprintf("%s (corrected: %s)", res.Message, before.Diff)
 	return res, nil
+}
+
+// keepRefused: the deployment's desired state was refused and none of its
+// generations is enforced (an agent restarted with a capability turned off
+// refuses its cached state). Refusing is not removing: what it owns stays
+// until the deployment is deleted, which removes it as before.
+func (e *engine) keepRefused(dep string) bool {
+	_, refused := e.rejected[dep]
+	_, enforced := e.good[dep]
+	return refused && !enforced
 }

@@ -24,12 +24,7 @@ func (a *Agent) publishInfo(ctx context.Context, kv store.KV) error {
 		Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
 		MemoryBytes: memTotal(), AgentVersion: buildinfo.Version,
 	}}
-	if a.cfg.Exec {
-		info.Capabilities = append(info.Capabilities, v1.CapabilityExec)
-	}
-	if a.cfg.ShellJobs {
-		info.Capabilities = append(info.Capabilities, v1.CapabilityShellJob)
-	}
+	info.Capabilities = a.cfg.Allowed().Names()
 	return a.retry.retryForever(ctx, a.log, "publish device info", func() error {
 		e, err := kv.Get(ctx, a.cfg.ID)
 		var rev uint64

@@ -60,6 +60,9 @@ func TestHostileDesiredStateChangesNothing(t *testing.T) {
 			Spec: spec(map[string]any{"image": "localhost/busybox:latest", "volumes": []map[string]string{{"hostPath": "/etc", "containerPath": "/x"}}})}), "hostPath", "generation 7 refused"},
 		{"volume through a symlink", typed(11, v1.Resource{ID: "c", Kind: v1.KindContainer,
 			Spec: spec(map[string]any{"image": "localhost/busybox:latest", "volumes": []map[string]string{{"hostPath": filepath.Join(root, "link"), "containerPath": "/x"}}})}), "hostPath", "generation 11 refused"},
+		{"setuid file", typed(12, fileRes("su", filepath.Join(root, "su"), "#!/bin/sh\nid\n", "4755")), "spec.mode", "generation 12 refused"},
+		{"unit file running a command as root", typed(13, v1.Resource{ID: "u", Kind: v1.KindSystemdUnit,
+			Spec: spec(map[string]any{"name": "pwn.service", "content": "[Service]\nExecStart=/bin/sh -c 'id > /tmp/pwn'\n"})}), "spec.content", "generation 13 refused"},
 		{"unknown kind", typed(8, v1.Resource{ID: "tele", Kind: "Teleporter", Spec: spec(map[string]any{})}), v1.PhaseUnsupported, "generation 8 refused"},
 		{"invalid UTF-8", []byte("{\"v\":1,\"device\":\"dev-1\",\"deployment\":\"web\",\"generation\":10,\"resources\":[{\"id\":\"f\",\"kind\":\"File\",\"spec\":{\"path\":\"" + filepath.Join(root, "utf") + "\",\"content\":\"\xff\xfe\"}}]}"), "UTF-8", "not valid UTF-8"},
 		{"deeply nested JSON", []byte(nested), "nest", "nested deeper than"},
@@ -86,7 +89,7 @@ func TestHostileDesiredStateChangesNothing(t *testing.T) {
 		if b, err := os.ReadFile(good); err != nil || string(b) != "v1\n" {
 			t.Fatalf("%s: the last good file changed: %q %v", c.name, b, err)
 		}
-		for _, p := range []string{filepath.Join(outside, "pwn"), filepath.Join(root, "big"), filepath.Join(root, "utf")} {
+		for _, p := range []string{filepath.Join(outside, "pwn"), filepath.Join(root, "big"), filepath.Join(root, "utf"), filepath.Join(root, "su")} {
 			if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("%s: %s was created", c.name, p)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/relay"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
@@ -34,10 +36,10 @@ func identity(t *testing.T) (public, seedFile string) {
 	return public, seedFile
 }
 
-// The real agent works under a device identity that may touch only its
-// own keys (mesh.DevicePermissions; what it may not do is tested in
-// internal/mesh): it registers, heartbeats, converges its desired state,
-// reports status and answers commands.
+// The real agent works under a device identity that reaches its own keys
+// only through the relay (mesh.DevicePermissions; what it may not do is
+// tested in internal/mesh and internal/relay): it registers, heartbeats,
+// converges its desired state, reports status and answers commands.
 func TestAgentRunsWithADeviceIdentity(t *testing.T) {
 	b := config.DefaultServer().Buckets
 	serverPub, serverSeed := identity(t)
@@ -56,6 +58,15 @@ func TestAgentRunsWithADeviceIdentity(t *testing.T) {
 	f := fleetAs(t, mesh.ClientConfig{URLs: []string{srv.ClientURL()}, NkeySeedFile: serverSeed})
 	f.srv = srv
 	nc := f.nc
+	// The relay, as harmony server runs it: the device reaches its keys
+	// only through it.
+	rl := relay.NewServer(nc, relay.Fleet{DesiredState: f.kvs[b.DesiredState], DeviceInfo: f.kvs[b.DeviceInfo],
+		DeviceState: f.kvs[b.DeviceState], DeviceHeartbeat: f.kvs[b.DeviceHeartbeat]}, slog.New(slog.DiscardHandler),
+		relay.Options{RequireInbox: true, InboxPrefix: mesh.DeviceInboxPrefix})
+	rctx, rcancel := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { defer close(rdone); _ = rl.Run(rctx) }()
+	t.Cleanup(func() { rcancel(); <-rdone })
 
 	root := t.TempDir()
 	cfg := agentConfig(t, srv.ClientURL(), root, t.TempDir())

@@ -14,6 +14,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/agent/shelljob"
 	"github.com/harmony-fleet/harmony/internal/agent/units"
+	"github.com/harmony-fleet/harmony/internal/config"
 )
 
 // Desired is one decoded resource the agent should enforce.
@@ -58,8 +59,30 @@ type Kind interface {
 	Delete(ctx context.Context, o localstate.Owned) error
 }
 
-// fileKind adapts files.Manager.
-type fileKind struct{ m *files.Manager }
+// refuse is how every kind refuses what needs a capability the agent does
+// not allow (docs/adr/0015-agent-capabilities.md): a field error naming the
+// field, the capability and the config that allows it, so that all such
+// refusals read alike. The engine turns it into an Invalid resource status
+// and refuses the generation; nothing is applied and nothing running is
+// touched.
+func refuse(field, what, capability string) error {
+	return &v1.FieldError{Field: field, Reason: refusal(what, capability)}
+}
+
+// refusal is the text of a refusal: "ShellJob is disabled on this device:
+// it needs capability shell_jobs (agent config: capabilities: [shell_jobs],
+// or the older shell_jobs: true)".
+func refusal(what, capability string) string {
+	return fmt.Sprintf("%s is disabled on this device: it needs capability %s (agent config: %s)",
+		what, capability, config.EnableHint(capability))
+}
+
+// fileKind adapts files.Manager. Modes with special bits need
+// specialModes (capability special_file_modes).
+type fileKind struct {
+	m            *files.Manager
+	specialModes bool
+}
 
 var _ Kind = fileKind{}
 
@@ -69,6 +92,9 @@ func fileSpec(s *v1.FileSpec) files.Spec {
 
 func (k fileKind) Admit(d Desired) (string, error) {
 	s := d.Spec.(*v1.FileSpec)
+	if special := files.Special(s.FileMode()); len(special) > 0 && !k.specialModes {
+		return "", refuse("spec.mode", fmt.Sprintf("mode %s (%s)", s.Mode, strings.Join(special, ", ")), v1.CapabilitySpecialFileModes)
+	}
 	if err := k.m.Check(s.Path); err != nil {
 		return "", &v1.FieldError{Field: "spec.path", Reason: err.Error()}
 	}
@@ -93,7 +119,8 @@ func (k fileKind) Delete(_ context.Context, o localstate.Owned) error {
 	return k.m.Delete(o.Claim)
 }
 
-// shellJobKind adapts shelljob.Runner. Jobs claim nothing exclusive.
+// shellJobKind adapts shelljob.Runner. Jobs claim nothing exclusive; they
+// run only when enabled (capability shell_jobs).
 type shellJobKind struct {
 	r       *shelljob.Runner
 	enabled bool
@@ -101,7 +128,7 @@ type shellJobKind struct {
 
 func (k shellJobKind) Admit(d Desired) (string, error) {
 	if !k.enabled {
-		return "", &v1.FieldError{Field: "kind", Reason: "ShellJob is disabled on this device (agent setting shell_jobs)"}
+		return "", refuse("kind", "ShellJob", v1.CapabilityShellJob)
 	}
 	return "", nil
 }
@@ -152,7 +179,8 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-// containerKind adapts the podman driver.
+// containerKind adapts the podman driver. Privileged containers and the
+// host network need capabilities privileged_containers and host_network.
 type containerKind struct {
 	p                *containers.Podman
 	files            *files.Manager
@@ -171,10 +199,10 @@ func containerName(d Desired) string {
 func (k containerKind) Admit(d Desired) (string, error) {
 	s := d.Spec.(*v1.ContainerSpec)
 	if s.Privileged && !k.allowPrivileged {
-		return "", &v1.FieldError{Field: "spec.privileged", Reason: "privileged containers are not allowed on this device (agent setting allow_privileged)"}
+		return "", refuse("spec.privileged", "a privileged container", v1.CapabilityPrivilegedContainers)
 	}
 	if s.HostNetwork && !k.allowHostNetwork {
-		return "", &v1.FieldError{Field: "spec.hostNetwork", Reason: "the host network is not allowed on this device (agent setting allow_host_network)"}
+		return "", refuse("spec.hostNetwork", "the host network", v1.CapabilityHostNetwork)
 	}
 	for i, v := range s.Volumes {
 		if err := k.files.CheckMount(v.HostPath); err != nil {
@@ -252,13 +280,23 @@ func lastLines(s string, n int) string {
 	return strings.Join(parts, "\n") + "\n"
 }
 
-// unitKind adapts the systemd driver.
-type unitKind struct{ m *units.Manager }
+// unitKind adapts the systemd driver. A unit with content installs a unit
+// file, whose Exec*= lines (and mounts, and the rest) systemd runs as root:
+// that needs unitFiles (capability systemd_unit_files). A unit without
+// content only enables, disables, starts and stops a unit already installed
+// on the device, which needs none.
+type unitKind struct {
+	m         *units.Manager
+	unitFiles bool
+}
 
 func (k unitKind) Admit(d Desired) (string, error) {
 	s := d.Spec.(*v1.SystemdUnitSpec)
 	if err := units.ValidateName(s.Name); err != nil {
 		return "", &v1.FieldError{Field: "spec.name", Reason: err.Error()}
+	}
+	if (units.Unit{Content: s.Content}).InstallsFile() && !k.unitFiles {
+		return "", refuse("spec.content", "installing a unit file", v1.CapabilitySystemdUnitFiles)
 	}
 	return s.Name, nil
 }
@@ -293,6 +331,12 @@ func (k unitKind) Apply(ctx context.Context, d Desired) error {
 	return err
 }
 
+// Delete removes a unit whose file the agent installed; a unit that was on
+// the device before (no content) is left as it is.
 func (k unitKind) Delete(ctx context.Context, o localstate.Owned) error {
+	var s v1.SystemdUnitSpec
+	if err := json.Unmarshal(o.Spec, &s); err == nil && !(units.Unit{Content: s.Content}).InstallsFile() {
+		return nil
+	}
 	return k.m.Delete(ctx, o.Claim)
 }

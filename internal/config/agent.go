@@ -3,9 +3,12 @@ package config
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 )
 
 // Agent is the configuration of `harmony agent`.
@@ -35,10 +38,16 @@ type Agent struct {
 	RetryMax     Duration `json:"retry_max"`
 	// AllowedRoots are the directories File resources may write under.
 	AllowedRoots []string `json:"allowed_roots"`
-	// ShellJobs and Exec enable the two escape hatches; both off by default.
-	ShellJobs bool `json:"shell_jobs"`
-	Exec      bool `json:"exec"`
-	// AllowPrivileged and AllowHostNetwork let containers ask for them.
+	// Capabilities the agent allows (v1.Capability* names): each lets desired
+	// state run commands as root or widen privileges on the device, so each
+	// is off unless listed here (docs/adr/0015-agent-capabilities.md). Use
+	// Allowed, which adds the older keys below.
+	Capabilities []string `json:"capabilities"`
+	// ShellJobs, Exec, AllowPrivileged and AllowHostNetwork are the older
+	// keys of four capabilities (shell_jobs, exec, privileged_containers,
+	// host_network): true allows the capability as if it were listed.
+	ShellJobs        bool `json:"shell_jobs"`
+	Exec             bool `json:"exec"`
 	AllowPrivileged  bool `json:"allow_privileged"`
 	AllowHostNetwork bool `json:"allow_host_network"`
 	// Podman is the podman binary.
@@ -113,10 +122,11 @@ func (c *Agent) Settings() []Setting {
 		durationSetting("retry_initial", "retry-initial", "first retry delay of a failing resource", &c.RetryInitial),
 		durationSetting("retry_max", "retry-max", "longest retry delay of a failing resource", &c.RetryMax),
 		listSetting("allowed_roots", "allowed-roots", "directories File resources may write under, comma-separated", &c.AllowedRoots),
-		boolSetting("shell_jobs", "shell-jobs", "run ShellJob resources", &c.ShellJobs),
-		boolSetting("exec", "exec", "answer exec commands", &c.Exec),
-		boolSetting("allow_privileged", "allow-privileged", "let containers run privileged", &c.AllowPrivileged),
-		boolSetting("allow_host_network", "allow-host-network", "let containers use the host network", &c.AllowHostNetwork),
+		listSetting("capabilities", "capabilities", "capabilities to allow, comma-separated: "+strings.Join(CapabilityNames(), ", ")+" (all off by default)", &c.Capabilities),
+		olderCapabilitySetting(c, v1.CapabilityShellJob, &c.ShellJobs),
+		olderCapabilitySetting(c, v1.CapabilityExec, &c.Exec),
+		olderCapabilitySetting(c, v1.CapabilityPrivilegedContainers, &c.AllowPrivileged),
+		olderCapabilitySetting(c, v1.CapabilityHostNetwork, &c.AllowHostNetwork),
 		stringSetting("podman", "podman", "podman binary", &c.Podman),
 		stringSetting("systemd_unit_dir", "systemd-unit-dir", "directory of unit files", &c.SystemdUnitDir),
 		stringSetting("systemd_bus", "systemd-bus", "D-Bus address of systemd (default: the system bus)", &c.SystemdBus),
@@ -169,6 +179,22 @@ func (c *Agent) Validate() error {
 	}
 	if !filepath.IsAbs(c.SystemdUnitDir) {
 		bad("systemd_unit_dir", "%q: must be an absolute path", c.SystemdUnitDir)
+	}
+	for _, name := range c.Capabilities {
+		if _, ok := capabilityByName(name); !ok {
+			bad("capabilities", "%q: unknown capability (known: %s)", name, strings.Join(CapabilityNames(), ", "))
+		}
+	}
+	// A File under the unit directory is a unit file: allowed roots that
+	// overlap it would install units without systemd_unit_files.
+	if !c.Allowed().Has(v1.CapabilitySystemdUnitFiles) {
+		unitDir := filepath.Clean(c.SystemdUnitDir)
+		for _, r := range c.AllowedRoots {
+			if within(unitDir, r) || within(r, unitDir) {
+				bad("allowed_roots", "%q overlaps systemd_unit_dir %q: File resources there would install systemd units, which needs capability %s",
+					r, c.SystemdUnitDir, v1.CapabilitySystemdUnitFiles)
+			}
+		}
 	}
 	keys := make([]string, 0, len(c.Labels))
 	for k := range c.Labels {
@@ -240,4 +266,118 @@ func ValidateDNSSubdomain(s string) error {
 		}
 	}
 	return nil
+}
+
+// within reports whether path is dir or lies under it (both clean).
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// Capability describes one capability an agent may allow.
+type Capability struct {
+	// Name is the v1.Capability* name, used in the capabilities setting,
+	// announced in device-info and named in refusals.
+	Name string
+	// Allows says what it lets desired state or commands do.
+	Allows string
+	// OlderKey is the boolean setting that allowed it before the
+	// capabilities list ("" when there is none); it still works.
+	OlderKey, OlderFlag string
+}
+
+// Capabilities returns every capability in the order docs and
+// announcements list them. All are off by default: each amounts to running
+// commands as root or widening privileges on the device.
+func Capabilities() []Capability {
+	return []Capability{
+		{Name: v1.CapabilityShellJob, Allows: "run ShellJob resources", OlderKey: "shell_jobs", OlderFlag: "shell-jobs"},
+		{Name: v1.CapabilityExec, Allows: "answer exec commands", OlderKey: "exec", OlderFlag: "exec"},
+		{Name: v1.CapabilitySystemdUnitFiles, Allows: "install SystemdUnit resources that carry a unit file (content)"},
+		{Name: v1.CapabilitySpecialFileModes, Allows: "write File resources whose mode has setuid, setgid or sticky bits"},
+		{Name: v1.CapabilityPrivilegedContainers, Allows: "run privileged containers", OlderKey: "allow_privileged", OlderFlag: "allow-privileged"},
+		{Name: v1.CapabilityHostNetwork, Allows: "run containers on the host network", OlderKey: "allow_host_network", OlderFlag: "allow-host-network"},
+	}
+}
+
+// CapabilityNames returns the names of every capability, in order.
+func CapabilityNames() []string {
+	var out []string
+	for _, c := range Capabilities() {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func capabilityByName(name string) (Capability, bool) {
+	for _, c := range Capabilities() {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Capability{}, false
+}
+
+// EnableHint says how an agent's config allows a capability, for refusal
+// messages: "capabilities: [shell_jobs], or the older shell_jobs: true".
+func EnableHint(name string) string {
+	hint := "capabilities: [" + name + "]"
+	if c, ok := capabilityByName(name); ok && c.OlderKey != "" {
+		hint += ", or the older " + c.OlderKey + ": true"
+	}
+	return hint
+}
+
+// AllowedCapabilities is the set of capabilities an agent allows.
+type AllowedCapabilities struct{ names []string }
+
+// Has reports whether the capability is allowed.
+func (a AllowedCapabilities) Has(name string) bool { return slices.Contains(a.names, name) }
+
+// Names returns the allowed capabilities in the order of Capabilities(),
+// what the agent announces in device-info.
+func (a AllowedCapabilities) Names() []string { return slices.Clone(a.names) }
+
+// Allowed returns the capabilities this configuration allows: those listed
+// in capabilities and those an older key turns on. Unknown names are
+// ignored here (Validate refuses them).
+func (c *Agent) Allowed() AllowedCapabilities {
+	older := map[string]bool{
+		v1.CapabilityShellJob:             c.ShellJobs,
+		v1.CapabilityExec:                 c.Exec,
+		v1.CapabilityPrivilegedContainers: c.AllowPrivileged,
+		v1.CapabilityHostNetwork:          c.AllowHostNetwork,
+	}
+	var a AllowedCapabilities
+	for _, def := range Capabilities() {
+		if older[def.Name] || slices.Contains(c.Capabilities, def.Name) {
+			a.names = append(a.names, def.Name)
+		}
+	}
+	return a
+}
+
+// olderCapabilitySetting is the boolean setting of a capability's older key
+// (--shell-jobs, HARMONY_SHELL_JOBS): true adds the capability, false also
+// takes it out of the capabilities list, so a flag or variable can turn
+// off what the file turned on either way.
+func olderCapabilitySetting(c *Agent, name string, p *bool) Setting {
+	def, _ := capabilityByName(name)
+	s := boolSetting(def.OlderKey, def.OlderFlag, def.Allows+" (older key of capability "+name+")", p)
+	set := s.Set
+	s.Set = func(v string) error {
+		if err := set(v); err != nil {
+			return err
+		}
+		if !*p {
+			var kept []string
+			for _, n := range c.Capabilities {
+				if n != name {
+					kept = append(kept, n)
+				}
+			}
+			c.Capabilities = kept
+		}
+		return nil
+	}
+	return s
 }

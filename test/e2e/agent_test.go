@@ -64,7 +64,7 @@ func (e *fleetEnv) startServer() {
 
 func (e *fleetEnv) startAgent() {
 	e.agent = startHarmony(e.t, "agent", "--http", "127.0.0.1:0", "--id", "dev-1", "--nats-url", e.natsURL, "--state-dir", e.stateDir,
-		"--label", "site=home", "--allowed-roots", e.root, "--systemd-unit-dir", e.sys.UnitDir, "--systemd-bus", e.sys.BusAddress,
+		"--label", "site=home", "--allowed-roots", e.root, "--systemd-unit-dir", e.sys.UnitDir, "--systemd-bus", e.sys.BusAddress, "--capabilities", "systemd_unit_files",
 		"--heartbeat-interval", "1s", "--resync-interval", "1s", "--retry-initial", "200ms", "--retry-max", "2s")
 }
 

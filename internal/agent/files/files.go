@@ -29,6 +29,27 @@ type Spec struct {
 	Group   string      // group name or numeric id; "" keeps the agent's
 }
 
+// SpecialBits are the mode bits beyond the permissions. A setuid or setgid
+// file runs with its owner's or group's rights whoever starts it (root's,
+// for a file the agent writes), so the agent writes them only when its
+// config allows capability special_file_modes; sticky goes with them.
+const SpecialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// Special names the special bits set in m ("setuid", "setgid", "sticky");
+// nil when there are none.
+func Special(m fs.FileMode) []string {
+	var out []string
+	for _, b := range []struct {
+		bit  fs.FileMode
+		name string
+	}{{fs.ModeSetuid, "setuid"}, {fs.ModeSetgid, "setgid"}, {fs.ModeSticky, "sticky"}} {
+		if m&b.bit != 0 {
+			out = append(out, b.name)
+		}
+	}
+	return out
+}
+
 // ErrOutsideRoots: the path is not under an allowed root.
 var ErrOutsideRoots = errors.New("path is outside the allowed roots")
 
@@ -156,7 +177,7 @@ func (m *Manager) Observe(s Spec) (Observed, error) {
 	if !bytes.Equal(data, s.Content) {
 		o.Diff = append(o.Diff, "content")
 	}
-	if got := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky); got != s.Mode {
+	if got := fi.Mode() & (fs.ModePerm | SpecialBits); got != s.Mode {
 		o.Diff = append(o.Diff, fmt.Sprintf("mode %#o, want %#o", unixMode(got), unixMode(s.Mode)))
 	}
 	uid, gid, err := ids(s)

@@ -24,11 +24,21 @@ import (
 
 // Unit is one desired unit.
 type Unit struct {
-	Name    string
+	Name string
+	// Content is the unit file Harmony installs in the unit directory. Empty
+	// means the unit is already installed on the device: its file is never
+	// written or removed, only whether it is enabled and active is managed.
 	Content string
 	Enabled bool
 	Active  bool
 }
+
+// InstallsFile reports whether the unit brings its own unit file (and so
+// whatever commands that file makes systemd run as root).
+func (u Unit) InstallsFile() bool { return u.Content != "" }
+
+// ErrNotInstalled: a unit without content that systemd does not know.
+var ErrNotInstalled = errors.New("unit is not installed on this device")
 
 // Status is what systemd reports about a unit.
 type Status struct {
@@ -130,6 +140,9 @@ func (m *Manager) Observe(ctx context.Context, u Unit) (Status, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return Status{}, err
 	}
+	if !u.InstallsFile() {
+		st.FileMatches = true // whatever is installed is the unit's file
+	}
 	props, err := c.GetUnitPropertiesContext(ctx, u.Name)
 	if err != nil {
 		return Status{}, fmt.Errorf("unit %s: %w", u.Name, err)
@@ -138,6 +151,9 @@ func (m *Manager) Observe(ctx context.Context, u Unit) (Status, error) {
 	st.ActiveState, _ = props["ActiveState"].(string)
 	st.SubState, _ = props["SubState"].(string)
 	st.UnitFileState, _ = props["UnitFileState"].(string)
+	if !u.InstallsFile() && st.LoadState == "not-found" {
+		return st, fmt.Errorf("unit %s: %w", u.Name, ErrNotInstalled)
+	}
 	if strings.HasSuffix(u.Name, ".service") && st.LoadState == "loaded" {
 		sp, err := c.GetUnitTypePropertiesContext(ctx, u.Name, "Service")
 		if err != nil {
@@ -234,7 +250,9 @@ func (m *Manager) job(ctx context.Context, name string, f jobFunc) error {
 	}
 }
 
-// Delete stops and disables the unit, removes its file and reloads.
+// Delete stops and disables the unit, removes its file and reloads. It is
+// for units whose file Harmony installed; a unit without content is left as
+// it is (the caller does not call Delete for it).
 func (m *Manager) Delete(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
@@ -247,7 +265,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	st, err := m.Observe(ctx, Unit{Name: name})
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrNotInstalled) { // a file systemd has not loaded yet
 		return err
 	}
 	if st.ActiveState == "active" || st.ActiveState == "activating" {
