@@ -28,11 +28,19 @@ const (
 // BucketName is the bucket of one cluster: two clusters never collide.
 func BucketName(cluster string) string { return "failover-" + cluster }
 
+// MaxBucketBytes bounds a cluster's bucket on the server's disk: its
+// members write it through the relay, and a member gone rogue must not
+// fill the disk every other device shares. A cluster of five nodes keeps
+// well under 1 MiB (64 revisions of a few small keys each).
+const MaxBucketBytes = 64 << 20
+
 // EnsureBucket creates (or checks) a cluster's bucket: file storage, 64
-// revisions of history (the flight recorder), no TTL.
+// revisions of history (the flight recorder), no TTL, republished for
+// members to follow (a member holds no consumer).
 func EnsureBucket(ctx context.Context, st store.Store, cluster string, replicas int) (store.KV, error) {
 	return st.Ensure(ctx, store.BucketConfig{Name: BucketName(cluster), History: 64, Replicas: replicas,
-		MaxValueSize: 64 << 10, Description: "Harmony failover state of cluster " + cluster})
+		MaxValueSize: 64 << 10, MaxBytes: MaxBucketBytes, Republish: store.RepublishPrefix(BucketName(cluster)),
+		Description: "Harmony failover state of cluster " + cluster})
 }
 
 // StateRecord is the stored form of cluster-state. Since is informational

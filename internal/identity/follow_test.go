@@ -261,6 +261,22 @@ func (a *asyncErrors) violated(t *testing.T, subject string) {
 	})
 }
 
+// subscriptionViolated waits until the server has refused a
+// subscription to subject.
+func (a *asyncErrors) subscriptionViolated(t *testing.T, subject string) {
+	t.Helper()
+	retry.Until(t, wait, func() error {
+		var seen []string
+		for _, err := range a.all() {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `Subscription to "`+subject+`"`) {
+				return nil
+			}
+			seen = append(seen, err.Error())
+		}
+		return fmt.Errorf("no permissions violation for subscribing to %q; errors: %q", subject, seen)
+	})
+}
+
 func (a *asyncErrors) none(t *testing.T) {
 	t.Helper()
 	if errs := a.all(); len(errs) > 0 {
@@ -284,7 +300,7 @@ func TestFollowRefusesUnknownKeys(t *testing.T) {
 	a.connects(t, "dev-z", later)
 	// It gives the waiting key no user.
 	a.refused(t, "dev-a", key)
-	if _, err := a.reg.Approve(context.Background(), "dev-a"); err != nil {
+	if _, err := a.reg.Approve(context.Background(), "dev-a", identity.ApproveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	a.connects(t, "dev-a", key)
@@ -370,12 +386,13 @@ func TestFollowUnreadableRecord(t *testing.T) {
 	a.serverStayed(t)
 }
 
-// TestFollowDevicePermissions: an enrolled device's connection may write
-// its own keys (and its failover cluster's), and the server refuses
-// another device's.
+// TestFollowDevicePermissions: an enrolled device's connection may send
+// on its own relay subject (and follow its failover cluster's bucket), and
+// the server refuses another device's relay subject, direct writes into a
+// bucket, and another cluster's bucket.
 func TestFollowDevicePermissions(t *testing.T) {
 	a := startAuthServer(t)
-	sub := a.received(t, "$KV.>")
+	sub := a.received(t, "harmony.relay.>")
 	keyA, _ := newKey(t)
 	keyB, _ := newKey(t)
 	a.enroll(t, "dev-a", keyA, "pg1")
@@ -388,53 +405,55 @@ func TestFollowDevicePermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Its own heartbeat and its cluster's bucket get through.
-	for _, subject := range []string{"$KV.device-heartbeat.dev-a", "$KV.failover-pg1.leader"} {
-		publish(da, subject, "a")
-		next(t, sub, subject, "a")
+	subscribe := func(d *deviceConn, subject string) {
+		t.Helper()
+		if _, err := d.nc.SubscribeSync(subject); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	// Its own relay subject gets through; it follows its cluster's bucket.
+	publish(da, "harmony.relay.dev-a", "a")
+	next(t, sub, "harmony.relay.dev-a", "a")
+	subscribe(da, "harmony.kv.failover-pg1.>")
 	da.errs.none(t)
 
-	// Another device's heartbeat, and another cluster's bucket, are refused.
-	for _, subject := range []string{"$KV.device-heartbeat.dev-b", "$KV.failover-pg2.leader", "$KV.device-info.dev-b"} {
+	// Another device's relay subject, and any write straight into a
+	// bucket (its own keys included), are refused.
+	for _, subject := range []string{"harmony.relay.dev-b", "$KV.device-heartbeat.dev-a", "$KV.failover-pg1.leader", "$KV.device-info.dev-b"} {
 		publish(da, subject, "forged")
 		da.errs.violated(t, subject)
 	}
 	// Messages of one connection arrive in order: had a forgery got
 	// through, it would come before this.
-	publish(da, "$KV.device-heartbeat.dev-a", "after")
-	next(t, sub, "$KV.device-heartbeat.dev-a", "after")
+	publish(da, "harmony.relay.dev-a", "after")
+	next(t, sub, "harmony.relay.dev-a", "after")
 
-	// dev-b is no failover member: pg1 is refused to it.
+	// dev-b is no failover member: pg1's bucket is refused to it.
 	db := a.connects(t, "dev-b", keyB)
-	publish(db, "$KV.failover-pg1.leader", "b")
-	db.errs.violated(t, "$KV.failover-pg1.leader")
-	publish(db, "$KV.device-heartbeat.dev-b", "b")
-	next(t, sub, "$KV.device-heartbeat.dev-b", "b")
+	subscribe(db, "harmony.kv.failover-pg1.>")
+	db.errs.subscriptionViolated(t, "harmony.kv.failover-pg1.>")
+	publish(db, "harmony.relay.dev-b", "b")
+	next(t, sub, "harmony.relay.dev-b", "b")
 	a.serverStayed(t)
 }
 
 // TestFollowPermissionsChangeReconnects: re-enrolling a connected key with
-// a cluster closes its open connection; connecting again, it has the
-// cluster's bucket.
+// a cluster closes its open connection; connecting again, it may follow
+// the cluster's bucket.
 func TestFollowPermissionsChangeReconnects(t *testing.T) {
 	a := startAuthServer(t)
 	ctx := context.Background()
-	responder, err := a.nc.Subscribe("$KV.failover-pg1.>", func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer responder.Unsubscribe()
-	if err := a.nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
 	key, pub := newKey(t)
 	a.enroll(t, "dev-a", key, "")
 	d := a.connects(t, "dev-a", key)
-	if err := d.nc.Publish("$KV.failover-pg1.x", []byte("1")); err != nil {
+	if _, err := d.nc.SubscribeSync("harmony.kv.failover-pg1.>"); err != nil {
 		t.Fatal(err)
 	}
-	d.errs.violated(t, "$KV.failover-pg1.x")
+	_ = d.nc.Flush()
+	d.errs.subscriptionViolated(t, "harmony.kv.failover-pg1.>")
 
 	// The same key, now with the cluster.
 	secret, _, err := a.reg.CreateToken(ctx, time.Hour, "dev-a", "pg1", "test")
@@ -451,7 +470,18 @@ func TestFollowPermissionsChangeReconnects(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if _, err := c.nc.Request("$KV.failover-pg1.x", []byte("2"), time.Second); err != nil {
+		s, err := c.nc.SubscribeSync("harmony.kv.failover-pg1.x")
+		if err == nil {
+			err = c.nc.Flush()
+		}
+		if err == nil {
+			// Delivered only if the subscription was taken.
+			err = a.nc.Publish("harmony.kv.failover-pg1.x", []byte("2"))
+		}
+		if err == nil {
+			_, err = s.NextMsg(time.Second)
+		}
+		if err != nil {
 			c.nc.Close()
 			return err
 		}

@@ -44,7 +44,15 @@ const (
 
 // MaxPending caps enrollment requests waiting for approval: anyone who can
 // reach the server may ask, so the queue must not grow without bound.
+// Expired requests do not count.
 const MaxPending = 1000
+
+// PendingTTL is how long a request waits for approval. An expired request
+// is not listed, cannot be approved, does not count against MaxPending and
+// does not keep anyone from asking for its id again (it is replaced, and
+// forgotten when the queue is counted). A device waiting longer must ask
+// again: `harmony enroll` waits --wait, 10 minutes by default.
+const PendingTTL = 24 * time.Hour
 
 // FormatVersion is the version of the bucket's records. A server refuses
 // records of a later version (an upgrade that changed their meaning must
@@ -78,6 +86,11 @@ type Pending struct {
 	Requested time.Time `json:"requested"`
 	From      string    `json:"from"` // the requester's network address
 }
+
+// Expiry is when the request stops waiting: Requested plus PendingTTL.
+func (p Pending) Expiry() time.Time { return p.Requested.Add(PendingTTL) }
+
+func (p Pending) expired(now time.Time) bool { return !now.Before(p.Expiry()) }
 
 // Token is what the bucket keeps of an enrollment token: never the token.
 type Token struct {
@@ -147,6 +160,18 @@ func TokenKey(secret string) string {
 	return prefixToken + hex.EncodeToString(sum[:])
 }
 
+// Fingerprint is a short name of a public key for people to compare: the
+// first 20 hex digits (80 bits) of the SHA-256 of the key's text, in groups
+// of four, "a7c1-9cd9-16ff-a7a4-b606". `harmony enroll` prints it while it
+// waits, `harmony device identities` and `approve` show it, and anyone can
+// compute it: printf %s KEY | sha256sum | cut -c1-20. Making another key
+// with the same fingerprint takes about 2^80 tries.
+func Fingerprint(publicKey string) string {
+	sum := sha256.Sum256([]byte(publicKey))
+	h := hex.EncodeToString(sum[:10])
+	return h[0:4] + "-" + h[4:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20]
+}
+
 // DeviceKey, PendingKey and AdminKey are bucket keys.
 func DeviceKey(id string) string   { return prefixDevice + id }
 func PendingKey(id string) string  { return prefixPending + id }
@@ -193,12 +218,13 @@ func Nested(a, b string) bool {
 // Permissions of an enrolled device: its own fleet keys, and when it runs a
 // failover member, its cluster's bucket as well (members read each other's
 // heartbeats and take the leader key by compare-and-set, so within one
-// cluster the members trust each other).
+// cluster the members trust each other). Both are reached through the
+// relay, which checks the cluster against this record.
 func Permissions(r Record, fleet mesh.FleetBuckets) *server.Permissions {
 	p := mesh.DevicePermissions(r.Device, fleet)
 	if r.Cluster != "" {
-		fp := mesh.BucketPermissions(failover.BucketName(r.Cluster))
-		p.Publish.Allow = append(p.Publish.Allow, fp.Publish.Allow...)
+		fp := mesh.MemberPermissions(failover.BucketName(r.Cluster))
+		p.Subscribe.Allow = append(p.Subscribe.Allow, fp.Subscribe.Allow...)
 	}
 	return p
 }

@@ -16,15 +16,49 @@ import (
 // (SetUsers) instead of through nats-server's ReloadOptions, which races
 // with JetStream requests and connects in flight (nats-server 2.15), and
 // costs a pass over every user and connection at each change.
+//
+// A device identity (one with limited permissions) may hold at most
+// perDevice connections at once: thousands of connections on one stolen
+// identity would otherwise take the server's descriptors from everyone.
 type nkeyAuth struct {
 	mu    sync.RWMutex
 	users map[string]*server.Permissions // public key -> permissions (nil: everything)
+
+	perDevice int
+	ns        *server.Server // set before the server starts
+	connMu    sync.Mutex
+	conns     map[string]map[uint64]struct{} // device key -> ids of connections let in
 }
 
-func newNkeyAuth(users []*server.NkeyUser) *nkeyAuth {
-	a := &nkeyAuth{}
+func newNkeyAuth(users []*server.NkeyUser, perDevice int) *nkeyAuth {
+	a := &nkeyAuth{perDevice: perDevice, conns: map[string]map[uint64]struct{}{}}
 	a.users, _ = a.diff(users)
 	return a
+}
+
+// admit counts a device's connection, first forgetting those the server
+// no longer has, and refuses one past the cap. A connection that fails
+// after being let in is forgotten at the next check of its key.
+func (a *nkeyAuth) admit(key string, cid uint64) bool {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	set := a.conns[key]
+	if set == nil {
+		set = map[uint64]struct{}{}
+		a.conns[key] = set
+	}
+	if len(set) >= a.perDevice && a.ns != nil {
+		for id := range set {
+			if a.ns.GetClient(id) == nil {
+				delete(set, id)
+			}
+		}
+	}
+	if len(set) >= a.perDevice {
+		return false
+	}
+	set[cid] = struct{}{}
+	return true
 }
 
 // Check implements server.Authentication.
@@ -47,6 +81,9 @@ func (a *nkeyAuth) Check(c server.ClientAuthentication) bool {
 	}
 	kp, err := nkeys.FromPublicKey(o.Nkey)
 	if err != nil || kp.Verify(c.GetNonce(), sig) != nil {
+		return false
+	}
+	if perms != nil && !a.admit(o.Nkey, c.GetID()) {
 		return false
 	}
 	// The user name shows in the server's connection list (and lets a
@@ -86,6 +123,13 @@ func (s *Server) SetUsers(users []*server.NkeyUser) (err error) {
 	prev := s.auth.users
 	s.auth.users = next
 	s.auth.mu.Unlock()
+	s.auth.connMu.Lock()
+	for k := range s.auth.conns {
+		if _, ok := next[k]; !ok {
+			delete(s.auth.conns, k) // gone: its connections are cut below
+		}
+	}
+	s.auth.connMu.Unlock()
 	defer func() {
 		if err != nil {
 			s.auth.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -58,14 +59,28 @@ type ServerConfig struct {
 	// with its permissions (DevicePermissions for a device); SetUsers
 	// replaces them.
 	Nkeys []*server.NkeyUser
+	// MaxConnsPerDevice caps the open connections of one device identity
+	// (one whose permissions are limited); a further connection is refused
+	// until one closes (DefaultMaxConnsPerDevice when 0).
+	MaxConnsPerDevice int
+	// MaxConnections caps all client connections (0: what the process's
+	// open-files limit leaves after a reserve for JetStream's files and
+	// the HTTP listener; see connectionLimit).
+	MaxConnections int
 }
+
+// DefaultMaxConnsPerDevice: an agent holds one connection; a few more
+// cover a reconnection while the server has not yet seen the old one
+// close (a half-open TCP connection lives until its pings go unanswered).
+const DefaultMaxConnsPerDevice = 8
 
 // Server is a running embedded NATS server.
 type Server struct {
 	ns  *server.Server
 	cfg ServerConfig
 
-	auth *nkeyAuth // nil unless ServerConfig.Nkeys is set
+	auth    *nkeyAuth // nil unless ServerConfig.Nkeys is set
+	maxConn int
 }
 
 var errNoAuth = errors.New("mesh: the server was started without identities (ServerConfig.Nkeys)")
@@ -79,7 +94,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	var auth *nkeyAuth
 	if cfg.Nkeys != nil {
-		auth = newNkeyAuth(cfg.Nkeys)
+		per := cfg.MaxConnsPerDevice
+		if per <= 0 {
+			per = DefaultMaxConnsPerDevice
+		}
+		auth = newNkeyAuth(cfg.Nkeys, per)
 		opts.CustomClientAuthentication = auth
 		opts.AlwaysEnableNonce = true
 	}
@@ -89,6 +108,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Logger != nil {
 		ns.SetLoggerV2(&slogAdapter{l: cfg.Logger}, false, false, false)
+	}
+	if auth != nil {
+		auth.ns = ns
 	}
 	ns.Start()
 	wait := cfg.ReadyTimeout
@@ -105,7 +127,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, errors.New("mesh: jetstream did not start")
 	}
-	return &Server{ns: ns, cfg: cfg, auth: auth}, nil
+	return &Server{ns: ns, cfg: cfg, auth: auth, maxConn: opts.MaxConn}, nil
 }
 
 func serverOptions(cfg ServerConfig) (*server.Options, error) {
@@ -120,6 +142,10 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		NoSigs:     true,
 		NoLog:      cfg.Logger == nil,
 		MaxPayload: 8 << 20,
+		MaxConn:    cfg.MaxConnections,
+	}
+	if opts.MaxConn <= 0 {
+		opts.MaxConn = connectionLimit()
 	}
 	opts.ClientAdvertise = cfg.ClientAdvertise
 	if cfg.TLS != nil {
@@ -215,3 +241,27 @@ func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(f
 func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+
+// connectionLimit is how many client connections the server takes: what
+// the open-files limit leaves once a reserve is kept for JetStream's files,
+// the HTTP listener and the process's own (a tenth of the limit, at least
+// 512), and never more than nats-server's default. Past it a connection is
+// refused at once instead of failing accept(2) for everything else too.
+func connectionLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return server.DEFAULT_MAX_CONNECTIONS
+	}
+	limit := int64(rl.Cur)
+	if rl.Cur > 1<<40 {
+		limit = 1 << 40
+	}
+	n := limit - max(512, limit/10)
+	if n < 64 {
+		n = 64
+	}
+	return int(min(n, int64(server.DEFAULT_MAX_CONNECTIONS)))
+}
+
+// MaxConnections is the cap on client connections in force.
+func (s *Server) MaxConnections() int { return s.maxConn }

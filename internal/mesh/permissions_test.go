@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/identity"
 	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/relay"
 	hserver "github.com/harmony-fleet/harmony/internal/server"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/testutil/natsperm"
@@ -39,6 +42,9 @@ type fleet struct {
 	names   config.Buckets
 	buckets mesh.FleetBuckets
 	keys    map[string]nkeys.KeyPair
+
+	mu      sync.Mutex
+	members map[string]string // device -> failover cluster its identity was granted
 }
 
 func startFleet(t *testing.T, devices ...string) *fleet {
@@ -89,6 +95,30 @@ func startFleetWith(t *testing.T, more []*server.NkeyUser, devices ...string) *f
 		}
 		f.kv[bc.Name] = kv
 	}
+	// The relay answers devices' requests as harmony server does, with a
+	// connection of its own.
+	rnc, err := nats.Connect(f.url, nats.Nkey(publicKey(t, serverKey), serverKey.Sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rnc.Close)
+	f.members = map[string]string{}
+	rl := relay.NewServer(rnc, relay.Fleet{DesiredState: f.kv[f.names.DesiredState], DeviceInfo: f.kv[f.names.DeviceInfo],
+		DeviceState: f.kv[f.names.DeviceState], DeviceHeartbeat: f.kv[f.names.DeviceHeartbeat]}, slog.New(slog.DiscardHandler),
+		relay.Options{RequireInbox: true, InboxPrefix: mesh.DeviceInboxPrefix,
+			MemberBucket: func(_ context.Context, device string) (string, error) {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if c := f.members[device]; c != "" {
+					return failover.BucketName(c), nil
+				}
+				return "", nil
+			},
+			OpenBucket: func(ctx context.Context, bucket string) (store.KV, error) { return st.Open(ctx, bucket) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return f
 }
 
@@ -115,7 +145,8 @@ func publicKey(t *testing.T, kp nkeys.KeyPair) string {
 type device struct {
 	id     string
 	nc     *nats.Conn
-	st     *store.NATS
+	st     *store.NATS   // JetStream directly: what the device may NOT do
+	rl     *relay.Client // through the relay: what the agent does
 	js     jetstream.JetStream
 	errs   *natsperm.Errors
 	closed chan struct{}
@@ -144,14 +175,17 @@ func (f *fleet) connect(t *testing.T, id string, timeout time.Duration) *device 
 	if d.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
+	d.rl = relay.NewClient(nc, relay.ClientOptions{Device: id, Timeout: timeout,
+		Republish: map[string]string{f.names.DesiredState: mesh.DesiredSubjectPrefix(f.names.DesiredState)}})
 	return d
 }
 
-func (d *device) open(t *testing.T, bucket string) store.KV {
+// relayed opens a bucket through the relay, as the agent does.
+func (d *device) relayed(t *testing.T, bucket string) store.KV {
 	t.Helper()
-	kv, err := d.st.Open(context.Background(), bucket)
+	kv, err := d.rl.Open(context.Background(), bucket)
 	if err != nil {
-		t.Fatalf("%s opens %s: %v", d.id, bucket, err)
+		t.Fatalf("%s opens %s through the relay: %v", d.id, bucket, err)
 	}
 	return kv
 }
@@ -184,8 +218,24 @@ func TestDeviceInboxPrefix(t *testing.T) {
 	}
 }
 
+// Valid records of a device's own buckets (the relay refuses others).
+func infoValue(id string) []byte {
+	b, _ := json.Marshal(v1.DeviceInfo{V: v1.FormatVersion, ID: id})
+	return b
+}
+
+func beatValue(seq uint64) []byte {
+	b, _ := json.Marshal(v1.Heartbeat{V: v1.FormatVersion, Boot: "b00t", Seq: seq})
+	return b
+}
+
+func stateValue(id, dep, phase string) []byte {
+	b, _ := json.Marshal(v1.DeviceState{V: v1.FormatVersion, Device: id, Deployment: dep, Phase: phase})
+	return b
+}
+
 // TestDevicePermissionsOwnKeys: what the agent does with its own keys works
-// under its identity, and the server refuses none of it.
+// under its identity, through the relay, and the server refuses none of it.
 func TestDevicePermissionsOwnKeys(t *testing.T) {
 	f := startFleet(t, "dev-a")
 	ctx := context.Background()
@@ -200,11 +250,11 @@ func TestDevicePermissionsOwnKeys(t *testing.T) {
 
 	a := f.connect(t, "dev-a", 5*time.Second)
 	for _, b := range []string{f.names.DesiredState, f.names.DeviceInfo, f.names.DeviceState, f.names.DeviceHeartbeat} {
-		a.open(t, b) // stream info
+		a.relayed(t, b)
 	}
 
 	t.Run("watch own desired state", func(t *testing.T) {
-		kv := a.open(t, f.names.DesiredState)
+		kv := a.relayed(t, f.names.DesiredState)
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		w, err := kv.Watch(wctx, "dev-a.*", store.WatchOptions{})
@@ -234,94 +284,68 @@ func TestDevicePermissionsOwnKeys(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("watch saw %v, want %v", got, want)
 		}
-		// Stopping the watch deletes its consumer (allowed), rather than
-		// leaving it to the server's inactivity timeout.
+		// No consumer was made, by the device or for it.
 		waitNoConsumers(t, f, f.names.DesiredState)
 	})
 
-	t.Run("resume own desired-state watch", func(t *testing.T) {
-		kv := a.open(t, f.names.DesiredState)
-		wctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		w, err := kv.Watch(wctx, "dev-a.*", store.WatchOptions{ResumeFrom: rev1 + 1})
-		if err != nil {
-			t.Fatalf("watch: %v", err)
-		}
-		for ev := range w.Events() {
-			if ev.Replayed {
-				cancel()
-				continue
-			}
-			if !strings.HasPrefix(ev.Entry.Key, "dev-a.") || ev.Entry.Revision <= rev1 {
-				t.Errorf("resumed watch saw %s@%d", ev.Entry.Key, ev.Entry.Revision)
-			}
-		}
-		waitNoConsumers(t, f, f.names.DesiredState)
-	})
-
-	t.Run("get own desired state by direct get", func(t *testing.T) {
-		// store.Get asks the leader with STREAM.MSG.GET, which names the
-		// key in its body and is therefore not granted; the subject-carrying
-		// direct get (what nats.go's KV Get does) is.
-		kv, err := a.js.KeyValue(ctx, f.names.DesiredState)
-		if err != nil {
-			t.Fatal(err)
-		}
+	t.Run("get and list own desired state", func(t *testing.T) {
+		kv := a.relayed(t, f.names.DesiredState)
 		e, err := kv.Get(ctx, "dev-a.web")
-		if err != nil || string(e.Value()) != "v2" {
+		if err != nil || string(e.Value) != "v2" {
 			t.Fatalf("get = %v, %v; want v2", e, err)
 		}
-		if _, err := kv.Get(ctx, "dev-a.gone"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if _, err := kv.Get(ctx, "dev-a.gone"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("get of a missing own key = %v, want not found", err)
+		}
+		l, err := kv.List(ctx, "dev-a.*")
+		if err != nil || len(l) != 2 || l[0].Key != "dev-a.db" || l[1].Key != "dev-a.web" {
+			t.Fatalf("list = %v, %v; want dev-a.db and dev-a.web", l, err)
 		}
 	})
 
 	t.Run("device-info and heartbeat: create and CAS", func(t *testing.T) {
-		for _, bucket := range []string{f.names.DeviceInfo, f.names.DeviceHeartbeat} {
-			kv := a.open(t, bucket)
-			rev, err := kv.Create(ctx, "dev-a", []byte("one"))
+		for bucket, val := range map[string]func(int) []byte{
+			f.names.DeviceInfo:      func(int) []byte { return infoValue("dev-a") },
+			f.names.DeviceHeartbeat: func(i int) []byte { return beatValue(uint64(i)) },
+		} {
+			kv := a.relayed(t, bucket)
+			rev, err := kv.Create(ctx, "dev-a", val(1))
 			if err != nil {
 				t.Fatalf("%s create: %v", bucket, err)
 			}
-			if _, err := kv.Create(ctx, "dev-a", []byte("again")); !errors.Is(err, store.ErrConflict) {
+			if _, err := kv.Create(ctx, "dev-a", val(2)); !errors.Is(err, store.ErrConflict) {
 				t.Fatalf("%s second create = %v, want conflict", bucket, err)
 			}
-			if _, err := kv.Update(ctx, "dev-a", []byte("two"), rev); err != nil {
+			if _, err := kv.Update(ctx, "dev-a", val(3), rev); err != nil {
 				t.Fatalf("%s update: %v", bucket, err)
 			}
-			if _, err := kv.Update(ctx, "dev-a", []byte("stale"), rev); !errors.Is(err, store.ErrConflict) {
+			if _, err := kv.Update(ctx, "dev-a", val(4), rev); !errors.Is(err, store.ErrConflict) {
 				t.Fatalf("%s stale update = %v, want conflict", bucket, err)
 			}
-			jkv, err := a.js.KeyValue(ctx, bucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e, err := jkv.Get(ctx, "dev-a"); err != nil || string(e.Value()) != "two" {
-				t.Fatalf("%s get = %v, %v; want two", bucket, e, err)
+			if e, err := kv.Get(ctx, "dev-a"); err != nil || string(e.Value) != string(val(3)) {
+				t.Fatalf("%s get = %v, %v; want the update", bucket, e, err)
 			}
 		}
 	})
 
 	t.Run("device-state: create, update, delete, recreate", func(t *testing.T) {
-		kv := a.open(t, f.names.DeviceState)
+		kv := a.relayed(t, f.names.DeviceState)
 		key := v1.DeviceKey("dev-a", "web")
-		rev, err := kv.Create(ctx, key, []byte("s1"))
+		rev, err := kv.Create(ctx, key, stateValue("dev-a", "web", "Progressing"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rev, err = kv.Update(ctx, key, []byte("s2"), rev); err != nil {
+		if rev, err = kv.Update(ctx, key, stateValue("dev-a", "web", "Ready"), rev); err != nil {
 			t.Fatal(err)
 		}
 		if err := kv.Delete(ctx, key, rev); err != nil {
 			t.Fatal(err)
 		}
-		// Over a delete marker, nats.go's Create reads the key (direct get)
-		// and writes with its revision.
-		if _, err := kv.Create(ctx, key, []byte("s3")); err != nil {
+		if _, err := kv.Create(ctx, key, stateValue("dev-a", "web", "Failed")); err != nil {
 			t.Fatal(err)
 		}
-		if e, err := f.kv[f.names.DeviceState].Get(ctx, key); err != nil || string(e.Value) != "s3" {
-			t.Fatalf("server reads %v, %v; want s3", e, err)
+		if e, err := f.kv[f.names.DeviceState].Get(ctx, key); err != nil || string(e.Value) != string(stateValue("dev-a", "web", "Failed")) {
+			t.Fatalf("server reads %v, %v; want the last status", e, err)
 		}
 	})
 
@@ -385,10 +409,11 @@ func TestDevicePermissionsDenied(t *testing.T) {
 	}
 	// Device B writes its own keys under its own identity.
 	b := f.connect(t, "dev-b", 5*time.Second)
-	for bucket, key := range map[string]string{f.names.DeviceInfo: "dev-b", f.names.DeviceHeartbeat: "dev-b",
-		f.names.DeviceState: "dev-b.web"} {
-		if _, err := b.open(t, bucket).Create(ctx, key, []byte("b")); err != nil {
-			t.Fatalf("dev-b writes %s/%s: %v", bucket, key, err)
+	for bucket, kv := range map[string][2]string{f.names.DeviceInfo: {"dev-b", string(infoValue("dev-b"))},
+		f.names.DeviceHeartbeat: {"dev-b", string(beatValue(1))},
+		f.names.DeviceState:     {"dev-b.web", string(stateValue("dev-b", "web", "Ready"))}} {
+		if _, err := b.relayed(t, bucket).Create(ctx, kv[0], []byte(kv[1])); err != nil {
+			t.Fatalf("dev-b writes %s/%s: %v", bucket, kv[0], err)
 		}
 	}
 	b.noErrors(t)
@@ -399,26 +424,28 @@ func TestDevicePermissionsDenied(t *testing.T) {
 		_, err := d.nc.Request(subject, data, deniedWait)
 		return err
 	}
+	// nats.go's KV Get: a direct get with the key in the request subject.
 	kvGet := func(d *device, bucket, key string) error {
-		kv, err := d.js.KeyValue(ctx, bucket)
-		if err != nil {
-			return err
-		}
-		c, cancel := context.WithTimeout(ctx, deniedWait)
-		defer cancel()
-		_, err = kv.Get(c, key)
-		return err
+		return jsAPI(d, "$JS.API.DIRECT.GET.KV_"+bucket+".$KV."+bucket+"."+key, nil)
 	}
+	// A watch or a list is an ordered consumer made with its filter in
+	// the request subject (what nats.go's KV Watch sends).
 	watch := func(t *testing.T, d *device, filter string) error {
-		_, err := d.open(t, ds).Watch(ctx, filter, store.WatchOptions{})
-		return err
+		subj := "$JS.API.CONSUMER.CREATE.KV_" + ds + ".w." + "$KV." + ds + "." + filter
+		return jsAPI(d, subj, map[string]any{"stream_name": "KV_" + ds, "config": map[string]any{"name": "w",
+			"deliver_subject": mesh.DeviceInboxPrefix(d.id) + ".w", "filter_subject": "$KV." + ds + "." + filter, "ack_policy": "none"}})
 	}
-	write := func(bucket, key string) func(t *testing.T, d *device) error {
+	// A write is a JetStream publish on the key's subject, headers and all.
+	publish := func(bucket, key string, hdr nats.Header) func(t *testing.T, d *device) error {
 		return func(t *testing.T, d *device) error {
-			_, err := d.open(t, bucket).Create(ctx, key, []byte("forged"))
+			m := nats.NewMsg("$KV." + bucket + "." + key)
+			m.Header = hdr
+			m.Data = []byte("forged")
+			_, err := d.nc.RequestMsg(m, deniedWait)
 			return err
 		}
 	}
+	write := func(bucket, key string) func(t *testing.T, d *device) error { return publish(bucket, key, nil) }
 	withTimeout := func(call func(ctx context.Context, js jetstream.JetStream) error) func(t *testing.T, d *device) error {
 		return func(t *testing.T, d *device) error {
 			c, cancel := context.WithTimeout(ctx, deniedWait)
@@ -447,10 +474,6 @@ func TestDevicePermissionsDenied(t *testing.T) {
 	}{
 		{"get B's desired state (direct get)", func(t *testing.T, d *device) error { return kvGet(d, ds, "dev-b.web") },
 			"Publish to", "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.dev-b.web", true},
-		{"get B's desired state (store.Get: leader message get)", func(t *testing.T, d *device) error {
-			_, err := d.open(t, ds).Get(ctx, "dev-b.web")
-			return err
-		}, "Publish to", "$JS.API.STREAM.MSG.GET.KV_desired-state", true},
 		{"read the desired-state stream by sequence", func(t *testing.T, d *device) error {
 			return jsAPI(d, "$JS.API.STREAM.MSG.GET.KV_"+ds, map[string]any{"seq": 1})
 		}, "Publish to", "$JS.API.STREAM.MSG.GET.KV_desired-state", true},
@@ -464,13 +487,44 @@ func TestDevicePermissionsDenied(t *testing.T) {
 		{"get B's device info", func(t *testing.T, d *device) error { return kvGet(d, bi, "dev-b") },
 			"Publish to", "$JS.API.DIRECT.GET.KV_device-info.$KV.device-info.dev-b", true},
 		{"watch B's desired state", func(t *testing.T, d *device) error { return watch(t, d, "dev-b.*") },
-			"Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.dev-b.*", true},
+			"Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.w.$KV.desired-state.dev-b.*", true},
 		{"watch the whole desired-state bucket", func(t *testing.T, d *device) error { return watch(t, d, ">") },
-			"Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.>", true},
-		{"list desired-state keys", func(t *testing.T, d *device) error {
-			_, err := d.open(t, ds).List(ctx, "")
+			"Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.w.$KV.desired-state.>", true},
+		{"watch own desired state with a consumer", func(t *testing.T, d *device) error { return watch(t, d, "dev-a.*") },
+			"Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.w.$KV.desired-state.dev-a.*", true},
+		{"push own desired state into B's command subject", func(t *testing.T, d *device) error {
+			return jsAPI(d, "$JS.API.CONSUMER.CREATE.KV_"+ds+".x.$KV."+ds+".dev-a.*", map[string]any{"stream_name": "KV_" + ds,
+				"config": map[string]any{"name": "x", "deliver_subject": v1.CommandSubject("dev-b"), "filter_subject": "$KV." + ds + ".dev-a.*"}})
+		}, "Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.x.$KV.desired-state.dev-a.*", true},
+		{"open own device-info bucket (stream info)", func(t *testing.T, d *device) error {
+			_, err := d.st.Open(ctx, bi)
 			return err
-		}, "Publish to", "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.>", true},
+		}, "Publish to", "$JS.API.STREAM.INFO.KV_device-info", true},
+		{"get own desired state by direct get", func(t *testing.T, d *device) error {
+			return jsAPI(d, "$JS.API.DIRECT.GET.KV_"+ds+".$KV."+ds+".dev-a.web", nil)
+		}, "Publish to", "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.dev-a.web", true},
+		{"batched direct get naming B's keys in the body", func(t *testing.T, d *device) error {
+			return jsAPI(d, "$JS.API.DIRECT.GET.KV_"+ds, map[string]any{"multi_last": []string{"$KV." + ds + ".dev-b.*"}, "batch": 10})
+		}, "Publish to", "$JS.API.DIRECT.GET.KV_desired-state", true},
+		{"roll up the device-info stream from own key", publish(bi, "dev-a", nats.Header{"Nats-Rollup": []string{"all"}}),
+			"Publish to", "$KV.device-info.dev-a", true},
+		{"write own heartbeat straight into the bucket", write(bh, "dev-a"),
+			"Publish to", "$KV.device-heartbeat.dev-a", true},
+		{"write a literal wildcard key", write(bs, "dev-a.>"),
+			"Publish to", "$KV.device-state.dev-a.>", true},
+		{"send a relay request in B's name", func(t *testing.T, d *device) error {
+			m := nats.NewMsg(relay.Subject("dev-b"))
+			m.Header.Set(relay.HdrOp, relay.OpGet)
+			m.Header.Set(relay.HdrBucket, ds)
+			m.Header.Set(relay.HdrKey, "dev-b.web")
+			_, err := d.nc.RequestMsg(m, deniedWait)
+			return err
+		}, "Publish to", "harmony.relay.dev-b", true},
+		{"subscribe to every relay request", subscribe("harmony.relay.>"),
+			"Subscription to", "harmony.relay.>", false},
+		{"subscribe to B's republished desired state", subscribe(mesh.DesiredSubjectPrefix(ds) + ".dev-b.*"),
+			"Subscription to", "harmony.kv.desired-state.dev-b.*", false},
+
 		{"create a consumer without a filter in the subject", func(t *testing.T, d *device) error {
 			return jsAPI(d, "$JS.API.CONSUMER.CREATE.KV_"+ds+".x", map[string]any{"stream_name": "KV_" + ds,
 				"config": map[string]any{"name": "x", "deliver_subject": mesh.DeviceInboxPrefix("dev-a") + ".x", "filter_subject": "$KV." + ds + ".dev-a.*"}})
@@ -551,18 +605,21 @@ func TestDevicePermissionsDenied(t *testing.T) {
 }
 
 // TestFailoverMemberPermissions: a device that also runs a failover member
-// (identity.Permissions with a cluster) can do with its cluster's bucket
-// what the member does (open it, bootstrap cluster-state, read, CAS,
-// watch, list, history), reading as the agent does under an identity
-// (direct get); it cannot change the bucket's stream (which could
-// republish into other subjects), and another cluster's bucket stays
-// closed to it.
+// (identity.Permissions with a cluster) can do with its cluster's bucket,
+// through the relay, what the member does (open it, bootstrap
+// cluster-state, read, CAS, watch, list, history); it reaches no JetStream
+// API itself (so it cannot change the bucket's stream, which could
+// republish into other subjects, nor point a consumer at another device's
+// subjects), and another cluster's bucket stays closed to it.
 func TestFailoverMemberPermissions(t *testing.T) {
 	ctx := context.Background()
 	kp := newUser(t)
 	rec := identity.Record{Device: "n1", PublicKey: publicKey(t, kp), Cluster: "pg1"}
 	f := startFleetWith(t, identity.Users([]identity.Record{rec}, nil, mesh.FleetBuckets{DesiredState: "desired-state",
 		DeviceInfo: "device-info", DeviceState: "device-state", DeviceHeartbeat: "device-heartbeat"}))
+	f.mu.Lock()
+	f.members["n1"] = "pg1"
+	f.mu.Unlock()
 
 	errs := &natsperm.Errors{}
 	nc, err := nats.Connect(f.url, nats.Nkey(rec.PublicKey, kp.Sign), nats.CustomInboxPrefix(mesh.DeviceInboxPrefix("n1")),
@@ -571,10 +628,9 @@ func TestFailoverMemberPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	st, err := store.NewNATS(nc, store.NATSOptions{Timeout: 2 * time.Second, DirectGet: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bucket := failover.BucketName("pg1")
+	st := relay.NewClient(nc, relay.ClientOptions{Device: "n1", Timeout: 2 * time.Second,
+		Republish: map[string]string{bucket: store.RepublishPrefix(bucket)}})
 	// The server creates the bucket when it grants the identity.
 	full, err := store.NewNATS(f.nc, store.NATSOptions{})
 	if err != nil {
@@ -583,12 +639,12 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	if _, err := failover.EnsureBucket(ctx, full, "pg1", 1); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := st.Open(ctx, failover.BucketName("pg1"))
+	if _, err := failover.EnsureBucket(ctx, full, "pg2", 1); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := st.Open(ctx, bucket)
 	if err != nil {
 		t.Fatalf("member opens its cluster's bucket: %v", err)
-	}
-	if _, err := failover.EnsureBucket(ctx, st, "pg1", 1); err != nil {
-		t.Fatalf("member checks its existing bucket: %v", err)
 	}
 	if err := failover.Bootstrap(ctx, kv, "n1", ""); err != nil {
 		t.Fatalf("bootstrap: %v", err)
@@ -608,13 +664,29 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("watch: %v", err)
 	}
+	var seen []string
 	for ev := range w.Events() {
 		if ev.Replayed {
+			// A write after the replay comes on the republished subject.
+			fkv, err := full.Open(ctx, bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fkv.Create(ctx, "heartbeat.n2", []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		seen = append(seen, ev.Entry.Key)
+		if ev.Entry.Key == "heartbeat.n2" {
 			cancel()
 		}
 	}
 	cancel()
-	if entries, err := kv.List(ctx, ""); err != nil || len(entries) < 2 {
+	if len(seen) < 3 {
+		t.Fatalf("watch saw %v: want cluster-state, member.n1 and heartbeat.n2", seen)
+	}
+	if entries, err := kv.List(ctx, ">"); err != nil || len(entries) < 3 {
 		t.Fatalf("list: %v %v", entries, err)
 	}
 	if h, err := kv.History(ctx, failover.KeyClusterState); err != nil || len(h) < 2 {
@@ -623,20 +695,16 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	if _, err := failover.ReadView(ctx, kv, "pg1"); err != nil {
 		t.Fatalf("read view: %v", err)
 	}
+	waitNoConsumers(t, f, bucket)
 	if got := errs.All(); len(got) > 0 {
 		t.Fatalf("the member was refused: %v", got)
 	}
 
-	c, cancel2 := context.WithTimeout(ctx, deniedWait)
-	defer cancel2()
-	if _, err := failover.EnsureBucket(c, st, "pg2", 1); err == nil {
-		t.Fatal("member created another cluster's bucket")
+	// Another cluster's bucket, through the relay: refused by the relay.
+	if _, err := st.Open(ctx, failover.BucketName("pg2")); !errors.Is(err, store.ErrRefused) {
+		t.Fatalf("member opens another cluster's bucket: %v, want refused", err)
 	}
-	errs.Violated(t, "Publish to", "$JS.API.STREAM.INFO.KV_failover-pg2")
-
-	// Republishing its bucket into the devices' desired-state subjects
-	// (a stream update, whose configuration permissions cannot see) is
-	// refused.
+	// And nothing of JetStream is within its reach.
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -649,4 +717,14 @@ func TestFailoverMemberPermissions(t *testing.T) {
 		t.Fatal("member updated its bucket's stream")
 	}
 	errs.Violated(t, "Publish to", "$JS.API.STREAM.UPDATE.KV_failover-pg1")
+	data, _ := json.Marshal(map[string]any{"stream_name": "KV_failover-pg1", "config": map[string]any{"name": "x",
+		"deliver_subject": v1.CommandSubject("dev-b"), "filter_subject": "$KV.failover-pg1.>"}})
+	if _, err := nc.Request("$JS.API.CONSUMER.CREATE.KV_failover-pg1.x.$KV.failover-pg1.>", data, deniedWait); err == nil {
+		t.Fatal("member made a consumer on its bucket")
+	}
+	errs.Violated(t, "Publish to", "$JS.API.CONSUMER.CREATE.KV_failover-pg1.x.$KV.failover-pg1.>")
+	if _, err := nc.SubscribeSync(store.RepublishPrefix(failover.BucketName("pg2")) + ".>"); err == nil {
+		_ = nc.Flush()
+	}
+	errs.Violated(t, "Subscription to", "harmony.kv.failover-pg2.>")
 }

@@ -37,6 +37,8 @@ type handler struct {
 	cfg  config.Server
 	mux  *http.ServeMux
 	log  *slog.Logger
+	// promReg is /metrics' registry.
+	promReg *prometheus.Registry
 
 	mu         sync.Mutex
 	staleSince time.Time // zero while the store answers
@@ -135,6 +137,7 @@ func newHandler(nc *nats.Conn, ns *mesh.Server, st store.Store, op *operator.Ope
 	if ns != nil {
 		reg.MustRegister(newNATSCollector(ns.NATS()))
 	}
+	h.promReg = reg
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -156,7 +156,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		}
 		defer ns.Shutdown()
 		info.NATSURL = ns.ClientURL()
-		log.Info("embedded NATS started", "url", info.NATSURL, "data_dir", cfg.DataDir, "sync_always", cfg.SyncAlways, "nats_auth", cfg.NATSAuth)
+		log.Info("embedded NATS started", "url", info.NATSURL, "data_dir", cfg.DataDir, "sync_always", cfg.SyncAlways, "nats_auth", cfg.NATSAuth, "max_connections", ns.MaxConnections())
 		nc, err = mesh.Connect(mesh.ClientConfig{Name: "harmony-server", InProcess: ns, Nkey: self, Logger: log})
 		if err != nil {
 			return err
@@ -196,10 +196,18 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	op = operator.New(operator.Buckets{
 		Deployments: kvs[b.Deployments], DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
-	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc})
+	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc,
+		Releases: kvs[b.Leases]}) // an admin's release of held orphan removals (collection.go)
 
 	h := newHandler(nc, ns, st, op, gc, kvs, cfg, g.dash, log)
+	h.registerMetrics(newOrphanCollector(op))
 	g.h.Store(h)
+	rl, rnc, err := startRelay(cfg, ns, self, st, kvs, log)
+	if err != nil {
+		return err
+	}
+	defer rnc.Close()
+	h.registerMetrics(rl.metrics.Collectors()...)
 
 	eg, ectx := errgroup.WithContext(ctx)
 	if cfg.Embedded() {
@@ -219,6 +227,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		}
 	}
 	eg.Go(func() error { return op.Run(ectx) })
+	eg.Go(func() error { return rl.Run(ectx) })
 	eg.Go(func() error { return gc.Run(ectx) })
 	eg.Go(func() error { h.probeStore(ectx); return nil })
 	log.Info("harmony server started", "http", info.HTTPURL)

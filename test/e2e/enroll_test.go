@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/relay"
 	"github.com/harmony-fleet/harmony/internal/testutil/natsperm"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
@@ -31,7 +32,7 @@ type deviceConn struct {
 	disconnected chan struct{} // closed at the first disconnection
 }
 
-func connectAs(t *testing.T, natsAddr, ca, seed, device string) (*deviceConn, error) {
+func connectAs(t testing.TB, natsAddr, ca, seed, device string) (*deviceConn, error) {
 	t.Helper()
 	nkey, err := nats.NkeyOptionFromSeed(seed)
 	if err != nil {
@@ -159,20 +160,18 @@ func TestEnrolledDevices(t *testing.T) {
 	must(cli("apply", "-f", deploymentFile(t, "enrolled", "site: home", "one")))
 	converged("enrolled", 1)
 
-	// A's identity reaches its own desired state, and nothing of B's.
+	// A's identity reaches its own desired state (through the relay, as
+	// its agent does), and nothing of B's.
 	ctx := context.Background()
-	bucket := func(c *deviceConn, name string) jetstream.KeyValue {
-		kv, err := c.js.KeyValue(ctx, name)
-		if err != nil {
-			t.Fatalf("open %s as A: %v", name, err)
-		}
-		return kv
-	}
 	own, err := connectAs(t, natsAddr, ca, seedA, "dev-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, err := bucket(own, "desired-state").Get(ctx, v1.DeviceKey("dev-a", "enrolled")); err != nil || len(e.Value()) == 0 {
+	ownKV, err := relay.NewClient(own.nc, relay.ClientOptions{Device: "dev-a"}).Open(ctx, "desired-state")
+	if err != nil {
+		t.Fatalf("A opens its desired state: %v", err)
+	}
+	if e, err := ownKV.Get(ctx, v1.DeviceKey("dev-a", "enrolled")); err != nil || len(e.Value) == 0 {
 		t.Fatalf("A reads its own desired state: %v, %v", e, err)
 	}
 	if errs := own.errs.All(); len(errs) > 0 {
@@ -197,26 +196,19 @@ func TestEnrolledDevices(t *testing.T) {
 		refusedPublish string // the subject (or filter) the server names
 	}{
 		{"get B's desired state", func(c *deviceConn) error {
-			c2, cancel := short()
-			defer cancel()
-			_, err := bucket(c, "desired-state").Get(c2, v1.DeviceKey("dev-b", "enrolled"))
-			return err
+			return request(c, "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.dev-b.enrolled", nil)
 		}, "$JS.API.DIRECT.GET.KV_desired-state.$KV.desired-state.dev-b.enrolled"},
 		{"get B's desired state from the stream leader", func(c *deviceConn) error {
 			return request(c, "$JS.API.STREAM.MSG.GET.KV_desired-state", map[string]any{"last_by_subj": "$KV.desired-state.dev-b.enrolled"})
 		}, "$JS.API.STREAM.MSG.GET.KV_desired-state"},
 		{"watch B's desired state", func(c *deviceConn) error {
-			c2, cancel := short()
-			defer cancel()
-			_, err := bucket(c, "desired-state").Watch(c2, "dev-b.*")
-			return err
-		}, "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.dev-b.*"},
+			return request(c, "$JS.API.CONSUMER.CREATE.KV_desired-state.w.$KV.desired-state.dev-b.*", map[string]any{
+				"stream_name": "KV_desired-state", "config": map[string]any{"name": "w", "filter_subject": "$KV.desired-state.dev-b.*",
+					"deliver_subject": mesh.DeviceInboxPrefix("dev-a") + ".w"}})
+		}, "$JS.API.CONSUMER.CREATE.KV_desired-state.w.$KV.desired-state.dev-b.*"},
 		{"list the desired-state keys", func(c *deviceConn) error {
-			c2, cancel := short()
-			defer cancel()
-			_, err := bucket(c, "desired-state").ListKeys(c2)
-			return err
-		}, "$JS.API.CONSUMER.CREATE.KV_desired-state.*.$KV.desired-state.>"},
+			return request(c, "$JS.API.STREAM.INFO.KV_desired-state", map[string]any{"subjects_filter": ">"})
+		}, "$JS.API.STREAM.INFO.KV_desired-state"},
 		{"write B's status", func(c *deviceConn) error { return publish(c, "$KV.device-state.dev-b.enrolled") },
 			"$KV.device-state.dev-b.enrolled"},
 		{"write B's heartbeat", func(c *deviceConn) error { return publish(c, "$KV.device-heartbeat.dev-b") },

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/identity"
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/relay"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// serverRelay is the relay of devices' store requests with its metrics.
+type serverRelay struct {
+	*relay.Server
+	metrics *relay.Metrics
+}
+
+// startRelay builds the relay that carries devices' reads and writes
+// (docs/adr/0013-device-isolation.md) on a NATS connection of its own, so
+// that a device flooding its relay subject slows that connection only;
+// the store calls it makes go through the server's store connection.
+func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store.Store, kvs map[string]store.KV, log *slog.Logger) (*serverRelay, *nats.Conn, error) {
+	var rnc *nats.Conn
+	var err error
+	if ns != nil {
+		rnc, err = mesh.Connect(mesh.ClientConfig{Name: "harmony-server relay", InProcess: ns, Nkey: self, Logger: log})
+	} else {
+		rnc, err = mesh.Connect(mesh.ClientConfig{
+			Name: "harmony-server relay", URLs: cfg.NATSURLs, CredsFile: cfg.NATSCreds,
+			CAFile: cfg.NATSCA, CertFile: cfg.NATSCert, KeyFile: cfg.NATSKey, Logger: log,
+		})
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay connection: %w", err)
+	}
+	b := cfg.Buckets
+	ids := kvs[b.Identities]
+	m := relay.NewMetrics()
+	rl := relay.NewServer(rnc, relay.Fleet{
+		DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
+		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat],
+	}, log.With("component", "relay"), relay.Options{
+		RequireInbox: cfg.Embedded() && cfg.NATSAuth == "identities",
+		InboxPrefix:  mesh.DeviceInboxPrefix,
+		MemberBucket: func(ctx context.Context, device string) (string, error) {
+			return memberBucket(ctx, ids, device)
+		},
+		OpenBucket: func(ctx context.Context, bucket string) (store.KV, error) { return st.Open(ctx, bucket) },
+		Timeout:    cfg.StoreTimeout.Std(),
+		Metrics:    m,
+	})
+	return &serverRelay{Server: rl, metrics: m}, rnc, nil
+}
+
+// memberBucket is the failover bucket a device's identity was granted
+// ("" when none, or when the device has no identity record).
+func memberBucket(ctx context.Context, ids store.KV, device string) (string, error) {
+	if ids == nil {
+		return "", nil
+	}
+	e, err := ids.Get(ctx, identity.DeviceKey(device))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var r identity.Record
+	if err := json.Unmarshal(e.Value, &r); err != nil || r.V != identity.FormatVersion || r.Cluster == "" {
+		return "", nil // unreadable or no cluster: no bucket
+	}
+	return failover.BucketName(r.Cluster), nil
+}
+
+// registerMetrics adds collectors to the server's /metrics.
+func (h *handler) registerMetrics(cs ...prometheus.Collector) {
+	h.promReg.MustRegister(cs...)
+}
