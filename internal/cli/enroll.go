@@ -17,6 +17,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/identity"
+	"github.com/harmony-fleet/harmony/internal/server"
 )
 
 func newTokenCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -70,8 +71,12 @@ func newEnrollCmd(stdout, stderr io.Writer) *cobra.Command {
 it is accepted, write the seed to --nkey (mode 0600). The seed never leaves the
 device. With --token (env HARMONY_ENROLL_TOKEN, from 'harmony token create')
 the identity works at once; without, the request waits until an admin runs
-'harmony device approve ID' (up to --wait). Enrolling again rotates the
-identity: the old key stops working, and a running agent picks up the new one.
+'harmony device approve ID' (up to --wait; the server forgets a request after
+24 h). While it waits it prints the key's fingerprint: the admin compares it
+with the one 'harmony device identities' shows before approving. Enrolling
+again rotates the identity (the old key stops working, and a running agent
+picks up the new one); that needs a token made for the device ('harmony token
+create --device ID'): a request without one for an enrolled device is refused.
 Point the agent at the seed with nats_nkey.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -128,14 +133,17 @@ func enroll(ctx context.Context, c *client, req identity.Request, path string, w
 		}
 	}()
 	body, _ := jsonMarshal(req)
-	var ans struct {
-		Status string `json:"status"`
-	}
+	var ans server.EnrollAnswer
 	if err := c.do(ctx, "POST", "/api/v1/enroll", "application/json", body, &ans); err != nil {
 		return err
 	}
+	fp := identity.Fingerprint(pub)
 	if ans.Status == "pending" {
-		fmt.Fprintf(stderr, "enrollment request sent; waiting for an admin to run: harmony device approve %s\n", req.Device)
+		fmt.Fprintf(stderr, "enrollment request for %s sent with key fingerprint %s", req.Device, fp)
+		if !ans.Expires.IsZero() {
+			fmt.Fprintf(stderr, " (it waits until %s)", ans.Expires.Local().Format(time.RFC3339))
+		}
+		fmt.Fprintf(stderr, "\nwaiting for an admin to compare the fingerprint and run: harmony device approve %s --fingerprint %s\n", req.Device, fp)
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		tick := time.NewTicker(time.Second)
@@ -143,7 +151,7 @@ func enroll(ctx context.Context, c *client, req identity.Request, path string, w
 		for ans.Status == "pending" {
 			select {
 			case <-wctx.Done():
-				return fmt.Errorf("not approved within %s; run 'harmony enroll' again (the same request stays waiting only until approved or refused)", wait)
+				return fmt.Errorf("not approved within %s (--wait); run 'harmony enroll' again: the request stays waiting until it is approved, refused or expires", wait)
 			case <-tick.C:
 			}
 			if err := c.do(wctx, "GET", "/api/v1/enroll/"+url.PathEscape(req.Device)+"?publicKey="+url.QueryEscape(pub), "", nil, &ans); err != nil && wctx.Err() == nil {
@@ -152,63 +160,84 @@ func enroll(ctx context.Context, c *client, req identity.Request, path string, w
 		}
 	}
 	if ans.Status != "enrolled" {
-		return fmt.Errorf("enrollment of %s was not granted (status %q): it was refused or replaced", req.Device, ans.Status)
+		return fmt.Errorf("enrollment of %s was not granted (status %q): it was refused, replaced or expired", req.Device, ans.Status)
 	}
 	if err := os.Rename(next, path); err != nil {
 		return fmt.Errorf("identity granted, but writing %s: %w (the seed is in %s)", path, err, next)
 	}
 	keep = true
-	fmt.Fprintf(stdout, "device %s enrolled; identity %s written to %s\n", req.Device, pub, path)
+	fmt.Fprintf(stdout, "device %s enrolled; identity %s (key fingerprint %s) written to %s\n", req.Device, pub, fp, path)
 	return nil
 }
 
 func newDeviceCmd(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "device", Short: "Device identities: list, approve, revoke", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
-	var server endpoint
+	var ep endpoint
 	var output string
 	list := &cobra.Command{Use: "identities", Short: "Enrolled devices and requests waiting for approval", Args: noArgs,
+		Long: `List the enrolled devices and the enrollment requests waiting for approval,
+with where each request came from, its key fingerprint (the first 20 hex
+digits of the SHA-256 of the public key, as 'harmony enroll' prints it) and
+when it expires (24 h after it was made).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ans struct {
-				Identities []identity.Record  `json:"identities"`
-				Pending    []identity.Pending `json:"pending"`
-			}
-			if err := newClient(server).do(cmd.Context(), "GET", "/api/v1/identities", "", nil, &ans); err != nil {
+			var ans server.IdentitiesAnswer
+			if err := newClient(ep).do(cmd.Context(), "GET", "/api/v1/identities", "", nil, &ans); err != nil {
 				return err
 			}
 			if output != "table" {
 				return printAs(stdout, output, ans)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DEVICE\tSTATE\tCLUSTER\tSINCE\tKEY")
+			fmt.Fprintln(tw, "DEVICE\tSTATE\tCLUSTER\tSINCE\tEXPIRES\tFINGERPRINT")
 			for _, r := range ans.Identities {
-				fmt.Fprintf(tw, "%s\tenrolled (%s)\t%s\t%s\t%s\n", r.Device, r.Via, r.Cluster, r.Enrolled.Format(time.RFC3339), r.PublicKey)
+				fmt.Fprintf(tw, "%s\tenrolled (%s)\t%s\t%s\t-\t%s\n", r.Device, r.Via, r.Cluster, r.Enrolled.Format(time.RFC3339), r.Fingerprint)
 			}
 			for _, p := range ans.Pending {
-				fmt.Fprintf(tw, "%s\tpending (from %s)\t%s\t%s\t%s\n", p.Device, p.From, p.Cluster, p.Requested.Format(time.RFC3339), p.PublicKey)
+				fmt.Fprintf(tw, "%s\tpending (from %s)\t%s\t%s\t%s\t%s\n", p.Device, p.From, p.Cluster, p.Requested.Format(time.RFC3339),
+					p.Expires.Format(time.RFC3339), p.Fingerprint)
 			}
 			return tw.Flush()
 		}}
 	addOutputFlag(list, &output)
-	approve := &cobra.Command{Use: "approve ID", Short: "Grant a device's waiting enrollment request", Args: exactArgs(1, "approve ID"),
+	var opts server.ApproveRequest
+	approve := &cobra.Command{Use: "approve ID [--fingerprint FP] [--replace]", Short: "Grant a device's waiting enrollment request",
+		Long: `Grant a device's waiting enrollment request. Compare the request's address and
+key fingerprint ('harmony device identities') with what 'harmony enroll'
+printed on the device first; --fingerprint makes the server refuse any other
+key. A request for a device that is enrolled already would replace its key,
+handing the device to whoever holds the new one: that needs --replace.`,
+		Args: exactArgs(1, "approve ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var rec identity.Record
-			if err := newClient(server).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/approve", "", nil, &rec); err != nil {
+			var body []byte
+			var contentType string
+			if opts != (server.ApproveRequest{}) {
+				body, _ = jsonMarshal(opts)
+				contentType = "application/json"
+			}
+			var ans server.ApproveAnswer
+			if err := newClient(ep).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/approve", contentType, body, &ans); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "device/%s approved (key %s)\n", rec.Device, rec.PublicKey)
+			fmt.Fprintf(stdout, "device/%s approved: key fingerprint %s, requested from %s at %s", ans.Device, ans.Fingerprint, ans.From, ans.Requested.Format(time.RFC3339))
+			if ans.Replaced != "" {
+				fmt.Fprintf(stdout, "; replaced key fingerprint %s", ans.Replaced)
+			}
+			fmt.Fprintln(stdout)
 			return nil
 		}}
+	approve.Flags().BoolVar(&opts.Replace, "replace", false, "replace the key of a device that is enrolled already")
+	approve.Flags().StringVar(&opts.Fingerprint, "fingerprint", "", "approve only a request with this key fingerprint (as 'harmony enroll' printed it)")
 	revoke := &cobra.Command{Use: "revoke ID", Short: "Delete a device's identity: it is cut off within seconds", Args: exactArgs(1, "revoke ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := newClient(server).do(cmd.Context(), "DELETE", "/api/v1/devices/"+url.PathEscape(args[0])+"/identity", "", nil, nil); err != nil {
+			if err := newClient(ep).do(cmd.Context(), "DELETE", "/api/v1/devices/"+url.PathEscape(args[0])+"/identity", "", nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "device/%s revoked\n", args[0])
 			return nil
 		}}
 	for _, c := range []*cobra.Command{list, approve, revoke} {
-		addServerFlag(c, &server)
+		addServerFlag(c, &ep)
 		cmd.AddCommand(c)
 	}
 	return cmd

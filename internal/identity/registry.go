@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -22,13 +23,30 @@ var (
 	ErrTooMany = fmt.Errorf("more than %d enrollment requests are waiting for approval", MaxPending)
 	// ErrNotEnrolled: revoke found no identity.
 	ErrNotEnrolled = errors.New("device has no identity")
+	// ErrEnrolled: the device has an identity that the call may not
+	// replace (a request without a token made for the device, an approval
+	// without ApproveOptions.Replace). Wrapped in a *ConflictError.
+	ErrEnrolled = errors.New("device is enrolled")
 )
 
 // ConflictError: the request cannot be granted as asked (a nested id, a
-// different key already waiting).
-type ConflictError struct{ Reason string }
+// different key already waiting, an enrolled device). Field, when set,
+// names what the caller would change: "token", "replace", "fingerprint".
+type ConflictError struct {
+	Reason string
+	Field  string
+	Err    error // a sentinel such as ErrEnrolled, or nil
+}
 
 func (e *ConflictError) Error() string { return e.Reason }
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+// enrolledError refuses to replace device's identity without a token made
+// for it.
+func enrolledError(device string) error {
+	return &ConflictError{Field: "token", Err: ErrEnrolled,
+		Reason: fmt.Sprintf("device %q is enrolled: re-enrolling it needs a token made for it (harmony token create --device %s)", device, device)}
+}
 
 // Registry reads and writes the identities bucket.
 type Registry struct {
@@ -59,12 +77,19 @@ func (r *Registry) CreateToken(ctx context.Context, ttl time.Duration, device, c
 // Enroll grants or queues a request. With a valid token the identity is
 // written at once (replacing the device's previous key: a rotation) and
 // the token is spent; the result is the Record. Without a token the
-// request waits for approval (Pending returned, Record zero).
+// request waits for approval (Pending returned, Record zero); for a device
+// that is enrolled it is refused (ErrEnrolled): anyone may ask, so a
+// waiting request must never be a way to take a device over.
 func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record, *Pending, error) {
 	if err := req.Validate(); err != nil {
 		return Record{}, nil, err
 	}
 	if req.Token == "" {
+		if _, err := r.KV.Get(ctx, DeviceKey(req.Device)); err == nil {
+			return Record{}, nil, enrolledError(req.Device)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return Record{}, nil, err
+		}
 		// A request waiting for approval may not nest with another
 		// waiting one either.
 		if err := r.checkClaims(ctx, req.Device, req.PublicKey, true); err != nil {
@@ -92,7 +117,7 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 	// enrolled device's key (taking it over) needs a token made for it.
 	if t.Device == "" {
 		if _, err := r.KV.Get(ctx, DeviceKey(req.Device)); err == nil {
-			return Record{}, nil, &ConflictError{fmt.Sprintf("device %q is enrolled already: rotating its identity needs a token made for it (harmony token create --device %s) or an approval", req.Device, req.Device)}
+			return Record{}, nil, enrolledError(req.Device)
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return Record{}, nil, err
 		}
@@ -120,59 +145,150 @@ func (r *Registry) Enroll(ctx context.Context, req Request, from string) (Record
 
 // queue stores a request for approval. Asking again with the same key is
 // harmless; another key for a device already waiting is refused, so that
-// nobody replaces a request an admin may be about to approve.
+// nobody replaces a request an admin may be about to approve, until that
+// request expires.
 func (r *Registry) queue(ctx context.Context, req Request, from string) (*Pending, error) {
-	p := Pending{V: FormatVersion, Device: req.Device, PublicKey: req.PublicKey, Cluster: req.Cluster, Requested: r.now(), From: from}
+	now := r.now()
 	if e, err := r.KV.Get(ctx, PendingKey(req.Device)); err == nil {
 		old, derr := decode[Pending](e.Value)
-		if derr == nil && old.PublicKey == req.PublicKey && old.Cluster == req.Cluster {
+		switch {
+		case derr == nil && old.expired(now):
+			// Forgotten by countWaiting below: this request takes its place.
+		case derr == nil && old.PublicKey == req.PublicKey && old.Cluster == req.Cluster:
 			return &old, nil
+		case derr == nil:
+			return nil, &ConflictError{Reason: fmt.Sprintf("device %q already has an enrollment request with another key waiting; an admin must approve or refuse it first, or it expires at %s",
+				req.Device, old.Expiry().Format(time.RFC3339))}
+		default:
+			return nil, &ConflictError{Reason: fmt.Sprintf("device %q already has an enrollment request waiting (unreadable here: %v)", req.Device, derr)}
 		}
-		return nil, &ConflictError{fmt.Sprintf("device %q already has an enrollment request with another key waiting; an admin must approve or refuse it first", req.Device)}
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	waiting, err := r.KV.List(ctx, prefixPending+">")
+	n, err := r.countWaiting(ctx, now)
 	if err != nil {
 		return nil, err
 	}
-	if len(waiting) >= MaxPending {
+	if n >= MaxPending {
 		return nil, ErrTooMany
 	}
+	p := Pending{V: FormatVersion, Device: req.Device, PublicKey: req.PublicKey, Cluster: req.Cluster, Requested: now, From: from}
 	b, _ := json.Marshal(p)
 	if _, err := r.KV.Create(ctx, PendingKey(req.Device), b); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, &ConflictError{fmt.Sprintf("device %q already has an enrollment request waiting", req.Device)}
+			return nil, &ConflictError{Reason: fmt.Sprintf("device %q already has an enrollment request waiting", req.Device)}
 		}
 		return nil, err
 	}
 	return &p, nil
 }
 
-// Approve turns a device's pending request into its identity.
-func (r *Registry) Approve(ctx context.Context, device string) (Record, error) {
+// countWaiting counts the requests that wait and forgets the expired ones
+// (compare-and-delete: a request that replaced one meanwhile stays).
+// Unreadable requests count: they may be a later server's.
+func (r *Registry) countWaiting(ctx context.Context, now time.Time) (int, error) {
+	entries, err := r.KV.List(ctx, prefixPending+">")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if p, err := decode[Pending](e.Value); err == nil && p.expired(now) {
+			_ = r.KV.Delete(ctx, e.Key, e.Revision)
+			continue
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ApproveOptions are what an admin adds to an approval.
+type ApproveOptions struct {
+	// Replace lets the approval replace the key of an enrolled device.
+	// Without it such a request is refused (ErrEnrolled): anonymous
+	// requests for enrolled ids are refused, so one can only be left from
+	// before that rule or by a race, and replacing a device's key hands
+	// the device to whoever holds the new one.
+	Replace bool
+	// Fingerprint, when set, is the key fingerprint the admin read off the
+	// device: a request with another key is refused.
+	Fingerprint string
+}
+
+// Approval is what an approval granted, for the admin to check.
+type Approval struct {
+	Record  Record
+	Request Pending // the request that was approved (its address, its time)
+	// Replaced is the public key the approval replaced, when the device
+	// was enrolled ("" when it was not, or its record was unreadable).
+	Replaced string
+}
+
+// Approve turns a device's pending request into its identity. An expired
+// request is ErrNoRequest.
+func (r *Registry) Approve(ctx context.Context, device string, opts ApproveOptions) (Approval, error) {
 	e, err := r.KV.Get(ctx, PendingKey(device))
 	if errors.Is(err, store.ErrNotFound) {
-		return Record{}, ErrNoRequest
+		return Approval{}, ErrNoRequest
 	}
 	if err != nil {
-		return Record{}, err
+		return Approval{}, err
 	}
 	p, err := decode[Pending](e.Value)
 	if err != nil {
-		return Record{}, fmt.Errorf("pending request of %q unreadable: %w", device, err)
+		return Approval{}, fmt.Errorf("pending request of %q unreadable: %w", device, err)
+	}
+	if p.expired(r.now()) {
+		return Approval{}, fmt.Errorf("%w: the request of %q expired at %s (requests wait %s); the device must ask again",
+			ErrNoRequest, device, p.Expiry().Format(time.RFC3339), PendingTTL)
+	}
+	fp := Fingerprint(p.PublicKey)
+	if opts.Fingerprint != "" && !strings.EqualFold(strings.TrimSpace(opts.Fingerprint), fp) {
+		return Approval{}, &ConflictError{Field: "fingerprint", Reason: fmt.Sprintf(
+			"the request of %q from %s has key fingerprint %s, not %s (fingerprint): it is not the key the device printed; do not approve it (it expires at %s)",
+			device, p.From, fp, opts.Fingerprint, p.Expiry().Format(time.RFC3339))}
+	}
+	a := Approval{Request: p}
+	cur, err := r.KV.Get(ctx, DeviceKey(device))
+	enrolled := err == nil
+	switch {
+	case enrolled:
+		old, derr := decode[Record](cur.Value)
+		oldFP := "unreadable"
+		if derr == nil {
+			a.Replaced, oldFP = old.PublicKey, Fingerprint(old.PublicKey)
+		}
+		if !opts.Replace {
+			return Approval{}, &ConflictError{Field: "replace", Err: ErrEnrolled, Reason: fmt.Sprintf(
+				"device %q is enrolled already (key fingerprint %s); approving the request from %s (key fingerprint %s) replaces that key: if that is what you want, approve with --replace",
+				device, oldFP, p.From, fp)}
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return Approval{}, err
 	}
 	if err := r.checkClaims(ctx, device, p.PublicKey, false); err != nil {
-		return Record{}, err
+		return Approval{}, err
 	}
-	rec := Record{V: FormatVersion, Device: device, PublicKey: p.PublicKey, Cluster: p.Cluster, Enrolled: r.now(), Via: "approval"}
-	if err := r.put(ctx, DeviceKey(device), rec); err != nil {
-		return Record{}, err
+	a.Record = Record{V: FormatVersion, Device: device, PublicKey: p.PublicKey, Cluster: p.Cluster, Enrolled: r.now(), Via: "approval"}
+	b, _ := json.Marshal(a.Record)
+	// Compare-and-set against the record looked at: a key enrolled or
+	// changed meanwhile (by a token) is never replaced unseen.
+	if enrolled {
+		_, err = r.KV.Update(ctx, cur.Key, b, cur.Revision)
+	} else {
+		_, err = r.KV.Create(ctx, DeviceKey(device), b)
+	}
+	if errors.Is(err, store.ErrConflict) {
+		return Approval{}, &ConflictError{Field: "replace", Err: ErrEnrolled, Reason: fmt.Sprintf(
+			"device %q was enrolled or re-enrolled while approving; list the identities again before approving", device)}
+	}
+	if err != nil {
+		return Approval{}, err
 	}
 	if err := r.KV.Delete(ctx, e.Key, e.Revision); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
-		return rec, err
+		return a, err
 	}
-	return rec, nil
+	return a, nil
 }
 
 // Revoke deletes a device's identity and any request of it (refusing
@@ -200,7 +316,8 @@ func (r *Registry) Revoke(ctx context.Context, device string) error {
 }
 
 // Status says whether a device holds the identity of publicKey:
-// "enrolled", "pending" (its request with that key waits) or "unknown".
+// "enrolled", "pending" (its request with that key waits) or "unknown"
+// (also when the request expired).
 func (r *Registry) Status(ctx context.Context, device, publicKey string) (string, error) {
 	if e, err := r.KV.Get(ctx, DeviceKey(device)); err == nil {
 		if rec, derr := decode[Record](e.Value); derr == nil && rec.PublicKey == publicKey {
@@ -210,7 +327,7 @@ func (r *Registry) Status(ctx context.Context, device, publicKey string) (string
 		return "", err
 	}
 	if e, err := r.KV.Get(ctx, PendingKey(device)); err == nil {
-		if p, derr := decode[Pending](e.Value); derr == nil && p.PublicKey == publicKey {
+		if p, derr := decode[Pending](e.Value); derr == nil && p.PublicKey == publicKey && !p.expired(r.now()) {
 			return "pending", nil
 		}
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -219,12 +336,14 @@ func (r *Registry) Status(ctx context.Context, device, publicKey string) (string
 	return "unknown", nil
 }
 
-// List returns the enrolled devices and the waiting requests.
+// List returns the enrolled devices and the requests waiting (not the
+// expired ones).
 func (r *Registry) List(ctx context.Context) ([]Record, []Pending, error) {
 	entries, err := r.KV.List(ctx, "")
 	if err != nil {
 		return nil, nil, err
 	}
+	now := r.now()
 	var recs []Record
 	var pend []Pending
 	for _, e := range entries {
@@ -234,7 +353,7 @@ func (r *Registry) List(ctx context.Context) ([]Record, []Pending, error) {
 				recs = append(recs, rec)
 			}
 		case isPendingKey(e.Key):
-			if p, err := decode[Pending](e.Value); err == nil {
+			if p, err := decode[Pending](e.Value); err == nil && !p.expired(now) {
 				pend = append(pend, p)
 			}
 		}
@@ -257,33 +376,38 @@ func (r *Registry) SetAdmin(ctx context.Context, a Admin) error {
 }
 
 // checkClaims refuses a device id nested with an enrolled one (or a
-// waiting one, with pending), and a public key that another device or an
-// admin already holds: one key must name one identity.
+// waiting one, with pending; expired requests wait no more), and a public
+// key that another device or an admin already holds: one key must name
+// one identity.
 func (r *Registry) checkClaims(ctx context.Context, device, publicKey string, pending bool) error {
 	entries, err := r.KV.List(ctx, "")
 	if err != nil {
 		return err
 	}
+	now := r.now()
 	for _, e := range entries {
 		var other, state string
 		switch {
 		case isDeviceKey(e.Key):
 			other, state = deviceOf(e.Key), "enrolled"
 			if rec, err := decode[Record](e.Value); err == nil && rec.PublicKey == publicKey && other != device {
-				return &ConflictError{fmt.Sprintf("this public key is already the identity of device %q: make a new key", other)}
+				return &ConflictError{Reason: fmt.Sprintf("this public key is already the identity of device %q: make a new key", other)}
 			}
 		case isAdminKey(e.Key):
 			if a, err := decode[Admin](e.Value); err == nil && a.PublicKey == publicKey {
-				return &ConflictError{"this public key is an admin identity: make a new key"}
+				return &ConflictError{Reason: "this public key is an admin identity: make a new key"}
 			}
 			continue
 		case pending && isPendingKey(e.Key):
+			if p, err := decode[Pending](e.Value); err == nil && p.expired(now) {
+				continue
+			}
 			other, state = pendingOf(e.Key), "waiting"
 		default:
 			continue
 		}
 		if Nested(device, other) {
-			return &ConflictError{fmt.Sprintf("device id %q and the %s id %q nest (one is a dot-prefix of the other); NATS permissions cannot keep them apart, so pick another id", device, state, other)}
+			return &ConflictError{Reason: fmt.Sprintf("device id %q and the %s id %q nest (one is a dot-prefix of the other); NATS permissions cannot keep them apart, so pick another id", device, state, other)}
 		}
 	}
 	return nil

@@ -399,13 +399,13 @@ func TestEnrollPendingAndApprove(t *testing.T) {
 	}
 
 	clk.Set(epoch.Add(2 * time.Minute))
-	got, err := reg.Approve(ctx, "dev-a")
+	got, err := reg.Approve(ctx, "dev-a", identity.ApproveOptions{})
 	if err != nil {
 		t.Fatalf("Approve: %v", err)
 	}
 	wantRec := identity.Record{V: 1, Device: "dev-a", PublicKey: pub, Enrolled: epoch.Add(2 * time.Minute), Via: "approval"}
-	if got != wantRec {
-		t.Fatalf("Approve = %+v, want %+v", got, wantRec)
+	if got.Record != wantRec || got.Request != want || got.Replaced != "" {
+		t.Fatalf("Approve = %+v, want %+v granting the request %+v", got, wantRec, want)
 	}
 	if stored, ok := readRecord(t, kv, "dev-a"); !ok || stored != wantRec {
 		t.Fatalf("stored = %+v (present %v), want %+v", stored, ok, wantRec)
@@ -416,10 +416,10 @@ func TestEnrollPendingAndApprove(t *testing.T) {
 	if s := status(t, reg, "dev-a", pub); s != "enrolled" {
 		t.Fatalf("Status = %q, want enrolled", s)
 	}
-	if _, err := reg.Approve(ctx, "dev-a"); !errors.Is(err, identity.ErrNoRequest) {
+	if _, err := reg.Approve(ctx, "dev-a", identity.ApproveOptions{}); !errors.Is(err, identity.ErrNoRequest) {
 		t.Fatalf("second Approve = %v, want ErrNoRequest", err)
 	}
-	if _, err := reg.Approve(ctx, "dev-zz"); !errors.Is(err, identity.ErrNoRequest) {
+	if _, err := reg.Approve(ctx, "dev-zz", identity.ApproveOptions{}); !errors.Is(err, identity.ErrNoRequest) {
 		t.Fatalf("Approve of an unknown device = %v, want ErrNoRequest", err)
 	}
 }
@@ -431,9 +431,9 @@ func TestApproveKeepsCluster(t *testing.T) {
 	if _, _, err := reg.Enroll(ctx, identity.Request{Device: "dev-a", PublicKey: pub, Cluster: "pg1"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := reg.Approve(ctx, "dev-a")
-	if err != nil || rec.Cluster != "pg1" {
-		t.Fatalf("Approve = %+v, %v; want cluster pg1", rec, err)
+	a, err := reg.Approve(ctx, "dev-a", identity.ApproveOptions{})
+	if err != nil || a.Record.Cluster != "pg1" {
+		t.Fatalf("Approve = %+v, %v; want cluster pg1", a, err)
 	}
 	if stored, _ := readRecord(t, kv, "dev-a"); stored.Cluster != "pg1" {
 		t.Fatalf("stored cluster = %q, want pg1", stored.Cluster)
@@ -453,7 +453,7 @@ func TestTokenReplacesPending(t *testing.T) {
 	if exists(t, kv, identity.PendingKey("dev-a")) {
 		t.Fatal("the request still waits after a token enrollment")
 	}
-	if _, err := reg.Approve(ctx, "dev-a"); !errors.Is(err, identity.ErrNoRequest) {
+	if _, err := reg.Approve(ctx, "dev-a", identity.ApproveOptions{}); !errors.Is(err, identity.ErrNoRequest) {
 		t.Fatalf("Approve after a token enrollment = %v, want ErrNoRequest", err)
 	}
 	if stored, _ := readRecord(t, kv, "dev-a"); stored.PublicKey != pub {
@@ -554,7 +554,7 @@ func TestApproveRefusesNested(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ce *identity.ConflictError
-	if _, err := reg.Approve(ctx, "a"); !errors.As(err, &ce) {
+	if _, err := reg.Approve(ctx, "a", identity.ApproveOptions{}); !errors.As(err, &ce) {
 		t.Fatalf("Approve of a nested id = %v, want a *ConflictError", err)
 	}
 	if exists(t, kv, identity.DeviceKey("a")) {
@@ -586,20 +586,15 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("List = %+v, %v; want one record", recs, err)
 	}
 
-	// Rotation by approval: a request with a new key for an enrolled
-	// device waits, and its approval replaces the key.
+	// No rotation by an anonymous request: anyone could ask, and an
+	// approval would hand the device over (issue "Security II"). Only a
+	// token made for the device rotates its key.
 	_, third := newKey(t)
-	if _, p, err := reg.Enroll(ctx, identity.Request{Device: "dev-a", PublicKey: third}, ""); err != nil || p == nil {
-		t.Fatalf("request for a new key = %v, %v; want pending", p, err)
+	if _, p, err := reg.Enroll(ctx, identity.Request{Device: "dev-a", PublicKey: third}, ""); !errors.Is(err, identity.ErrEnrolled) || p != nil {
+		t.Fatalf("anonymous request for a new key = %v, %v; want ErrEnrolled", p, err)
 	}
-	if s := status(t, reg, "dev-a", next); s != "enrolled" {
-		t.Errorf("the current key is %q while a new one waits, want enrolled", s)
-	}
-	if _, err := reg.Approve(ctx, "dev-a"); err != nil {
-		t.Fatal(err)
-	}
-	if stored, _ := readRecord(t, kv, "dev-a"); stored.PublicKey != third || stored.Via != "approval" {
-		t.Fatalf("stored = %+v, want key %s via approval", stored, third)
+	if stored, _ := readRecord(t, kv, "dev-a"); stored.PublicKey != next {
+		t.Fatalf("stored key = %s, want still %s", stored.PublicKey, next)
 	}
 }
 
@@ -609,11 +604,11 @@ func TestRevoke(t *testing.T) {
 	_, pub := newKey(t)
 	enroll(t, reg, "dev-a", pub)
 	enroll(t, reg, "dev-b", mustKey(t))
-	// A request with another key waits too: revoking drops it as well.
+	// A request with another key waits too (left from before anonymous
+	// requests for enrolled ids were refused, or by a race): revoking
+	// drops it as well.
 	_, next := newKey(t)
-	if _, _, err := reg.Enroll(ctx, identity.Request{Device: "dev-a", PublicKey: next}, ""); err != nil {
-		t.Fatal(err)
-	}
+	putPending(t, kv, identity.Pending{Device: "dev-a", PublicKey: next, Requested: epoch})
 
 	if err := reg.Revoke(ctx, "dev-a"); err != nil {
 		t.Fatalf("Revoke: %v", err)
@@ -683,7 +678,7 @@ func TestMaxPending(t *testing.T) {
 	reg, _, kv := registryOn(t, s)
 	ctx := context.Background()
 	for i := range identity.MaxPending - 1 {
-		b, _ := json.Marshal(identity.Pending{V: 1, Device: fmt.Sprintf("q-%04d", i), PublicKey: mustKeyNoT()})
+		b, _ := json.Marshal(identity.Pending{V: 1, Device: fmt.Sprintf("q-%04d", i), PublicKey: mustKeyNoT(), Requested: epoch})
 		if _, err := kv.Create(ctx, identity.PendingKey(fmt.Sprintf("q-%04d", i)), b); err != nil {
 			t.Fatal(err)
 		}
@@ -704,7 +699,7 @@ func TestMaxPending(t *testing.T) {
 	// A token still works when the queue is full.
 	enroll(t, reg, "with-token", mustKey(t))
 	// Approving one makes room again.
-	if _, err := reg.Approve(ctx, "last"); err != nil {
+	if _, err := reg.Approve(ctx, "last", identity.ApproveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, p, err := reg.Enroll(ctx, identity.Request{Device: "one-too-many", PublicKey: mustKey(t)}, ""); err != nil || p == nil {
@@ -741,7 +736,7 @@ func TestOneKeyOneIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	enroll(t, reg, "dev-e", keyD)
-	if _, err := reg.Approve(ctx, "dev-d"); !errors.As(err, &ce) {
+	if _, err := reg.Approve(ctx, "dev-d", identity.ApproveOptions{}); !errors.As(err, &ce) {
 		t.Fatalf("approve dev-d with dev-e's key: %v, want a conflict", err)
 	}
 	recs, _, err := reg.List(ctx)
@@ -769,7 +764,7 @@ func TestWaitingRequestDoesNotBlockTokens(t *testing.T) {
 	}
 	enroll(t, reg, "site1.kiosk", mustKey(t))
 	var ce *identity.ConflictError
-	if _, err := reg.Approve(ctx, "site1"); !errors.As(err, &ce) {
+	if _, err := reg.Approve(ctx, "site1", identity.ApproveOptions{}); !errors.As(err, &ce) {
 		t.Fatalf("approve site1 with site1.kiosk enrolled: %v, want a conflict", err)
 	}
 	// Refusing the request: Revoke drops it and says so by succeeding.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -46,12 +47,61 @@ type TokenAnswer struct {
 	Cluster string    `json:"cluster,omitempty"`
 }
 
+// CodeEnrolled: the device has an identity the call may not replace: an
+// enrollment request without a token made for the device (field "token"),
+// or an approval without "replace" (field "replace"). HTTP 409.
+const CodeEnrolled = "device_enrolled"
+
 // EnrollAnswer says how an enrollment request ended.
 type EnrollAnswer struct {
 	Device string `json:"device"`
 	// Status: "enrolled" (the identity works now), "pending" (waiting for
 	// `harmony device approve`) or "unknown".
 	Status string `json:"status"`
+	// Fingerprint of the key the request waits with (identity.Fingerprint)
+	// and when it stops waiting; only for "pending".
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Expires     time.Time `json:"expires,omitzero"`
+}
+
+// Identity is an enrolled device in GET /api/v1/identities.
+type Identity struct {
+	identity.Record
+	Fingerprint string `json:"fingerprint"`
+}
+
+// WaitingRequest is an enrollment request in GET /api/v1/identities: what
+// an admin compares with what the device printed before approving it.
+type WaitingRequest struct {
+	identity.Pending
+	Fingerprint string    `json:"fingerprint"`
+	Expires     time.Time `json:"expires"`
+}
+
+// IdentitiesAnswer is GET /api/v1/identities.
+type IdentitiesAnswer struct {
+	Identities []Identity       `json:"identities"`
+	Pending    []WaitingRequest `json:"pending"`
+}
+
+// ApproveRequest is the body of POST /api/v1/devices/{id}/approve; an
+// empty body is all fields unset.
+type ApproveRequest struct {
+	// Replace lets the approval replace an enrolled device's key.
+	Replace bool `json:"replace,omitempty"`
+	// Fingerprint, when set, must be the waiting key's fingerprint.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// ApproveAnswer is the identity an approval granted, with where the
+// request came from and the key it replaced, if any.
+type ApproveAnswer struct {
+	identity.Record
+	Fingerprint string    `json:"fingerprint"`
+	From        string    `json:"from"` // the requester's network address
+	Requested   time.Time `json:"requested"`
+	// Replaced is the fingerprint of the key the approval replaced.
+	Replaced string `json:"replaced,omitempty"`
 }
 
 type tokenNameKey struct{}
@@ -67,7 +117,7 @@ func (h *handler) routesEnroll() {
 
 func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 	var req TokenRequest
-	if !decodeBody(w, r, &req) {
+	if !decodeBody(w, r, &req, false) {
 		return
 	}
 	ttl := defaultTokenTTL
@@ -103,11 +153,13 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // enroll takes a device's public key: with a valid token it becomes the
-// device's identity at once, without one it waits for approval. Failed
-// token checks count toward the address's limit of failed sign-ins.
+// device's identity at once, without one it waits for approval (refused
+// for an enrolled device). The token is checked first, so a valid one is
+// never refused for its address; wrong ones count toward the address's
+// limit of failed sign-ins and, beyond it, are answered 429.
 func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 	var req identity.Request
-	if !decodeBody(w, r, &req) {
+	if !decodeBody(w, r, &req, false) {
 		return
 	}
 	if err := req.Validate(); err != nil {
@@ -115,13 +167,11 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Token != "" {
-		done := h.dash.Attempt(r)
-		if done == nil {
+		rec, _, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
+		if errors.Is(err, identity.ErrBadToken) && h.dash.Failed(r) {
 			apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: web.ErrRateLimited.Error()})
 			return
 		}
-		rec, _, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
-		done(errors.Is(err, identity.ErrBadToken))
 		if err != nil {
 			enrollError(w, err)
 			return
@@ -131,12 +181,15 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, EnrollAnswer{Device: rec.Device, Status: "enrolled"})
 		return
 	}
-	if _, _, err := h.reg.Enroll(r.Context(), req, remoteHost(r)); err != nil {
+	_, p, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
+	if err != nil {
 		enrollError(w, err)
 		return
 	}
-	h.log.Info("enrollment request waiting for approval", "device", req.Device, "cluster", req.Cluster, "from", remoteHost(r))
-	writeJSON(w, http.StatusAccepted, EnrollAnswer{Device: req.Device, Status: "pending"})
+	h.log.Info("enrollment request waiting for approval", "device", p.Device, "cluster", p.Cluster, "from", p.From,
+		"fingerprint", identity.Fingerprint(p.PublicKey), "expires", p.Expiry())
+	writeJSON(w, http.StatusAccepted, EnrollAnswer{Device: p.Device, Status: "pending",
+		Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
 }
 
 func (h *handler) enrollStatus(w http.ResponseWriter, r *http.Request) {
@@ -160,25 +213,38 @@ func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	if recs == nil {
-		recs = []identity.Record{}
+	ans := IdentitiesAnswer{Identities: make([]Identity, 0, len(recs)), Pending: make([]WaitingRequest, 0, len(pend))}
+	for _, rec := range recs {
+		ans.Identities = append(ans.Identities, Identity{Record: rec, Fingerprint: identity.Fingerprint(rec.PublicKey)})
 	}
-	if pend == nil {
-		pend = []identity.Pending{}
+	for _, p := range pend {
+		ans.Pending = append(ans.Pending, WaitingRequest{Pending: p, Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"identities": recs, "pending": pend})
+	writeJSON(w, http.StatusOK, ans)
 }
 
+// approve grants a waiting request. It replaces an enrolled device's key
+// only with "replace": true, and with "fingerprint" only the key the admin
+// compared.
 func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
-	rec, err := h.reg.Approve(r.Context(), r.PathValue("id"))
+	var req ApproveRequest
+	if !decodeBody(w, r, &req, true) {
+		return
+	}
+	a, err := h.reg.Approve(r.Context(), r.PathValue("id"), identity.ApproveOptions{Replace: req.Replace, Fingerprint: req.Fingerprint})
 	if err != nil {
 		enrollError(w, err)
 		return
 	}
+	ans := ApproveAnswer{Record: a.Record, Fingerprint: identity.Fingerprint(a.Record.PublicKey), From: a.Request.From, Requested: a.Request.Requested}
+	if a.Replaced != "" {
+		ans.Replaced = identity.Fingerprint(a.Replaced)
+	}
 	by, _ := r.Context().Value(tokenNameKey{}).(string)
-	h.log.Info("enrollment approved", "device", rec.Device, "cluster", rec.Cluster, "by", by)
-	h.ensureClusterBucket(r.Context(), rec.Cluster)
-	writeJSON(w, http.StatusOK, rec)
+	h.log.Info("enrollment approved", "device", a.Record.Device, "cluster", a.Record.Cluster, "by", by,
+		"from", ans.From, "fingerprint", ans.Fingerprint, "replaced", ans.Replaced)
+	h.ensureClusterBucket(r.Context(), a.Record.Cluster)
+	writeJSON(w, http.StatusOK, ans)
 }
 
 func (h *handler) revoke(w http.ResponseWriter, r *http.Request) {
@@ -215,8 +281,10 @@ func enrollError(w http.ResponseWriter, err error) {
 		apiError(w, http.StatusUnauthorized, APIError{Code: CodeUnauthorized, Field: "token", Message: err.Error()})
 	case errors.Is(err, identity.ErrNoRequest), errors.Is(err, identity.ErrNotEnrolled):
 		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()})
+	case errors.As(err, &ce) && errors.Is(err, identity.ErrEnrolled):
+		apiError(w, http.StatusConflict, APIError{Code: CodeEnrolled, Field: ce.Field, Message: err.Error()})
 	case errors.As(err, &ce):
-		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Message: err.Error()})
+		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Field: ce.Field, Message: err.Error()})
 	case errors.Is(err, identity.ErrTooMany):
 		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: err.Error()})
 	case errors.Is(err, context.Canceled):
@@ -226,11 +294,15 @@ func enrollError(w http.ResponseWriter, err error) {
 	}
 }
 
-// decodeBody reads a small JSON body, refusing unknown fields.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+// decodeBody reads a small JSON body, refusing unknown fields; with
+// optional, an empty body leaves v as it is.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
 	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxEnrollBody))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
+		if optional && errors.Is(err, io.EOF) {
+			return true
+		}
 		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
 		return false
 	}

@@ -70,15 +70,15 @@ type auth struct {
 	now    func() time.Time
 
 	mu       sync.Mutex
-	limiters map[string]*tries // failed tries per client address
+	limiters map[string]*rate.Limiter // wrong tries per client address
 }
 
 func newAuth(key []byte, tokens []Token) *auth {
-	return &auth{key: key, tokens: tokens, now: time.Now, limiters: map[string]*tries{}}
+	return &auth{key: key, tokens: tokens, now: time.Now, limiters: map[string]*rate.Limiter{}}
 }
 
 // check finds the token of a secret, comparing every configured hash in
-// constant time.
+// constant time: how long it takes says nothing about the secret.
 func (a *auth) check(secret string) (Token, bool) {
 	sum := sha256.Sum256([]byte(secret))
 	var found Token
@@ -91,50 +91,59 @@ func (a *auth) check(secret string) (Token, bool) {
 	return found, ok
 }
 
-// attempt admits one try of a secret from a client address, or returns
-// nil when the address must wait: five failed tries in a burst, then one
-// every two seconds. Tries in flight count against what is left, so
-// parallel guesses cannot all pass on one remaining allowance; a success
-// costs nothing. The caller calls done(failed) when the try is decided.
-func (a *auth) attempt(r *http.Request) (done func(failed bool)) {
+// try checks a secret presented by a request. The secret is checked first:
+// a valid one is let through whatever the address's state, and never
+// touches the limiter (no lock to wait for, nothing spent), so that wrong
+// tries from an address (a guesser, or the admin's own script with an old
+// token, once a second) never lock out a right one from there. A wrong
+// one spends one of the address's allowance of wrong tries (fail) and,
+// once that is used up, is answered ErrRateLimited instead of
+// ErrUnknownToken.
+//
+// The limiter therefore does not stop a limited address from learning
+// whether a secret is valid (200 or 429); it slows nothing down either.
+// It marks and refuses wrong tries. What stops guessing is the secrets'
+// entropy: enrollment tokens are 32 random bytes, and API tokens should
+// be as random (docs/dashboard.md: openssl rand -hex 32). Timing tells
+// nothing the answer does not: the comparison is constant-time over every
+// token's hash, so its time does not depend on the secret, and the
+// limiter is consulted only after it.
+func (a *auth) try(r *http.Request, secret string) (Token, error) {
+	if t, ok := a.check(secret); ok {
+		return t, nil
+	}
+	if a.fail(r) {
+		return Token{}, ErrRateLimited
+	}
+	return Token{}, ErrUnknownToken
+}
+
+// fail counts a wrong secret from r's address and reports whether the
+// address is over its allowance: five in a burst, then one every two
+// seconds. The count is taken under the lock, so parallel wrong tries
+// cannot all pass on one remaining allowance.
+func (a *auth) fail(r *http.Request) (limited bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	addr := clientAddr(r)
-	st := a.limiters[addr]
-	if st == nil {
+	lim := a.limiters[addr]
+	if lim == nil {
 		if len(a.limiters) >= maxLimiters {
 			a.evictIdle()
 		}
-		st = &tries{lim: rate.NewLimiter(rate.Every(2*time.Second), 5)}
-		a.limiters[addr] = st
+		lim = rate.NewLimiter(rate.Every(2*time.Second), 5)
+		a.limiters[addr] = lim
 	}
-	if st.lim.Tokens()-float64(st.inFlight) < 1 {
-		return nil
-	}
-	st.inFlight++
-	return func(failed bool) {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		st.inFlight--
-		if failed {
-			st.lim.Allow() // spend one allowance
-		}
-	}
-}
-
-// tries is one address's failed-try budget.
-type tries struct {
-	lim      *rate.Limiter
-	inFlight int
+	return !lim.Allow()
 }
 
 // maxLimiters bounds the addresses tracked; beyond it the ones with a full
-// budget and nothing in flight are forgotten, never the others.
+// allowance are forgotten, never the others.
 const maxLimiters = 10000
 
 func (a *auth) evictIdle() {
-	for addr, st := range a.limiters {
-		if st.inFlight == 0 && st.lim.Tokens() >= float64(st.lim.Burst()) {
+	for addr, lim := range a.limiters {
+		if lim.Tokens() >= float64(lim.Burst()) {
 			delete(a.limiters, addr)
 		}
 	}
@@ -243,28 +252,22 @@ var (
 	ErrRateLimited  = errors.New("too many failed attempts from this address; wait a few seconds")
 )
 
-// Authenticate checks a request's bearer token, for the API. Failures
-// count toward the same per-address limit as failed sign-ins.
+// Authenticate checks a request's bearer token, for the API. A valid
+// token is never limited; wrong ones count toward the same per-address
+// limit as failed sign-ins (ErrRateLimited once it is reached).
 func (d *Dashboard) Authenticate(r *http.Request) (Token, error) {
 	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || strings.TrimSpace(secret) == "" {
 		return Token{}, ErrNoToken
 	}
-	done := d.auth.attempt(r)
-	if done == nil {
-		return Token{}, ErrRateLimited
-	}
-	t, ok := d.auth.check(strings.TrimSpace(secret))
-	done(!ok)
-	if !ok {
-		return Token{}, ErrUnknownToken
-	}
-	return t, nil
+	return d.auth.try(r, strings.TrimSpace(secret))
 }
 
-// Attempt counts a try of another secret (an enrollment token) toward the
-// same per-address limit as sign-ins: done(failed) must be called once the
-// secret is checked. It returns nil while the address is limited.
-func (d *Dashboard) Attempt(r *http.Request) (done func(failed bool)) {
-	return d.auth.attempt(r)
+// Failed counts a wrong secret of another kind (an enrollment token),
+// checked by the caller, toward the same per-address limit as sign-ins,
+// and reports whether the address is over it: answer ErrRateLimited (429)
+// instead of saying the secret is wrong. Call it only for a wrong secret,
+// after checking it: a valid one must never be refused for its address.
+func (d *Dashboard) Failed(r *http.Request) (limited bool) {
+	return d.auth.fail(r)
 }
