@@ -73,6 +73,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCmd(stdout, stderr),
 		newEnrollCmd(stdout, stderr),
 		newDeviceCmd(stdout),
+		newOrphansCmd(stdout),
 	)
 	// The control plane's commands, left out of an agent-only build
 	// (`go build -tags agent`, docs/adr/0012-fleet-scale.md).

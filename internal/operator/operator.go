@@ -3,7 +3,8 @@
 // liveness latch Recovering -> Converged (every watch has replayed its
 // initial values; an empty bucket counts), renders desired state for every
 // (device, deployment) match, writing only bytes that differ, removes
-// orphaned desired state, and aggregates status from snapshots.
+// orphaned desired state (unless too much of it disappears at once: the
+// orphan guard, guard.go), and aggregates status from snapshots.
 package operator
 
 import (
@@ -57,6 +58,30 @@ type Options struct {
 	// OrphanGrace is how long a desired-state key must stay unrendered
 	// before it is removed (default 2s).
 	OrphanGrace time.Duration
+	// OrphanHoldMin and OrphanHoldFraction bound the removals of orphaned
+	// desired state made without an admin's release (the orphan guard,
+	// guard.go and docs/adr/0014-orphan-collection-guard.md): guarded
+	// removals are held once they reach max(OrphanHoldMin,
+	// ⌈OrphanHoldFraction × desired-state keys stored⌉). Defaults 10 and
+	// 0.10 (a zero or negative value takes the default).
+	OrphanHoldMin      int
+	OrphanHoldFraction float64
+	// OrphanWindow is how long a removal caused by a device that
+	// disappeared keeps counting towards that bound (default 10m).
+	OrphanWindow time.Duration
+	// Releases is the bucket (the server's leases bucket) where an admin's
+	// release of held removals is recorded, under ReleaseKey, so that the
+	// collecting server sees a release whichever server received it. Nil:
+	// ReleaseOrphans releases this operator's hold only.
+	Releases store.KV
+}
+
+// orphanMark is when a desired-state key was first seen orphaned, and
+// whether a full pass saw it so (then there was no earlier view to compare
+// with: the orphan guard bounds its removal).
+type orphanMark struct {
+	since time.Time
+	full  bool
 }
 
 type heartbeat struct {
@@ -82,8 +107,12 @@ type Operator struct {
 	beats       map[string]heartbeat
 	renders     int // render passes, for tests and metrics
 	writes      int // desired-state writes done
-	orphanSince map[string]time.Time
+	orphanSince map[string]orphanMark
 	dirty       work // what changed since the last render pass
+	guard       *guard
+	// releasesReplayed: the release record (Options.Releases) was read
+	// once; records read before are older than any hold of this operator.
+	releasesReplayed bool
 
 	roll *rollup
 
@@ -117,11 +146,21 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 	if opts.OrphanGrace <= 0 {
 		opts.OrphanGrace = 2 * time.Second
 	}
+	if opts.OrphanHoldMin <= 0 {
+		opts.OrphanHoldMin = 10
+	}
+	if opts.OrphanHoldFraction <= 0 {
+		opts.OrphanHoldFraction = 0.10
+	}
+	if opts.OrphanWindow <= 0 {
+		opts.OrphanWindow = 10 * time.Minute
+	}
 	o := &Operator{b: b, log: log, opts: opts, wake: make(chan struct{}, 1),
 		raw: map[string]map[string]store.Entry{}, replayed: map[string]bool{},
 		deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
 		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{},
-		orphanSince: map[string]time.Time{}, dirty: newWork(true), want: map[string][]byte{}, roll: newRollup(opts.Staleness)}
+		orphanSince: map[string]orphanMark{}, dirty: newWork(true), want: map[string][]byte{}, roll: newRollup(opts.Staleness),
+		guard: newGuard(GuardLimits{Min: opts.OrphanHoldMin, Fraction: opts.OrphanHoldFraction, Window: opts.OrphanWindow})}
 	for _, kv := range b.all() {
 		o.raw[kv.Bucket()] = map[string]store.Entry{}
 	}
@@ -138,6 +177,9 @@ func (o *Operator) Run(ctx context.Context) error {
 	}
 	if o.opts.Render {
 		g.Go(func() error { return o.renderLoop(ctx) })
+		if o.opts.Releases != nil {
+			g.Go(func() error { return o.followReleases(ctx) })
+		}
 	}
 	return g.Wait()
 }
@@ -435,8 +477,8 @@ func (o *Operator) renderLoop(ctx context.Context) error {
 // render writes every desired-state value whose bytes differ from the store
 // and deletes every desired-state key no deployment renders any more
 // (orphans: a deployment deleted, a device that no longer matches or is
-// gone), looking only at what changed since the last pass (the first pass
-// looks at everything). Conflicts are left to the next pass: the watch
+// gone) unless the orphan guard holds it (guard.go), looking only at what
+// changed since the last pass (the first pass looks at everything). Conflicts are left to the next pass: the watch
 // brings the winner's bytes, which are the same bytes when another
 // operator rendered them.
 func (o *Operator) render(ctx context.Context) error {
@@ -584,7 +626,8 @@ func (o *Operator) render(ctx context.Context) error {
 	}
 	writes := 0
 	now := time.Now()
-	later := false // orphans wait: one more pass after the grace
+	later := false      // orphans wait: one more pass after the grace
+	var ready []removal // orphans past their grace, for the guard
 	for _, key := range sortedKeys(check) {
 		b, wanted := o.want[key]
 		cur, ok := have[key]
@@ -611,33 +654,51 @@ func (o *Operator) render(ctx context.Context) error {
 			// device that just started matching), and a removal tells the
 			// agent to delete what runs.
 			o.mu.Lock()
-			since, seen := o.orphanSince[key]
+			m, seen := o.orphanSince[key]
 			if !seen {
-				o.orphanSince[key] = now
+				m.since = now
 			}
+			m.full = m.full || w.full
+			o.orphanSince[key] = m
 			o.mu.Unlock()
-			if !seen || now.Sub(since) < o.opts.OrphanGrace || (o.opts.Lease != nil && !o.opts.Lease.Held()) {
-				// Look again later (another server may hold the lease now
-				// and this one later).
+			if !seen || now.Sub(m.since) < o.opts.OrphanGrace {
 				later = true
 				retry[key] = true
 				continue
 			}
-			err = o.b.DesiredState.Delete(ctx, key, cur.Revision)
-			if err == nil {
-				o.log.Info("removed orphaned desired state", "key", key)
-			}
+			ready = append(ready, removal{key: key, rev: cur.Revision, full: m.full})
+			continue
 		}
 		if err == nil {
 			writes++
 		}
 		note(key, err)
 	}
+	// The guard decides which orphans go now (guard.go); only the lease
+	// holder deletes them, the others look again later (another server
+	// may hold the lease now and this one later).
+	leased := o.opts.Lease == nil || o.opts.Lease.Held()
+	for _, r := range o.judge(now, deployments, ready) {
+		if !leased {
+			later = true
+			retry[r.key] = true
+			continue
+		}
+		err := o.b.DesiredState.Delete(ctx, r.key, r.rev)
+		if err == nil {
+			writes++
+			o.log.Info("removed orphaned desired state", "key", r.key, "cause", r.cause)
+		}
+		note(r.key, err)
+	}
 	o.mu.Lock()
 	o.writes += writes
 	for key := range check {
 		if _, wanted := o.want[key]; wanted || have[key].Key == "" {
 			delete(o.orphanSince, key)
+			if o.guard.forget(key) {
+				o.log.Info("orphan guard: nothing held any more (the held keys are rendered again or gone)")
+			}
 		}
 	}
 	for key := range retry {

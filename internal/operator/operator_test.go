@@ -10,15 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/store"
 	"github.com/harmony-fleet/harmony/internal/store/memstore"
+	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// leak allows for the goroutines an embedded nats-server keeps (the orphan
+// guard's tests run against a real NATS).
+func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
 
 func deployment(name string, gen int64, sel map[string]string) v1.Deployment {
 	spec, _ := json.Marshal(map[string]string{"path": "/etc/harmony/" + name, "content": "x"})

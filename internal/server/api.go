@@ -51,6 +51,8 @@ func (h *handler) routesAPI() {
 	h.mux.HandleFunc("PATCH /api/v1/devices/{id}/labels", h.patchLabels)
 	h.mux.HandleFunc("GET /api/v1/devices/{id}/logs", h.deviceLogs)
 	h.mux.HandleFunc("POST /api/v1/devices/{id}/exec", h.deviceExec)
+	h.mux.HandleFunc("GET /api/v1/orphans", h.getOrphans)              // collection.go
+	h.mux.HandleFunc("POST /api/v1/orphans/release", h.releaseOrphans) // admin only
 }
 
 func apiError(w http.ResponseWriter, status int, e APIError) {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -54,14 +55,12 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		again(http.StatusForbidden, "Sign-in refused: the form did not come from this server.")
 		return
 	}
-	done := d.auth.attempt(r)
-	if done == nil {
+	t, err := d.auth.try(r, strings.TrimSpace(r.PostFormValue("token")))
+	if errors.Is(err, ErrRateLimited) {
 		again(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a few seconds.")
 		return
 	}
-	t, ok := d.auth.check(strings.TrimSpace(r.PostFormValue("token")))
-	done(!ok)
-	if !ok {
+	if err != nil {
 		d.log.Warn("dashboard: failed sign-in", "client", clientAddr(r))
 		again(http.StatusUnauthorized, "Unknown token.")
 		return
@@ -161,6 +160,28 @@ type overviewData struct {
 	Deployments, Succeeded, Failed, Progressing int
 	Attention                                   []attention
 	More                                        int // attention lines left out
+	// Hold is what the orphan guard holds back (Held 0: nothing).
+	Hold operator.OrphanHold
+	// HoldCauses describes Hold's causes, for the banner.
+	HoldCauses string
+}
+
+// orphanHolder is a Backend whose operator guards the removal of orphaned
+// desired state (docs/adr/0014-orphan-collection-guard.md): the overview
+// shows a banner while removals are held.
+type orphanHolder interface {
+	OrphanHold() operator.OrphanHold
+}
+
+// holdCauses says "12 device gone, 3 deployment gone".
+func holdCauses(h operator.OrphanHold) string {
+	var parts []string
+	for _, c := range operator.AllCauses() {
+		if n := h.Causes[c]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, strings.ReplaceAll(string(c), "-", " ")))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 const attentionMax = 20
@@ -169,6 +190,10 @@ func (d *Dashboard) overview(q *request) {
 	// The operator's running counts: no pass over the fleet per request.
 	roll := d.b.Rollup()
 	var o overviewData
+	if oh, ok := d.b.(orphanHolder); ok {
+		o.Hold = oh.OrphanHold()
+		o.HoldCauses = holdCauses(o.Hold)
+	}
 	for _, r := range rows(roll.Deployments) {
 		o.Deployments++
 		switch r.State {
