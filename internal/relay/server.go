@@ -136,7 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	// What waits in the client library is bounded too: past it, messages
 	// are dropped (and their senders time out and try again).
-	_ = sub.SetPendingLimits(4*s.opts.Limits.Queue, 256<<20)
+	_ = sub.SetPendingLimits(4*s.opts.Limits.Queue, 64<<20)
 	defer func() { _ = sub.Unsubscribe() }()
 	var wg sync.WaitGroup
 	for range s.opts.Limits.Workers {

@@ -261,6 +261,7 @@ func floodOnce(b *testing.B, flood time.Duration) {
 	var lat []float64
 	var rssPeak float64
 	fdsPeak := 0
+	pctOf := func(l []float64, p float64) float64 { return l[min(len(l)-1, int(p*float64(len(l))))] }
 	sample := func() {
 		start := time.Now()
 		resp, err := client.Get(base + "/api/v1/deployments")
@@ -276,6 +277,14 @@ func floodOnce(b *testing.B, flood time.Duration) {
 		rssPeak = max(rssPeak, procStatus(pid, "VmRSS"))
 		fdsPeak = max(fdsPeak, openFDs(pid))
 	}
+	// The API's latency before the flood, for comparison.
+	for range 30 {
+		sample()
+		time.Sleep(50 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	quiet := slices.Clone(lat)
+	lat = lat[:0]
 	floodStart := time.Now()
 	for time.Since(floodStart) < flood/2 {
 		sample()
@@ -293,7 +302,9 @@ func floodOnce(b *testing.B, flood time.Duration) {
 	wg.Wait()
 	diskAfter := dirBytes(data)
 	slices.Sort(lat)
-	pct := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	pct := func(p float64) float64 { return pctOf(lat, p) }
+	b.ReportMetric(pctOf(quiet, 0.5), "api-before-p50-ms")
+	b.ReportMetric(pctOf(quiet, 0.99), "api-before-p99-ms")
 	b.ReportMetric(float64(baseline.Milliseconds()), "B-converge-before-ms")
 	b.ReportMetric(float64(during.Milliseconds()), "B-converge-flood-ms")
 	b.ReportMetric(pct(0.5), "api-p50-ms")
