@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"runtime"
 	"strconv"
@@ -52,7 +53,17 @@ func (a *Agent) publishInfo(ctx context.Context, kv store.KV) error {
 			_, err = kv.Update(ctx, a.cfg.ID, b, rev)
 		}
 		if err == nil {
-			a.log.Info("device info published", "labels", a.cfg.Labels)
+			a.log.Info("device info published", "labels", info.Labels)
+		}
+		if errors.Is(err, store.ErrRefused) && rev != 0 {
+			// Under a device identity the labels are those the device
+			// registered with (the relay refuses others): publish the rest
+			// of the record with them.
+			if cur, derr := v1.DecodeDeviceInfo(e.Value); derr == nil && !maps.Equal(cur.Labels, info.Labels) {
+				a.log.Warn("the control plane keeps the labels this device registered with; change them with harmony label",
+					"configured", a.cfg.Labels, "registered", cur.Labels, "err", err)
+				info.Labels = cur.Labels
+			}
 		}
 		return err
 	})

@@ -62,7 +62,7 @@ func TestAgentRunsWithADeviceIdentity(t *testing.T) {
 	// only through it.
 	rl := relay.NewServer(nc, relay.Fleet{DesiredState: f.kvs[b.DesiredState], DeviceInfo: f.kvs[b.DeviceInfo],
 		DeviceState: f.kvs[b.DeviceState], DeviceHeartbeat: f.kvs[b.DeviceHeartbeat]}, slog.New(slog.DiscardHandler),
-		relay.Options{RequireInbox: true, InboxPrefix: mesh.DeviceInboxPrefix})
+		relay.Options{})
 	rctx, rcancel := context.WithCancel(context.Background())
 	rdone := make(chan struct{})
 	go func() { defer close(rdone); _ = rl.Run(rctx) }()

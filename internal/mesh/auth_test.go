@@ -1,6 +1,8 @@
 package mesh_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +63,50 @@ func TestConnectionsPerDevice(t *testing.T) {
 		if _, err := connect(admin, publicKey(t, admin)); err != nil {
 			t.Fatalf("admin connection %d: %v", i+1, err)
 		}
+	}
+}
+
+// TestSubscriptionsPerConnection: a connection cannot hold more than
+// MaxSubscriptionsPerConnection subscriptions (a device opening millions
+// on its inbox prefix would take the server's memory).
+func TestSubscriptionsPerConnection(t *testing.T) {
+	dev := newUser(t)
+	s, err := mesh.StartServer(mesh.ServerConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:0",
+		Nkeys: []*server.NkeyUser{{Nkey: publicKey(t, dev), Permissions: mesh.DevicePermissions("dev-a", mesh.FleetBuckets{DesiredState: "desired-state"})}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	errs := make(chan error, 16)
+	nc, err := nats.Connect(s.ClientURL(), nats.Nkey(publicKey(t, dev), dev.Sign), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			select {
+			case errs <- c.LastError():
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	for i := range mesh.MaxSubscriptionsPerConnection + 10 {
+		if _, err := nc.SubscribeSync(fmt.Sprintf("%s.%d", mesh.DeviceInboxPrefix("dev-a"), i)); err != nil {
+			break // closed by the server
+		}
+	}
+	_ = nc.Flush()
+	select {
+	case err := <-errs:
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "maximum subscriptions") {
+			t.Fatalf("error %v, want the subscriptions limit", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d subscriptions on one connection were all taken", mesh.MaxSubscriptionsPerConnection+10)
 	}
 }

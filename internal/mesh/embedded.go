@@ -74,6 +74,10 @@ type ServerConfig struct {
 // close (a half-open TCP connection lives until its pings go unanswered).
 const DefaultMaxConnsPerDevice = 8
 
+// MaxSubscriptionsPerConnection caps the subscriptions of any one client
+// connection of the embedded server.
+const MaxSubscriptionsPerConnection = 10_000
+
 // Server is a running embedded NATS server.
 type Server struct {
 	ns  *server.Server
@@ -143,6 +147,11 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		NoLog:      cfg.Logger == nil,
 		MaxPayload: 8 << 20,
 		MaxConn:    cfg.MaxConnections,
+		// Subscriptions per connection: an agent holds a handful, the
+		// control plane's own connections some hundreds at most; each
+		// costs the server about 0.7 KiB, so a device opening millions on
+		// its inbox prefix would take its memory.
+		MaxSubs: MaxSubscriptionsPerConnection,
 	}
 	if opts.MaxConn <= 0 {
 		opts.MaxConn = connectionLimit()

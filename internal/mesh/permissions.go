@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -33,9 +32,7 @@ func DesiredSubjectPrefix(bucket string) string { return store.RepublishPrefix(b
 // comes to subjects under it. The device id is one token, its dots turned
 // into '_' (which no RFC 1123 name holds), so that no device's prefix is
 // covered by another's ("a" and "a.b" would otherwise nest).
-func DeviceInboxPrefix(device string) string {
-	return "_INBOX_dev." + strings.ReplaceAll(device, ".", "_")
-}
+func DeviceInboxPrefix(device string) string { return relay.InboxPrefix(device) }
 
 // DevicePermissions are the NATS permissions of one device's identity. A
 // device has no JetStream API and publishes into no bucket: it sends every

@@ -105,7 +105,7 @@ func startFleetWith(t *testing.T, more []*server.NkeyUser, devices ...string) *f
 	f.members = map[string]string{}
 	rl := relay.NewServer(rnc, relay.Fleet{DesiredState: f.kv[f.names.DesiredState], DeviceInfo: f.kv[f.names.DeviceInfo],
 		DeviceState: f.kv[f.names.DeviceState], DeviceHeartbeat: f.kv[f.names.DeviceHeartbeat]}, slog.New(slog.DiscardHandler),
-		relay.Options{RequireInbox: true, InboxPrefix: mesh.DeviceInboxPrefix,
+		relay.Options{
 			MemberBucket: func(_ context.Context, device string) (string, error) {
 				f.mu.Lock()
 				defer f.mu.Unlock()
@@ -656,7 +656,7 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	if _, err := kv.Update(ctx, failover.KeyClusterState, e.Value, e.Revision); err != nil {
 		t.Fatalf("CAS cluster-state: %v", err)
 	}
-	if _, err := kv.Create(ctx, "member.n1", []byte(`{}`)); err != nil {
+	if _, err := kv.Create(ctx, "heartbeat.n1", []byte(`{}`)); err != nil {
 		t.Fatalf("write own member key: %v", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -684,7 +684,7 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	}
 	cancel()
 	if len(seen) < 3 {
-		t.Fatalf("watch saw %v: want cluster-state, member.n1 and heartbeat.n2", seen)
+		t.Fatalf("watch saw %v: want cluster-state, heartbeat.n1 and heartbeat.n2", seen)
 	}
 	if entries, err := kv.List(ctx, ">"); err != nil || len(entries) < 3 {
 		t.Fatalf("list: %v %v", entries, err)
@@ -698,6 +698,26 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	waitNoConsumers(t, f, bucket)
 	if got := errs.All(); len(got) > 0 {
 		t.Fatalf("the member was refused: %v", got)
+	}
+
+	// Keys the failover role does not write, and keys or filters long
+	// enough to overflow a NATS protocol line (which would close the
+	// control plane's own connection), are refused; the control plane
+	// keeps its connection.
+	if _, err := kv.Create(ctx, "evil.key", []byte(`{}`)); !errors.Is(err, store.ErrRefused) {
+		t.Fatalf("member writes a key outside the failover schema: %v, want refused", err)
+	}
+	if _, err := kv.Create(ctx, "heartbeat."+strings.Repeat("x", 5000), []byte(`{}`)); !errors.Is(err, store.ErrRefused) {
+		t.Fatalf("member writes a 5,000-byte key: %v, want refused", err)
+	}
+	if _, err := kv.List(ctx, strings.Repeat("a.", 3000)+">"); !errors.Is(err, store.ErrRefused) {
+		t.Fatalf("member lists with a 6,000-byte filter: %v, want refused", err)
+	}
+	if !f.nc.IsConnected() {
+		t.Fatal("the control plane's connection is gone")
+	}
+	if _, err := kv.Get(ctx, failover.KeyClusterState); err != nil {
+		t.Fatalf("the relay stopped answering: %v", err)
 	}
 
 	// Another cluster's bucket, through the relay: refused by the relay.

@@ -30,6 +30,15 @@ const SubjectPrefix = "harmony.relay"
 // Subject is the one subject a device may send relay requests on.
 func Subject(device string) string { return SubjectPrefix + "." + device }
 
+// InboxPrefix is the inbox prefix a device's connection uses
+// (nats.CustomInboxPrefix), and the only place the relay sends its answers
+// to: the device id is one token, its dots turned into '_' (which no RFC
+// 1123 name holds), so that no device's prefix is covered by another's
+// ("a" and "a.b" would otherwise nest).
+func InboxPrefix(device string) string {
+	return "_INBOX_dev." + strings.ReplaceAll(device, ".", "_")
+}
+
 // QueueGroup spreads the requests over every server of a cluster (NATS
 // prefers a subscriber on the server the device is connected to).
 const QueueGroup = "harmony-relay"

@@ -49,7 +49,7 @@ func start(t *testing.T, limits relay.Limits) *bench {
 	}
 	rl := relay.NewServer(meshtest.Connect(t, srv), relay.Fleet{DesiredState: b.kv[b.names.DesiredState],
 		DeviceInfo: b.kv[b.names.DeviceInfo], DeviceState: b.kv[b.names.DeviceState], DeviceHeartbeat: b.kv[b.names.DeviceHeartbeat]},
-		slog.New(slog.DiscardHandler), relay.Options{Limits: limits, RequireInbox: true, InboxPrefix: mesh.DeviceInboxPrefix, Metrics: b.metrics})
+		slog.New(slog.DiscardHandler), relay.Options{Limits: limits, Metrics: b.metrics})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rl.Run(ctx) }()
@@ -182,10 +182,26 @@ func TestRelayAnswersOnlyTheDevicesInbox(t *testing.T) {
 	if ans, err := other.RequestMsg(m, 500*time.Millisecond); err == nil {
 		t.Fatalf("answered to a foreign inbox: %q", ans.Data)
 	}
-	// The device's own request is answered.
+	// A reply naming the JetStream API (the relay answers with the
+	// control plane's permissions) is never sent: with an external NATS,
+	// whose device users may publish on their relay subject with any
+	// reply, this would delete a stream.
+	m.Reply = "$JS.API.STREAM.DELETE.KV_" + b.names.DesiredState
+	m.Header.Set(relay.HdrOp, relay.OpOpen)
+	if err := other.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The device's own request is answered (after the one above: one
+	// subscription, in order), and the bucket is still there.
 	_, a := b.device(t, "dev-a")
 	if e, err := open(t, a, b.names.DesiredState).Get(ctx, "dev-a.web"); err != nil || string(e.Value) != "secret" {
 		t.Fatalf("own get: %v %v", e, err)
+	}
+	if _, err := b.kv[b.names.DesiredState].Get(ctx, "dev-a.web"); err != nil {
+		t.Fatalf("the bucket after a reply aimed at the JetStream API: %v", err)
 	}
 }
 
@@ -259,5 +275,55 @@ func TestRelayListCarriesLargeValues(t *testing.T) {
 		if !bytes.Equal(e.Value, want[e.Key]) || e.Revision == 0 {
 			t.Fatalf("%s: %d bytes at revision %d", e.Key, len(e.Value), e.Revision)
 		}
+	}
+}
+
+// TestRelayPinsLabels: a device keeps the labels it registered with
+// (deployments select by label: relabelling itself would claim another
+// deployment's desired state); the rest of its record still updates.
+func TestRelayPinsLabels(t *testing.T) {
+	b := start(t, relay.Limits{})
+	ctx := context.Background()
+	_, a := b.device(t, "dev-a")
+	di := open(t, a, b.names.DeviceInfo)
+	rec := func(site, host string) []byte {
+		v, _ := json.Marshal(v1.DeviceInfo{V: v1.FormatVersion, ID: "dev-a", Labels: map[string]string{"site": site},
+			Inventory: v1.Inventory{Hostname: host}})
+		return v
+	}
+	rev, err := di.Create(ctx, "dev-a", rec("home", "pi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = di.Update(ctx, "dev-a", rec("office", "pi"), rev)
+	if !errors.Is(err, store.ErrRefused) || !strings.Contains(err.Error(), "site=home") {
+		t.Fatalf("relabel: %v, want refused naming the registered labels", err)
+	}
+	if _, err := di.Update(ctx, "dev-a", rec("home", "pi-2"), rev); err != nil {
+		t.Fatalf("an update keeping the labels: %v", err)
+	}
+	e, err := b.kv[b.names.DeviceInfo].Get(ctx, "dev-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := v1.DecodeDeviceInfo(e.Value); d.Labels["site"] != "home" || d.Inventory.Hostname != "pi-2" {
+		t.Fatalf("stored %+v", d)
+	}
+}
+
+// TestRelayRefusesLongKeys: a key long enough to overflow a NATS protocol
+// line would close the control plane's connection when it publishes it:
+// refused before any I/O.
+func TestRelayRefusesLongKeys(t *testing.T) {
+	b := start(t, relay.Limits{})
+	ctx := context.Background()
+	_, a := b.device(t, "dev-a")
+	dst := open(t, a, b.names.DeviceState)
+	long := "dev-a." + strings.Repeat("x", 5000)
+	if _, err := dst.Create(ctx, long, state("dev-a", "x")); !errors.Is(err, store.ErrRefused) {
+		t.Fatalf("long key: %v, want refused", err)
+	}
+	if _, err := open(t, a, b.names.DesiredState).List(ctx, strings.Repeat("a.", 3000)+"*"); !errors.Is(err, store.ErrRefused) {
+		t.Fatalf("long filter: %v, want refused", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,12 +53,6 @@ func DefaultLimits() Limits {
 // Options tune a relay server.
 type Options struct {
 	Limits Limits
-	// RequireInbox: a request is answered only when its reply subject is
-	// under the device's own inbox prefix (InboxPrefix), so that nothing
-	// but the device's own connection can make a request in its name (a
-	// JetStream consumer delivering into the relay subject, say).
-	RequireInbox bool
-	InboxPrefix  func(device string) string
 	// MemberBucket names the failover bucket the device's identity was
 	// granted ("" for none).
 	MemberBucket func(ctx context.Context, device string) (string, error)
@@ -177,7 +173,12 @@ func (s *Server) admit(m *nats.Msg) {
 		s.count("dropped", "bad_subject")
 		return
 	}
-	if s.opts.RequireInbox && !strings.HasPrefix(m.Reply, s.opts.InboxPrefix(id)+".") {
+	// An answer goes only to the device's own inbox: never to another
+	// subject a request names as its reply (the JetStream API, another
+	// device), so that the relay's own permissions never act for a device,
+	// and nothing but the device's connection (not a consumer delivering
+	// into the relay subject, say) makes a request in its name.
+	if !strings.HasPrefix(m.Reply, InboxPrefix(id)+".") || len(m.Reply) > maxReply {
 		s.count("dropped", "foreign_reply")
 		return
 	}
@@ -196,7 +197,19 @@ func (s *Server) admit(m *nats.Msg) {
 		s.devices[id] = d
 	}
 	d.used = now
-	over := !d.req.AllowN(now, 1) || len(m.Data) > 0 && !d.bytes.AllowN(now, len(m.Data)) || d.inFlight >= s.opts.Limits.InFlight
+	// In flight first, so that a request refused for it is not charged.
+	// A list costs more: the control plane reads every key it names.
+	cost := 1
+	if m.Header.Get(HdrOp) == OpList {
+		cost = listCost
+	}
+	over := d.inFlight >= s.opts.Limits.InFlight
+	if !over && !d.req.AllowN(now, cost) {
+		over = true
+	}
+	if !over && len(m.Data) > 0 && !d.bytes.AllowN(now, len(m.Data)) {
+		over = true
+	}
 	if !over {
 		d.inFlight++
 	}
@@ -255,6 +268,13 @@ func (s *Server) serve(ctx context.Context, j job) {
 		return
 	}
 	s.count(op, "ok")
+	// What an answer carries is charged too (a device choosing to read
+	// large values as fast as it may): its next requests wait for it.
+	if n := len(ans.Data); n > 0 {
+		s.mu.Lock()
+		j.dev.bytes.ReserveN(time.Now(), min(n, s.opts.Limits.ByteBurst))
+		s.mu.Unlock()
+	}
 	_ = j.m.RespondMsg(ans)
 }
 
@@ -308,6 +328,11 @@ func (s *Server) do(ctx context.Context, j job, op string) (*nats.Msg, error) {
 			return nil, err
 		}
 	}
+	if op == OpUpdate && role == roleInfo {
+		if err := samePinnedLabels(ctx, kv, key, value); err != nil {
+			return nil, err
+		}
+	}
 	switch op {
 	case OpGet:
 		e, err := kv.Get(ctx, key)
@@ -339,6 +364,9 @@ func (s *Server) do(ctx context.Context, j job, op string) (*nats.Msg, error) {
 		es, err := kv.List(ctx, key)
 		if err != nil {
 			return nil, err
+		}
+		if len(es) > maxListEntries {
+			return nil, refuse("list %q: %d keys, more than a list answers (%d)", key, len(es), maxListEntries)
 		}
 		a := answer(j.m, 0)
 		a.Data = encodeList(es)
@@ -466,6 +494,10 @@ func allowed(role, op, id, key string) error {
 		return refuse("%s: not allowed on the %s bucket", op, role)
 	}
 	switch role {
+	case roleMember:
+		if !memberKey(key) {
+			return refuse("key %q: not a failover key (cluster-state, switchover, heartbeat.<node>, event.<kind>.<node>.<epoch>)", key)
+		}
 	case roleInfo, roleHeartbeat:
 		if key != id {
 			return refuse("key %q: a device writes only its own key %q", key, id)
@@ -477,6 +509,76 @@ func allowed(role, op, id, key string) error {
 		}
 	}
 	return nil
+}
+
+// Bounds of what one request may ask.
+const (
+	// listCost: request tokens a list takes.
+	listCost = 20
+	// maxListEntries: keys one list answers (a device's desired state
+	// holds one per deployment it was given; a failover bucket a few).
+	maxListEntries = 1000
+	// maxReply: a reply subject's length (an inbox is ~60 bytes).
+	maxReply = 256
+	// maxMemberKey: a failover key's length.
+	maxMemberKey = 256
+)
+
+// memberKey reports whether key is one the failover role writes:
+// cluster-state, switchover, heartbeat.<node>, event.<kind>.<node>.<epoch>
+// (failover/loop.go).
+func memberKey(key string) bool {
+	if len(key) > maxMemberKey {
+		return false
+	}
+	toks := strings.Split(key, ".")
+	switch toks[0] {
+	case "cluster-state", "switchover":
+		return len(toks) == 1
+	case "heartbeat":
+		return len(toks) == 2
+	case "event":
+		return len(toks) >= 3 && len(toks) <= 5
+	}
+	return false
+}
+
+// samePinnedLabels refuses a device-info update that changes the labels
+// the device registered with. Deployments select devices by label, so a
+// device that could relabel itself could claim any deployment's desired
+// state (and the secrets in it). Labels of an enrolled device change from
+// the control plane (harmony label, the device-labels bucket), which wins
+// over what the device reports.
+func samePinnedLabels(ctx context.Context, kv store.KV, key string, value []byte) error {
+	cur, err := kv.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // the CAS update fails on its own
+	}
+	if err != nil {
+		return err
+	}
+	was, err := v1.DecodeDeviceInfo(cur.Value)
+	if err != nil {
+		return nil // an unreadable record may be replaced
+	}
+	now, _ := v1.DecodeDeviceInfo(value) // checked by checkValue
+	if !maps.Equal(was.Labels, now.Labels) {
+		return refuse("device-info labels: %s differ from %s, the labels the device registered with; "+
+			"labels of an enrolled device change from the control plane (harmony label device %s KEY=VALUE)",
+			labelString(now.Labels), labelString(was.Labels), was.ID)
+	}
+	return nil
+}
+
+func labelString(l map[string]string) string {
+	if len(l) == 0 {
+		return "{}"
+	}
+	parts := make([]string, 0, len(l))
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return "{" + strings.Join(parts, ",") + "}"
 }
 
 // checkValue refuses a value the control plane would not read as the

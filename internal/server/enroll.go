@@ -181,6 +181,14 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, EnrollAnswer{Device: rec.Device, Status: "enrolled"})
 		return
 	}
+	// A request without a token costs the registry a read of every
+	// identity: it is charged to the address like a wrong token (five in a
+	// burst, then one every two seconds), so an anonymous client cannot
+	// make the server do that work at will.
+	if h.dash.Failed(r) {
+		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: web.ErrRateLimited.Error()})
+		return
+	}
 	_, p, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
 	if err != nil {
 		enrollError(w, err)

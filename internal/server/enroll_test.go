@@ -341,3 +341,36 @@ func TestExpiredRequestsAreForgotten(t *testing.T) {
 		t.Fatalf("a new request after an expired one: %d %v, want 202 pending", st, out)
 	}
 }
+
+// TestTokenlessRequestsAreLimited: a request without a token makes the
+// registry read every identity, so one address may send five in a burst,
+// then one every two seconds (429 beyond); a request with a valid token is
+// never refused for it.
+func TestTokenlessRequestsAreLimited(t *testing.T) {
+	srv := start(t, testConfig(t, t.TempDir()))
+	base := srv.info.HTTPURL
+	waitReady(t, base)
+	limited := false
+	for i := range 8 {
+		_, pub, _ := identity.NewSeed()
+		st, _, code := apiCall(t, base, "", "POST", "/api/v1/enroll", fmt.Sprintf(`{"device":"dev-%d","publicKey":%q}`, i, pub))
+		if st == http.StatusTooManyRequests && code == "rate_limited" {
+			limited = true
+			if i < 5 {
+				t.Fatalf("request %d refused: the burst is five", i+1)
+			}
+		}
+	}
+	if !limited {
+		t.Fatal("eight token-less requests in a row were all taken")
+	}
+	st, out, _ := apiCall(t, base, adminToken, "POST", "/api/v1/enrollment-tokens", `{"expires":"5m"}`)
+	if st != http.StatusCreated {
+		t.Fatalf("token: %d %v", st, out)
+	}
+	_, pub, _ := identity.NewSeed()
+	body := fmt.Sprintf(`{"device":"dev-t","publicKey":%q,"token":%q}`, pub, out["token"])
+	if st, out, _ := apiCall(t, base, "", "POST", "/api/v1/enroll", body); st != http.StatusOK || out["status"] != "enrolled" {
+		t.Fatalf("a valid token from the limited address: %d %v", st, out)
+	}
+}

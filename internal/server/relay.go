@@ -50,8 +50,6 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 		DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat],
 	}, log.With("component", "relay"), relay.Options{
-		RequireInbox: cfg.Embedded() && cfg.NATSAuth == "identities",
-		InboxPrefix:  mesh.DeviceInboxPrefix,
 		MemberBucket: func(ctx context.Context, device string) (string, error) {
 			return memberBucket(ctx, ids, device)
 		},
@@ -85,4 +83,22 @@ func memberBucket(ctx context.Context, ids store.KV, device string) (string, err
 // registerMetrics adds collectors to the server's /metrics.
 func (h *handler) registerMetrics(cs ...prometheus.Collector) {
 	h.promReg.MustRegister(cs...)
+}
+
+// untilClosed returns an error once nc is closed while ctx is still live.
+func untilClosed(ctx context.Context, nc *nats.Conn, what string) error {
+	closed := nc.StatusChanged(nats.CLOSED)
+	defer nc.RemoveStatusListener(closed)
+	if nc.IsClosed() {
+		return fmt.Errorf("the %s connection to NATS is closed: %v", what, nc.LastError())
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-closed:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("the %s connection to NATS was closed: %v", what, nc.LastError())
+	}
 }

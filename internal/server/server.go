@@ -228,6 +228,12 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	}
 	eg.Go(func() error { return op.Run(ectx) })
 	eg.Go(func() error { return rl.Run(ectx) })
+	// A connection NATS closed for good (not a disconnection, which is
+	// retried forever) leaves this server without its store: stop, so that
+	// the service manager starts it afresh, rather than answer from a view
+	// that no longer follows the store.
+	eg.Go(func() error { return untilClosed(ectx, nc, "store") })
+	eg.Go(func() error { return untilClosed(ectx, rnc, "relay") })
 	eg.Go(func() error { return gc.Run(ectx) })
 	eg.Go(func() error { h.probeStore(ectx); return nil })
 	log.Info("harmony server started", "http", info.HTTPURL)

@@ -2,10 +2,18 @@ package store
 
 import "strings"
 
+// MaxKeyLength bounds a key or filter. NATS refuses a protocol line over
+// 4 KiB (max_control_line) by closing the connection that sent it: a key
+// that long, sent by the control plane on a device's behalf, would close
+// the control plane's own connection. Harmony's longest keys are a device
+// id (253) and a deployment name (63).
+const MaxKeyLength = 512
+
 // ValidKey reports whether key is a valid KV key: dot-separated tokens of
-// [-/_=a-zA-Z0-9], no empty token, not starting with the reserved "_kv".
+// [-/_=a-zA-Z0-9], no empty token, not starting with the reserved "_kv",
+// at most MaxKeyLength bytes.
 func ValidKey(key string) bool {
-	if key == "" || strings.HasPrefix(key, "_kv") {
+	if key == "" || len(key) > MaxKeyLength || strings.HasPrefix(key, "_kv") {
 		return false
 	}
 	for _, tok := range strings.Split(key, ".") {
@@ -23,7 +31,7 @@ func ValidKey(key string) bool {
 
 // ValidFilter is ValidKey where a token may also be `*`, and the last one `>`.
 func ValidFilter(f string) bool {
-	if f == "" {
+	if f == "" || len(f) > MaxKeyLength {
 		return false
 	}
 	toks := strings.Split(f, ".")

@@ -350,6 +350,15 @@ spec:
 	}
 	ds, di, dst, hb := openRelay("desired-state"), openRelay("device-info"), openRelay("device-state"), openRelay("device-heartbeat")
 	infoAs := func(id string) []byte { b, _ := json.Marshal(v1.DeviceInfo{V: 1, ID: id}); return b }
+	// A registered as its agent would, with its own site's label.
+	infoLabels := func(site string) []byte {
+		b, _ := json.Marshal(v1.DeviceInfo{V: 1, ID: "dev-a", Labels: map[string]string{"site": site}})
+		return b
+	}
+	revA, err := di.Create(ctx, "dev-a", infoLabels("a"))
+	if err != nil {
+		t.Fatalf("A registers: %v", err)
+	}
 	stateAs := func(id, dep string) []byte {
 		b, _ := json.Marshal(v1.DeviceState{V: 1, Device: id, Deployment: dep, Phase: "Ready", ObservedGeneration: 99})
 		return b
@@ -367,6 +376,7 @@ spec:
 		{"register as B", func() error { _, err := di.Create(ctx, "dev-b", infoAs("dev-b")); return err }},
 		{"own registration naming B", func() error { _, err := di.Create(ctx, "dev-a", infoAs("dev-b")); return err }},
 		{"delete own registration", func() error { return di.Delete(ctx, "dev-a", 0) }},
+		{"relabel itself into B's deployment", func() error { _, err := di.Update(ctx, "dev-a", infoLabels("b"), revA); return err }},
 		{"B's status", func() error { _, err := dst.Create(ctx, "dev-b.victim", stateAs("dev-b", "victim")); return err }},
 		{"status for a deployment not given", func() error { _, err := dst.Create(ctx, "dev-a.victim", stateAs("dev-a", "victim")); return err }},
 		{"status under a literal '>'", func() error { _, err := dst.Create(ctx, "dev-a.>", stateAs("dev-a", ">")); return err }},
@@ -420,9 +430,17 @@ spec:
 	after := snapshot(adminStore())
 	before.desired, before.file, before.gen = after.desired, "precious 2", 2 // the change the admin made
 	same("after the attacks", before, after)
-	// A holds no key but its own records.
+	// A holds no key but its own records, and was never given B's
+	// deployment.
 	st := adminStore()
-	for _, bucket := range []string{"device-state", "device-info", "device-heartbeat"} {
+	desiredKV, err := st.Open(ctx, "desired-state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := desiredKV.Get(ctx, "dev-a.victim"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("A was given B's deployment: %v", err)
+	}
+	for _, bucket := range []string{"device-state", "device-heartbeat"} {
 		kv, err := st.Open(ctx, bucket)
 		if err != nil {
 			t.Fatal(err)
