@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -79,7 +80,7 @@ func newMeshCluster(t testing.TB, extra ...string) *meshCluster {
 		m.proc = startHarmony(t, m.args...)
 	}
 	for _, m := range c.members {
-		waitReady(t, "http://"+m.http)
+		waitMemberReady(t, m)
 	}
 	// Formed: through every member, every fleet stream has a leader and
 	// two current followers.
@@ -246,3 +247,26 @@ func (c *meshCluster) waitCurrent(js jetstream.JetStream, streams ...string) {
 
 // fleetStreams are the streams of the fleet buckets.
 var fleetStreams = []string{"KV_deployments", "KV_desired-state", "KV_device-info", "KV_device-state", "KV_device-heartbeat", "KV_device-labels", "KV_leases"}
+
+// waitMemberReady is waitReady that says why when the member's process
+// ended meanwhile (its log's tail).
+func waitMemberReady(t testing.TB, m *clusterMember) {
+	t.Helper()
+	retry.Until(t, 30*time.Second, func() error {
+		select {
+		case err := <-m.proc.done:
+			m.proc.done <- err
+			t.Fatalf("member %s exited (%v) before it was ready:\n%s", m.name, err, tail(m.proc.stderr.String(), 4000))
+		default:
+		}
+		resp, err := http.Get("http://" + m.http + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("member %s: readyz %d", m.name, resp.StatusCode)
+		}
+		return nil
+	})
+}
