@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,29 +22,23 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
-// startWithDefaults runs harmony with the product's defaults: the suite's
-// HARMONY_TLS=off and HARMONY_NATS_AUTH=off (TestMain) are taken out.
-func startWithDefaults(t *testing.T, args ...string) *proc {
-	t.Helper()
-	cmd := exec.Command(binary, args...)
+// defaultsEnv is the environment less the suite's HARMONY_TLS=off and
+// HARMONY_NATS_AUTH=off (TestMain): harmony then runs with the product's
+// defaults.
+func defaultsEnv() []string {
+	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "HARMONY_TLS=") && !strings.HasPrefix(kv, "HARMONY_NATS_AUTH=") {
-			cmd.Env = append(cmd.Env, kv)
+			env = append(env, kv)
 		}
 	}
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	return env
+}
+
+// startWithDefaults runs harmony with the product's defaults.
+func startWithDefaults(t *testing.T, args ...string) *proc {
+	t.Helper()
+	return startHarmonyEnv(t, defaultsEnv(), args...)
 }
 
 // victimSnapshot is what must survive every attack: B's registration,
@@ -76,17 +69,7 @@ func TestOneDeviceCannotHarmAnother(t *testing.T) {
 	ca := filepath.Join(data, "tls", "ca.pem")
 	base := "https://" + httpAddr
 	waitTLSReady(t, base, ca)
-	cli := func(args ...string) (string, error) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "HARMONY_CA="+ca, "HARMONY_SERVER="+base)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return string(out), fmt.Errorf("harmony %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-		}
-		return string(out), nil
-	}
+	cli := cliAt(base, ca)
 	must := func(out string, err error) string {
 		t.Helper()
 		if err != nil {

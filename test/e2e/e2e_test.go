@@ -119,7 +119,15 @@ type proc struct {
 
 func startHarmony(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startHarmonyEnv(t, nil, args...)
+}
+
+// startHarmonyEnv is startHarmony with an environment of its own (nil:
+// this process's).
+func startHarmonyEnv(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = env
 	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {

@@ -23,6 +23,21 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
+// cliAt runs the CLI against the server at base, trusting ca.
+func cliAt(base, ca string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "HARMONY_CA="+ca, "HARMONY_SERVER="+base)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return string(out), fmt.Errorf("harmony %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+		}
+		return string(out), nil
+	}
+}
+
 // deviceConn is a NATS connection made with a device's enrolled identity,
 // as a stolen device's owner could make it.
 type deviceConn struct {
@@ -73,17 +88,7 @@ func TestEnrolledDevices(t *testing.T) {
 	base := "https://" + httpAddr
 	waitTLSReady(t, base, ca)
 
-	cli := func(args ...string) (string, error) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "HARMONY_CA="+ca, "HARMONY_SERVER="+base)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return string(out), fmt.Errorf("harmony %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-		}
-		return string(out), nil
-	}
+	cli := cliAt(base, ca)
 	must := func(out string, err error) string {
 		t.Helper()
 		if err != nil {

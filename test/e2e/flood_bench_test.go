@@ -87,11 +87,7 @@ func floodOnce(b *testing.B, flood time.Duration) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
 	data := filepath.Join(dir, "server")
 	cmd := exec.Command(binary, "server", "--data-dir", data, "--nats", natsAddr, "--http", httpAddr, "--heartbeat-staleness", "3s")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "HARMONY_TLS=") && !strings.HasPrefix(kv, "HARMONY_NATS_AUTH=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = defaultsEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
