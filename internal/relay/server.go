@@ -361,7 +361,7 @@ func (s *Server) do(ctx context.Context, j job, op string) (*nats.Msg, error) {
 		}
 		return answer(j.m, 0), nil
 	case OpList:
-		es, err := kv.List(ctx, key)
+		es, err := list(ctx, kv, key)
 		if err != nil {
 			return nil, err
 		}
@@ -387,6 +387,19 @@ func answer(m *nats.Msg, rev uint64) *nats.Msg {
 	a := nats.NewMsg(m.Reply)
 	a.Header.Set(HdrRevision, strconv.FormatUint(rev, 10))
 	return a
+}
+
+// list reads the latest values of the keys matching filter with one
+// batched direct get when the store can (no consumer is made for a
+// device's list), and with a consumer when they do not fit one answer.
+func list(ctx context.Context, kv store.KV, filter string) ([]store.Entry, error) {
+	if dl, ok := kv.(store.DirectLister); ok {
+		es, err := dl.ListDirect(ctx, filter)
+		if !errors.Is(err, store.ErrTooManyToList) {
+			return es, err
+		}
+	}
+	return kv.List(ctx, filter)
 }
 
 // Roles of the buckets a device reaches.
