@@ -67,6 +67,7 @@ func TestAgentRunsWithADeviceIdentity(t *testing.T) {
 	rdone := make(chan struct{})
 	go func() { defer close(rdone); _ = rl.Run(rctx) }()
 	t.Cleanup(func() { rcancel(); <-rdone })
+	<-rl.Ready()
 
 	root := t.TempDir()
 	cfg := agentConfig(t, srv.ClientURL(), root, t.TempDir())

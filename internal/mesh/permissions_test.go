@@ -84,7 +84,9 @@ func startFleetWith(t *testing.T, more []*server.NkeyUser, devices ...string) *f
 		t.Fatalf("connect as server: %v", err)
 	}
 	t.Cleanup(f.nc.Close)
-	st, err := store.NewNATS(f.nc, store.NATSOptions{})
+	// A generous timeout: the first writes to new streams may wait for
+	// the disk while other packages' tests run beside this one.
+	st, err := store.NewNATS(f.nc, store.NATSOptions{Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +121,7 @@ func startFleetWith(t *testing.T, more []*server.NkeyUser, devices ...string) *f
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rl.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	<-rl.Ready()
 	return f
 }
 

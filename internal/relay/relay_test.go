@@ -54,6 +54,7 @@ func start(t *testing.T, limits relay.Limits) *bench {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rl.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	<-rl.Ready()
 	return b
 }
 

@@ -71,6 +71,7 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	work  chan job
+	ready chan struct{} // closed once the subscription is known to NATS
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -120,7 +121,7 @@ func NewServer(nc *nats.Conn, fleet Fleet, log *slog.Logger, opts Options) *Serv
 	if opts.Timeout <= 0 {
 		opts.Timeout = store.DefaultTimeout
 	}
-	return &Server{nc: nc, fleet: fleet, opts: opts, log: log, work: make(chan job, l.Queue),
+	return &Server{nc: nc, fleet: fleet, opts: opts, log: log, work: make(chan job, l.Queue), ready: make(chan struct{}),
 		devices: map[string]*device{}, buckets: map[string]store.KV{}}
 }
 
@@ -135,6 +136,22 @@ func (s *Server) Run(ctx context.Context) error {
 	_ = sub.SetPendingLimits(4*s.opts.Limits.Queue, 64<<20)
 	defer func() { _ = sub.Unsubscribe() }()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Known to the server once a flush returns (tried again while the
+		// connection is still coming up).
+		for ctx.Err() == nil {
+			if s.nc.FlushTimeout(time.Second) == nil {
+				close(s.ready)
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	for range s.opts.Limits.Workers {
 		wg.Add(1)
 		go func() {
@@ -162,6 +179,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Ready is closed once the relay's subscription is known to NATS: from
+// then on devices' requests reach it.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // admit runs on the subscription's goroutine: it must stay cheap, so that
 // one device's flood is dropped as fast as it arrives and everyone else's

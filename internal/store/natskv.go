@@ -127,7 +127,13 @@ func (s *NATS) Ensure(ctx context.Context, cfg BucketConfig) (KV, error) {
 			}
 		}
 	}
-	return s.bind(ctx, cfg.Name)
+	kv, err := s.bind(ctx, cfg.Name)
+	if errors.Is(err, ErrBucketNotFound) {
+		// It was there (or made) a moment ago: in a cluster that is still
+		// forming, the member asked may not know it yet. Try again later.
+		return nil, fmt.Errorf("store: bucket %s: %w: %w", cfg.Name, ErrUnavailable, err)
+	}
+	return kv, err
 }
 
 // Open implements Store.
