@@ -17,7 +17,6 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/identity"
-	"github.com/harmony-fleet/harmony/internal/server"
 )
 
 func newTokenCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -133,7 +132,7 @@ func enroll(ctx context.Context, c *client, req identity.Request, path string, w
 		}
 	}()
 	body, _ := jsonMarshal(req)
-	var ans server.EnrollAnswer
+	var ans identity.EnrollAnswer
 	if err := c.do(ctx, "POST", "/api/v1/enroll", "application/json", body, &ans); err != nil {
 		return err
 	}
@@ -181,7 +180,7 @@ with where each request came from, its key fingerprint (the first 20 hex
 digits of the SHA-256 of the public key, as 'harmony enroll' prints it) and
 when it expires (24 h after it was made).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ans server.IdentitiesAnswer
+			var ans identity.IdentitiesAnswer
 			if err := newClient(ep).do(cmd.Context(), "GET", "/api/v1/identities", "", nil, &ans); err != nil {
 				return err
 			}
@@ -200,7 +199,7 @@ when it expires (24 h after it was made).`,
 			return tw.Flush()
 		}}
 	addOutputFlag(list, &output)
-	var opts server.ApproveRequest
+	var opts identity.ApproveOptions
 	approve := &cobra.Command{Use: "approve ID [--fingerprint FP] [--replace]", Short: "Grant a device's waiting enrollment request",
 		Long: `Grant a device's waiting enrollment request. Compare the request's address and
 key fingerprint ('harmony device identities') with what 'harmony enroll'
@@ -211,11 +210,11 @@ handing the device to whoever holds the new one: that needs --replace.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var body []byte
 			var contentType string
-			if opts != (server.ApproveRequest{}) {
+			if opts != (identity.ApproveOptions{}) {
 				body, _ = jsonMarshal(opts)
 				contentType = "application/json"
 			}
-			var ans server.ApproveAnswer
+			var ans identity.ApproveAnswer
 			if err := newClient(ep).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/approve", contentType, body, &ans); err != nil {
 				return err
 			}

@@ -208,6 +208,10 @@ func decode[T versioned](b []byte) (T, error) {
 	return v, nil
 }
 
+// DecodeRecord reads a device's record from the identities bucket
+// (DeviceKey), checking its format version.
+func DecodeRecord(b []byte) (Record, error) { return decode[Record](b) }
+
 // Nested reports whether one device id is a dot-prefix of the other ("a"
 // and "a.b"): NATS subject permissions cannot keep such a pair apart (see
 // mesh.DevicePermissions), so no two identities may be nested.

@@ -202,17 +202,19 @@ func (r *Registry) countWaiting(ctx context.Context, now time.Time) (int, error)
 	return n, nil
 }
 
-// ApproveOptions are what an admin adds to an approval.
+// ApproveOptions are what an admin adds to an approval; they are also the
+// body of POST /api/v1/devices/{id}/approve (an empty body
+// is all fields unset).
 type ApproveOptions struct {
 	// Replace lets the approval replace the key of an enrolled device.
 	// Without it such a request is refused (ErrEnrolled): anonymous
 	// requests for enrolled ids are refused, so one can only be left from
 	// before that rule or by a race, and replacing a device's key hands
 	// the device to whoever holds the new one.
-	Replace bool
+	Replace bool `json:"replace,omitempty"`
 	// Fingerprint, when set, is the key fingerprint the admin read off the
 	// device: a request with another key is refused.
-	Fingerprint string
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Approval is what an approval granted, for the admin to check.

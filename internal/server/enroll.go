@@ -31,78 +31,10 @@ const (
 	pathEnrollStatus = "/api/v1/enroll/"
 )
 
-// TokenRequest is the body of POST /api/v1/enrollment-tokens.
-type TokenRequest struct {
-	// Expires is a Go duration ("1h"); 1h when empty.
-	Expires string `json:"expires,omitempty"`
-	Device  string `json:"device,omitempty"`
-	Cluster string `json:"cluster,omitempty"`
-}
-
-// TokenAnswer carries a new enrollment token: shown once, never stored.
-type TokenAnswer struct {
-	Token   string    `json:"token"`
-	Expires time.Time `json:"expires"`
-	Device  string    `json:"device,omitempty"`
-	Cluster string    `json:"cluster,omitempty"`
-}
-
 // CodeEnrolled: the device has an identity the call may not replace: an
 // enrollment request without a token made for the device (field "token"),
 // or an approval without "replace" (field "replace"). HTTP 409.
 const CodeEnrolled = "device_enrolled"
-
-// EnrollAnswer says how an enrollment request ended.
-type EnrollAnswer struct {
-	Device string `json:"device"`
-	// Status: "enrolled" (the identity works now), "pending" (waiting for
-	// `harmony device approve`) or "unknown".
-	Status string `json:"status"`
-	// Fingerprint of the key the request waits with (identity.Fingerprint)
-	// and when it stops waiting; only for "pending".
-	Fingerprint string    `json:"fingerprint,omitempty"`
-	Expires     time.Time `json:"expires,omitzero"`
-}
-
-// Identity is an enrolled device in GET /api/v1/identities.
-type Identity struct {
-	identity.Record
-	Fingerprint string `json:"fingerprint"`
-}
-
-// WaitingRequest is an enrollment request in GET /api/v1/identities: what
-// an admin compares with what the device printed before approving it.
-type WaitingRequest struct {
-	identity.Pending
-	Fingerprint string    `json:"fingerprint"`
-	Expires     time.Time `json:"expires"`
-}
-
-// IdentitiesAnswer is GET /api/v1/identities.
-type IdentitiesAnswer struct {
-	Identities []Identity       `json:"identities"`
-	Pending    []WaitingRequest `json:"pending"`
-}
-
-// ApproveRequest is the body of POST /api/v1/devices/{id}/approve; an
-// empty body is all fields unset.
-type ApproveRequest struct {
-	// Replace lets the approval replace an enrolled device's key.
-	Replace bool `json:"replace,omitempty"`
-	// Fingerprint, when set, must be the waiting key's fingerprint.
-	Fingerprint string `json:"fingerprint,omitempty"`
-}
-
-// ApproveAnswer is the identity an approval granted, with where the
-// request came from and the key it replaced, if any.
-type ApproveAnswer struct {
-	identity.Record
-	Fingerprint string    `json:"fingerprint"`
-	From        string    `json:"from"` // the requester's network address
-	Requested   time.Time `json:"requested"`
-	// Replaced is the fingerprint of the key the approval replaced.
-	Replaced string `json:"replaced,omitempty"`
-}
 
 type tokenNameKey struct{}
 
@@ -116,7 +48,7 @@ func (h *handler) routesEnroll() {
 }
 
 func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
-	var req TokenRequest
+	var req identity.TokenRequest
 	if !decodeBody(w, r, &req, false) {
 		return
 	}
@@ -149,7 +81,7 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("enrollment token created", "by", by, "expires", t.Expires, "device", t.Device, "cluster", t.Cluster)
-	writeJSON(w, http.StatusCreated, TokenAnswer{Token: secret, Expires: t.Expires, Device: t.Device, Cluster: t.Cluster})
+	writeJSON(w, http.StatusCreated, identity.TokenAnswer{Token: secret, Expires: t.Expires, Device: t.Device, Cluster: t.Cluster})
 }
 
 // enroll takes a device's public key: with a valid token it becomes the
@@ -178,7 +110,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Info("device enrolled with a token", "device", rec.Device, "cluster", rec.Cluster, "from", remoteHost(r))
 		h.ensureClusterBucket(r.Context(), rec.Cluster)
-		writeJSON(w, http.StatusOK, EnrollAnswer{Device: rec.Device, Status: "enrolled"})
+		writeJSON(w, http.StatusOK, identity.EnrollAnswer{Device: rec.Device, Status: "enrolled"})
 		return
 	}
 	// A request without a token costs the registry a read of every
@@ -196,7 +128,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("enrollment request waiting for approval", "device", p.Device, "cluster", p.Cluster, "from", p.From,
 		"fingerprint", identity.Fingerprint(p.PublicKey), "expires", p.Expiry())
-	writeJSON(w, http.StatusAccepted, EnrollAnswer{Device: p.Device, Status: "pending",
+	writeJSON(w, http.StatusAccepted, identity.EnrollAnswer{Device: p.Device, Status: "pending",
 		Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
 }
 
@@ -212,7 +144,7 @@ func (h *handler) enrollStatus(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, EnrollAnswer{Device: id, Status: status})
+	writeJSON(w, http.StatusOK, identity.EnrollAnswer{Device: id, Status: status})
 }
 
 func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
@@ -221,12 +153,12 @@ func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	ans := IdentitiesAnswer{Identities: make([]Identity, 0, len(recs)), Pending: make([]WaitingRequest, 0, len(pend))}
+	ans := identity.IdentitiesAnswer{Identities: make([]identity.Listed, 0, len(recs)), Pending: make([]identity.WaitingRequest, 0, len(pend))}
 	for _, rec := range recs {
-		ans.Identities = append(ans.Identities, Identity{Record: rec, Fingerprint: identity.Fingerprint(rec.PublicKey)})
+		ans.Identities = append(ans.Identities, identity.Listed{Record: rec, Fingerprint: identity.Fingerprint(rec.PublicKey)})
 	}
 	for _, p := range pend {
-		ans.Pending = append(ans.Pending, WaitingRequest{Pending: p, Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
+		ans.Pending = append(ans.Pending, identity.WaitingRequest{Pending: p, Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
 	}
 	writeJSON(w, http.StatusOK, ans)
 }
@@ -235,16 +167,16 @@ func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
 // only with "replace": true, and with "fingerprint" only the key the admin
 // compared.
 func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
-	var req ApproveRequest
+	var req identity.ApproveOptions
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
-	a, err := h.reg.Approve(r.Context(), r.PathValue("id"), identity.ApproveOptions{Replace: req.Replace, Fingerprint: req.Fingerprint})
+	a, err := h.reg.Approve(r.Context(), r.PathValue("id"), req)
 	if err != nil {
 		enrollError(w, err)
 		return
 	}
-	ans := ApproveAnswer{Record: a.Record, Fingerprint: identity.Fingerprint(a.Record.PublicKey), From: a.Request.From, Requested: a.Request.Requested}
+	ans := identity.ApproveAnswer{Record: a.Record, Fingerprint: identity.Fingerprint(a.Record.PublicKey), From: a.Request.From, Requested: a.Request.Requested}
 	if a.Replaced != "" {
 		ans.Replaced = identity.Fingerprint(a.Replaced)
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,8 +72,8 @@ func memberBucket(ctx context.Context, ids store.KV, device string) (string, err
 	if err != nil {
 		return "", err
 	}
-	var r identity.Record
-	if err := json.Unmarshal(e.Value, &r); err != nil || r.V != identity.FormatVersion || r.Cluster == "" {
+	r, err := identity.DecodeRecord(e.Value)
+	if err != nil || r.Cluster == "" {
 		return "", nil // unreadable or no cluster: no bucket
 	}
 	return failover.BucketName(r.Cluster), nil

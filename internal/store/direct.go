@@ -37,11 +37,9 @@ var _ DirectLister = (*natsKV)(nil)
 
 // ListDirect implements DirectLister.
 func (k *natsKV) ListDirect(ctx context.Context, filter string) ([]Entry, error) {
-	if filter == "" {
-		filter = ">"
-	}
-	if !ValidFilter(filter) {
-		return nil, opError("list", k.bucket, filter, ErrInvalidKey, nil)
+	filter, err := k.listFilter("list", filter)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := k.s.withTimeout(ctx)
 	defer cancel()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -367,17 +366,11 @@ func (k *natsKV) directGet(ctx context.Context, subject string) (Entry, error) {
 	default:
 		return Entry{}, fmt.Errorf("%w: direct get answered %s %s", ErrUnavailable, status, msg.Header.Get("Description"))
 	}
-	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
-	if err != nil {
-		return Entry{}, fmt.Errorf("%w: direct get: bad sequence header: %w", ErrUnavailable, err)
+	e, ok := k.directEntry(msg)
+	if !ok {
+		return Entry{}, fmt.Errorf("%w: direct get: an answer without its subject or sequence", ErrUnavailable)
 	}
-	created, _ := time.Parse(time.RFC3339Nano, msg.Header.Get(jetstream.TimeStampHeaer))
-	op := opFromHeaders(msg.Header)
-	value := msg.Data
-	if op != OpPut {
-		value = nil
-	}
-	return Entry{Key: strings.TrimPrefix(msg.Header.Get(jetstream.SubjectHeader), k.prefix), Value: value, Revision: seq, Created: created, Op: op}, nil
+	return e, nil
 }
 
 func opFromHeaders(h nats.Header) Op {
@@ -439,12 +432,21 @@ func (k *natsKV) Delete(ctx context.Context, key string, revision uint64) error 
 	return nil
 }
 
-func (k *natsKV) List(ctx context.Context, filter string) ([]Entry, error) {
+// listFilter is the filter a list or watch uses ("" is every key).
+func (k *natsKV) listFilter(op, filter string) (string, error) {
 	if filter == "" {
 		filter = ">"
 	}
 	if !ValidFilter(filter) {
-		return nil, opError("list", k.bucket, filter, ErrInvalidKey, nil)
+		return "", opError(op, k.bucket, filter, ErrInvalidKey, nil)
+	}
+	return filter, nil
+}
+
+func (k *natsKV) List(ctx context.Context, filter string) ([]Entry, error) {
+	filter, err := k.listFilter("list", filter)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := k.s.withTimeout(ctx)
 	defer cancel()
@@ -515,11 +517,9 @@ func stopAndDrain(w jetstream.KeyWatcher) {
 }
 
 func (k *natsKV) Watch(ctx context.Context, filter string, opts WatchOptions) (Watcher, error) {
-	if filter == "" {
-		filter = ">"
-	}
-	if !ValidFilter(filter) {
-		return nil, opError("watch", k.bucket, filter, ErrInvalidKey, nil)
+	filter, err := k.listFilter("watch", filter)
+	if err != nil {
+		return nil, err
 	}
 	if k.republish != "" && opts.ResumeFrom == 0 && !opts.UpdatesOnly {
 		return k.republishWatch(ctx, filter)

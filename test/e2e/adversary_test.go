@@ -138,16 +138,7 @@ spec:
 
 	// The admin's view of the store (the server's admin identity).
 	adminStore := func() store.Store {
-		nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{"nats://" + natsAddr}, NkeySeedFile: filepath.Join(data, "nats-admin.nk"), CAFile: ca})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		st, err := store.NewNATS(nc, store.NATSOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
+		return storeWith(t, mesh.ClientConfig{URLs: []string{"nats://" + natsAddr}, NkeySeedFile: filepath.Join(data, "nats-admin.nk"), CAFile: ca})
 	}
 	snapshot := func(st store.Store) victimSnapshot {
 		t.Helper()

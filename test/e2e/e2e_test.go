@@ -189,7 +189,14 @@ func storeAt(t testing.TB, url string) store.Store {
 // storeAs is storeAt with an nkey identity (seed file; "" for none).
 func storeAs(t testing.TB, url, seed string) store.Store {
 	t.Helper()
-	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{url}, NkeySeedFile: seed})
+	return storeWith(t, mesh.ClientConfig{URLs: []string{url}, NkeySeedFile: seed})
+}
+
+// storeWith opens a store over a connection made with cfg, closed at
+// cleanup.
+func storeWith(t testing.TB, cfg mesh.ClientConfig) store.Store {
+	t.Helper()
+	nc, err := mesh.Connect(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

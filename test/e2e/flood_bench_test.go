@@ -23,6 +23,7 @@ import (
 
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/relay"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
 // procStatus reads one field of /proc/<pid>/status in KiB.
@@ -98,24 +99,24 @@ func floodOnce(b *testing.B, flood time.Duration) {
 	ca := filepath.Join(data, "tls", "ca.pem")
 	base := "https://" + httpAddr
 	var client *http.Client
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if pem, err := os.ReadFile(ca); err == nil {
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(pem)
-			client = &http.Client{Timeout: 10 * time.Second, Transport: bearer{&http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
-			if resp, err := client.Get(base + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
+	retry.Until(b, 30*time.Second, func() error {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("server not ready:\n%s", stderr.String())
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		client = &http.Client{Timeout: 10 * time.Second, Transport: bearer{&http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
+		resp, err := client.Get(base + "/readyz")
+		if err != nil {
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
 	cli := func(args ...string) string {
 		c := exec.Command(binary, args...)
 		c.Env = append(os.Environ(), "HARMONY_CA="+ca, "HARMONY_SERVER="+base)
@@ -143,44 +144,52 @@ func floodOnce(b *testing.B, flood time.Duration) {
 
 	gen := 0
 	// applyAndWait applies a new generation and returns how long B took
-	// to report it succeeded (as the API's roll-up says).
-	applyAndWait := func() time.Duration {
+	// to report it succeeded (as the API's roll-up says), read every 20 ms.
+	applyAndWait := func() (time.Duration, error) {
 		gen++
+		want := gen
 		doc := fmt.Sprintf(`{"apiVersion":"harmony/v1alpha1","kind":"Deployment","metadata":{"name":"victim"},`+
 			`"spec":{"selector":{"matchLabels":{"site":"b"}},"resources":[{"id":"f","kind":"File","spec":{"path":%q,"content":"gen %d"}}]}}`,
-			filepath.Join(rootB, "f.txt"), gen)
+			filepath.Join(rootB, "f.txt"), want)
 		start := time.Now()
 		resp, err := client.Post(base+"/api/v1/deployments", "application/json", strings.NewReader(doc))
 		if err != nil {
-			b.Fatal(err)
+			return 0, err
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode >= 300 {
-			b.Fatalf("apply: %d %s", resp.StatusCode, body)
+			return 0, fmt.Errorf("apply: %d %s", resp.StatusCode, body)
 		}
-		for time.Since(start) < 2*time.Minute {
+		converged := func() bool {
 			resp, err := client.Get(base + "/api/v1/deployments/victim")
-			if err == nil {
-				var d struct {
-					Status struct {
-						Generation int
-						Succeeded  int
-					}
-				}
-				_ = json.NewDecoder(resp.Body).Decode(&d)
-				resp.Body.Close()
-				if d.Status.Generation == gen && d.Status.Succeeded == 1 {
-					return time.Since(start)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var d struct {
+				Status struct {
+					Generation int
+					Succeeded  int
 				}
 			}
-			time.Sleep(20 * time.Millisecond)
+			_ = json.NewDecoder(resp.Body).Decode(&d)
+			return d.Status.Generation == want && d.Status.Succeeded == 1
 		}
-		b.Fatalf("B did not converge on generation %d", gen)
-		return 0
+		if !every(20*time.Millisecond, 2*time.Minute, converged) {
+			return 0, fmt.Errorf("B did not converge on generation %d", want)
+		}
+		return time.Since(start), nil
 	}
-	applyAndWait()
-	baseline := applyAndWait()
+	mustConverge := func() time.Duration {
+		d, err := applyAndWait()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	mustConverge()
+	baseline := mustConverge()
 	rssBefore, fdsBefore, diskBefore := procStatus(pid, "VmRSS"), openFDs(pid), dirBytes(data)
 
 	attacker, err := connectAs(b, natsAddr, ca, seedA, "dev-a")
@@ -192,42 +201,37 @@ func floodOnce(b *testing.B, flood time.Duration) {
 	var wg sync.WaitGroup
 	var relayed, refusedConns, openedConns, writes atomic.Int64
 	value := bytes.Repeat([]byte("x"), 256<<10)
+	// floodWith publishes the messages msg makes, as fast as the
+	// connection takes them, until stop.
+	floodWith := func(sent *atomic.Int64, msg func(i int) *nats.Msg) {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if attacker.nc.PublishMsg(msg(i)) == nil {
+				sent.Add(1)
+			}
+		}
+	}
 	wg.Add(3)
-	go func() { // relay requests, each a new key
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			m := nats.NewMsg(relay.Subject("dev-a"))
-			m.Reply = mesh.DeviceInboxPrefix("dev-a") + ".flood"
-			m.Header.Set(relay.HdrOp, relay.OpCreate)
-			m.Header.Set(relay.HdrBucket, "device-state")
-			m.Header.Set(relay.HdrKey, fmt.Sprintf("dev-a.k%d", i))
-			m.Data = value
-			if attacker.nc.PublishMsg(m) == nil {
-				relayed.Add(1)
-			}
-		}
-	}()
-	go func() { // writes straight into a bucket, rollup header and all
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			m := nats.NewMsg(fmt.Sprintf("$KV.device-info.dev-a.k%d", i))
-			m.Header.Set("Nats-Rollup", "all")
-			m.Data = value
-			if attacker.nc.PublishMsg(m) == nil {
-				writes.Add(1)
-			}
-		}
-	}()
+	go floodWith(&relayed, func(i int) *nats.Msg { // relay requests, each a new key
+		m := nats.NewMsg(relay.Subject("dev-a"))
+		m.Reply = mesh.DeviceInboxPrefix("dev-a") + ".flood"
+		m.Header.Set(relay.HdrOp, relay.OpCreate)
+		m.Header.Set(relay.HdrBucket, "device-state")
+		m.Header.Set(relay.HdrKey, fmt.Sprintf("dev-a.k%d", i))
+		m.Data = value
+		return m
+	})
+	go floodWith(&writes, func(i int) *nats.Msg { // writes straight into a bucket, rollup header and all
+		m := nats.NewMsg(fmt.Sprintf("$KV.device-info.dev-a.k%d", i))
+		m.Header.Set("Nats-Rollup", "all")
+		m.Data = value
+		return m
+	})
 	go func() { // connections on its identity, never closed
 		defer wg.Done()
 		var conns []*nats.Conn
@@ -274,28 +278,25 @@ func floodOnce(b *testing.B, flood time.Duration) {
 		fdsPeak = max(fdsPeak, openFDs(pid))
 	}
 	// The API's latency before the flood, for comparison.
-	for range 30 {
-		sample()
-		time.Sleep(50 * time.Millisecond)
-	}
+	quietSamples := 0
+	every(50*time.Millisecond, time.Minute, func() bool { sample(); quietSamples++; return quietSamples == 30 })
 	slices.Sort(lat)
 	quiet := slices.Clone(lat)
 	lat = lat[:0]
 	floodStart := time.Now()
-	for time.Since(floodStart) < flood/2 {
-		sample()
-		time.Sleep(100 * time.Millisecond)
-	}
+	sampleUntil := func(t time.Time) { every(100*time.Millisecond, time.Until(t), func() bool { sample(); return false }) }
+	sampleUntil(floodStart.Add(flood / 2))
 	var during time.Duration
+	var duringErr error
 	converged := make(chan struct{})
-	go func() { during = applyAndWait(); close(converged) }()
-	for time.Since(floodStart) < flood {
-		sample()
-		time.Sleep(100 * time.Millisecond)
-	}
+	go func() { during, duringErr = applyAndWait(); close(converged) }()
+	sampleUntil(floodStart.Add(flood))
 	<-converged
 	close(stop)
 	wg.Wait()
+	if duringErr != nil {
+		b.Fatal(duringErr)
+	}
 	diskAfter := dirBytes(data)
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return pctOf(lat, p) }
@@ -315,4 +316,23 @@ func floodOnce(b *testing.B, flood time.Duration) {
 	b.ReportMetric(float64(writes.Load()), "direct-writes")
 	b.ReportMetric(float64(openedConns.Load()), "conns-opened")
 	b.ReportMetric(float64(refusedConns.Load()), "conns-refused")
+}
+
+// every calls f at each tick of interval until it returns true (true) or
+// within passes (false).
+func every(interval, within time.Duration, f func() bool) bool {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if f() {
+			return true
+		}
+		select {
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
+	}
 }
