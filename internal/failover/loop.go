@@ -1,14 +1,18 @@
 package failover
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/harmony-fleet/harmony/internal/failover/pg"
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -125,6 +129,16 @@ type Heartbeat struct {
 	// ForkXID: on a node promoted by failover, the next transaction id at
 	// promotion (to count transactions a cut-off old primary diverged by).
 	ForkXID uint64 `json:"fork_xid,omitempty"`
+	// Streaming (replica): its PostgreSQL receives WAL from the primary.
+	Streaming bool `json:"streaming,omitempty"`
+	// Strangers (primary): replication connections streaming from it that
+	// are no member of the cluster (a replica connecting under another
+	// application_name, a base backup): never named synchronous standby.
+	Strangers []string `json:"strangers,omitempty"`
+	// Peer and PeerKey: where this member answers other members' failsafe
+	// requests (host:port) and the public key its TLS certificate carries.
+	Peer    string `json:"peer,omitempty"`
+	PeerKey string `json:"peer_key,omitempty"`
 }
 
 // DecodeHeartbeat reads a stored heartbeat.
@@ -134,16 +148,63 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	return hb, err
 }
 
+// Postgres is what the loop does to the local PostgreSQL (pg.Instance in
+// production; a fake in the loop's unit tests).
+type Postgres interface {
+	Role(ctx context.Context) (pg.Role, error)
+	Observe(ctx context.Context) (pg.Observation, error)
+	WALPosition(ctx context.Context) (pg.Position, error)
+	Standbys(ctx context.Context) ([]pg.Standby, error)
+	Fence(ctx context.Context, level int) error
+	Running() (bool, error)
+	Start(ctx context.Context) error
+	Promote(ctx context.Context) error
+	SetSyncStandby(ctx context.Context, name string) error
+	Follow(ctx context.Context, primary *pg.Instance) (string, error)
+}
+
+// PromiseRequest is a primary's request for a failsafe promise.
+type PromiseRequest struct {
+	Cluster string
+	From    string
+	Epoch   uint64
+}
+
+// Promiser asks another member, at addr and holding key, for a promise not
+// to promote (the failsafe's transport: authenticated and encrypted).
+type Promiser interface {
+	Ask(ctx context.Context, addr, key string, req PromiseRequest) (granted bool, lease time.Duration, err error)
+}
+
+// Guard stops the local PostgreSQL when the agent has not renewed the
+// time until which it may serve (an agent that died or froze). Times are
+// readings of the loop's clock (Now).
+type Guard interface {
+	Arm(until time.Duration) error
+	Disarm() error
+}
+
 // LoopConfig configures one node's failover role.
 type LoopConfig struct {
 	Cluster  string
 	Node     string
 	Timings  Timings
 	Strategy Strategy
-	PG       *pg.Instance
-	// AdvertiseHost is how peers reach this node's PostgreSQL (default:
-	// its socket directory, for members on one machine).
+	PG       Postgres
+	// Port and User: how peers reach this node's PostgreSQL, with
+	// AdvertiseHost (default: SocketDir, for members on one machine).
+	Port          int
+	User          string
+	SocketDir     string
 	AdvertiseHost string
+	// Failsafe asks peers for promises (nil: no failsafe: a primary cut off
+	// from the store fences). PeerAddr and PeerKey are where and as whom
+	// this member answers (published in its heartbeat).
+	Failsafe Promiser
+	PeerAddr string
+	PeerKey  string
+	// Guard, when set, is armed while the local PostgreSQL may serve.
+	Guard Guard
 	// MaxLag (bytes): in SplitBrainAllowed, a replica further behind the
 	// primary's last published position does not promote. 0: no bound.
 	MaxLag uint64
@@ -183,6 +244,14 @@ type Stats struct {
 	// Diverged counts transactions discarded when this node rejoined after
 	// serving cut off (SplitBrainAllowed).
 	Diverged uint64
+	// FailsafeHeld: beats of this primary that found the store away and
+	// every promotable peer's promise in hand; FailsafeLost: fences because
+	// the store was away and the promises were not.
+	FailsafeHeld, FailsafeLost uint64
+	// PromisesGiven and PromisesRefused: requests of primaries answered.
+	PromisesGiven, PromisesRefused uint64
+	// GuardArmed: renewals sent to the guard; GuardErrors: ones that failed.
+	GuardArmed, GuardErrors uint64
 }
 
 // NewLoop returns a loop over the cluster's bucket.
@@ -190,9 +259,12 @@ func NewLoop(cfg LoopConfig, kv store.KV, log *slog.Logger) (*Loop, error) {
 	if err := cfg.Timings.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.AdvertiseHost == "" && cfg.PG != nil {
-		cfg.AdvertiseHost = cfg.PG.SocketDir
+	if in, ok := cfg.PG.(*pg.Instance); ok {
+		cfg.Port = cmp.Or(cfg.Port, in.Port)
+		cfg.User = cmp.Or(cfg.User, in.Superuser)
+		cfg.SocketDir = cmp.Or(cfg.SocketDir, in.SocketDir)
 	}
+	cfg.AdvertiseHost = cmp.Or(cfg.AdvertiseHost, cfg.SocketDir)
 	return &Loop{cfg: cfg, kv: kv, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
 		members: map[string]Heartbeat{}}, nil
 }
@@ -220,10 +292,49 @@ func (l *Loop) Node() Node {
 }
 
 type running struct {
-	cancel context.CancelFunc
-	id     uint64
-	action Action
-	done   bool // its result has been handled
+	cancel   context.CancelFunc
+	id       uint64
+	action   Action
+	done     bool          // its result has been handled
+	finished chan struct{} // closed when its goroutine has returned
+}
+
+func sameAction(a, b Action) bool {
+	return a.Kind == b.Kind && a.Epoch == b.Epoch && a.BaseRev == b.BaseRev && a.BeatRev == b.BeatRev &&
+		a.Target == b.Target && a.Escalation == b.Escalation && a.Failsafe == b.Failsafe && slices.Equal(a.Peers, b.Peers)
+}
+
+// Promise answers a primary's failsafe request (see Node.Promise): the
+// lease granted, or false.
+func (l *Loop) Promise(from string, epoch uint64) (bool, time.Duration) {
+	l.mu.Lock()
+	n, ok := l.node.Promise(from, epoch, l.now())
+	l.node = n
+	if ok {
+		l.stats.PromisesGiven++
+	} else {
+		l.stats.PromisesRefused++
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.log.Info("failsafe promise refused", "primary", from, "epoch", epoch, "status", n.Status, "known_primary", n.CS.Primary, "known_epoch", n.CS.Epoch)
+	}
+	return ok, l.cfg.Timings.PromiseLease()
+}
+
+// MemberByKey names the member whose heartbeat publishes peer key key.
+func (l *Loop) MemberByKey(key string) (string, bool) {
+	if key == "" {
+		return "", false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, hb := range l.members {
+		if hb.PeerKey == key && name != l.cfg.Node {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // Run reconciles with cluster-state first, then follows the bucket and
@@ -262,11 +373,18 @@ func (l *Loop) Run(ctx context.Context) error {
 		id uint64
 		ev Event
 	}, 8)
+	var guardUntil time.Duration
 	handle := func(ev Event) {
 		l.mu.Lock()
 		before := l.node
 		n, acts := Step(l.node, ev)
 		l.node = n
+		if before.Status == StatusPrimary && n.Status == StatusFencing && before.CoveredUntil > 0 && ev.Kind != EvClusterState {
+			l.stats.FailsafeLost++
+		}
+		if ev.Kind == EvBeatResult && ev.Held && n.Status == StatusPrimary {
+			l.stats.FailsafeHeld++
+		}
 		if n.Status != before.Status {
 			l.stats.Transitions++
 			if n.Status == StatusPrimary && before.Status == StatusActivating && !n.CS.Handoff {
@@ -277,27 +395,35 @@ func (l *Loop) Run(ctx context.Context) error {
 		if n.Status != before.Status {
 			l.log.Info("failover state", "from", before.Status, "to", n.Status, "epoch", n.CS.Epoch, "primary", n.CS.Primary)
 		}
+		guardUntil = l.feedGuard(n, guardUntil)
 		for _, a := range acts {
-			if cur != nil && !cur.done && cur.action == a && a.Kind != ActBeat {
+			if cur != nil && !cur.done && sameAction(cur.action, a) && a.Kind != ActBeat {
 				// The same decision again (a follow of the same primary, a
 				// fence at the same level): let the one in flight finish
 				// rather than kill it half-way (pg_rewind, say).
 				continue
 			}
 			if cur != nil {
+				// One action at a time: the replaced one is cancelled and
+				// waited for (its steps honour cancellation), so two never
+				// touch PostgreSQL or the heartbeat at once.
 				cur.cancel()
+				<-cur.finished
 			}
 			nextID++
 			actx, acancel := context.WithCancel(ctx)
-			cur = &running{cancel: acancel, id: nextID, action: a}
-			id, a := nextID, a
+			cur = &running{cancel: acancel, id: nextID, action: a, finished: make(chan struct{})}
+			id, a, finished := nextID, a, cur.finished
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer close(finished)
 				defer acancel()
+				started := l.now()
 				ev := l.execute(actx, a)
+				ev.Started = started
 				if failed(ev) {
-					// The machine retries a failed action at once: pace it.
+					// The machine may retry a failed action at once: pace it.
 					select {
 					case <-actx.Done():
 					case <-time.After(l.cfg.Timings.HeartbeatInterval / 2):
@@ -308,7 +434,7 @@ func (l *Loop) Run(ctx context.Context) error {
 					id uint64
 					ev Event
 				}{id, ev}:
-				case <-ctx.Done():
+				case <-actx.Done(): // replaced: nobody wants the result
 				}
 			}()
 		}
@@ -338,10 +464,56 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 }
 
-var origin = time.Now()
+// now is the loop's clock: CLOCK_BOOTTIME, monotonic and shared by every
+// process of the machine (a guard reads the same clock), and it keeps
+// counting while the machine is suspended.
+func (l *Loop) now() time.Duration { return Now() }
 
-// now is the loop's monotonic clock.
-func (l *Loop) now() time.Duration { return time.Since(origin) }
+// Now reads CLOCK_BOOTTIME.
+func Now() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		panic("CLOCK_BOOTTIME: " + err.Error()) // Linux has had it since 2.6.39
+	}
+	return time.Duration(ts.Nano())
+}
+
+// feedGuard tells the guard until when the local PostgreSQL may serve
+// (with half the safety margin on top, so the agent's own fence comes
+// first), or that it does not serve at all. It returns what the guard
+// was last told.
+func (l *Loop) feedGuard(n Node, told time.Duration) time.Duration {
+	if l.cfg.Guard == nil {
+		return told
+	}
+	until, serving := n.ServeUntil()
+	if serving {
+		until += l.cfg.Timings.SafetyMargin / 2
+	}
+	quiet := n.Status == StatusReplica || n.Status == StatusFenced || n.Status == StatusFailed || n.Status == StatusPromoting
+	if until == told || (!serving && !quiet) {
+		return told
+	}
+	var err error
+	if serving {
+		err = l.cfg.Guard.Arm(until)
+	} else {
+		err = l.cfg.Guard.Disarm()
+		until = 0
+	}
+	l.mu.Lock()
+	if err != nil {
+		l.stats.GuardErrors++
+	} else if serving {
+		l.stats.GuardArmed++
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Warn("guard not reached", "err", err)
+		return -1 // tell it again at the next decision
+	}
+	return until
+}
 
 // watch follows keys of the bucket, restarting the watch when it ends.
 func (l *Loop) watch(ctx context.Context, filter string) {
@@ -410,7 +582,7 @@ func (l *Loop) watch(ctx context.Context, filter string) {
 func (l *Loop) execute(ctx context.Context, a Action) Event {
 	switch a.Kind {
 	case ActBeat:
-		return l.beat(ctx)
+		return l.beat(ctx, a)
 	case ActFence:
 		own := l.divergedFrom(ctx)
 		err := l.cfg.PG.Fence(ctx, a.Escalation)
@@ -501,7 +673,67 @@ func (l *Loop) startPG(ctx context.Context) error {
 
 // beat: check PostgreSQL (when it should run), read cluster-state (as a
 // primary), and compare-and-set our heartbeat; each step bounded.
-func (l *Loop) beat(ctx context.Context) Event {
+func (l *Loop) beat(ctx context.Context, a Action) Event {
+	ev := l.beatOnce(ctx)
+	if a.Failsafe && (ev.Result == ResultUnreachable || ev.Result == ResultUnknown) {
+		ev.Covered, ev.Held = l.askPromises(ctx, a.Peers)
+	}
+	return ev
+}
+
+// askPromises asks every peer at once for a promise not to promote; it
+// returns until when all of them hold (on this node's clock, from the
+// moment they were asked), and false when one did not promise in time.
+func (l *Loop) askPromises(ctx context.Context, peers []string) (time.Duration, bool) {
+	asked := l.now()
+	lease := l.cfg.Timings.PromiseLease()
+	if len(peers) == 0 {
+		return asked + lease, true // nobody could be promoted in our place
+	}
+	if l.cfg.Failsafe == nil {
+		return 0, false
+	}
+	actx, cancel := l.step(ctx)
+	defer cancel()
+	type answer struct {
+		name  string
+		ok    bool
+		lease time.Duration
+		err   error
+	}
+	answers := make(chan answer, len(peers))
+	for _, name := range peers {
+		l.mu.Lock()
+		hb, known := l.members[name]
+		l.mu.Unlock()
+		if !known || hb.Peer == "" || hb.PeerKey == "" {
+			answers <- answer{name: name, err: fmt.Errorf("no failsafe address published")}
+			continue
+		}
+		go func() {
+			ok, lease, err := l.cfg.Failsafe.Ask(actx, hb.Peer, hb.PeerKey, PromiseRequest{Cluster: l.cfg.Cluster, From: l.cfg.Node, Epoch: l.Node().CS.Epoch})
+			answers <- answer{name, ok, lease, err}
+		}()
+	}
+	held := true
+	for range peers {
+		a := <-answers
+		if a.err != nil || !a.ok {
+			if held {
+				l.log.Warn("failsafe: no promise", "peer", a.name, "granted", a.ok, "err", a.err)
+			}
+			held = false
+			continue
+		}
+		lease = min(lease, a.lease)
+	}
+	if !held {
+		return 0, false
+	}
+	return asked + lease, true
+}
+
+func (l *Loop) beatOnce(ctx context.Context) Event {
 	n := l.Node()
 	ev := Event{Kind: EvBeatResult}
 	var obs pg.Observation
@@ -532,6 +764,10 @@ func (l *Loop) beat(ctx context.Context) Event {
 		l.mu.Unlock()
 		ev.Lagging = l.cfg.MaxLag > 0 && lag > l.cfg.MaxLag
 	}
+	if n.Status == StatusReplica || n.Status == StatusFailed {
+		ev.NotStreaming = !obs.Streaming
+	}
+	standbys, strangers := l.members2standbys(n, obs)
 	holds := n.Status == StatusPrimary || n.Status == StatusFencing || n.Status == StatusFenced
 	if holds {
 		cs, err := l.readState(ctx)
@@ -546,8 +782,9 @@ func (l *Loop) beat(ctx context.Context) Event {
 	fork := l.forkXID
 	l.mu.Unlock()
 	b, _ := json.Marshal(Heartbeat{V: 1, Status: n.Status, Failing: n.Failing, Epoch: n.CS.Epoch, Seq: l.seq,
-		Host: l.cfg.AdvertiseHost, Port: l.cfg.PG.Port, User: l.cfg.PG.Superuser,
-		LSN: pos.LSN, Timeline: pos.Timeline, Lag: lag, ForkXID: fork})
+		Host: l.cfg.AdvertiseHost, Port: l.cfg.Port, User: l.cfg.User,
+		LSN: pos.LSN, Timeline: pos.Timeline, Lag: lag, ForkXID: fork,
+		Streaming: obs.Replica && obs.Streaming, Strangers: strangers, Peer: l.cfg.PeerAddr, PeerKey: l.cfg.PeerKey})
 	key := HeartbeatPrefix + l.cfg.Node
 	wctx, cancel := l.step(ctx)
 	defer cancel()
@@ -577,15 +814,36 @@ func (l *Loop) beat(ctx context.Context) Event {
 	}
 	l.hbRev = rev
 	if n.Status == StatusPrimary {
-		for _, s := range obs.Standbys {
-			if s.State == "streaming" {
-				ev.Standbys = append(ev.Standbys, s.Name)
-			}
-		}
+		ev.Standbys = standbys
 		ev.PGSync = obs.Sync
 	}
 	ev.Result = ResultOK
 	return ev
+}
+
+// members2standbys splits the replication connections streaming from this
+// primary into members of the cluster (by the application_name each
+// member's agent sets to its node name) and strangers: a replica that
+// connects under another name (walreceiver, say) or a base backup's WAL
+// stream is never named synchronous standby, since it is not a node the
+// failover can promote.
+func (l *Loop) members2standbys(n Node, obs pg.Observation) (members, strangers []string) {
+	if n.Status != StatusPrimary && n.Status != StatusFencing {
+		return nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range obs.Standbys {
+		if s.State != "streaming" {
+			continue
+		}
+		if _, ok := l.members[s.Name]; ok && s.Name != l.cfg.Node {
+			members = append(members, s.Name)
+		} else {
+			strangers = append(strangers, s.Name)
+		}
+	}
+	return members, strangers
 }
 
 func classify(err error) Result {
@@ -760,7 +1018,7 @@ func (l *Loop) peer(name string) (*pg.Instance, bool) {
 	}
 	user := hb.User
 	if user == "" {
-		user = l.cfg.PG.Superuser
+		user = l.cfg.User
 	}
 	return &pg.Instance{Name: name, SocketDir: hb.Host, Port: hb.Port, Superuser: user}, true
 }

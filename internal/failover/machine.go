@@ -55,7 +55,10 @@ type ActionKind string
 const (
 	// ActBeat: check PostgreSQL, read cluster-state from the stream leader
 	// (primary only), and compare-and-set the node's own heartbeat; each step
-	// bounded by HeartbeatTimeout. Result: EvBeatResult.
+	// bounded by HeartbeatTimeout. When the store does not answer and the
+	// action is Failsafe, ask every node in Peers for a promise (bounded by
+	// HeartbeatTimeout as well). Result: EvBeatResult, with Started and,
+	// when every peer promised, Covered.
 	ActBeat ActionKind = "beat"
 	// ActFence: make PostgreSQL refuse writes, escalating with each retry
 	// (fast shutdown, immediate shutdown, kill the postmaster).
@@ -111,6 +114,11 @@ type Action struct {
 	BeatRev    uint64 // ActPromote: the primary's heartbeat revision last seen
 	Target     string // ActFollow: the primary to follow
 	Escalation int    // ActFence: 0, 1, 2: ever harder
+	// Failsafe (ActBeat of a serving AbsoluteConsistency primary): when the
+	// store fails, ask Peers (every node that could be promoted in this
+	// node's place; possibly none) for a promise not to promote.
+	Failsafe bool
+	Peers    []string
 }
 
 // EventKind says what happened.
@@ -152,6 +160,17 @@ type Event struct {
 	Lagging bool
 	// Target (EvSwitchover): the node to hand the primary role to.
 	Target string
+	// Started (EvBeatResult, EvActionDone): when the action began, on the
+	// node's clock.
+	Started time.Duration
+	// Held and Covered (EvBeatResult of a failsafe beat whose store steps
+	// failed): every peer asked promised not to promote before Covered on
+	// this node's clock (the time the promises were asked plus the lease).
+	Held    bool
+	Covered time.Duration
+	// NotStreaming (EvBeatResult of a replica): its PostgreSQL receives no
+	// WAL from the primary right now.
+	NotStreaming bool
 }
 
 // HoldsPrimary: a heartbeat with this status holds a failover off. A
@@ -190,6 +209,33 @@ type Node struct {
 	// UnfenceAfter: a fenced node whose PostgreSQL failed to start does not
 	// claim the role again before this time.
 	UnfenceAfter time.Duration
+
+	// ConfirmedAt (serving primary): the start of the last beat the store
+	// confirmed (or of the action that made this node primary).
+	ConfirmedAt time.Duration
+	// Covered and CoveredUntil (serving primary, AbsoluteConsistency):
+	// every node that could be promoted in its place promised not to
+	// before CoveredUntil, so it may serve without the store until then
+	// (the failsafe).
+	Covered      bool
+	CoveredUntil time.Duration
+	// SyncUnsure: a change of the synchronous standby may have landed
+	// without this node knowing (its outcome was unknown): until a beat
+	// reads cluster-state again, the failsafe cannot know whom to ask.
+	SyncUnsure bool
+	// PromisedUntil (replica): this node promised a primary not to
+	// promote before this time; a restarted node assumes it may have.
+	PromisedUntil time.Duration
+	// BlindAt (replica): the last time its beat could not reach the store.
+	// The primary's heartbeat is judged stale only over time the replica
+	// could see the store, so an outage everyone saw causes no failover.
+	BlindAt time.Duration
+	// NotStreaming counts the beats of a replica whose PostgreSQL was not
+	// streaming from the primary while the primary was alive.
+	NotStreaming int
+	// LiveAt (serving primary, SplitBrainAllowed): the last tick handled,
+	// which a guard of the local PostgreSQL watches.
+	LiveAt time.Duration
 }
 
 // NewNode returns a node that has not started.
@@ -201,6 +247,59 @@ func NewNode(name string, t Timings, s Strategy) Node {
 // accepting writes (the loop keeps PostgreSQL in line with it).
 func (n Node) MayServe() bool {
 	return n.Status == StatusPrimary || n.Status == StatusFencing || n.Status == StatusActivating
+}
+
+// ServeUntil is the time (node clock) by which this node's agent will have
+// started to fence a PostgreSQL it lets serve, unless it learns more: a
+// guard that stops PostgreSQL when the agent has not renewed this in time
+// covers an agent that died or froze. ok is false when nothing may serve.
+func (n Node) ServeUntil() (until time.Duration, ok bool) {
+	if !n.MayServe() {
+		return 0, false
+	}
+	if n.Strategy == SplitBrainAllowed {
+		return n.LiveAt + n.T.MaxUnconfirmedServe(), true
+	}
+	until = n.ConfirmedAt + n.T.MaxUnconfirmedServe()
+	if n.Covered {
+		until = max(until, n.CoveredUntil)
+	}
+	return until, true
+}
+
+// Promise answers primary from's request (at its epoch) for a promise not
+// to promote before now + lease + safety margin on this node's clock. Only
+// a replica of that very primary and epoch that is not itself trying to
+// become primary promises; the promise holds until it expires, whatever the
+// store shows meanwhile.
+func (n Node) Promise(from string, epoch uint64, now time.Duration) (Node, bool) {
+	if n.Status != StatusReplica && n.Status != StatusFailed {
+		return n, false
+	}
+	if n.CS.Primary != from || n.CS.Epoch != epoch || from == n.Name {
+		return n, false
+	}
+	n.PromisedUntil = max(n.PromisedUntil, now+n.T.PromiseLease()+n.T.SafetyMargin)
+	return n, true
+}
+
+// failsafePeers are the nodes that could be promoted in this serving
+// primary's place: in AbsoluteConsistency only the synchronous standby
+// cluster-state names (none while it names none). ok is false when the
+// node cannot know them (a change of the name has an unknown outcome).
+func (n Node) failsafePeers() (peers []string, ok bool) {
+	if n.Strategy != AbsoluteConsistency || n.Status != StatusPrimary || n.SyncUnsure {
+		return nil, false
+	}
+	if n.CS.Sync == "" || n.CS.Sync == n.Name {
+		return nil, true
+	}
+	return []string{n.CS.Sync}, true
+}
+
+func (n Node) beat() (Node, []Action) {
+	peers, ok := n.failsafePeers()
+	return n.do(Action{Kind: ActBeat, Failsafe: ok, Peers: peers})
 }
 
 func (n Node) do(a Action) (Node, []Action) {
@@ -277,7 +376,10 @@ func (n Node) switchover(ev Event) (Node, []Action) {
 // starts fenced and unfences after SuccessThreshold good beats; a node that
 // serves but is no longer named fences at once.
 func (n Node) start(ev Event) (Node, []Action) {
-	n.BeatSeen = ev.Now
+	n.BeatSeen, n.BlindAt, n.ConfirmedAt, n.LiveAt = ev.Now, ev.Now, ev.Now, ev.Now
+	// The agent that ran before may have promised a primary not to promote
+	// (and answers given over the network may still be on their way).
+	n.PromisedUntil = ev.Now + n.T.PromiseLease() + n.T.SafetyMargin
 	if ev.Result != ResultOK && n.CS.Rev > 0 {
 		// The watch delivered cluster-state before the first read failed:
 		// that value is as good as a read.
@@ -302,7 +404,8 @@ func (n Node) start(ev Event) (Node, []Action) {
 	switch {
 	case ev.CS.Primary == n.Name && ev.Writable:
 		n.Status = StatusPrimary
-		return n.do(Action{Kind: ActBeat})
+		n.ConfirmedAt = ev.Now // cluster-state was just read
+		return n.beat()
 	case ev.CS.Primary == n.Name:
 		n.Status = StatusFenced
 		return n.do(Action{Kind: ActBeat})
@@ -318,17 +421,32 @@ func (n Node) start(ev Event) (Node, []Action) {
 }
 
 func (n Node) tick(ev Event) (Node, []Action) {
+	if n.Status == StatusPrimary {
+		n.LiveAt = ev.Now
+	}
+	if n.Status == StatusPrimary && n.Strategy == AbsoluteConsistency && n.Failures >= n.T.FailureThreshold &&
+		(n.Pending == "" || n.Pending == ActBeat) && (!n.Covered || ev.Now+n.T.HeartbeatInterval >= n.CoveredUntil) {
+		// Served on the failsafe, which lapses before the next tick: fence
+		// now, even with a beat in flight (it may bring a promise too late).
+		return n.fence()
+	}
 	if n.Pending != "" {
 		return n, nil
 	}
-	if n.Status == StatusReplica && n.promotable() && ev.Now-n.BeatSeen >= n.T.FailoverTimeout {
+	if n.Status == StatusReplica && n.promotable() && ev.Now >= n.PromisedUntil &&
+		ev.Now-max(n.BeatSeen, n.BlindAt) >= n.T.FailoverTimeout {
 		n.Status = StatusPromoting
 		n.Attempted = n.CS.Epoch + 1
 		return n.do(Action{Kind: ActPromote, Epoch: n.Attempted, BaseRev: n.CS.Rev, BeatRev: n.BeatRev})
 	}
+	if n.Status == StatusReplica && n.Failing == ActFollow && n.CS.Primary != "" && n.CS.Primary != n.Name {
+		// A follow failed (the primary was not ready): try again, one tick
+		// at a time, so that a replica whose primary died still promotes.
+		return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+	}
 	switch n.Status {
 	case StatusPrimary, StatusFenced, StatusReplica, StatusFailed:
-		return n.do(Action{Kind: ActBeat})
+		return n.beat()
 	}
 	return n, nil
 }
@@ -372,6 +490,10 @@ func (n Node) primaryBeat(ev Event) (Node, []Action) {
 	if ev.Result == ResultOK {
 		n.CS = ev.CS
 		n.Failures = 0
+		n.SyncUnsure, n.Covered = false, false
+		if n.Status == StatusPrimary {
+			n.ConfirmedAt = max(n.ConfirmedAt, ev.Started)
+		}
 		if n.Status == StatusFenced {
 			n.Successes++
 			if n.Successes >= n.T.SuccessThreshold && (n.UnfenceAfter == 0 || ev.Now >= n.UnfenceAfter) {
@@ -417,11 +539,19 @@ func (n Node) primaryBeat(ev Event) (Node, []Action) {
 	n.Successes = 0
 	n.Failures++
 	if n.Status == StatusPrimary {
+		if ev.Result != ResultUnhealthy && ev.Held && (!n.Covered || ev.Covered > n.CoveredUntil) {
+			n.Covered, n.CoveredUntil = true, ev.Covered
+		}
+		if n.Covered && ev.Now+n.T.HeartbeatInterval < n.CoveredUntil && ev.Result != ResultUnhealthy {
+			// The failsafe holds: serve on, beating at the usual pace
+			// (each beat renews the promises while the store is away).
+			return n, nil
+		}
 		if n.Failures >= n.T.FailureThreshold {
 			return n.fence()
 		}
 		// Retry at once: the unconfirmed time is bounded by the thresholds.
-		return n.do(Action{Kind: ActBeat})
+		return n.beat()
 	}
 	return n, nil
 }
@@ -432,6 +562,7 @@ func (n Node) fence() (Node, []Action) {
 	}
 	n.Status = StatusFencing
 	n.Successes = 0
+	n.Covered = false // a failsafe never outlives the role
 	return n.do(Action{Kind: ActFence, Escalation: n.Escalated})
 }
 
@@ -445,9 +576,24 @@ func (n Node) afterFenced() (Node, []Action) {
 }
 
 func (n Node) replicaBeat(ev Event) (Node, []Action) {
+	if ev.Result == ResultUnreachable || ev.Result == ResultUnknown {
+		n.BlindAt = ev.Now
+	}
 	if ev.Result == ResultOK {
 		n.Failures = 0
 		n.Lagging = ev.Lagging
+		// Not streaming while the primary beats (its heartbeat advanced
+		// within the last failover timeout): the replication link is
+		// broken (a rejoin that did not take): follow the primary again.
+		if ev.NotStreaming && n.Status == StatusReplica && ev.Now-n.BeatSeen < n.T.FailoverTimeout {
+			n.NotStreaming++
+		} else {
+			n.NotStreaming = 0
+		}
+		if n.NotStreaming >= 4*n.T.FailureThreshold && n.CS.Primary != "" && n.CS.Primary != n.Name {
+			n.NotStreaming = 0
+			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
+		}
 		if n.Status == StatusFailed {
 			n.Successes++
 			if n.Successes >= n.T.SuccessThreshold {
@@ -486,8 +632,7 @@ func (n Node) clusterState(cs ClusterState, now time.Duration) (Node, []Action) 
 		}
 	case StatusPromoting:
 		if cs.Primary == n.Name {
-			n.Status = StatusActivating
-			return n.do(Action{Kind: ActActivate, Epoch: cs.Epoch})
+			return n.activate(now, cs.Epoch)
 		}
 		n.Status = StatusReplica
 		n.BeatSeen = now
@@ -498,15 +643,13 @@ func (n Node) clusterState(cs ClusterState, now time.Duration) (Node, []Action) 
 		n.BeatSeen = now
 		if cs.Primary == n.Name && cs.Handoff && cs.Epoch > prev.Epoch {
 			// The primary stepped down cleanly and named us.
-			n.Status = StatusActivating
-			return n.do(Action{Kind: ActActivate, Epoch: cs.Epoch})
+			return n.activate(now, cs.Epoch)
 		}
 		if cs.Primary == n.Name && cs.Epoch == n.Attempted {
 			// Our own promotion, whose outcome looked lost (it landed after
 			// we read), has in fact won. Take the role rather than leave the
 			// cluster without a primary.
-			n.Status = StatusActivating
-			return n.do(Action{Kind: ActActivate, Epoch: cs.Epoch})
+			return n.activate(now, cs.Epoch)
 		}
 		if cs.Primary == n.Name {
 			// Named primary while not serving (this node restarted without
@@ -524,12 +667,19 @@ func (n Node) clusterState(cs ClusterState, now time.Duration) (Node, []Action) 
 	return n, nil
 }
 
+// activate: this node won epoch (just confirmed by the store): promote the
+// local PostgreSQL.
+func (n Node) activate(now time.Duration, epoch uint64) (Node, []Action) {
+	n.Status = StatusActivating
+	n.ConfirmedAt, n.Covered, n.SyncUnsure = now, false, false
+	return n.do(Action{Kind: ActActivate, Epoch: epoch})
+}
+
 func (n Node) promoteResult(ev Event) (Node, []Action) {
 	switch ev.Result {
 	case ResultOK:
 		n.CS = ev.CS
-		n.Status = StatusActivating
-		return n.do(Action{Kind: ActActivate, Epoch: ev.CS.Epoch})
+		return n.activate(ev.Now, ev.CS.Epoch)
 	case ResultUnknown, ResultUnreachable:
 		// The write may have landed: read before deciding.
 		return n.do(Action{Kind: ActReadState})
@@ -578,6 +728,7 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		}
 		if ev.Result == ResultOK && n.CS.Primary == n.Name {
 			n.Status = StatusPrimary
+			n.ConfirmedAt = max(n.ConfirmedAt, ev.Started)
 			return n, nil
 		}
 		if ev.Writable {
@@ -607,11 +758,17 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		}
 		n.Status = StatusPrimary
 		n.Failures, n.Successes = 0, 0
+		n.ConfirmedAt = max(n.ConfirmedAt, ev.Started)
 		// Beat at once: the heartbeat announces the new primary (and its
 		// fork point) to the others.
-		return n.do(Action{Kind: ActBeat})
+		return n.beat()
 	case ActFollow:
 		if ev.Result != ResultOK {
+			if n.Status == StatusReplica {
+				// Retried from the next tick: a replica must stay free to
+				// promote when the primary it cannot follow is dead.
+				return n, nil
+			}
 			return n.do(Action{Kind: ActFollow, Target: n.CS.Primary})
 		}
 		if n.Status == StatusFenced || n.Status == StatusStarting {
@@ -634,6 +791,10 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		if ev.CS.Rev > n.CS.Rev {
 			n.CS = ev.CS
 		}
+		if ev.Result != ResultOK && ev.Result != ResultConflict {
+			// The name may have changed in the store without us knowing.
+			n.SyncUnsure = true
+		}
 		if ev.Result == ResultConflict && n.CS.Primary != n.Name {
 			return n.fence()
 		}
@@ -647,8 +808,7 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		}
 		if n.Status == StatusPromoting {
 			if n.CS.Primary == n.Name {
-				n.Status = StatusActivating
-				return n.do(Action{Kind: ActActivate, Epoch: n.CS.Epoch})
+				return n.activate(ev.Now, n.CS.Epoch)
 			}
 			n.Status = StatusReplica
 			n.BeatSeen = ev.Now

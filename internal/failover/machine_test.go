@@ -10,8 +10,12 @@ func TestFailingActionIsState(t *testing.T) {
 		t.Fatalf("start: %+v", acts)
 	}
 	n, acts = Step(n, Event{Kind: EvActionDone, Action: ActFollow, Result: ResultFailed})
-	if n.Failing != ActFollow || len(acts) != 1 || acts[0].Kind != ActFollow {
-		t.Fatalf("after a failed follow: failing %q, actions %+v", n.Failing, acts)
+	if n.Failing != ActFollow || len(acts) != 0 {
+		t.Fatalf("after a failed follow: failing %q, actions %+v (a replica retries from its next tick)", n.Failing, acts)
+	}
+	n, acts = Step(n, Event{Kind: EvTick, Now: n.T.HeartbeatInterval})
+	if len(acts) != 1 || acts[0].Kind != ActFollow || acts[0].Target != "n1" {
+		t.Fatalf("the tick after a failed follow: actions %+v", acts)
 	}
 	n, _ = Step(n, Event{Kind: EvActionDone, Action: ActFollow, Result: ResultOK})
 	if n.Failing != "" || n.Status != StatusReplica {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -91,14 +92,44 @@ type sim struct {
 	strategy  Strategy
 	timings   Timings
 	slowUntil time.Duration
-	log       []string
-	acks      int
+	// slowLinksUntil: the direct links between nodes are slow until then.
+	slowLinksUntil time.Duration
+	log            []string
+	acks           int
 	// strict: no node has been frozen in this schedule, so at most one
 	// PostgreSQL may be writable at any instant (the timing argument alone,
 	// without counting on synchronous replication).
 	strict bool
 	// lastBeat is every node's heartbeat as the store holds it.
 	lastBeat map[string]simBeat
+	// linkCut: the direct link between two nodes (the failsafe's requests)
+	// is down until then; key: the lower index first.
+	linkCut map[[2]int]time.Duration
+	// brokenPromises: replicas answer failsafe requests but do not keep
+	// their promise (a mutation: the checks must then find a violation).
+	brokenPromises bool
+	// noFailsafe: primaries never ask (today's behaviour before the
+	// failsafe, to compare availability).
+	noFailsafe bool
+	// gapStart, maxGap: the longest time no node could acknowledge a
+	// write, measured from watchFrom on.
+	watchFrom, gapStart, maxGap time.Duration
+	inGap                       bool
+	promises                    int // promises granted
+}
+
+func (s *sim) linked(i, j int) bool {
+	if i > j {
+		i, j = j, i
+	}
+	return s.now >= s.linkCut[[2]int{i, j}]
+}
+
+func (s *sim) cutLink(i, j int, d time.Duration) {
+	if i > j {
+		i, j = j, i
+	}
+	s.linkCut[[2]int{i, j}] = s.now + d
 }
 
 type simBeat struct {
@@ -108,7 +139,7 @@ type simBeat struct {
 
 func newSim(t reporter, seed int64, strategy Strategy, tm Timings) *sim {
 	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), strategy: strategy, timings: tm, names: []string{"n1", "n2", "n3"}, strict: true,
-		lastBeat: map[string]simBeat{}}
+		lastBeat: map[string]simBeat{}, linkCut: map[[2]int]time.Duration{}}
 	s.rev = 1
 	s.cs = ClusterState{Primary: "n1", Sync: "n2", Epoch: 1, Rev: 1}
 	for i, name := range s.names {
@@ -267,6 +298,7 @@ func (s *sim) run(i int, a Action, gen int) {
 				standbys = append(standbys, s.names[j])
 			}
 		}
+		started := s.now + n.clock
 		s.storeOp(i, gen, func() (Result, ClusterState) {
 			if !healthy {
 				return ResultUnhealthy, ClusterState{}
@@ -274,7 +306,12 @@ func (s *sim) run(i int, a Action, gen int) {
 			s.heartbeatWritten(i)
 			return ResultOK, s.cs
 		}, func(r Result, cs ClusterState) {
-			s.deliver(i, 0, Event{Kind: EvBeatResult, Result: r, CS: cs, Standbys: standbys, PGSync: n.pgSync})
+			ev := Event{Kind: EvBeatResult, Result: r, CS: cs, Standbys: standbys, PGSync: n.pgSync, Started: started}
+			if a.Failsafe && !s.noFailsafe && (r == ResultUnreachable || r == ResultUnknown) {
+				s.askPromises(i, gen, a.Peers, ev)
+				return
+			}
+			s.deliver(i, 0, ev)
 		})
 	case ActSetSync:
 		// PostgreSQL first (commits wait for the target from now on), then
@@ -466,6 +503,70 @@ func (s *sim) run(i int, a Action, gen int) {
 	}
 }
 
+// askPromises simulates the failsafe requests of node i's beat to peers
+// over the direct links: each answer arrives after two link latencies, and
+// only answers within HeartbeatTimeout count. A peer handles the request
+// when it arrives (its promise holds from then on, answered or not).
+func (s *sim) askPromises(i, gen int, peers []string, ev Event) {
+	n := s.nodes[i]
+	asked := s.now + n.clock
+	lease := s.timings.PromiseLease()
+	if len(peers) == 0 {
+		ev.Held, ev.Covered = true, asked+lease
+		s.deliver(i, 0, ev)
+		return
+	}
+	timeout := s.timings.HeartbeatTimeout
+	epoch, from := n.m.CS.Epoch, s.names[i]
+	pending, held := len(peers), true
+	var slowest time.Duration
+	finish := func() {
+		if held {
+			ev.Held, ev.Covered = true, asked+lease
+		}
+		s.result(i, gen, func() { s.deliver(i, 0, ev) })
+	}
+	answered := func(ok bool, after time.Duration) {
+		held = held && ok && after <= timeout
+		slowest = max(slowest, after)
+		if pending--; pending == 0 {
+			s.at(min(slowest, timeout), i, finish)
+		}
+	}
+	for _, name := range peers {
+		j := slices.Index(s.names, name)
+		if j < 0 || j == i {
+			answered(false, timeout)
+			continue
+		}
+		there, back := s.jitter(time.Millisecond, 20*time.Millisecond), s.jitter(time.Millisecond, 20*time.Millisecond)
+		if s.now < s.slowLinksUntil {
+			// A loaded network: answers may come too late.
+			there, back = s.jitter(time.Millisecond, timeout), s.jitter(time.Millisecond, timeout)
+		}
+		if !s.linked(i, j) {
+			answered(false, timeout)
+			continue
+		}
+		s.at(there, -1, func() {
+			p := s.nodes[j]
+			ok := false
+			if !p.down && s.now >= p.frozenUntil && s.linked(i, j) {
+				var m Node
+				m, ok = p.m.Promise(from, epoch, s.now+p.clock)
+				if !s.brokenPromises {
+					p.m = m
+				}
+				if ok {
+					s.promises++
+				}
+			}
+			// The answer travels back; the link must still be up then.
+			s.at(back, -1, func() { answered(ok && s.linked(i, j), there+back) })
+		})
+	}
+}
+
 func (s *sim) alive(i int) bool {
 	n := s.nodes[i]
 	return !n.down && n.pgUp && s.now >= n.frozenUntil
@@ -506,6 +607,15 @@ func (s *sim) check() {
 					}
 				}
 			}
+		}
+	}
+	if s.watchFrom > 0 && s.now >= s.watchFrom {
+		switch {
+		case len(ackers) == 0 && !s.inGap:
+			s.inGap, s.gapStart = true, s.now
+		case len(ackers) > 0 && s.inGap:
+			s.inGap = false
+			s.maxGap = max(s.maxGap, s.now-s.gapStart)
 		}
 	}
 	if s.strategy == AbsoluteConsistency && len(ackers) > 1 {
@@ -565,7 +675,24 @@ func (s *sim) fault() string {
 	}
 	n := s.nodes[i]
 	d := s.jitter(200*time.Millisecond, 6*time.Second)
-	switch s.rng.Intn(8) {
+	switch s.rng.Intn(11) {
+	case 8: // the store is away for everyone (a server restart, an election)
+		for _, m := range s.nodes {
+			m.cutUntil = max(m.cutUntil, s.now+d)
+		}
+		return fmt.Sprintf("store away for everyone for %s", d)
+	case 9: // the direct link between two nodes fails
+		j := (i + 1 + s.rng.Intn(len(s.nodes)-1)) % len(s.nodes)
+		s.cutLink(i, j, d)
+		return fmt.Sprintf("link %s-%s down for %s", s.names[i], s.names[j], d)
+	case 10: // cut off from the store and from every peer
+		n.cutUntil = s.now + d
+		for j := range s.nodes {
+			if j != i {
+				s.cutLink(i, j, d)
+			}
+		}
+		return fmt.Sprintf("isolate %s for %s", s.names[i], d)
 	case 0: // the whole node crashes, comes back with PostgreSQL read-only
 		n.down, n.pgUp, n.writable = true, false, false
 		s.at(d, -1, func() {
@@ -580,8 +707,12 @@ func (s *sim) fault() string {
 	case 2: // cut off from the store only
 		n.cutUntil = s.now + d
 		return fmt.Sprintf("partition %s from the store for %s", s.names[i], d)
-	case 3: // the store answers slowly
+	case 3: // the store answers slowly, and maybe the links between nodes too
 		s.slowUntil = s.now + d
+		if s.rng.Intn(2) == 0 {
+			s.slowLinksUntil = s.now + d
+			return fmt.Sprintf("slow store and links for %s", d)
+		}
 		return fmt.Sprintf("slow store for %s", d)
 	case 5: // the node's clock jumps forward (a VM resumed, a bad time source)
 		// A replica may then see a timeout that did not happen and take
@@ -788,5 +919,102 @@ func TestFrozenReplicaDoesNotDeposeLivePrimary(t *testing.T) {
 				t.Fatalf("seed %d %s: a frozen replica deposed the live primary: %+v\n%s", seed, strategy, s.cs, s.dump())
 			}
 		}
+	}
+}
+
+// runScenario warms a three-node cluster up, applies fault, and runs 20 s,
+// measuring the longest time no node could acknowledge a write from the
+// fault on.
+func runScenario(t reporter, seed int64, tm Timings, fault func(s *sim)) *sim {
+	s := newSim(t, seed, AbsoluteConsistency, tm)
+	s.runUntil(2 * time.Second)
+	s.watchFrom = s.now
+	fault(s)
+	s.runUntil(s.now + 20*time.Second)
+	if s.inGap {
+		s.maxGap = max(s.maxGap, s.now-s.gapStart)
+	}
+	return s
+}
+
+// The failsafe: a store outage that every node sees (a server restart, a
+// NATS election), or one that cuts only the primary off, stops no write
+// and causes no failover; the primary keeps the promises of its
+// synchronous standby over the direct link. Without the failsafe the same
+// outages stop writes (the comparison shows the scenario bites).
+func TestFailsafeRidesOutStoreOutages(t *testing.T) {
+	outages := map[string]func(s *sim){
+		"store away for everyone": func(s *sim) {
+			for _, n := range s.nodes {
+				n.cutUntil = s.now + 10*time.Second
+			}
+		},
+		"primary cut off from the store": func(s *sim) { s.nodes[0].cutUntil = s.now + 10*time.Second },
+		"store answers slowly":           func(s *sim) { s.slowUntil = s.now + 10*time.Second },
+	}
+	for name, outage := range outages {
+		for _, tm := range []Timings{DefaultTimings(), FastTimings()} {
+			for seed := int64(1); seed <= 50; seed++ {
+				s := runScenario(t, seed, tm, outage)
+				if t.Failed() {
+					t.Fatalf("%s, seed %d", name, seed)
+				}
+				if s.cs.Epoch != 1 || s.cs.Primary != "n1" {
+					t.Fatalf("%s, seed %d: a failover happened: %+v\n%s", name, seed, s.cs, s.dump())
+				}
+				if s.maxGap > 0 && name != "store answers slowly" {
+					t.Fatalf("%s, seed %d: writes stopped for %s\n%s", name, seed, s.maxGap, s.dump())
+				}
+				if s.maxGap > tm.FailoverTimeout {
+					t.Fatalf("%s, seed %d: writes stopped for %s\n%s", name, seed, s.maxGap, s.dump())
+				}
+				if s.promises == 0 {
+					t.Fatalf("%s, seed %d: no promise was given: the failsafe was not exercised", name, seed)
+				}
+			}
+		}
+		off := &fakeT{}
+		s := runScenario(off, 1, DefaultTimings(), func(s *sim) { s.noFailsafe = true; outage(s) })
+		if name != "store answers slowly" && s.maxGap == 0 {
+			t.Fatalf("%s without the failsafe: writes never stopped: the scenario does not bite", name)
+		}
+	}
+}
+
+// The failsafe is no licence to serve alone: a primary cut off from the
+// store and from its standby fences, the standby takes over, and at no
+// instant are two nodes writable.
+func TestFailsafeIsolatedPrimaryStillFences(t *testing.T) {
+	for seed := int64(1); seed <= 100; seed++ {
+		s := runScenario(t, seed, DefaultTimings(), func(s *sim) {
+			s.nodes[0].cutUntil = s.now + 10*time.Second
+			s.cutLink(0, 1, 10*time.Second)
+			s.cutLink(0, 2, 10*time.Second)
+		})
+		if t.Failed() {
+			t.Fatalf("seed %d", seed)
+		}
+		if s.cs.Primary != "n2" || s.cs.Epoch != 2 {
+			t.Fatalf("seed %d: the isolated primary was not replaced: %+v\n%s", seed, s.cs, s.dump())
+		}
+	}
+}
+
+// The mutation check: replicas that answer but do not keep their promises
+// let a primary cut off from the store serve while its standby promotes;
+// the invariants must catch it.
+func TestExplorationCatchesBrokenPromises(t *testing.T) {
+	found := false
+	for seed := int64(1); seed <= 300 && !found; seed++ {
+		ft := &fakeT{}
+		s := newSim(ft, seed, AbsoluteConsistency, DefaultTimings())
+		s.brokenPromises = true
+		s.runUntil(2 * time.Second)
+		s.nodes[0].cutUntil = s.now + s.jitter(3*time.Second, 8*time.Second)
+		s.runUntil(s.now + 12*time.Second)
+		found = ft.failed
+	}
+	if !found {
+		t.Fatal("300 schedules with broken promises found no violation: the invariant checks cannot see the failsafe")
 	}
 }

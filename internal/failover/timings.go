@@ -52,6 +52,12 @@ func (t Timings) MaxUnconfirmedServe() time.Duration {
 	return t.HeartbeatInterval + time.Duration(t.FailureThreshold+1)*t.HeartbeatTimeout
 }
 
+// PromiseLease is how long a replica's promise not to promote lasts (the
+// failsafe): as long as a primary may serve unconfirmed, so that a primary
+// renewing the promise at every beat keeps it with room to spare. The
+// replica adds the safety margin on its side.
+func (t Timings) PromiseLease() time.Duration { return t.MaxUnconfirmedServe() }
+
 // Validate refuses timings under which a replica could promote while the old
 // primary still serves, showing the arithmetic.
 func (t Timings) Validate() error {

@@ -169,6 +169,8 @@ type Observation struct {
 	// standby it is configured to wait for.
 	Standbys []Standby
 	Sync     string
+	// Streaming (replica): its WAL receiver streams from the primary.
+	Streaming bool
 }
 
 // Observe reads, over one connection, the WAL position and, on a primary,
