@@ -172,6 +172,11 @@ func (c *Client) do(ctx context.Context, method, addr, peerKey, path string, bod
 	return nil
 }
 
+// maxIdlePerPeer is how many idle connections a client keeps to one peer:
+// the failover loop asks each peer once at a time, a few more cover
+// overlapping asks without a handshake each.
+const maxIdlePerPeer = 8
+
 // pool is the transport pinned to key, made on first use.
 func (c *Client) pool(key string) (*http.Transport, error) {
 	c.mu.Lock()
@@ -191,7 +196,7 @@ func (c *Client) pool(key string) (*http.Transport, error) {
 		TLSClientConfig:        clientTLS(c.id, key),
 		Protocols:              &protocols,
 		TLSHandshakeTimeout:    DefaultAskTimeout,
-		MaxIdleConnsPerHost:    2,
+		MaxIdleConnsPerHost:    maxIdlePerPeer,
 		IdleConnTimeout:        idleTimeout / 2, // before the server's, so the client closes first
 		MaxResponseHeaderBytes: maxHeaderBytes,
 		DisableCompression:     true,
