@@ -164,7 +164,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	node, ok := s.cfg.Trusted(pub)
-	if !ok {
+	if !ok || node == "" {
 		s.stats.rejectedAuth.Add(1)
 		s.log.Warn("refused a request from a key that is no longer a member", "key", pub, "remote", r.RemoteAddr)
 		s.fail(w, http.StatusForbidden, CodeUntrusted, "key "+pub+" is not a member of this cluster")
