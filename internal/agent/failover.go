@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/failover/peer"
 	"github.com/harmony-fleet/harmony/internal/failover/pg"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
@@ -86,13 +87,48 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 			return nil // ctx ended
 		}
 	}
-	loop, err := failover.NewLoop(failover.LoopConfig{Cluster: f.Cluster, Node: f.Node, Timings: t, Strategy: strategy,
-		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover)}, kv, log)
+	lc := failover.LoopConfig{Cluster: f.Cluster, Node: f.Node, Timings: t, Strategy: strategy,
+		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover)}
+	var peerLn net.Listener
+	var id peer.Identity
+	if f.Peer != "" {
+		// The failsafe: members answer each other over mutual TLS, each
+		// pinned to the other's identity key (the device's nkey; an
+		// agent without one makes a key for this run), which heartbeats
+		// publish through the store.
+		if id, err = peer.LoadIdentity(a.cfg.NATSNkey); err != nil {
+			return fmt.Errorf("failover.peer: %w", err)
+		}
+		if peerLn, err = net.Listen("tcp", f.Peer); err != nil {
+			return fmt.Errorf("failover.peer: %w", err)
+		}
+		defer peerLn.Close()
+		_, port, _ := net.SplitHostPort(peerLn.Addr().String())
+		client := peer.NewClient(id)
+		defer client.Close()
+		lc.Failsafe, lc.PeerAddr, lc.PeerKey = promiser{client}, f.PeerAddress(port), id.PublicKey()
+	}
+	loop, err := failover.NewLoop(lc, kv, log)
 	if err != nil {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return loop.Run(ctx) })
+	if peerLn != nil {
+		srv, err := peer.NewServer(peer.ServerConfig{Identity: id, Cluster: f.Cluster, Trusted: loop.MemberByKey, Log: log,
+			Handle: func(_ context.Context, from string, req peer.Request) peer.Response {
+				ok, lease := loop.Promise(from, req.Epoch)
+				if !ok {
+					return peer.Response{Reason: "not a replica of " + from + " at epoch " + fmt.Sprint(req.Epoch)}
+				}
+				return peer.Response{Granted: true, Lease: lease}
+			}})
+		if err != nil {
+			return fmt.Errorf("failover.peer: %w", err)
+		}
+		log.Info("failsafe listening", "peer", peerLn.Addr().String(), "advertised", lc.PeerAddr, "key", lc.PeerKey)
+		g.Go(func() error { return srv.Serve(ctx, peerLn) })
+	}
 	if f.HTTP != "" {
 		ln, err := net.Listen("tcp", f.HTTP)
 		if err != nil {
@@ -102,4 +138,12 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 		g.Go(func() error { return serve(ctx, ln, loop.Handler()) })
 	}
 	return g.Wait()
+}
+
+// promiser carries the loop's failsafe requests over the peer transport.
+type promiser struct{ c *peer.Client }
+
+func (p promiser) Ask(ctx context.Context, addr, key string, req failover.PromiseRequest) (bool, time.Duration, error) {
+	r, err := p.c.Ask(ctx, addr, key, peer.Request{Cluster: req.Cluster, From: req.From, Epoch: req.Epoch})
+	return r.Granted, r.Lease, err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -36,6 +37,14 @@ type Failover struct {
 	// HTTP is where /primary, /replica, /health and /metrics are served
 	// ("" turns them off).
 	HTTP string `json:"http"`
+	// Peer is where this member answers the other members' failsafe
+	// requests: mutual TLS, each side pinned to the other's identity key
+	// ("" turns the failsafe off: a primary cut off from the store fences).
+	Peer string `json:"peer"`
+	// PeerAdvertise is the host (or host:port) the other members reach
+	// Peer at (default: postgres.host when it is a host name, else
+	// 127.0.0.1; the port: Peer's).
+	PeerAdvertise string `json:"peer_advertise"`
 	// Replicas of the cluster's bucket (as many as NATS servers, up to 5).
 	Replicas int              `json:"replicas"`
 	Postgres FailoverPostgres `json:"postgres"`
@@ -59,7 +68,7 @@ type FailoverPostgres struct {
 // DefaultFailover returns the section's defaults (cluster and data dir have
 // none).
 func DefaultFailover() Failover {
-	return Failover{Strategy: string(failover.AbsoluteConsistency), Profile: "default", HTTP: "127.0.0.1:8008", Replicas: 1,
+	return Failover{Strategy: string(failover.AbsoluteConsistency), Profile: "default", HTTP: "127.0.0.1:8008", Peer: ":8009", Replicas: 1,
 		MaxLagOnFailover: 1 << 20,
 		Postgres: FailoverPostgres{BinDir: "/usr/lib/postgresql/15/bin", Port: 5432, SocketDir: "/var/run/postgresql",
 			OSUser: "postgres", Superuser: "postgres"}}
@@ -128,6 +137,11 @@ func (f *Failover) validate(bad func(key, format string, args ...any)) {
 	if f.MaxLagOnFailover < 0 {
 		bad("failover.max_lag_on_failover", "%d: must not be negative", f.MaxLagOnFailover)
 	}
+	if f.Peer != "" {
+		if _, port, err := net.SplitHostPort(f.Peer); err != nil || port == "" {
+			bad("failover.peer", "%q: must be host:port (e.g. :8009), or empty to turn the failsafe off", f.Peer)
+		}
+	}
 	if f.Replicas < 1 || f.Replicas > 5 {
 		bad("failover.replicas", "%d: must be 1 to 5", f.Replicas)
 	}
@@ -143,6 +157,22 @@ func (f *Failover) validate(bad func(key, format string, args ...any)) {
 	if p.Superuser == "" {
 		bad("failover.postgres.superuser", "must be set")
 	}
+}
+
+// PeerAddress is the host:port the other members reach this member's
+// failsafe listener at, given the port it listens on.
+func (f *Failover) PeerAddress(port string) string {
+	host := f.PeerAdvertise
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		return net.JoinHostPort(h, p)
+	}
+	if host == "" && !filepath.IsAbs(f.Postgres.Host) {
+		host = f.Postgres.Host
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // errKey is the setting a timings error is about (its text starts with it).

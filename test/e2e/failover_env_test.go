@@ -74,6 +74,7 @@ type haNode struct {
 	proxy  *netproxy.Proxy // the node's own path to NATS (single-server harness)
 	urls   []string        // NATS URLs the agent is given
 	http   string
+	peer   string // the failsafe listener (one port per node on one machine)
 	config string
 	log    string
 	nkey   string // the node's enrolled identity (nats_nkey), if any
@@ -155,7 +156,7 @@ func (c *haCluster) startNodes(names []string, link func(*haNode)) *haCluster {
 	instances := pgtest.Cluster(t, names...)
 	for i, n := range names {
 		node := &haNode{c: c, name: n, pg: instances[i],
-			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(c.dir, n+".log")}
+			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), peer: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(c.dir, n+".log")}
 		link(node)
 		node.writeConfig()
 		c.nodes = append(c.nodes, node)
@@ -209,6 +210,7 @@ func (n *haNode) writeConfig() {
 			"profile":  n.c.profile,
 			"strategy": string(n.c.strategy),
 			"http":     n.http,
+			"peer":     n.peer,
 			"replicas": max(n.c.replicas, 1),
 			"postgres": map[string]any{
 				"bin_dir": n.pg.BinDir, "data_dir": n.pg.DataDir, "port": n.pg.Port, "socket_dir": n.pg.SocketDir,
