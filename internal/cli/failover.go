@@ -135,7 +135,13 @@ func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
 	for _, m := range v.Members {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs ago\t%d B\t%d\t%d\n", m.Node, m.Role, m.State, m.HeartbeatAge, m.LagBytes, m.Timeline, m.Epoch)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, warning := range v.Warnings {
+		fmt.Fprintln(w, "WARNING: "+warning)
+	}
+	return nil
 }
 
 func failoverHistory(ctx context.Context, f *failoverFlags, w io.Writer) error {

@@ -131,6 +131,8 @@ type Heartbeat struct {
 	ForkXID uint64 `json:"fork_xid,omitempty"`
 	// Streaming (replica): its PostgreSQL receives WAL from the primary.
 	Streaming bool `json:"streaming,omitempty"`
+	// Strategy the member runs with.
+	Strategy Strategy `json:"strategy,omitempty"`
 	// Strangers (primary): replication connections streaming from it that
 	// are no member of the cluster (a replica connecting under another
 	// application_name, a base backup): never named synchronous standby.
@@ -784,7 +786,8 @@ func (l *Loop) beatOnce(ctx context.Context) Event {
 	b, _ := json.Marshal(Heartbeat{V: 1, Status: n.Status, Failing: n.Failing, Epoch: n.CS.Epoch, Seq: l.seq,
 		Host: l.cfg.AdvertiseHost, Port: l.cfg.Port, User: l.cfg.User,
 		LSN: pos.LSN, Timeline: pos.Timeline, Lag: lag, ForkXID: fork,
-		Streaming: obs.Replica && obs.Streaming, Strangers: strangers, Peer: l.cfg.PeerAddr, PeerKey: l.cfg.PeerKey})
+		Streaming: obs.Replica && obs.Streaming, Strangers: strangers, Peer: l.cfg.PeerAddr, PeerKey: l.cfg.PeerKey,
+		Strategy: l.cfg.Strategy})
 	key := HeartbeatPrefix + l.cfg.Node
 	wctx, cancel := l.step(ctx)
 	defer cancel()

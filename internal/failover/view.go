@@ -19,6 +19,8 @@ type Member struct {
 	LagBytes     uint64  `json:"lag_bytes"`
 	Timeline     uint32  `json:"timeline"`
 	Epoch        uint64  `json:"epoch"`
+	// Streaming (replica): it receives WAL from the primary.
+	Streaming bool `json:"streaming"`
 }
 
 // View is a cluster's current state and members.
@@ -30,6 +32,9 @@ type View struct {
 	Paused  bool     `json:"paused"`
 	Reason  string   `json:"reason"`
 	Members []Member `json:"members"`
+	// Warnings say what keeps the cluster from failing over (or from
+	// failing over without loss), in words.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // HistoryEntry is one retained revision of cluster-state.
@@ -60,6 +65,9 @@ func ReadView(ctx context.Context, kv store.KV, cluster string) (View, error) {
 		return View{}, err
 	}
 	v := View{Cluster: cluster, Primary: cs.Primary, Sync: cs.Sync, Epoch: cs.Epoch, Paused: cs.Paused, Reason: rec.Reason}
+	var strategy Strategy
+	var strangers []string
+	replicas := 0
 	for _, b := range beats {
 		hb, err := DecodeHeartbeat(b.Value)
 		if err != nil {
@@ -78,9 +86,34 @@ func ReadView(ctx context.Context, kv store.KV, cluster string) (View, error) {
 			state += " (" + string(hb.Failing) + " failing)"
 		}
 		v.Members = append(v.Members, Member{Node: node, Role: role, State: state,
-			HeartbeatAge: time.Since(b.Created).Seconds(), LagBytes: hb.Lag, Timeline: hb.Timeline, Epoch: hb.Epoch})
+			HeartbeatAge: time.Since(b.Created).Seconds(), LagBytes: hb.Lag, Timeline: hb.Timeline, Epoch: hb.Epoch,
+			Streaming: hb.Streaming})
+		if node == cs.Primary {
+			strategy, strangers = hb.Strategy, hb.Strangers
+			continue
+		}
+		if hb.Status == StatusReplica || hb.Status == StatusFailed {
+			replicas++
+			if !hb.Streaming && hb.Epoch == cs.Epoch {
+				v.Warnings = append(v.Warnings, fmt.Sprintf("replica %s is not streaming from the primary", node))
+			}
+		}
 	}
 	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Node < v.Members[j].Node })
+	if len(strangers) > 0 {
+		v.Warnings = append(v.Warnings, fmt.Sprintf("the primary streams WAL to %s, which is no member of the cluster "+
+			"(a replica whose primary_conninfo has another application_name, or a base backup): never named synchronous standby",
+			strings.Join(strangers, ", ")))
+	}
+	if strategy == AbsoluteConsistency && cs.Sync == "" && !cs.Paused {
+		what := "no replica streams from it"
+		if replicas > 0 {
+			what = "no replica has caught up and been named yet"
+		}
+		v.Warnings = append(v.Warnings, "no synchronous standby is named ("+what+"): the primary acknowledges alone "+
+			"and no replica can be promoted if it fails")
+	}
+	sort.Strings(v.Warnings)
 	return v, nil
 }
 
