@@ -26,7 +26,7 @@ import "time"
 // state is what the guard knows.
 type state struct {
 	Armed bool
-	Until time.Duration // CLOCK_BOOTTIME; meaningful while Armed
+	Until time.Duration // CLOCK_BOOTTIME; zero while disarmed
 	Fed   uint64        // arm messages accepted
 	Fired uint64        // fences started
 }
@@ -43,7 +43,7 @@ const (
 // settle fires an expired deadline: it reports whether to fence now.
 func (s state) settle(now time.Duration) (state, bool) {
 	if s.Armed && now >= s.Until {
-		s.Armed = false
+		s.Armed, s.Until = false, 0
 		s.Fired++
 		return s, true
 	}
@@ -65,7 +65,7 @@ func (s state) apply(now time.Duration, o op, until time.Duration) (next state, 
 		}
 		fence = fence || again
 	case opDisarm:
-		s.Armed = false
+		s.Armed, s.Until = false, 0
 	}
 	return s, fence
 }
