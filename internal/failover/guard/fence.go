@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,8 +97,10 @@ func postmasterPID(dataDir string) (int, error) {
 type FenceReport struct {
 	// Postmaster: the PID found in postmaster.pid (0: none).
 	Postmaster int
-	// Stopped: every process SIGSTOPped and then SIGKILLed.
-	Stopped []int
+	// Stopped: every process SIGSTOPped and then SIGKILLed, the
+	// postmaster first; StoppedAt: when the last was stopped (Now()).
+	Stopped   []int
+	StoppedAt time.Duration
 	// Skipped explains why nothing was killed (no postmaster.pid, a PID
 	// that is not this data directory's postmaster, a postmaster gone).
 	Skipped string
@@ -202,8 +205,22 @@ func fence(ctx context.Context, dataDir string) (FenceReport, error) {
 	}
 	rep.Postmaster = pm.PID
 	// The postmaster first: once it is stopped it forks no new backend.
+	// Then its children as the kernel lists them (one read), before the
+	// slower scan of every process for the rest.
 	_ = syscall.Kill(pm.PID, syscall.SIGSTOP)
 	stopped := map[int]proc{pm.PID: pm}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pm.PID, pm.PID)); err == nil {
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if p, err := readProc(pid); err == nil && p.PPID == pm.PID {
+				_ = syscall.Kill(pid, syscall.SIGSTOP)
+				stopped[pid] = p
+			}
+		}
+	}
 	for pass := 0; pass < 10; pass++ {
 		found, err := targets(pm, dir)
 		if err != nil {
@@ -222,12 +239,17 @@ func fence(ctx context.Context, dataDir string) (FenceReport, error) {
 			break
 		}
 	}
+	rep.StoppedAt = Now()
 	for pid, p := range stopped {
 		if !p.gone() {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		rep.Stopped = append(rep.Stopped, pid)
+		if pid != pm.PID {
+			rep.Stopped = append(rep.Stopped, pid)
+		}
 	}
+	slices.Sort(rep.Stopped)
+	rep.Stopped = append([]int{pm.PID}, rep.Stopped...)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -258,8 +258,8 @@ func (s *server) loop(ctx context.Context) error {
 	if s.cfg.Watchdog != "" {
 		wd = &watchdog{path: s.cfg.Watchdog, interval: s.cfg.WatchdogInterval}
 	}
-	doFence := func() {
-		s.log.Warn("deadline passed: fencing PostgreSQL", "data_dir", s.cfg.DataDir)
+	doFence := func(until time.Duration) {
+		s.log.Warn("deadline passed: fencing PostgreSQL", "data_dir", s.cfg.DataDir, "late", Now()-until)
 		fctx, cancel := context.WithTimeout(ctx, s.cfg.FenceTimeout)
 		rep, err := fence(fctx, s.cfg.DataDir)
 		cancel()
@@ -270,7 +270,11 @@ func (s *server) loop(ctx context.Context) error {
 			s.log.Error("fence failed", "report", rep.String(), "err", err)
 			return
 		}
-		s.log.Warn("fenced", "report", rep.String())
+		if rep.StoppedAt == 0 {
+			s.log.Warn("fence: nothing to stop", "report", rep.String())
+			return
+		}
+		s.log.Warn("fenced", "report", rep.String(), "stopped_after_deadline", rep.StoppedAt-until)
 	}
 	status := func(now time.Duration) wireStatus {
 		w := wireStatus{Armed: st.Armed, NowNS: int64(now), Fed: st.Fed, Fired: st.Fired, DataDir: s.cfg.DataDir,
@@ -314,8 +318,9 @@ func (s *server) loop(ctx context.Context) error {
 	for {
 		now := Now()
 		var fire bool
+		until := st.Until
 		if st, fire = st.settle(now); fire {
-			doFence()
+			doFence(until)
 		}
 		tend(now)
 		if st.Armed || clients > 0 {
@@ -345,11 +350,14 @@ func (s *server) loop(ctx context.Context) error {
 			}
 		case cl := <-s.calls:
 			now := Now()
-			was := st.Armed
+			was, until := st.Armed, st.Until
 			var fire bool
 			st, fire = st.apply(now, cl.req.Op, time.Duration(cl.req.UntilNS))
 			if fire {
-				doFence()
+				if !was || now < until {
+					until = time.Duration(cl.req.UntilNS) // the arm that was already past
+				}
+				doFence(until)
 			}
 			switch {
 			case !was && st.Armed:
