@@ -106,6 +106,7 @@ func (c *Client) connect(ctx context.Context) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var last error
+	spawned := time.Now()
 	for {
 		conn, err := net.DialTimeout("unix", c.cfg.Socket, c.cfg.RequestTimeout)
 		if err == nil {
@@ -117,6 +118,14 @@ func (c *Client) connect(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: no guard answered on %s: %v", ErrUnavailable, c.cfg.Socket, last)
 		case <-tick.C:
+		}
+		// The guard started may have found an exiting one still holding
+		// the lock (it then exits too): start another.
+		if time.Since(spawned) >= 500*time.Millisecond {
+			spawned = time.Now()
+			if err := c.spawn(); err != nil {
+				last = err
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package guard
 import (
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -27,7 +28,9 @@ type watchdog struct {
 // since the last write.
 func (w *watchdog) pet(now time.Duration) error {
 	if w.f == nil {
-		f, err := os.OpenFile(w.path, os.O_WRONLY, 0)
+		// Non-blocking: opening must never stall the guard's loop (a FIFO
+		// without a reader would).
+		f, err := os.OpenFile(w.path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return fmt.Errorf("watchdog %s: %w", w.path, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -105,5 +106,46 @@ func TestWatchdogUnit(t *testing.T) {
 	w = &watchdog{path: filepath.Join(t.TempDir(), "none"), interval: time.Second}
 	if err := w.pet(time.Second); err == nil {
 		t.Fatal("no error for a missing device")
+	}
+}
+
+// TestWatchdogFIFO: a FIFO stands in for the device. Without a reader the
+// open fails at once instead of stalling the guard; with one, the reader
+// sees the pets and the magic 'V'.
+func TestWatchdogFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "watchdog")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := &watchdog{path: fifo, interval: time.Millisecond}
+	if err := w.pet(time.Second); err == nil || w.open() {
+		t.Fatalf("no reader: %v, open %v", err, w.open())
+	}
+	// O_RDWR opens a FIFO without waiting for a writer.
+	r, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 1; i <= 3; i++ {
+		if err := w.pet(time.Duration(i) * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.release(); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 16)
+	got := ""
+	for !strings.HasSuffix(got, "V") {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("read %q: %v", got, err)
+		}
+		got += string(buf[:n])
+	}
+	if got != "111V" {
+		t.Fatalf("reader got %q, want 111V", got)
 	}
 }
