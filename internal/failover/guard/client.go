@@ -26,6 +26,8 @@ type ClientConfig struct {
 	// starts (empty: no watchdog).
 	Watchdog         string
 	WatchdogInterval time.Duration
+	// IdleExit is passed to a guard this client starts (0: its default).
+	IdleExit time.Duration
 	// LogFile receives a started guard's output (empty: /dev/null).
 	LogFile string
 	// Executable is the harmony binary to start the guard from (empty:
@@ -142,7 +144,7 @@ func (c *Client) spawn() error {
 			return err
 		}
 	}
-	gc := Config{Socket: c.cfg.Socket, DataDir: c.cfg.DataDir, Watchdog: c.cfg.Watchdog, WatchdogInterval: c.cfg.WatchdogInterval}
+	gc := Config{Socket: c.cfg.Socket, DataDir: c.cfg.DataDir, Watchdog: c.cfg.Watchdog, WatchdogInterval: c.cfg.WatchdogInterval, IdleExit: c.cfg.IdleExit}
 	cmd := exec.Command(exe, append([]string{"guard", "--detach"}, gc.Args()...)...)
 	cmd.Env = os.Environ()
 	out, err := openLog(c.cfg.LogFile)

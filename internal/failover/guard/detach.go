@@ -7,8 +7,8 @@ import (
 )
 
 // Args is the command line of `harmony guard` for c, after the command
-// name: --socket, --data-dir and, when set, --watchdog and
-// --watchdog-interval.
+// name: --socket, --data-dir and, when set, --watchdog,
+// --watchdog-interval and --idle-exit.
 func (c Config) Args() []string {
 	args := []string{"--socket", c.Socket, "--data-dir", c.DataDir}
 	if c.Watchdog != "" {
@@ -16,6 +16,9 @@ func (c Config) Args() []string {
 		if c.WatchdogInterval > 0 {
 			args = append(args, "--watchdog-interval", c.WatchdogInterval.String())
 		}
+	}
+	if c.IdleExit > 0 {
+		args = append(args, "--idle-exit", c.IdleExit.String())
 	}
 	return args
 }

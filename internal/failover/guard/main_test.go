@@ -41,6 +41,7 @@ func guardMain(args []string) int {
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
 	fs.StringVar(&cfg.Watchdog, "watchdog", "", "")
 	fs.DurationVar(&cfg.WatchdogInterval, "watchdog-interval", 0, "")
+	fs.DurationVar(&cfg.IdleExit, "idle-exit", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
