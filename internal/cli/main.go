@@ -74,6 +74,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newEnrollCmd(stdout, stderr),
 		newDeviceCmd(stdout),
 		newOrphansCmd(stdout),
+		newGuardCmd(stderr),
 	)
 	// The control plane's commands, left out of an agent-only build
 	// (`go build -tags agent`, docs/adr/0012-fleet-scale.md).
