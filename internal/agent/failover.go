@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/failover/guard"
 	"github.com/harmony-fleet/harmony/internal/failover/peer"
 	"github.com/harmony-fleet/harmony/internal/failover/pg"
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -107,6 +109,20 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 		client := peer.NewClient(id)
 		defer client.Close()
 		lc.Failsafe, lc.PeerAddr, lc.PeerKey = promiser{client}, f.PeerAddress(port), id.PublicKey()
+	}
+	if f.GuardOn() {
+		// The guard stops this PostgreSQL when the agent stops renewing
+		// its licence to serve (it died, hung or froze); it outlives the
+		// agent, and a restarted agent attaches to it again.
+		g, err := guard.Attach(ctx, guard.ClientConfig{Socket: filepath.Join(a.cfg.StateDir, "guard-"+f.Cluster+".sock"),
+			DataDir: f.Postgres.DataDir, Watchdog: f.Watchdog, LogFile: filepath.Join(a.cfg.StateDir, "guard-"+f.Cluster+".log")})
+		if err != nil {
+			// Never a reason not to run: the loop's own fencing stands.
+			log.Error("guard not started: nothing stops PostgreSQL if this agent dies", "err", err)
+		} else {
+			defer g.Close()
+			lc.Guard = g
+		}
 	}
 	loop, err := failover.NewLoop(lc, kv, log)
 	if err != nil {

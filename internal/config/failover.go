@@ -45,6 +45,14 @@ type Failover struct {
 	// Peer at (default: postgres.host when it is a host name, else
 	// 127.0.0.1; the port: Peer's).
 	PeerAdvertise string `json:"peer_advertise"`
+	// Guard runs a small process beside PostgreSQL that stops a primary
+	// whose agent stopped renewing its licence to serve (the agent died,
+	// hung or froze). On by default.
+	Guard *bool `json:"guard"`
+	// Watchdog is a Linux watchdog device the guard keeps fed while the
+	// primary may serve (e.g. /dev/watchdog; "" for none, the default):
+	// if the guard itself dies or freezes, the machine resets.
+	Watchdog string `json:"watchdog"`
 	// Replicas of the cluster's bucket (as many as NATS servers, up to 5).
 	Replicas int              `json:"replicas"`
 	Postgres FailoverPostgres `json:"postgres"`
@@ -142,6 +150,12 @@ func (f *Failover) validate(bad func(key, format string, args ...any)) {
 			bad("failover.peer", "%q: must be host:port (e.g. :8009), or empty to turn the failsafe off", f.Peer)
 		}
 	}
+	if f.Watchdog != "" && !filepath.IsAbs(f.Watchdog) {
+		bad("failover.watchdog", "%q: must be an absolute path (e.g. /dev/watchdog)", f.Watchdog)
+	}
+	if f.Watchdog != "" && !f.GuardOn() {
+		bad("failover.watchdog", "needs the guard (failover.guard: true)")
+	}
 	if f.Replicas < 1 || f.Replicas > 5 {
 		bad("failover.replicas", "%d: must be 1 to 5", f.Replicas)
 	}
@@ -158,6 +172,9 @@ func (f *Failover) validate(bad func(key, format string, args ...any)) {
 		bad("failover.postgres.superuser", "must be set")
 	}
 }
+
+// GuardOn reports whether the guard runs (the default).
+func (f *Failover) GuardOn() bool { return f.Guard == nil || *f.Guard }
 
 // PeerAddress is the host:port the other members reach this member's
 // failsafe listener at, given the port it listens on.

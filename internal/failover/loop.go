@@ -12,8 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/harmony-fleet/harmony/internal/failover/guard"
 	"github.com/harmony-fleet/harmony/internal/failover/pg"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
@@ -471,14 +470,8 @@ func (l *Loop) Run(ctx context.Context) error {
 // counting while the machine is suspended.
 func (l *Loop) now() time.Duration { return Now() }
 
-// Now reads CLOCK_BOOTTIME.
-func Now() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		panic("CLOCK_BOOTTIME: " + err.Error()) // Linux has had it since 2.6.39
-	}
-	return time.Duration(ts.Nano())
-}
+// Now reads the loop's clock (the guard's: CLOCK_BOOTTIME).
+func Now() time.Duration { return guard.Now() }
 
 // feedGuard tells the guard until when the local PostgreSQL may serve
 // (with half the safety margin on top, so the agent's own fence comes
