@@ -59,6 +59,8 @@ var allStatuses = []Status{StatusStarting, StatusPrimary, StatusFencing, StatusF
 type loopCollector struct {
 	l                                                       *Loop
 	role, state, epoch, transitions, lastFailover, diverged *prometheus.Desc
+	failsafe, promises, guardFed, guardErrors, guardFired   *prometheus.Desc
+	covered, promised, guardArmed                           *prometheus.Desc
 }
 
 func (l *Loop) collector() prometheus.Collector {
@@ -73,11 +75,21 @@ func (l *Loop) collector() prometheus.Collector {
 		transitions:  d("transitions_total", "State transitions of this node's failover workflow."),
 		lastFailover: d("last_failover_duration_seconds", "From the last advance of the old primary's heartbeat seen here to this node serving writes, for the last failover it won."),
 		diverged:     d("diverged_transactions_total", "Transactions discarded when this node rejoined after serving cut off (SplitBrainAllowed)."),
+		failsafe: d("failsafe_total", "Failsafe outcomes of this primary while the store was away: held (a beat found every promotable peer's promise) "+
+			"or lost (a fence because the store and the promises were both missing).", "outcome"),
+		covered:     d("failsafe_covered", "1 while this primary serves on its peers' promises (the store away)."),
+		promises:    d("promises_total", "Failsafe requests of primaries this node answered, by answer.", "answer"),
+		promised:    d("promised_seconds", "How long this node remains bound by a promise not to promote (0: none)."),
+		guardFed:    d("guard_fed_total", "Renewals of the serving deadline the guard acknowledged."),
+		guardErrors: d("guard_errors_total", "Renewals the guard could not be told."),
+		guardFired:  d("guard_fired_total", "Fences the guard carried out since it started (its agent did not renew in time)."),
+		guardArmed:  d("guard_armed", "1 while the guard would stop PostgreSQL at a deadline."),
 	}
 }
 
 func (c *loopCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.role, c.state, c.epoch, c.transitions, c.lastFailover, c.diverged} {
+	for _, d := range []*prometheus.Desc{c.role, c.state, c.epoch, c.transitions, c.lastFailover, c.diverged,
+		c.failsafe, c.covered, c.promises, c.promised, c.guardFed, c.guardErrors, c.guardFired, c.guardArmed} {
 		ch <- d
 	}
 }
@@ -100,4 +112,17 @@ func (c *loopCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.transitions, prometheus.CounterValue, float64(s.Stats.Transitions))
 	ch <- prometheus.MustNewConstMetric(c.lastFailover, prometheus.GaugeValue, s.Stats.LastFailover.Seconds())
 	ch <- prometheus.MustNewConstMetric(c.diverged, prometheus.CounterValue, float64(s.Stats.Diverged))
+	ch <- prometheus.MustNewConstMetric(c.failsafe, prometheus.CounterValue, float64(s.Stats.FailsafeHeld), "held")
+	ch <- prometheus.MustNewConstMetric(c.failsafe, prometheus.CounterValue, float64(s.Stats.FailsafeLost), "lost")
+	now := Now()
+	ch <- prometheus.MustNewConstMetric(c.covered, prometheus.GaugeValue, b(s.Node.Covered && s.Node.CoveredUntil > now && s.Node.Failures > 0))
+	ch <- prometheus.MustNewConstMetric(c.promises, prometheus.CounterValue, float64(s.Stats.PromisesGiven), "given")
+	ch <- prometheus.MustNewConstMetric(c.promises, prometheus.CounterValue, float64(s.Stats.PromisesRefused), "refused")
+	ch <- prometheus.MustNewConstMetric(c.promised, prometheus.GaugeValue, max(0, (s.Node.PromisedUntil-now).Seconds()))
+	ch <- prometheus.MustNewConstMetric(c.guardFed, prometheus.CounterValue, float64(s.Stats.GuardArmed))
+	ch <- prometheus.MustNewConstMetric(c.guardErrors, prometheus.CounterValue, float64(s.Stats.GuardErrors))
+	if st, ok := c.l.guardStatus(); ok {
+		ch <- prometheus.MustNewConstMetric(c.guardFired, prometheus.CounterValue, float64(st.Fired))
+		ch <- prometheus.MustNewConstMetric(c.guardArmed, prometheus.GaugeValue, b(st.Armed))
+	}
 }

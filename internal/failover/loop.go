@@ -473,6 +473,16 @@ func (l *Loop) now() time.Duration { return Now() }
 // Now reads the loop's clock (the guard's: CLOCK_BOOTTIME).
 func Now() time.Duration { return guard.Now() }
 
+// guardStatus asks the guard what it holds, when it can say.
+func (l *Loop) guardStatus() (guard.Status, bool) {
+	g, ok := l.cfg.Guard.(interface{ Status() (guard.Status, error) })
+	if !ok {
+		return guard.Status{}, false
+	}
+	st, err := g.Status()
+	return st, err == nil
+}
+
 // feedGuard tells the guard until when the local PostgreSQL may serve
 // (with half the safety margin on top, so the agent's own fence comes
 // first), or that it does not serve at all. It returns what the guard
