@@ -161,6 +161,7 @@ func (i *Instance) Follow(ctx context.Context, primary *Instance) (string, error
 			}
 		}
 	}
+	i.reapOrphans(ctx, 5*time.Second)
 	// A connection of ours that the primary has not noticed is gone yet
 	// would hold the slot.
 	if err := primary.releaseSlot(ctx, SlotName(i.Name)); err != nil {
@@ -181,10 +182,10 @@ func (i *Instance) Follow(ctx context.Context, primary *Instance) (string, error
 		if ctx.Err() != nil {
 			return "", err
 		}
-		why = "pg_rewind: " + err.Error()
+		why = err.Error()
 		var ce *CommandError
 		if errors.As(err, &ce) {
-			why = "pg_rewind: " + ce.LastLine()
+			why = ce.Complaint()
 		}
 	}
 	how := "rewind"

@@ -80,13 +80,16 @@ func (e *CommandError) Error() string {
 
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// LastLine is the program's last line of output (its final complaint).
-func (e *CommandError) LastLine() string {
-	out := strings.TrimSpace(e.Output)
-	if j := strings.LastIndexByte(out, '\n'); j >= 0 {
-		out = out[j+1:]
+// Complaint is the program's last line of output that reports an error
+// (else its last line): for people to read.
+func (e *CommandError) Complaint() string {
+	lines := strings.Split(strings.TrimSpace(e.Output), "\n")
+	for k := len(lines) - 1; k >= 0; k-- {
+		if strings.Contains(lines[k], "error:") || strings.Contains(lines[k], "FATAL:") {
+			return strings.TrimSpace(lines[k])
+		}
 	}
-	return out
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 func (i *Instance) run(ctx context.Context, prog string, args ...string) error {
@@ -247,7 +250,8 @@ func (i *Instance) Promote(ctx context.Context) error {
 }
 
 // Fence makes the instance stop accepting writes, harder with each level:
-// 0 a fast shutdown, 1 an immediate shutdown, 2 SIGKILL of the postmaster.
+// 0 a fast shutdown, 1 an immediate shutdown, 2 SIGKILL of the postmaster
+// and of every server process of its data directory.
 // It returns nil only once the server is proven down (no postmaster).
 func (i *Instance) Fence(ctx context.Context, level int) error {
 	var err error
@@ -259,6 +263,11 @@ func (i *Instance) Fence(ctx context.Context, level int) error {
 	default:
 		if pid, perr := i.postmasterPID(); perr == nil {
 			err = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// Its children too: a backend left behind could still answer the
+		// client it serves until it notices its postmaster is gone.
+		for _, pid := range i.serverProcesses() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		// The kernel needs a moment to take the process down.
 		deadline := time.Now().Add(5 * time.Second)
