@@ -291,3 +291,64 @@ func TestRejoinByRewind(t *testing.T) {
 		})
 	}
 }
+
+// RetainRewindWAL bounds slot retention, keeps its slot one checkpoint
+// behind the latest, drops a replica's leftover member slots, and creates
+// again a slot PostgreSQL invalidated for exceeding the bound.
+func TestRetainRewindWAL(t *testing.T) {
+	nodes := pgtest.DocumentedCluster(t, "n1", "n2")
+	p, r := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	restart := func(in *pg.Instance) string {
+		return query[string](t, in, "SELECT COALESCE(restart_lsn::text, '') FROM pg_replication_slots WHERE slot_name = $1", pg.RewindSlot)
+	}
+	redo := func(in *pg.Instance) string {
+		return query[string](t, in, "SELECT redo_lsn::text FROM pg_control_checkpoint()")
+	}
+	beats(t, p)
+	if got := query[string](t, p, "SHOW max_slot_wal_keep_size"); got != "1GB" {
+		t.Fatalf("max_slot_wal_keep_size %s, want the default bound 1GB", got)
+	}
+	first := restart(p)
+	mustExec(t, p, "CREATE TABLE t (id bigserial PRIMARY KEY, pad text)")
+	mustExec(t, p, "CHECKPOINT")
+	before := redo(p)
+	beats(t, p)
+	if got := restart(p); got != first {
+		t.Fatalf("advanced to %s after one checkpoint, want it kept at %s", got, first)
+	}
+	write(t, p, 1000)
+	mustExec(t, p, "CHECKPOINT")
+	beats(t, p)
+	if got := restart(p); got != before {
+		t.Fatalf("retention slot at %s, want the redo point of the checkpoint before the latest, %s", got, before)
+	}
+
+	// A replica drops member slots it kept from being a primary.
+	mustExec(t, r, fmt.Sprintf("SELECT pg_create_physical_replication_slot('%s', true)", pg.SlotName("n3")))
+	beats(t, r)
+	if n := query[int](t, r, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", pg.SlotName("n3")); n != 0 {
+		t.Fatal("the replica kept a member slot")
+	}
+	if n := query[int](t, r, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", pg.RewindSlot); n != 1 {
+		t.Fatal("the replica has no retention slot")
+	}
+
+	// Past the bound, PostgreSQL invalidates the slot; it is created again.
+	mustExec(t, p, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+	mustExec(t, p, "SELECT pg_reload_conf()")
+	mustExec(t, p, "CHECKPOINT")
+	beats(t, p)
+	write(t, p, 200000)
+	mustExec(t, p, "CHECKPOINT")
+	if st := query[string](t, p, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", pg.RewindSlot); st != "lost" {
+		t.Fatalf("retention slot %s past the bound, want lost", st)
+	}
+	if err := p.RetainRewindWAL(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := query[string](t, p, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", pg.RewindSlot); st == "lost" {
+		t.Fatal("the invalidated slot was kept")
+	}
+}
