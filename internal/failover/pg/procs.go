@@ -40,18 +40,31 @@ func (i *Instance) serverProcesses() []int {
 	return pids
 }
 
+// postmasterUnreaped: the killed postmaster of postmaster.pid is still a
+// process, if only a zombie its new parent has not reaped yet. PostgreSQL
+// takes any process with that id for a running postmaster and refuses to
+// start on the data directory.
+func (i *Instance) postmasterUnreaped() bool {
+	pid, err := i.postmasterPID()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(filepath.Join("/proc", strconv.Itoa(pid)))
+	return err == nil
+}
+
 // reapOrphans waits until no server process of the stopped data directory
 // is left: the children of a killed postmaster notice its death and exit
 // by themselves, and while they live they hold its shared memory (crash
 // recovery, which pg_rewind runs, refuses to start). After wait they are
-// killed.
+// killed. It also waits for the dead postmaster to be reaped.
 func (i *Instance) reapOrphans(ctx context.Context, wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		pids := i.serverProcesses()
-		if len(pids) == 0 {
+		if len(pids) == 0 && !i.postmasterUnreaped() {
 			return
 		}
 		if time.Now().After(deadline) {
