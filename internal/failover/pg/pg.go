@@ -37,6 +37,13 @@ type Instance struct {
 	OSUser string
 	// Superuser connects for SQL.
 	Superuser string
+	// MaxSlotWALKeep (bytes) bounds the WAL replication slots may retain:
+	// RetainRewindWAL sets max_slot_wal_keep_size to it when the server
+	// leaves it unbounded (-1). 0: DefaultMaxSlotWALKeep.
+	MaxSlotWALKeep int64
+
+	// retain: the checkpoints RetainRewindWAL has seen.
+	retain retention
 }
 
 // Role is what the instance is right now.
@@ -58,6 +65,33 @@ func (i *Instance) command(ctx context.Context, prog string, args ...string) *ex
 	return exec.CommandContext(ctx, path, args...)
 }
 
+// CommandError is a PostgreSQL program that failed: its exit and the tail
+// of what it printed (for people to read, never to decide on).
+type CommandError struct {
+	Prog   string
+	Args   []string
+	Err    error
+	Output string // the last 800 bytes
+}
+
+func (e *CommandError) Error() string {
+	return fmt.Sprintf("%s %s: %v: %s", e.Prog, strings.Join(e.Args, " "), e.Err, e.Output)
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// Complaint is the program's last line of output that reports an error
+// (else its last line): for people to read.
+func (e *CommandError) Complaint() string {
+	lines := strings.Split(strings.TrimSpace(e.Output), "\n")
+	for k := len(lines) - 1; k >= 0; k-- {
+		if strings.Contains(lines[k], "error:") || strings.Contains(lines[k], "FATAL:") {
+			return strings.TrimSpace(lines[k])
+		}
+	}
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
 func (i *Instance) run(ctx context.Context, prog string, args ...string) error {
 	cmd := i.command(ctx, prog, args...)
 	var out bytes.Buffer
@@ -67,7 +101,7 @@ func (i *Instance) run(ctx context.Context, prog string, args ...string) error {
 		if len(msg) > 800 {
 			msg = msg[len(msg)-800:]
 		}
-		return fmt.Errorf("%s %s: %w: %s", prog, strings.Join(args, " "), err, msg)
+		return &CommandError{Prog: prog, Args: args, Err: err, Output: msg}
 	}
 	return nil
 }
@@ -169,12 +203,14 @@ type Observation struct {
 	// standby it is configured to wait for.
 	Standbys []Standby
 	Sync     string
-	// Streaming (replica): its WAL receiver streams from the primary.
+	// Streaming (replica only): its WAL receiver is streaming from a
+	// primary. A replica that is not is not following anyone right now.
 	Streaming bool
 }
 
 // Observe reads, over one connection, the WAL position and, on a primary,
-// its standbys and synchronous standby setting. Only a failure to read the
+// its standbys and synchronous standby setting (on a replica: whether it
+// streams). Only a failure to read the
 // position is an error.
 func (i *Instance) Observe(ctx context.Context) (Observation, error) {
 	c, err := i.connect(ctx)
@@ -183,8 +219,13 @@ func (i *Instance) Observe(ctx context.Context) (Observation, error) {
 	}
 	defer c.Close(context.Background())
 	var o Observation
-	if o.Position, err = walPosition(ctx, c); err != nil || o.Replica {
+	if o.Position, err = walPosition(ctx, c); err != nil {
 		return o, err
+	}
+	if o.Replica {
+		// Informative too: an unread status says not streaming.
+		_ = c.QueryRow(ctx, "SELECT COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)").Scan(&o.Streaming)
+		return o, nil
 	}
 	// Health is the position; these two only inform (unread: empty).
 	o.Standbys, _ = standbys(ctx, c)
@@ -209,7 +250,8 @@ func (i *Instance) Promote(ctx context.Context) error {
 }
 
 // Fence makes the instance stop accepting writes, harder with each level:
-// 0 a fast shutdown, 1 an immediate shutdown, 2 SIGKILL of the postmaster.
+// 0 a fast shutdown, 1 an immediate shutdown, 2 SIGKILL of the postmaster
+// and of every server process of its data directory.
 // It returns nil only once the server is proven down (no postmaster).
 func (i *Instance) Fence(ctx context.Context, level int) error {
 	var err error
@@ -221,6 +263,11 @@ func (i *Instance) Fence(ctx context.Context, level int) error {
 	default:
 		if pid, perr := i.postmasterPID(); perr == nil {
 			err = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// Its children too: a backend left behind could still answer the
+		// client it serves until it notices its postmaster is gone.
+		for _, pid := range i.serverProcesses() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		// The kernel needs a moment to take the process down.
 		deadline := time.Now().Add(5 * time.Second)
@@ -338,87 +385,6 @@ func standbys(ctx context.Context, c *pgx.Conn) ([]Standby, error) {
 		s.Flushed = uint64(flushed)
 		return s, err
 	})
-}
-
-// Follow makes this (stopped or fenced) instance a replica of primary: it
-// rewinds it with pg_rewind, or takes a fresh base backup when rewinding is
-// impossible, writes the standby settings and starts it. It returns how it
-// got there: "rewind" or "basebackup".
-func (i *Instance) Follow(ctx context.Context, primary *Instance) (string, error) {
-	if i.following(ctx, primary) {
-		return "already following", nil
-	}
-	if running, _ := i.Running(); running {
-		if err := i.Fence(ctx, 0); err != nil {
-			if err := i.Fence(ctx, 1); err != nil {
-				return "", err
-			}
-		}
-	}
-	how := "rewind"
-	src := primary.ConnString("postgres")
-	// A just-promoted primary records its new timeline in its control file
-	// only at its next checkpoint; without one pg_rewind sees one timeline
-	// and declares that nothing needs rewinding.
-	if err := primary.Checkpoint(ctx); err != nil {
-		return "", fmt.Errorf("checkpoint on the new primary: %w", err)
-	}
-	if err := i.run(ctx, "pg_rewind", "--target-pgdata", i.DataDir, "--source-server", src, "--write-recovery-conf"); err != nil {
-		how = "basebackup"
-		if err := i.rebuild(ctx, primary); err != nil {
-			return "", fmt.Errorf("pg_rewind failed and so did a base backup: %w", err)
-		}
-	}
-	if err := i.ConfigureStandby(primary); err != nil {
-		return "", err
-	}
-	return how, i.Start(ctx)
-}
-
-func (i *Instance) rebuild(ctx context.Context, primary *Instance) error {
-	tmp := i.DataDir + ".rebuild"
-	_ = os.RemoveAll(tmp)
-	if err := i.run(ctx, "pg_basebackup", "-D", tmp, "-d", primary.ConnString("postgres"), "-X", "stream", "-c", "fast"); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(i.DataDir); err != nil {
-		return err
-	}
-	return os.Rename(tmp, i.DataDir)
-}
-
-// following reports whether the instance already runs as a standby of
-// primary (then following it again must not restart it).
-func (i *Instance) following(ctx context.Context, primary *Instance) bool {
-	if role, err := i.Role(ctx); err != nil || role != RoleReplica {
-		return false
-	}
-	auto, err := os.ReadFile(filepath.Join(i.DataDir, "postgresql.auto.conf"))
-	if err != nil {
-		return false
-	}
-	want := fmt.Sprintf("host=%s port=%d ", primary.SocketDir, primary.Port)
-	return strings.Contains(string(auto), want)
-}
-
-// ConfigureStandby points the instance at primary, under its own
-// application_name, and marks it a standby.
-func (i *Instance) ConfigureStandby(primary *Instance) error {
-	conninfo := fmt.Sprintf("host=%s port=%d user=%s application_name=%s", primary.SocketDir, primary.Port, primary.Superuser, i.Name)
-	auto := filepath.Join(i.DataDir, "postgresql.auto.conf")
-	old, _ := os.ReadFile(auto)
-	var keep []string
-	for _, line := range strings.Split(string(old), "\n") {
-		if strings.HasPrefix(line, "primary_conninfo") || strings.HasPrefix(line, "synchronous_standby_names") || line == "" {
-			continue
-		}
-		keep = append(keep, line)
-	}
-	keep = append(keep, "primary_conninfo = "+quoteLiteral(conninfo), "synchronous_standby_names = ''")
-	if err := i.writeAsOwner(auto, []byte(strings.Join(keep, "\n")+"\n")); err != nil {
-		return err
-	}
-	return i.writeAsOwner(filepath.Join(i.DataDir, "standby.signal"), nil)
 }
 
 // writeAsOwner writes a file in the data directory owned by the OS user.

@@ -43,8 +43,30 @@ func freePort(t testing.TB) int {
 }
 
 // Cluster starts names[0] as a primary and the others as its streaming
-// replicas; everything is stopped and removed at cleanup.
+// replicas, laid out as the failover agent keeps them: DocumentedCluster,
+// then every replica renamed by Follow (it streams under its node name
+// through its slot). Everything is stopped and removed at cleanup.
 func Cluster(t testing.TB, names ...string) []*pg.Instance {
+	t.Helper()
+	out := DocumentedCluster(t, names...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, in := range out[1:] {
+		if how, err := in.Follow(ctx, out[0]); err != nil || how != "renamed" {
+			t.Fatalf("%s follows %s: %q %v", in.Name, out[0].Name, how, err)
+		}
+	}
+	return out
+}
+
+// DocumentedCluster builds the cluster exactly as docs/failover.md ("Setting
+// it up") says, adapted only in ports and paths: initdb --data-checksums
+// and PostgreSQL 15's defaults on names[0], started; every other node a
+// `pg_basebackup -R` of it (streaming as "walreceiver", no slot), started.
+// Nothing else: no wal_keep_size, no slots. Each instance listens on its
+// own Unix socket and port (given at start, as the agent does) and no TCP
+// address. Everything is stopped and removed at cleanup.
+func DocumentedCluster(t testing.TB, names ...string) []*pg.Instance {
 	t.Helper()
 	Setup(t)
 	base, err := os.MkdirTemp("", "harmony-pg-")
@@ -76,12 +98,10 @@ func Cluster(t testing.TB, names ...string) []*pg.Instance {
 	for k, name := range names {
 		dir := filepath.Join(base, name)
 		sock := filepath.Join(base, name+"-sock")
-		for _, d := range []string{sock} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			_ = os.Chown(d, uid, gid)
+		if err := os.MkdirAll(sock, 0o755); err != nil {
+			t.Fatal(err)
 		}
+		_ = os.Chown(sock, uid, gid)
 		in := &pg.Instance{Name: name, BinDir: BinDir, DataDir: dir, Port: freePort(t), SocketDir: sock, OSUser: "postgres", Superuser: "postgres"}
 		out = append(out, in)
 		if k == 0 {
@@ -101,26 +121,18 @@ func runAs(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// initPrimary: `initdb --data-checksums`, listen on no TCP address (the
+// tests' adaptation of listen_addresses), start.
 func initPrimary(t testing.TB, ctx context.Context, in *pg.Instance) {
 	t.Helper()
-	if err := runAs(ctx, filepath.Join(BinDir, "initdb"), "-D", in.DataDir, "-U", "postgres", "--auth=trust", "--data-checksums", "-E", "UTF8", "--no-instructions"); err != nil {
+	if err := runAs(ctx, filepath.Join(BinDir, "initdb"), "-D", in.DataDir, "--data-checksums", "--no-instructions"); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`
-listen_addresses = ''
-unix_socket_directories = '%s'
-wal_level = replica
-max_wal_senders = 10
-wal_log_hints = on
-hot_standby = on
-synchronous_commit = on
-wal_keep_size = '256MB'
-`, in.SocketDir)
 	f, err := os.OpenFile(filepath.Join(in.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString(conf); err != nil {
+	if _, err := f.WriteString("\nlisten_addresses = ''\n"); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -129,19 +141,11 @@ wal_keep_size = '256MB'
 	}
 }
 
+// basebackup: `pg_basebackup -R -c fast` from the primary, start.
 func basebackup(t testing.TB, ctx context.Context, in, primary *pg.Instance) {
 	t.Helper()
-	if err := runAs(ctx, filepath.Join(BinDir, "pg_basebackup"), "-D", in.DataDir, "-d", primary.ConnString("postgres"), "-X", "stream", "-c", "fast"); err != nil {
-		t.Fatal(err)
-	}
-	// The copy carries the primary's socket directory; give it its own.
-	f, err := os.OpenFile(filepath.Join(in.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "\nunix_socket_directories = '%s'\n", in.SocketDir)
-	f.Close()
-	if err := in.ConfigureStandby(primary); err != nil {
+	src := fmt.Sprintf("host=%s port=%d user=%s", primary.SocketDir, primary.Port, primary.Superuser)
+	if err := runAs(ctx, filepath.Join(BinDir, "pg_basebackup"), "-d", src, "-D", in.DataDir, "-R", "-c", "fast"); err != nil {
 		t.Fatal(err)
 	}
 	if err := in.Start(ctx); err != nil {
