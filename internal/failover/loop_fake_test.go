@@ -30,11 +30,13 @@ type fakePG struct {
 
 var errHung = errors.New("fake PostgreSQL: hung")
 
-func (f *fakePG) call(ctx context.Context) (func(), error) {
+func (f *fakePG) call(ctx context.Context) (func(), error) { return f.enter(ctx, true) }
+
+func (f *fakePG) enter(ctx context.Context, mayHang bool) (func(), error) {
 	f.mu.Lock()
 	f.inFlight++
 	f.max = max(f.max, f.inFlight)
-	hang := f.hang
+	hang := f.hang && mayHang
 	f.mu.Unlock()
 	done := func() {
 		f.mu.Lock()
@@ -79,7 +81,7 @@ func (f *fakePG) WALPosition(ctx context.Context) (pg.Position, error) {
 func (f *fakePG) Standbys(ctx context.Context) ([]pg.Standby, error) { return nil, nil }
 
 func (f *fakePG) Fence(ctx context.Context, level int) error {
-	done, _ := f.call(context.Background()) // a fence never hangs here
+	done, _ := f.enter(ctx, false) // a fence never hangs here
 	defer done()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -161,10 +163,44 @@ func TestLoopOneActionAtATime(t *testing.T) {
 	f.mu.Unlock()
 	retry.Until(t, 30*time.Second, status(failover.StatusPrimary))
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.fences == 0 || !f.writable {
 		t.Fatalf("fences %d, writable %v: the hang neither fenced nor was recovered from", f.fences, f.writable)
 	}
+	fences := f.fences
+	// A decision that replaces an action in flight: while a beat hangs
+	// in PostgreSQL, cluster-state names another primary; the fence must
+	// wait for the cancelled beat to return.
+	f.hang = true
+	f.mu.Unlock()
+	e, err := kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, _, err := failover.DecodeState(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.inFlight == 0 {
+			return errors.New("no call in flight yet")
+		}
+		return nil
+	})
+	if _, err := kv.Update(ctx, failover.KeyClusterState, failover.EncodeState(failover.ClusterState{Primary: "n2", Epoch: cs.Epoch + 1}, "test"), e.Revision); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.fences == fences {
+			return errors.New("not fenced after another primary was named")
+		}
+		return nil
+	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.max != 1 {
 		t.Fatalf("%d calls into PostgreSQL ran at once: actions overlapped", f.max)
 	}
