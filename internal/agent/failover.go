@@ -25,7 +25,8 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 	log := a.log.With("component", "failover", "cluster", f.Cluster, "node", f.Node)
 	t := f.Timings()
 	in := &pg.Instance{Name: f.Node, BinDir: f.Postgres.BinDir, DataDir: f.Postgres.DataDir, Port: f.Postgres.Port,
-		SocketDir: f.Postgres.SocketDir, OSUser: f.Postgres.OSUser, Superuser: f.Postgres.Superuser}
+		SocketDir: f.Postgres.SocketDir, OSUser: f.Postgres.OSUser, Superuser: f.Postgres.Superuser,
+		MaxSlotWALKeep: f.Postgres.MaxSlotWALKeepSize}
 	strategy := failover.Strategy(f.Strategy)
 
 	// A node whose PostgreSQL is a primary when the agent starts names

@@ -71,6 +71,10 @@ type FailoverPostgres struct {
 	// OSUser runs PostgreSQL's programs when the agent runs as root.
 	OSUser    string `json:"os_user"`
 	Superuser string `json:"superuser"`
+	// MaxSlotWALKeepSize (bytes) bounds the WAL the agent's replication
+	// slots may hold back (PostgreSQL's max_slot_wal_keep_size, set when
+	// it is unset); 0: 1 GiB.
+	MaxSlotWALKeepSize int64 `json:"max_slot_wal_keep_size"`
 }
 
 // DefaultFailover returns the section's defaults (cluster and data dir have
@@ -167,6 +171,9 @@ func (f *Failover) validate(bad func(key, format string, args ...any)) {
 	}
 	if p.Port < 1 || p.Port > 65535 {
 		bad("failover.postgres.port", "%d: must be 1 to 65535", p.Port)
+	}
+	if p.MaxSlotWALKeepSize < 0 {
+		bad("failover.postgres.max_slot_wal_keep_size", "%d: must not be negative (0: 1 GiB)", p.MaxSlotWALKeepSize)
 	}
 	if p.Superuser == "" {
 		bad("failover.postgres.superuser", "must be set")

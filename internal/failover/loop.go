@@ -361,7 +361,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		start.Writable = true
 	}
 
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); l.retainRewindWAL(ctx) }()
 	go func() { defer wg.Done(); l.watch(ctx, KeyClusterState) }()
 	go func() { defer wg.Done(); l.watch(ctx, HeartbeatPrefix+"*") }()
 	go func() { defer wg.Done(); l.watch(ctx, KeySwitchover) }()
@@ -518,6 +519,40 @@ func (l *Loop) feedGuard(n Node, told time.Duration) time.Duration {
 		return -1 // tell it again at the next decision
 	}
 	return until
+}
+
+// retainRewindWAL keeps, about once a second, the WAL a rejoin by
+// pg_rewind needs (pg.Instance.RetainRewindWAL: a local slot trailing one
+// checkpoint behind), on whatever node's PostgreSQL runs, off the beat's
+// path. Failures only cost a later rejoin a base backup: logged once.
+func (l *Loop) retainRewindWAL(ctx context.Context) {
+	r, ok := l.cfg.PG.(interface{ RetainRewindWAL(context.Context) error })
+	if !ok {
+		return
+	}
+	tick := time.NewTicker(4 * l.cfg.Timings.HeartbeatInterval)
+	defer tick.Stop()
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if s := l.Node().Status; s == StatusStarting || s == StatusFenced || s == StatusFencing {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := r.RetainRewindWAL(rctx)
+		cancel()
+		switch {
+		case err != nil && err.Error() != last && ctx.Err() == nil:
+			l.log.Warn("cannot keep the WAL a rewind needs; a rejoin may need a base backup", "err", err)
+			last = err.Error()
+		case err == nil:
+			last = ""
+		}
+	}
 }
 
 // watch follows keys of the bucket, restarting the watch when it ends.
