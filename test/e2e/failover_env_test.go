@@ -604,9 +604,11 @@ func (w *writer) checkNoneLost(t testing.TB, primary *pg.Instance) int {
 	return len(w.snapshot())
 }
 
-// missingOn counts acknowledged writes that are not on primary.
+// missingOn counts acknowledged writes that are not on primary: those
+// acknowledged before it reads the table (the writer may still run).
 func (w *writer) missingOn(t testing.TB, primary *pg.Instance) int {
 	t.Helper()
+	acked := w.snapshot()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, primary.ConnString("postgres"))
@@ -627,7 +629,7 @@ func (w *writer) missingOn(t testing.TB, primary *pg.Instance) int {
 		have[id] = true
 	}
 	lost := 0
-	for _, a := range w.snapshot() {
+	for _, a := range acked {
 		if !have[a.id] {
 			lost++
 		}

@@ -76,12 +76,14 @@ func BenchmarkFailsafeWriteGap(b *testing.B) {
 				if err := c.server.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 					t.Fatal(err)
 				}
-				retry.Holds(t, 10*time.Second, func() error {
+				stopped := func() error {
 					if s := procState(c.server.cmd.Process.Pid); s != "T" {
 						return fmt.Errorf("the server's state is %q, not stopped", s)
 					}
 					return nil
-				})
+				}
+				retry.Until(t, 5*time.Second, stopped) // the signal takes effect
+				retry.Holds(t, 10*time.Second, stopped)
 				return cont
 			}, cont)
 		}
