@@ -209,7 +209,10 @@ func (c *haCluster) coordinationStreams() []string {
 // failover cluster's bucket) is SIGKILLed while deployments are being
 // applied and a failover cluster is running with a healthy primary: no
 // acknowledged apply or write is lost, the fleet converges, and the failover
-// cluster does not fail over (same primary, same epoch).
+// cluster does not fail over (same primary, same epoch). Through the
+// election the primary keeps serving on its standby's promises (the
+// failsafe): its PostgreSQL never stops and it acknowledges writes while
+// the streams have no leader.
 func TestClusterLeaderKillIsNotAFailover(t *testing.T) {
 	mc := newMeshCluster(t)
 	startClusterAgent(t, "c1", mc.urls())
@@ -227,25 +230,35 @@ func TestClusterLeaderKillIsNotAFailover(t *testing.T) {
 	c.waitPrimary("n1", true, time.Minute)
 	a := startApplier(t, mc)
 	a.waitMore(t, 5)
+	pm := c.node("n1").postmaster()
 
 	fault := time.Now()
 	mc.kill(2)
 	a.waitMore(t, 10)
+	// The applies resumed: the fleet streams have elected their leaders.
+	elected := time.Now()
 	w.waitAck(t, "n1", time.Now(), time.Minute)
 	a.halt()
-	cs, err := c.state()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The failover bucket's stream may still be electing its leader (the
+	// primary, serving on the failsafe, does not wait for it).
+	cs := c.waitState(time.Minute)
 	if cs.Primary != "n1" || cs.Epoch != 1 {
 		t.Fatalf("a stream-leader kill caused a failover: primary %s epoch %d", cs.Primary, cs.Epoch)
+	}
+	if got := c.node("n1").postmaster(); got != pm {
+		t.Fatalf("n1's postmaster is %d, was %d before the kill: PostgreSQL stopped (fenced) during the election", got, pm)
+	}
+	electionGap, electionAcks := w.gapBetween("n1", fault, elected)
+	if electionAcks == 0 {
+		t.Fatalf("n1 acknowledged no write in the %s from the kill to the applies resuming", elected.Sub(fault).Round(time.Millisecond))
 	}
 	gen := a.checkKept(t, mc, mc.members[0])
 	waitGeneration(t, mc.members[1].http, gen, 2)
 	w.halt()
 	total := w.checkNoneLost(t, c.node("n1").pg)
-	t.Logf("leader kill: %d applies acknowledged (longest gap %s), generation %d; %d writes acknowledged, none lost; n1 write gap %s",
-		a.acked, a.longest.Round(time.Millisecond), gen, total, w.longestGap("n1", fault).Round(time.Millisecond))
+	t.Logf("leader kill: %d applies acknowledged (longest gap %s), generation %d; %d writes acknowledged, none lost; n1 write gap %s (%d writes acknowledged in the %s from the kill to the applies resuming, longest gap there %s)",
+		a.acked, a.longest.Round(time.Millisecond), gen, total, w.longestGap("n1", fault).Round(time.Millisecond),
+		electionAcks, elected.Sub(fault).Round(time.Millisecond), electionGap.Round(time.Millisecond))
 
 	// The killed member comes back and catches up.
 	mc.start(2)
@@ -299,6 +312,14 @@ func directURLs(mc *meshCluster, members ...int) []string {
 // the primary, whose only link is to s3, fences; the replica (linked to s1
 // and s2) promotes; nothing acknowledged is lost. After the heal the old
 // primary rejoins as a replica.
+//
+// The partition puts the primary on the minority side with s3, so it also
+// loses its failsafe link to the replica (its path to n2's listener is cut
+// with the rest): were that link left up, the replica would keep promising
+// and the primary keep serving, which TestHAPrimaryCutFromStoreOnlyKeepsServing
+// covers; this test is about the minority side giving the role up.
+// PostgreSQL replication is not cut (as in the single-server partition
+// test), so the promoted replica has every acknowledged write.
 func TestClusterMinorityPartition(t *testing.T) {
 	mc := newMeshCluster(t)
 	// The fleet agent starts on s3: the two other paths refuse for now.
@@ -324,6 +345,7 @@ func TestClusterMinorityPartition(t *testing.T) {
 
 	fault := time.Now()
 	mc.partition(2)
+	c.node("n1").cutPeers()
 	first := w.waitAck(t, "n2", fault, time.Minute)
 	t.Logf("partition of s3 to first acknowledged write on n2: %s", first.acked.Sub(fault).Round(time.Millisecond))
 	cs := c.waitPrimary("n2", false, 30*time.Second)
@@ -341,6 +363,7 @@ func TestClusterMinorityPartition(t *testing.T) {
 	}
 
 	mc.heal()
+	c.node("n1").healPeers()
 	waitEndpoint(t, c.node("n1"), "/replica", time.Minute)
 	c.waitPrimary("n2", true, time.Minute)
 	mc.waitCurrent(mc.js(0, 1), c.coordinationStreams()...)

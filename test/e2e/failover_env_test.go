@@ -68,16 +68,20 @@ func (c *haCluster) startServer() {
 }
 
 type haNode struct {
-	c      *haCluster
-	name   string
-	pg     *pg.Instance
-	proxy  *netproxy.Proxy // the node's own path to NATS (single-server harness)
-	urls   []string        // NATS URLs the agent is given
-	http   string
-	peer   string // the failsafe listener (one port per node on one machine)
-	config string
-	log    string
-	nkey   string // the node's enrolled identity (nats_nkey), if any
+	c     *haCluster
+	name  string
+	pg    *pg.Instance
+	proxy *netproxy.Proxy // the node's own path to NATS (single-server harness)
+	urls  []string        // NATS URLs the agent is given
+	http  string
+	peer  string // the failsafe listener (one port per node on one machine)
+	// peerProxy is the only way the other members reach peer (the agent
+	// advertises it): cutting it leaves nobody able to reach this node's
+	// failsafe listener.
+	peerProxy *netproxy.Proxy
+	config    string
+	log       string
+	nkey      string // the node's enrolled identity (nats_nkey), if any
 	// wrap prefixes the agent's command line (e.g. unshare into a time
 	// namespace).
 	wrap []string
@@ -157,6 +161,7 @@ func (c *haCluster) startNodes(names []string, link func(*haNode)) *haCluster {
 	for i, n := range names {
 		node := &haNode{c: c, name: n, pg: instances[i],
 			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), peer: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(c.dir, n+".log")}
+		node.peerProxy = netproxy.Start(t, node.peer)
 		link(node)
 		node.writeConfig()
 		c.nodes = append(c.nodes, node)
@@ -211,7 +216,9 @@ func (n *haNode) writeConfig() {
 			"strategy": string(n.c.strategy),
 			"http":     n.http,
 			"peer":     n.peer,
-			"replicas": max(n.c.replicas, 1),
+			// The others reach the failsafe listener through its proxy.
+			"peer_advertise": n.peerProxy.Addr(),
+			"replicas":       max(n.c.replicas, 1),
 			"postgres": map[string]any{
 				"bin_dir": n.pg.BinDir, "data_dir": n.pg.DataDir, "port": n.pg.Port, "socket_dir": n.pg.SocketDir,
 				"os_user": n.pg.OSUser, "superuser": n.pg.Superuser,
@@ -448,11 +455,20 @@ func (c *haCluster) createTable(primary string) {
 }
 
 func (c *haCluster) startWriter() *writer {
+	var names []string
+	for _, n := range c.nodes {
+		names = append(names, n.name)
+	}
+	return c.startWriterOn(names...)
+}
+
+// startWriterOn is startWriter writing to the named nodes only.
+func (c *haCluster) startWriterOn(names ...string) *writer {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &writer{cancel: cancel}
-	for _, n := range c.nodes {
+	for _, name := range names {
 		w.wg.Add(1)
-		go w.run(ctx, n.name, n.pg.ConnString("postgres"))
+		go w.run(ctx, name, c.node(name).pg.ConnString("postgres"))
 	}
 	c.t.Cleanup(w.halt)
 	return w
@@ -508,6 +524,16 @@ func (c *haCluster) startWriting(primary string) *writer {
 	c.t.Helper()
 	c.createTable(primary)
 	w := c.startWriter()
+	w.waitAck(c.t, primary, time.Now(), 10*time.Second)
+	return w
+}
+
+// startWritingOn is startWriting with a writer on primary alone,
+// committing back to back.
+func (c *haCluster) startWritingOn(primary string) *writer {
+	c.t.Helper()
+	c.createTable(primary)
+	w := c.startWriterOn(primary)
 	w.waitAck(c.t, primary, time.Now(), 10*time.Second)
 	return w
 }
@@ -578,9 +604,11 @@ func (w *writer) checkNoneLost(t testing.TB, primary *pg.Instance) int {
 	return len(w.snapshot())
 }
 
-// missingOn counts acknowledged writes that are not on primary.
+// missingOn counts acknowledged writes that are not on primary: those
+// acknowledged before it reads the table (the writer may still run).
 func (w *writer) missingOn(t testing.TB, primary *pg.Instance) int {
 	t.Helper()
+	acked := w.snapshot()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, primary.ConnString("postgres"))
@@ -601,7 +629,7 @@ func (w *writer) missingOn(t testing.TB, primary *pg.Instance) int {
 		have[id] = true
 	}
 	lost := 0
-	for _, a := range w.snapshot() {
+	for _, a := range acked {
 		if !have[a.id] {
 			lost++
 		}
@@ -625,6 +653,84 @@ func (w *writer) longestGap(node string, since time.Time) time.Duration {
 	return longest
 }
 
+// gapBetween is the longest time within [from, to] during which node
+// acknowledged no write (from from to its first acknowledgement, between
+// two, and from its last one to to); acks counts its acknowledgements in
+// the window.
+func (w *writer) gapBetween(node string, from, to time.Time) (longest time.Duration, acks int) {
+	prev := from
+	for _, a := range w.snapshot() {
+		if a.node != node || a.acked.Before(from) || a.acked.After(to) {
+			continue
+		}
+		acks++
+		longest = max(longest, a.acked.Sub(prev))
+		prev = a.acked
+	}
+	return max(longest, to.Sub(prev)), acks
+}
+
+// lastAck is when node last acknowledged a write (zero: never).
+func (w *writer) lastAck(node string) time.Time {
+	var last time.Time
+	for _, a := range w.snapshot() {
+		if a.node == node && a.acked.After(last) {
+			last = a.acked
+		}
+	}
+	return last
+}
+
+// postmaster is the PID of the node's running postmaster (0: none). A
+// fence stops PostgreSQL, so the same PID before and after an episode
+// proves PostgreSQL ran throughout.
+func (n *haNode) postmaster() int {
+	if running, _ := n.pg.Running(); !running {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(n.pg.DataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, _ := strconv.Atoi(strings.TrimSpace(first))
+	return pid
+}
+
+// holdServing holds for d that primary keeps serving: its postmaster is
+// still pm (PostgreSQL never stopped), it acknowledged a write within the
+// last five seconds, and no other node acknowledged any.
+func (c *haCluster) holdServing(t testing.TB, w *writer, primary string, pm int, d time.Duration) {
+	t.Helper()
+	n := c.node(primary)
+	retry.Holds(t, d, func() error {
+		if got := n.postmaster(); got != pm {
+			return fmt.Errorf("%s's postmaster is %d, was %d: PostgreSQL stopped", primary, got, pm)
+		}
+		if since := time.Since(w.lastAck(primary)); since > 5*time.Second {
+			return fmt.Errorf("%s acknowledged no write for %s", primary, since.Round(time.Millisecond))
+		}
+		for _, o := range c.nodes {
+			if o.name != primary && !w.lastAck(o.name).IsZero() {
+				return fmt.Errorf("%s acknowledged a write: it was never primary", o.name)
+			}
+		}
+		return nil
+	})
+}
+
+// waitState waits until the store answers and returns cluster-state.
+func (c *haCluster) waitState(within time.Duration) failover.ClusterState {
+	c.t.Helper()
+	var cs failover.ClusterState
+	retry.Until(c.t, within, func() error {
+		var err error
+		cs, err = c.state()
+		return err
+	})
+	return cs
+}
+
 // cutMesh blackholes every path of the node to NATS.
 func (n *haNode) cutMesh() {
 	if n.proxy != nil {
@@ -633,4 +739,29 @@ func (n *haNode) cutMesh() {
 	for _, p := range n.c.paths[n.name] {
 		p.Cut()
 	}
+}
+
+// cutPeers blackholes the failsafe links of the node, both ways: its own
+// listener's proxy and every other member's (each listener has one proxy
+// for all its callers, so in a cluster of more than two the others lose
+// their links to each other too). PostgreSQL replication is not touched.
+func (n *haNode) cutPeers() {
+	for _, o := range n.c.nodes {
+		o.peerProxy.Cut()
+	}
+}
+
+// healPeers undoes cutPeers.
+func (n *haNode) healPeers() {
+	for _, o := range n.c.nodes {
+		o.peerProxy.Heal()
+	}
+}
+
+// isolate cuts the node off from the store and from its peers' failsafe
+// listeners: a primary so cut off can get neither a confirmation nor a
+// promise, so it fences (AbsoluteConsistency).
+func (n *haNode) isolate() {
+	n.cutMesh()
+	n.cutPeers()
 }
