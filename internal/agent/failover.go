@@ -16,10 +16,11 @@ import (
 	"github.com/harmony-fleet/harmony/internal/store"
 )
 
-// runFailover runs the PostgreSQL high-availability role: it opens (or
-// creates) the cluster's bucket, names the local PostgreSQL the first
-// primary of a cluster that has no state yet when it is a primary, then
-// runs the failover loop and its HTTP endpoints until ctx ends.
+// runFailover runs the PostgreSQL high-availability role: the failover
+// loop (which opens or creates the cluster's bucket and names the local
+// PostgreSQL the first primary of a cluster that has no state yet when it
+// is a primary), its failsafe listener, guard and HTTP endpoints, until
+// ctx ends.
 func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 	f := a.cfg.Failover
 	log := a.log.With("component", "failover", "cluster", f.Cluster, "node", f.Node)
@@ -31,69 +32,27 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 
 	// A node whose PostgreSQL is a primary when the agent starts names
 	// itself the first primary of a cluster that has no state yet. The role
-	// is read before anything else: the fence below stops that PostgreSQL.
+	// is read before anything else: the loop may fence that PostgreSQL.
 	startedPrimary := false
 	if role, err := in.Role(ctx); err == nil && role == pg.RolePrimary {
 		startedPrimary = true
 	}
-	var kv store.KV
-	fenced := false
-	err := a.retry.retryForever(ctx, log, "open the failover bucket", func() error {
-		octx, cancel := context.WithTimeout(ctx, 2*t.HeartbeatTimeout)
-		defer cancel()
-		var err error
+	open := func(ctx context.Context) (store.KV, error) {
 		if a.cfg.NATSNkey != "" {
 			// A device identity may use its cluster's bucket but not
 			// create it: the server does when it grants the identity.
-			kv, err = st.Open(octx, failover.BucketName(f.Cluster))
-		} else {
-			kv, err = failover.EnsureBucket(octx, st, f.Cluster, f.Replicas)
+			return st.Open(ctx, failover.BucketName(f.Cluster))
 		}
-		if err != nil && !fenced && strategy == failover.AbsoluteConsistency {
-			// Without the store this node cannot prove it still owns the
-			// cluster: a serving PostgreSQL is fenced until it can.
-			if role, rerr := in.Role(ctx); rerr == nil && role == pg.RolePrimary {
-				startedPrimary = true // (PostgreSQL may have been starting at the first look)
-				log.Warn("store unreachable at start: fencing the local primary until cluster-state confirms it", "err", err)
-				for level := 0; level <= 2; level++ {
-					if ferr := in.Fence(ctx, level); ferr == nil {
-						break
-					}
-				}
-			}
-			fenced = true
-		}
-		return err
-	})
-	if err != nil {
-		return nil // ctx ended
+		return failover.EnsureBucket(ctx, st, f.Cluster, f.Replicas)
 	}
-	if !startedPrimary {
-		if role, err := in.Role(ctx); err == nil && role == pg.RolePrimary {
-			startedPrimary = true
-		}
-	}
-	if startedPrimary {
-		// Retried until cluster-state exists: were this left to one try, a
-		// store still electing its leaders would leave a new cluster with
-		// no primary at all (and this one fenced).
-		err := a.retry.retryForever(ctx, log, "bootstrap cluster-state", func() error {
-			bctx, cancel := context.WithTimeout(ctx, max(2*t.HeartbeatTimeout, 2*time.Second))
-			defer cancel()
-			err := failover.Bootstrap(bctx, kv, f.Node, "")
-			if err != nil {
-				log.Warn("cannot write the first cluster-state yet; retrying", "err", err)
-			}
-			return err
-		})
-		if err != nil {
-			return nil // ctx ended
-		}
-	}
+	// The loop opens the bucket itself: while the store does not answer,
+	// its machine decides (an AbsoluteConsistency primary that cannot read
+	// cluster-state fences until it can).
 	lc := failover.LoopConfig{Cluster: f.Cluster, Node: f.Node, Timings: t, Strategy: strategy,
-		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover)}
+		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover), Open: open, Bootstrap: startedPrimary}
 	var peerLn net.Listener
 	var id peer.Identity
+	var err error
 	if f.Peer != "" {
 		// The failsafe: members answer each other over mutual TLS, each
 		// pinned to the other's identity key (the device's nkey; an
@@ -125,7 +84,7 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 			lc.Guard = g
 		}
 	}
-	loop, err := failover.NewLoop(lc, kv, log)
+	loop, err := failover.NewLoop(lc, nil, log)
 	if err != nil {
 		return err
 	}

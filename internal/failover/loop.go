@@ -206,6 +206,14 @@ type LoopConfig struct {
 	PeerKey  string
 	// Guard, when set, is armed while the local PostgreSQL may serve.
 	Guard Guard
+	// Open opens (or creates) the cluster's bucket. With it, NewLoop takes
+	// no bucket: the loop opens it itself, retrying, so that it starts and
+	// decides (fences a primary that cannot prove its role) while the store
+	// does not answer. Bootstrap: the local PostgreSQL was a primary when
+	// the agent started; once the bucket is open, it is named the first
+	// primary if cluster-state does not exist yet.
+	Open      func(ctx context.Context) (store.KV, error)
+	Bootstrap bool
 	// MaxLag (bytes): in SplitBrainAllowed, a replica further behind the
 	// primary's last published position does not promote. 0: no bound.
 	MaxLag uint64
@@ -220,6 +228,8 @@ type LoopConfig struct {
 type Loop struct {
 	cfg LoopConfig
 	kv  store.KV
+	// opening is kv while the loop opens the bucket itself (cfg.Open).
+	opening *openingKV
 	log *slog.Logger
 
 	events chan Event
@@ -266,7 +276,12 @@ func NewLoop(cfg LoopConfig, kv store.KV, log *slog.Logger) (*Loop, error) {
 		cfg.SocketDir = cmp.Or(cfg.SocketDir, in.SocketDir)
 	}
 	cfg.AdvertiseHost = cmp.Or(cfg.AdvertiseHost, cfg.SocketDir)
-	return &Loop{cfg: cfg, kv: kv, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
+	var opening *openingKV
+	if cfg.Open != nil {
+		opening = &openingKV{bucket: BucketName(cfg.Cluster)}
+		kv = opening
+	}
+	return &Loop{cfg: cfg, kv: kv, opening: opening, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
 		members: map[string]Heartbeat{}}, nil
 }
 
@@ -346,6 +361,15 @@ func (l *Loop) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	if l.opening != nil {
+		// A first bounded try; when the store does not answer, the
+		// machine decides without it and the bucket is opened later.
+		if err := l.openBucket(ctx); err != nil {
+			l.log.Warn("store not answering at start; deciding without it", "err", err)
+			wg.Add(1)
+			go func() { defer wg.Done(); l.keepOpening(ctx) }()
+		}
+	}
 	// Start-up: read cluster-state first.
 	start := Event{Kind: EvStart}
 	rctx, rcancel := context.WithTimeout(ctx, l.cfg.Timings.HeartbeatTimeout*2)
@@ -519,6 +543,52 @@ func (l *Loop) feedGuard(n Node, told time.Duration) time.Duration {
 		return -1 // tell it again at the next decision
 	}
 	return until
+}
+
+// openBucket opens the bucket, bounded, and names this node the first
+// primary of a cluster that has no cluster-state yet when its PostgreSQL
+// was (or is) a primary.
+func (l *Loop) openBucket(ctx context.Context) error {
+	octx, cancel := context.WithTimeout(ctx, max(2*l.cfg.Timings.HeartbeatTimeout, 2*time.Second))
+	defer cancel()
+	kv, err := l.cfg.Open(octx)
+	if err != nil {
+		return err
+	}
+	bootstrap := l.cfg.Bootstrap
+	if role, err := l.cfg.PG.Role(octx); err == nil && role == pg.RolePrimary {
+		bootstrap = true // (PostgreSQL may have been starting at the first look)
+	}
+	if bootstrap {
+		if err := Bootstrap(octx, kv, l.cfg.Node, ""); err != nil {
+			return fmt.Errorf("first cluster-state: %w", err)
+		}
+	}
+	l.opening.set(kv)
+	return nil
+}
+
+// keepOpening retries openBucket until it succeeds or ctx ends.
+func (l *Loop) keepOpening(ctx context.Context) {
+	tick := time.NewTicker(l.cfg.Timings.HeartbeatInterval)
+	defer tick.Stop()
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := l.openBucket(ctx)
+		if err == nil {
+			l.log.Info("store answers: failover bucket open")
+			return
+		}
+		if err.Error() != last && ctx.Err() == nil {
+			l.log.Warn("cannot open the failover bucket yet; retrying", "err", err)
+			last = err.Error()
+		}
+	}
 }
 
 // retainRewindWAL keeps, about once a second, the WAL a rejoin by

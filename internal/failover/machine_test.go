@@ -1,6 +1,9 @@
 package failover
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // A failing action is state: the node shows it until an action succeeds.
 func TestFailingActionIsState(t *testing.T) {
@@ -20,5 +23,37 @@ func TestFailingActionIsState(t *testing.T) {
 	n, _ = Step(n, Event{Kind: EvActionDone, Action: ActFollow, Result: ResultOK})
 	if n.Failing != "" || n.Status != StatusReplica {
 		t.Fatalf("after a good follow: failing %q, status %s", n.Failing, n.Status)
+	}
+}
+
+// The start-up decision is the machine's: a node that cannot read
+// cluster-state fences a serving PostgreSQL in AbsoluteConsistency (it
+// cannot prove its role), keeps it serving in SplitBrainAllowed, and
+// starts a non-serving one as a replica; and it honours the promises its
+// predecessor may have given.
+func TestStartWithoutTheStore(t *testing.T) {
+	cases := []struct {
+		strategy Strategy
+		writable bool
+		status   Status
+		act      ActionKind
+	}{
+		{AbsoluteConsistency, true, StatusFencing, ActFence},
+		{SplitBrainAllowed, true, StatusPrimary, ""},
+		{AbsoluteConsistency, false, StatusReplica, ""},
+	}
+	for _, c := range cases {
+		n := NewNode("n1", DefaultTimings(), c.strategy)
+		n, acts := Step(n, Event{Kind: EvStart, Now: time.Minute, Result: ResultUnreachable, Writable: c.writable})
+		var got ActionKind
+		if len(acts) > 0 {
+			got = acts[0].Kind
+		}
+		if n.Status != c.status || got != c.act {
+			t.Errorf("%s writable=%v: status %s, action %q; want %s, %q", c.strategy, c.writable, n.Status, got, c.status, c.act)
+		}
+		if want := time.Minute + n.T.PromiseLease() + n.T.SafetyMargin; n.PromisedUntil != want {
+			t.Errorf("%s: promised until %s, want %s", c.strategy, n.PromisedUntil, want)
+		}
 	}
 }

@@ -32,7 +32,8 @@ func newDocumentedHACluster(t *testing.T, strategy failover.Strategy, names ...s
 	instances := pgtest.DocumentedCluster(t, names...)
 	for i, name := range names {
 		n := &haNode{c: c, name: name, pg: instances[i],
-			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(c.dir, name+".log")}
+			http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), peer: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			log: filepath.Join(c.dir, name+".log")}
 		n.proxy = netproxy.Start(t, natsAddr)
 		n.urls = []string{"nats://" + n.proxy.Addr()}
 		n.writeDocumentedConfig()
@@ -61,7 +62,7 @@ func newDocumentedHACluster(t *testing.T, strategy failover.Strategy, names ...s
 // writeDocumentedConfig writes the agent configuration of docs/failover.md
 // ("Setting it up"). Adapted: the NATS URL (the test's proxy; the test
 // server runs without TLS, so no nats_ca), state_dir and the agent's own
-// http (one machine runs every node), the failover http port, and the
+// http (one machine runs every node), the failover http and peer ports, and the
 // PostgreSQL paths, port and host (its socket directory).
 func (n *haNode) writeDocumentedConfig() {
 	p := n.pg
@@ -76,6 +77,7 @@ failover:
   profile: default
   max_lag_on_failover: 1048576
   http: %s
+  peer: %s
   replicas: 1
   postgres:
     bin_dir: %s
@@ -85,7 +87,7 @@ failover:
     host: %s
     os_user: postgres
     superuser: postgres
-`, n.name, strings.Join(n.urls, ", "), filepath.Join(n.c.dir, n.name+"-state"), n.c.name, n.name, n.c.strategy, n.http,
+`, n.name, strings.Join(n.urls, ", "), filepath.Join(n.c.dir, n.name+"-state"), n.c.name, n.name, n.c.strategy, n.http, n.peer,
 		p.BinDir, p.DataDir, p.Port, p.SocketDir, p.SocketDir)
 	n.config = filepath.Join(n.c.dir, n.name+".yaml")
 	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {

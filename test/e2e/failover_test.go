@@ -582,11 +582,14 @@ func TestHAStartsBeforeTheStoreAnswers(t *testing.T) {
 	})
 	n1 := c.node("n1")
 	retry.Until(t, 30*time.Second, func() error {
-		if !logContains(t, n1, "fencing the local primary") {
+		if running, _ := n1.pg.Running(); running {
 			return errors.New("n1 has not fenced its primary yet")
 		}
 		return nil
 	})
+	if !logContains(t, n1, "store not answering at start") {
+		t.Errorf("n1's log does not say it decided without the store")
+	}
 	for _, n := range c.nodes {
 		n.proxy.Heal()
 	}
