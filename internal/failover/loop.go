@@ -230,7 +230,7 @@ type Loop struct {
 	kv  store.KV
 	// opening is kv while the loop opens the bucket itself (cfg.Open).
 	opening *openingKV
-	log *slog.Logger
+	log     *slog.Logger
 
 	events chan Event
 	mu     sync.Mutex
