@@ -516,7 +516,7 @@ func (l *Loop) feedGuard(n Node, told time.Duration) time.Duration {
 	if l.cfg.Guard == nil {
 		return told
 	}
-	until, serving := n.ServeUntil()
+	until, serving := n.ServeUntil(l.now())
 	if serving {
 		until += l.cfg.Timings.SafetyMargin / 2
 	}
@@ -1077,6 +1077,7 @@ func (l *Loop) setSync(ctx context.Context, a Action) Event {
 	}
 	next := cs
 	next.Sync, next.Handoff = a.Target, false
+	ev.Confirmed = l.now()
 	next, err = l.casState(ctx, next, "synchronous standby "+a.Target, cs.Rev)
 	if err != nil {
 		ev.Result = classify(err)

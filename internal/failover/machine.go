@@ -171,6 +171,9 @@ type Event struct {
 	// NotStreaming (EvBeatResult of a replica): its PostgreSQL receives no
 	// WAL from the primary right now.
 	NotStreaming bool
+	// Confirmed (EvActionDone of ActSetSync): when its compare-and-set of
+	// cluster-state, which confirmed the role, was sent.
+	Confirmed time.Duration
 }
 
 // HoldsPrimary: a heartbeat with this status holds a failover off. A
@@ -233,9 +236,6 @@ type Node struct {
 	// NotStreaming counts the beats of a replica whose PostgreSQL was not
 	// streaming from the primary while the primary was alive.
 	NotStreaming int
-	// LiveAt (serving primary, SplitBrainAllowed): the last tick handled,
-	// which a guard of the local PostgreSQL watches.
-	LiveAt time.Duration
 }
 
 // NewNode returns a node that has not started.
@@ -249,20 +249,31 @@ func (n Node) MayServe() bool {
 	return n.Status == StatusPrimary || n.Status == StatusFencing || n.Status == StatusActivating
 }
 
-// ServeUntil is the time (node clock) by which this node's agent will have
-// started to fence a PostgreSQL it lets serve, unless it learns more: a
-// guard that stops PostgreSQL when the agent has not renewed this in time
-// covers an agent that died or froze. ok is false when nothing may serve.
-func (n Node) ServeUntil() (until time.Duration, ok bool) {
+// ServeUntil is the time (node clock) until which this node's PostgreSQL
+// may serve as far as its agent, alive at now, can vouch: a guard that stops
+// PostgreSQL when the agent has not renewed this in time covers an agent
+// that died or froze. ok is false when nothing may serve.
+//   - SplitBrainAllowed: the agent's liveness alone (a primary serves cut
+//     off anyway).
+//   - AbsoluteConsistency: the last confirmation by the store plus the
+//     unconfirmed-serve bound, or the peers' promises; and while no node
+//     could be promoted in its place (no synchronous standby named), as
+//     long as the agent lives, less one step: a compare-and-set naming one
+//     may land up to a step before the agent hears of it.
+func (n Node) ServeUntil(now time.Duration) (until time.Duration, ok bool) {
 	if !n.MayServe() {
 		return 0, false
 	}
+	bound := n.T.MaxUnconfirmedServe()
 	if n.Strategy == SplitBrainAllowed {
-		return n.LiveAt + n.T.MaxUnconfirmedServe(), true
+		return now + bound, true
 	}
-	until = n.ConfirmedAt + n.T.MaxUnconfirmedServe()
+	until = n.ConfirmedAt + bound
 	if n.Covered {
 		until = max(until, n.CoveredUntil)
+	}
+	if n.Status == StatusPrimary && n.CS.Sync == "" && !n.SyncUnsure {
+		until = max(until, now+bound-n.T.HeartbeatTimeout)
 	}
 	return until, true
 }
@@ -376,7 +387,7 @@ func (n Node) switchover(ev Event) (Node, []Action) {
 // starts fenced and unfences after SuccessThreshold good beats; a node that
 // serves but is no longer named fences at once.
 func (n Node) start(ev Event) (Node, []Action) {
-	n.BeatSeen, n.BlindAt, n.ConfirmedAt, n.LiveAt = ev.Now, ev.Now, ev.Now, ev.Now
+	n.BeatSeen, n.BlindAt, n.ConfirmedAt = ev.Now, ev.Now, ev.Now
 	// The agent that ran before may have promised a primary not to promote
 	// (and answers given over the network may still be on their way).
 	n.PromisedUntil = ev.Now + n.T.PromiseLease() + n.T.SafetyMargin
@@ -421,9 +432,6 @@ func (n Node) start(ev Event) (Node, []Action) {
 }
 
 func (n Node) tick(ev Event) (Node, []Action) {
-	if n.Status == StatusPrimary {
-		n.LiveAt = ev.Now
-	}
 	if n.Status == StatusPrimary && n.Strategy == AbsoluteConsistency && n.Failures >= n.T.FailureThreshold &&
 		(n.Pending == "" || n.Pending == ActBeat) && (!n.Covered || ev.Now+n.T.HeartbeatInterval >= n.CoveredUntil) {
 		// Served on the failsafe, which lapses before the next tick: fence
@@ -794,6 +802,10 @@ func (n Node) actionDone(ev Event) (Node, []Action) {
 		if ev.Result != ResultOK && ev.Result != ResultConflict {
 			// The name may have changed in the store without us knowing.
 			n.SyncUnsure = true
+		}
+		if ev.Result == ResultOK && n.Status == StatusPrimary {
+			// Its compare-and-set confirmed the role when it was sent.
+			n.ConfirmedAt = max(n.ConfirmedAt, ev.Confirmed)
 		}
 		if ev.Result == ResultConflict && n.CS.Primary != n.Name {
 			return n.fence()

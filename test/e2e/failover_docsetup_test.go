@@ -53,6 +53,16 @@ func newDocumentedHACluster(t *testing.T, strategy failover.Strategy, names ...s
 					b = b[len(b)-8000:]
 				}
 				t.Logf("agent %s log (tail):\n%s", n.name, b)
+				g, _ := os.ReadFile(filepath.Join(c.dir, n.name+"-state", "guard-"+c.name+".log"))
+				if len(g) > 3000 {
+					g = g[len(g)-3000:]
+				}
+				t.Logf("guard %s log (tail):\n%s", n.name, g)
+				p, _ := os.ReadFile(filepath.Join(n.pg.DataDir, "server.log"))
+				if len(p) > 3000 {
+					p = p[len(p)-3000:]
+				}
+				t.Logf("PostgreSQL %s log (tail):\n%s", n.name, p)
 			}
 		}
 	})
