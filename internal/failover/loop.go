@@ -228,8 +228,10 @@ type LoopConfig struct {
 type Loop struct {
 	cfg LoopConfig
 	kv  store.KV
-	// opening is kv while the loop opens the bucket itself (cfg.Open).
+	// opening is the bucket while the loop opens it itself (cfg.Open);
+	// bounded is kv: every call held to its deadline.
 	opening *openingKV
+	bounded *boundedKV
 	log     *slog.Logger
 
 	events chan Event
@@ -281,7 +283,8 @@ func NewLoop(cfg LoopConfig, kv store.KV, log *slog.Logger) (*Loop, error) {
 		opening = &openingKV{bucket: BucketName(cfg.Cluster)}
 		kv = opening
 	}
-	return &Loop{cfg: cfg, kv: kv, opening: opening, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
+	bkv := &boundedKV{kv: kv}
+	return &Loop{cfg: cfg, kv: bkv, bounded: bkv, opening: opening, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
 		members: map[string]Heartbeat{}}, nil
 }
 
@@ -357,6 +360,7 @@ func (l *Loop) MemberByKey(key string) (string, bool) {
 // heartbeats until ctx ends.
 func (l *Loop) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	defer l.bounded.Wait() // calls abandoned at their deadline
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
