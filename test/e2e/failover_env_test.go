@@ -528,16 +528,6 @@ func (c *haCluster) startWriting(primary string) *writer {
 	return w
 }
 
-// startWritingOn is startWriting with a writer on primary alone,
-// committing back to back.
-func (c *haCluster) startWritingOn(primary string) *writer {
-	c.t.Helper()
-	c.createTable(primary)
-	w := c.startWriterOn(primary)
-	w.waitAck(c.t, primary, time.Now(), 10*time.Second)
-	return w
-}
-
 // halt stops the writer; acknowledgements after this are not counted.
 func (w *writer) halt() {
 	if w.stop.Swap(true) {
