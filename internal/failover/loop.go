@@ -572,9 +572,10 @@ func (l *Loop) openBucket(ctx context.Context) error {
 	return nil
 }
 
-// keepOpening retries openBucket until it succeeds or ctx ends.
-func (l *Loop) keepOpening(ctx context.Context) {
-	tick := time.NewTicker(l.cfg.Timings.HeartbeatInterval)
+// every runs fn every period until it reports done or ctx ends; an error
+// is logged with msg when it differs from the one logged last.
+func (l *Loop) every(ctx context.Context, period time.Duration, msg string, fn func() (done bool, err error)) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	var last string
 	for {
@@ -583,16 +584,28 @@ func (l *Loop) keepOpening(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		done, err := fn()
+		switch {
+		case done:
+			return
+		case err != nil && err.Error() != last && ctx.Err() == nil:
+			l.log.Warn(msg, "err", err)
+			last = err.Error()
+		case err == nil:
+			last = ""
+		}
+	}
+}
+
+// keepOpening retries openBucket until it succeeds or ctx ends.
+func (l *Loop) keepOpening(ctx context.Context) {
+	l.every(ctx, l.cfg.Timings.HeartbeatInterval, "cannot open the failover bucket yet; retrying", func() (bool, error) {
 		err := l.openBucket(ctx)
 		if err == nil {
 			l.log.Info("store answers: failover bucket open")
-			return
 		}
-		if err.Error() != last && ctx.Err() == nil {
-			l.log.Warn("cannot open the failover bucket yet; retrying", "err", err)
-			last = err.Error()
-		}
-	}
+		return err == nil, err
+	})
 }
 
 // retainRewindWAL keeps, about once a second, the WAL a rejoin by
@@ -604,29 +617,14 @@ func (l *Loop) retainRewindWAL(ctx context.Context) {
 	if !ok {
 		return
 	}
-	tick := time.NewTicker(4 * l.cfg.Timings.HeartbeatInterval)
-	defer tick.Stop()
-	var last string
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	l.every(ctx, 4*l.cfg.Timings.HeartbeatInterval, "cannot keep the WAL a rewind needs; a rejoin may need a base backup", func() (bool, error) {
 		if s := l.Node().Status; s == StatusStarting || s == StatusFenced || s == StatusFencing {
-			continue
+			return false, nil
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := r.RetainRewindWAL(rctx)
-		cancel()
-		switch {
-		case err != nil && err.Error() != last && ctx.Err() == nil:
-			l.log.Warn("cannot keep the WAL a rewind needs; a rejoin may need a base backup", "err", err)
-			last = err.Error()
-		case err == nil:
-			last = ""
-		}
-	}
+		defer cancel()
+		return false, r.RetainRewindWAL(rctx)
+	})
 }
 
 // watch follows keys of the bucket, restarting the watch when it ends.

@@ -40,33 +40,7 @@ func newDocumentedHACluster(t *testing.T, strategy failover.Strategy, names ...s
 		n.writeDocumentedConfig()
 		c.nodes = append(c.nodes, n)
 	}
-	for _, n := range c.nodes {
-		n.start()
-	}
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			n.kill()
-		}
-		if t.Failed() {
-			for _, n := range c.nodes {
-				b, _ := os.ReadFile(n.log)
-				if len(b) > 8000 {
-					b = b[len(b)-8000:]
-				}
-				t.Logf("agent %s log (tail):\n%s", n.name, b)
-				g, _ := os.ReadFile(filepath.Join(c.dir, n.name+"-state", "guard-"+c.name+".log"))
-				if len(g) > 3000 {
-					g = g[len(g)-3000:]
-				}
-				t.Logf("guard %s log (tail):\n%s", n.name, g)
-				p, _ := os.ReadFile(filepath.Join(n.pg.DataDir, "server.log"))
-				if len(p) > 3000 {
-					p = p[len(p)-3000:]
-				}
-				t.Logf("PostgreSQL %s log (tail):\n%s", n.name, p)
-			}
-		}
-	})
+	c.startAll()
 	return c.openBucket()
 }
 

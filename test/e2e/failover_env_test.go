@@ -166,6 +166,15 @@ func (c *haCluster) startNodes(names []string, link func(*haNode)) *haCluster {
 		node.writeConfig()
 		c.nodes = append(c.nodes, node)
 	}
+	c.startAll()
+	return c
+}
+
+// startAll starts every node's agent; at the test's end it kills them and,
+// when the test failed, shows the tail of each node's agent, guard and
+// PostgreSQL logs.
+func (c *haCluster) startAll() {
+	t := c.t
 	for _, n := range c.nodes {
 		n.start()
 	}
@@ -173,17 +182,22 @@ func (c *haCluster) startNodes(names []string, link func(*haNode)) *haCluster {
 		for _, n := range c.nodes {
 			n.kill()
 		}
-		if t.Failed() {
-			for _, n := range c.nodes {
-				b, _ := os.ReadFile(n.log)
-				if len(b) > 6000 {
-					b = b[len(b)-6000:]
-				}
-				t.Logf("agent %s log (tail):\n%s", n.name, b)
+		if !t.Failed() {
+			return
+		}
+		tail := func(what, node, path string, n int) {
+			b, _ := os.ReadFile(path)
+			if len(b) > n {
+				b = b[len(b)-n:]
 			}
+			t.Logf("%s %s log (tail):\n%s", what, node, b)
+		}
+		for _, n := range c.nodes {
+			tail("agent", n.name, n.log, 6000)
+			tail("guard", n.name, filepath.Join(c.dir, n.name+"-state", "guard-"+c.name+".log"), 2000)
+			tail("PostgreSQL", n.name, filepath.Join(n.pg.DataDir, "server.log"), 2000)
 		}
 	})
-	return c
 }
 
 // openBucket waits until the agents have created the cluster's bucket and
