@@ -27,6 +27,13 @@ func TestFailoverSectionDefaultsAndProfiles(t *testing.T) {
 	if f.Node != "db-1" || f.Strategy != "AbsoluteConsistency" || f.Postgres.Port != 5432 || f.Postgres.Host != "/var/run/postgresql" || f.HTTP != "127.0.0.1:8008" {
 		t.Fatalf("defaults not applied: %+v", f)
 	}
+	if f.Peer != ":8009" || !f.GuardOn() || f.Watchdog != "" || f.PeerAddress("8009") != "127.0.0.1:8009" {
+		t.Fatalf("failsafe and guard defaults not applied: peer %q guard %v watchdog %q advertised %q", f.Peer, f.GuardOn(), f.Watchdog, f.PeerAddress("8009"))
+	}
+	f.Postgres.Host = "db-1.internal"
+	if got := f.PeerAddress("8009"); got != "db-1.internal:8009" {
+		t.Fatalf("advertised failsafe address %q, want the PostgreSQL host's", got)
+	}
 	if f.Timings() != failover.DefaultTimings() {
 		t.Fatalf("default profile: %+v", f.Timings())
 	}
@@ -56,6 +63,10 @@ func TestFailoverSectionRefusals(t *testing.T) {
 		{"failover:\n  cluster: main\n  heartbeat_timeout: 0s\n  heartbeat_interval: -1s\n  postgres:\n    data_dir: /d\n", "failover.heartbeat_interval"},
 		{"failover:\n  cluster: main\n  max_lag_on_failover: -1\n  postgres:\n    data_dir: /d\n", "failover.max_lag_on_failover"},
 		{"failover:\n  cluster: main\n  fencing: hard\n  postgres:\n    data_dir: /d\n", `unknown field "fencing"`},
+		{"failover:\n  cluster: main\n  peer: db-1\n  postgres:\n    data_dir: /d\n", "failover.peer"},
+		{"failover:\n  cluster: main\n  watchdog: watchdog\n  postgres:\n    data_dir: /d\n", "failover.watchdog"},
+		{"failover:\n  cluster: main\n  guard: false\n  watchdog: /dev/watchdog\n  postgres:\n    data_dir: /d\n", "failover.watchdog"},
+		{"failover:\n  cluster: main\n  postgres:\n    data_dir: /d\n    max_slot_wal_keep_size: -5\n", "failover.postgres.max_slot_wal_keep_size"},
 	} {
 		_, err := loadAgent(t, "id: db-1\n"+tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
