@@ -233,6 +233,9 @@ type Loop struct {
 	opening *openingKV
 	bounded *boundedKV
 	log     *slog.Logger
+	// guardOrders carries what the guard must hold to the goroutine that
+	// tells it (latest wins), so that its I/O never holds up a decision.
+	guardOrders chan guardOrder
 
 	events chan Event
 	mu     sync.Mutex
@@ -285,7 +288,7 @@ func NewLoop(cfg LoopConfig, kv store.KV, log *slog.Logger) (*Loop, error) {
 	}
 	bkv := &boundedKV{kv: kv}
 	return &Loop{cfg: cfg, kv: bkv, bounded: bkv, opening: opening, log: log, events: make(chan Event, 64), node: NewNode(cfg.Node, cfg.Timings, cfg.Strategy),
-		members: map[string]Heartbeat{}}, nil
+		members: map[string]Heartbeat{}, guardOrders: make(chan guardOrder, 1)}, nil
 }
 
 // Snapshot is what the loop's HTTP endpoints and metrics show.
@@ -389,7 +392,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		start.Writable = true
 	}
 
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); l.feedGuard(ctx) }()
 	go func() { defer wg.Done(); l.retainRewindWAL(ctx) }()
 	go func() { defer wg.Done(); l.watch(ctx, KeyClusterState) }()
 	go func() { defer wg.Done(); l.watch(ctx, HeartbeatPrefix+"*") }()
@@ -403,13 +407,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		id uint64
 		ev Event
 	}, 8)
-	var guardUntil time.Duration
+	var ordered guardOrder
 	handle := func(ev Event) {
 		l.mu.Lock()
 		before := l.node
 		n, acts := Step(l.node, ev)
 		l.node = n
-		if before.Status == StatusPrimary && n.Status == StatusFencing && before.CoveredUntil > 0 && ev.Kind != EvClusterState {
+		storeAway := ev.Kind == EvTick || (ev.Kind == EvBeatResult && (ev.Result == ResultUnreachable || ev.Result == ResultUnknown))
+		if before.Status == StatusPrimary && n.Status == StatusFencing && n.Strategy == AbsoluteConsistency && storeAway {
 			l.stats.FailsafeLost++
 		}
 		if ev.Kind == EvBeatResult && ev.Held && n.Status == StatusPrimary {
@@ -425,7 +430,10 @@ func (l *Loop) Run(ctx context.Context) error {
 		if n.Status != before.Status {
 			l.log.Info("failover state", "from", before.Status, "to", n.Status, "epoch", n.CS.Epoch, "primary", n.CS.Primary)
 		}
-		guardUntil = l.feedGuard(n, guardUntil)
+		if o, ok := l.guardOrder(n); ok && o != ordered {
+			ordered = o
+			l.orderGuard(o)
+		}
 		for _, a := range acts {
 			if cur != nil && !cur.done && sameAction(cur.action, a) && a.Kind != ActBeat {
 				// The same decision again (a follow of the same primary, a
@@ -502,51 +510,89 @@ func (l *Loop) now() time.Duration { return Now() }
 // Now reads the loop's clock (the guard's: CLOCK_BOOTTIME).
 func Now() time.Duration { return guard.Now() }
 
-// guardStatus asks the guard what it holds, when it can say.
+// guardStatus is what the guard held at its last answer (never a request:
+// a metrics scrape must not wait for the guard, nor start one).
 func (l *Loop) guardStatus() (guard.Status, bool) {
-	g, ok := l.cfg.Guard.(interface{ Status() (guard.Status, error) })
+	g, ok := l.cfg.Guard.(interface{ Last() (guard.Status, bool) })
 	if !ok {
 		return guard.Status{}, false
 	}
-	st, err := g.Status()
-	return st, err == nil
+	return g.Last()
 }
 
-// feedGuard tells the guard until when the local PostgreSQL may serve
-// (with half the safety margin on top, so the agent's own fence comes
-// first), or that it does not serve at all. It returns what the guard
-// was last told.
-func (l *Loop) feedGuard(n Node, told time.Duration) time.Duration {
+// guardOrder is what the guard must hold.
+type guardOrder struct {
+	serving bool
+	until   time.Duration // while serving
+}
+
+// guardOrder: until when the local PostgreSQL may serve (with half the
+// safety margin on top, so that the agent's own fence comes first), or that
+// it does not serve at all; false while neither is known (starting,
+// promoting's first steps keep what the guard holds).
+func (l *Loop) guardOrder(n Node) (guardOrder, bool) {
 	if l.cfg.Guard == nil {
-		return told
+		return guardOrder{}, false
 	}
-	until, serving := n.ServeUntil(l.now())
-	if serving {
-		until += l.cfg.Timings.SafetyMargin / 2
+	if until, serving := n.ServeUntil(l.now()); serving {
+		return guardOrder{serving: true, until: until + l.cfg.Timings.SafetyMargin/2}, true
 	}
-	quiet := n.Status == StatusReplica || n.Status == StatusFenced || n.Status == StatusFailed || n.Status == StatusPromoting
-	if until == told || (!serving && !quiet) {
-		return told
+	switch n.Status {
+	case StatusReplica, StatusFenced, StatusFailed, StatusPromoting:
+		return guardOrder{}, true
 	}
-	var err error
-	if serving {
-		err = l.cfg.Guard.Arm(until)
-	} else {
-		err = l.cfg.Guard.Disarm()
-		until = 0
+	return guardOrder{}, false
+}
+
+// orderGuard hands o to feedGuard without waiting, replacing an order it
+// has not taken yet.
+func (l *Loop) orderGuard(o guardOrder) {
+	for {
+		select {
+		case l.guardOrders <- o:
+			return
+		default:
+		}
+		select {
+		case <-l.guardOrders:
+		default:
+		}
 	}
-	l.mu.Lock()
-	if err != nil {
-		l.stats.GuardErrors++
-	} else if serving {
-		l.stats.GuardArmed++
+}
+
+// feedGuard tells the guard the latest order until ctx ends. A failure is
+// logged and counted, and the order sent again a heartbeat interval later
+// unless a newer one came (the loop's own fencing never depends on the
+// guard).
+func (l *Loop) feedGuard(ctx context.Context) {
+	var retry <-chan time.Time
+	var o guardOrder
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case o = <-l.guardOrders:
+		case <-retry:
+		}
+		retry = nil
+		var err error
+		if o.serving {
+			err = l.cfg.Guard.Arm(o.until)
+		} else {
+			err = l.cfg.Guard.Disarm()
+		}
+		l.mu.Lock()
+		if err != nil {
+			l.stats.GuardErrors++
+		} else if o.serving {
+			l.stats.GuardArmed++
+		}
+		l.mu.Unlock()
+		if err != nil {
+			l.log.Warn("guard not reached", "err", err)
+			retry = time.After(l.cfg.Timings.HeartbeatInterval)
+		}
 	}
-	l.mu.Unlock()
-	if err != nil {
-		l.log.Warn("guard not reached", "err", err)
-		return -1 // tell it again at the next decision
-	}
-	return until
 }
 
 // openBucket opens the bucket, bounded, and names this node the first
@@ -814,6 +860,7 @@ func (l *Loop) askPromises(ctx context.Context, peers []string) (time.Duration, 
 		err   error
 	}
 	answers := make(chan answer, len(peers))
+	req := PromiseRequest{Cluster: l.cfg.Cluster, From: l.cfg.Node, Epoch: l.Node().CS.Epoch}
 	for _, name := range peers {
 		l.mu.Lock()
 		hb, known := l.members[name]
@@ -823,7 +870,7 @@ func (l *Loop) askPromises(ctx context.Context, peers []string) (time.Duration, 
 			continue
 		}
 		go func() {
-			ok, lease, err := l.cfg.Failsafe.Ask(actx, hb.Peer, hb.PeerKey, PromiseRequest{Cluster: l.cfg.Cluster, From: l.cfg.Node, Epoch: l.Node().CS.Epoch})
+			ok, lease, err := l.cfg.Failsafe.Ask(actx, hb.Peer, hb.PeerKey, req)
 			answers <- answer{name, ok, lease, err}
 		}()
 	}

@@ -58,6 +58,12 @@ type Client struct {
 	conn net.Conn
 	rd   *bufio.Reader
 	fed  uint64
+
+	// seen guards last: the guard's state as its last answer said, for
+	// readers (metrics) that must not wait behind a request or cause one.
+	seen  sync.Mutex
+	last  Status
+	known bool
 }
 
 // Attach connects to the guard on cfg.Socket; when nothing answers there it
@@ -205,6 +211,24 @@ func (c *Client) roundTrip(req request) (Status, error) {
 func (c *Client) do(req request) (Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	st, err := c.doLocked(req)
+	if err == nil {
+		c.seen.Lock()
+		c.last, c.known = st, true
+		c.seen.Unlock()
+	}
+	return st, err
+}
+
+// Last is the guard's state as its last answer gave it, without asking
+// (false before any answer).
+func (c *Client) Last() (Status, bool) {
+	c.seen.Lock()
+	defer c.seen.Unlock()
+	return c.last, c.known
+}
+
+func (c *Client) doLocked(req request) (Status, error) {
 	if c.conn != nil {
 		st, err := c.roundTrip(req)
 		if err == nil || !errors.Is(err, ErrUnavailable) {
