@@ -634,3 +634,11 @@ func TestHAEnrolledMembers(t *testing.T) {
 		}
 	}
 }
+
+// The server restart of TestHAServerRestartStopsNoWrite with the members
+// under enrolled identities: every store call goes through the server's
+// relay, which the restart takes away as well; the failsafe holds the same.
+func TestHAEnrolledServerRestartStopsNoWrite(t *testing.T) {
+	c := newEnrolledHACluster(t, "default", failover.AbsoluteConsistency, "n1", "n2")
+	testStoreBlip(t, c, "stopped", c.stopServer, c.startServer)
+}
