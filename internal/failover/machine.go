@@ -259,7 +259,8 @@ func (n Node) MayServe() bool {
 //     unconfirmed-serve bound, or the peers' promises; and while no node
 //     could be promoted in its place (no synchronous standby named), as
 //     long as the agent lives, less one step: a compare-and-set naming one
-//     may land up to a step before the agent hears of it.
+//     may land up to a step before the agent hears of it. This also covers
+//     an activation (pg_ctl promote) that outlasts the bound.
 func (n Node) ServeUntil(now time.Duration) (until time.Duration, ok bool) {
 	if !n.MayServe() {
 		return 0, false
@@ -272,7 +273,9 @@ func (n Node) ServeUntil(now time.Duration) (until time.Duration, ok bool) {
 	if n.Covered {
 		until = max(until, n.CoveredUntil)
 	}
-	if n.Status == StatusPrimary && n.CS.Sync == "" && !n.SyncUnsure {
+	if n.Status != StatusFencing && n.CS.Sync == "" && !n.SyncUnsure {
+		// Serving or activating (a promotion or a hand-over names no
+		// synchronous standby): nobody could be promoted in its place.
 		until = max(until, now+bound-n.T.HeartbeatTimeout)
 	}
 	return until, true
