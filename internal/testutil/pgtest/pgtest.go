@@ -45,7 +45,10 @@ func freePort(t testing.TB) int {
 // Cluster starts names[0] as a primary and the others as its streaming
 // replicas, laid out as the failover agent keeps them: DocumentedCluster,
 // then every replica renamed by Follow (it streams under its node name
-// through its slot). Everything is stopped and removed at cleanup.
+// through its slot), and every node's rewind retention slot created by
+// RetainRewindWAL, as the agent's first beats do (without it the old
+// primary may recycle the WAL a later pg_rewind reads). Everything is
+// stopped and removed at cleanup.
 func Cluster(t testing.TB, names ...string) []*pg.Instance {
 	t.Helper()
 	out := DocumentedCluster(t, names...)
@@ -54,6 +57,11 @@ func Cluster(t testing.TB, names ...string) []*pg.Instance {
 	for _, in := range out[1:] {
 		if how, err := in.Follow(ctx, out[0]); err != nil || how != "renamed" {
 			t.Fatalf("%s follows %s: %q %v", in.Name, out[0].Name, how, err)
+		}
+	}
+	for _, in := range out {
+		if err := in.RetainRewindWAL(ctx); err != nil {
+			t.Fatalf("%s retains its rewind WAL: %v", in.Name, err)
 		}
 	}
 	return out
