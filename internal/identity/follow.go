@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,10 +19,13 @@ import (
 // bucket has been read and again after every change, until ctx ends. A
 // burst of changes is applied once. When the watch fails it is opened
 // again: the users last applied stay meanwhile.
+//
+// keys, when not nil, is kept as the index of the public keys the bucket
+// gives out (Registry.Keys), updated with every load.
 func Follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*server.NkeyUser,
-	apply func([]*server.NkeyUser) error, log *slog.Logger) {
+	apply func([]*server.NkeyUser) error, log *slog.Logger, keys *Keys) {
 	for ctx.Err() == nil {
-		err := follow(ctx, kv, fleet, fixed, apply, log)
+		err := follow(ctx, kv, fleet, fixed, apply, log, keys)
 		if ctx.Err() != nil {
 			return
 		}
@@ -34,7 +38,7 @@ func Follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*
 }
 
 func follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*server.NkeyUser,
-	apply func([]*server.NkeyUser) error, log *slog.Logger) error {
+	apply func([]*server.NkeyUser) error, log *slog.Logger, keys *Keys) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := kv.Watch(wctx, "", store.WatchOptions{})
@@ -76,6 +80,7 @@ func follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*
 		for i, u := range fixed {
 			reserved[i] = u.Nkey
 		}
+		keys.set(devices, admins)
 		users := append(Users(sortedRecords(devices), sortedAdmins(admins), fleet, reserved...), fixed...)
 		if err := apply(users); err != nil {
 			// Read the bucket again (after a pause) and load it all.
@@ -132,4 +137,52 @@ func sortedAdmins(m map[string]Admin) []Admin {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// adminHolder is what Keys says of an admin's key.
+const adminHolder = "\x00admin"
+
+// Keys indexes the public keys the identities bucket gives out: device
+// records and admins. Safe for concurrent use; a nil *Keys is never
+// loaded.
+type Keys struct {
+	mu      sync.RWMutex
+	loaded  bool
+	holders map[string]string // public key -> device id, or adminHolder
+}
+
+// set replaces the index with what the bucket holds now.
+func (k *Keys) set(devices map[string]Record, admins map[string]Admin) {
+	if k == nil {
+		return
+	}
+	m := make(map[string]string, len(devices)+len(admins))
+	for id, r := range devices {
+		m[r.PublicKey] = id
+	}
+	for _, a := range admins {
+		m[a.PublicKey] = adminHolder
+	}
+	k.mu.Lock()
+	k.holders, k.loaded = m, true
+	k.mu.Unlock()
+}
+
+// Holder is the device that holds publicKey ("" for none), whether an
+// admin holds it, and whether the index was loaded at all.
+func (k *Keys) Holder(publicKey string) (device string, admin, loaded bool) {
+	h, loaded := k.holder(publicKey)
+	if h == adminHolder {
+		return "", true, loaded
+	}
+	return h, false, loaded
+}
+
+func (k *Keys) holder(publicKey string) (string, bool) {
+	if k == nil {
+		return "", false
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.holders[publicKey], k.loaded
 }

@@ -71,7 +71,7 @@ func startAuthServer(t *testing.T) *authServer {
 	}
 	go func() {
 		defer close(done)
-		identity.Follow(ctx, a.kv, fleet, fixed, apply, log)
+		identity.Follow(ctx, a.kv, fleet, fixed, apply, log, nil)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	// Follow loads the (empty) bucket once it has read it.
@@ -567,7 +567,7 @@ func TestFollowUsers(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		identity.Follow(fctx, kv, fleet, []*server.NkeyUser{{Nkey: self}}, apply, slog.New(slog.NewTextHandler(t.Output(), nil)))
+		identity.Follow(fctx, kv, fleet, []*server.NkeyUser{{Nkey: self}}, apply, slog.New(slog.NewTextHandler(t.Output(), nil)), nil)
 	}()
 	defer func() { cancel(); <-done }()
 

@@ -51,6 +51,10 @@ func enrolledError(device string) error {
 // Registry reads and writes the identities bucket.
 type Registry struct {
 	KV store.KV
+	// Keys, when set, is the index of held public keys a Follow of the
+	// same bucket keeps: enrollment then checks a key without reading
+	// every identity (nil: it reads them all).
+	Keys *Keys
 	// Now is the clock (time.Now when nil), for tests of expiry.
 	Now func() time.Time
 }
@@ -381,7 +385,83 @@ func (r *Registry) SetAdmin(ctx context.Context, a Admin) error {
 // waiting one, with pending; expired requests wait no more), and a public
 // key that another device or an admin already holds: one key must name
 // one identity.
+//
+// With Keys (a follower's index, once loaded) it costs a lookup and a
+// read per dot in the id plus two filtered lists, whatever the number of
+// identities; without, it reads every identity. Two enrollments racing
+// past the index (its watch lags by a moment) can both write: Users then
+// gives the key to neither, so a race costs those devices their access,
+// never another device its keys.
 func (r *Registry) checkClaims(ctx context.Context, device, publicKey string, pending bool) error {
+	if r.Keys != nil {
+		if holder, loaded := r.Keys.holder(publicKey); loaded {
+			switch {
+			case holder == "":
+			case holder == adminHolder:
+				return &ConflictError{Reason: "this public key is an admin identity: make a new key"}
+			case holder != device:
+				return &ConflictError{Reason: fmt.Sprintf("this public key is already the identity of device %q: make a new key", holder)}
+			}
+			return r.checkNesting(ctx, device, pending)
+		}
+	}
+	return r.checkClaimsByScan(ctx, device, publicKey, pending)
+}
+
+// checkNesting refuses a device id that is a dot-prefix of an enrolled (or,
+// with pending, a waiting) one, or has one as its prefix: a read per
+// ancestor and a filtered list of descendants.
+func (r *Registry) checkNesting(ctx context.Context, device string, pending bool) error {
+	now := r.now()
+	nested := func(other, state string) error {
+		return &ConflictError{Reason: fmt.Sprintf("device id %q and the %s id %q nest (one is a dot-prefix of the other); NATS permissions cannot keep them apart, so pick another id", device, state, other)}
+	}
+	waiting := func(e store.Entry) bool {
+		p, err := decode[Pending](e.Value)
+		return err != nil || !p.expired(now) // unreadable requests count, as in countWaiting
+	}
+	for i := range len(device) {
+		if device[i] != '.' {
+			continue
+		}
+		up := device[:i]
+		if _, err := r.KV.Get(ctx, DeviceKey(up)); err == nil {
+			return nested(up, "enrolled")
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if !pending {
+			continue
+		}
+		if e, err := r.KV.Get(ctx, PendingKey(up)); err == nil && waiting(e) {
+			return nested(up, "waiting")
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	below, err := r.KV.List(ctx, DeviceKey(device)+".>")
+	if err != nil {
+		return err
+	}
+	for _, e := range below {
+		return nested(deviceOf(e.Key), "enrolled")
+	}
+	if pending {
+		below, err := r.KV.List(ctx, PendingKey(device)+".>")
+		if err != nil {
+			return err
+		}
+		for _, e := range below {
+			if waiting(e) {
+				return nested(pendingOf(e.Key), "waiting")
+			}
+		}
+	}
+	return nil
+}
+
+// checkClaimsByScan is checkClaims reading every identity.
+func (r *Registry) checkClaimsByScan(ctx context.Context, device, publicKey string, pending bool) error {
 	entries, err := r.KV.List(ctx, "")
 	if err != nil {
 		return err

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/mesh/meshtest"
 	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
 // clock is a settable Registry.Now.
@@ -820,4 +823,81 @@ func TestGeneralTokenEnrollsNewDevicesOnly(t *testing.T) {
 	if _, _, err := reg.Enroll(ctx, identity.Request{Device: "kiosk-3", PublicKey: mustKey(t), Token: general}, ""); err != nil {
 		t.Fatalf("the general token on a new device: %v", err)
 	}
+}
+
+// TestClaimsWithKeyIndex runs the claim checks the way a server does: a
+// Follow of the bucket keeps the key index, and enrollment reads it (and
+// a few keys for nesting) instead of every identity.
+func TestClaimsWithKeyIndex(t *testing.T) {
+	reg, _, kv := newRegistry(t)
+	reg.Now = nil // the real clock: Follow's records are compared with it
+	reg.Keys = &identity.Keys{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		identity.Follow(ctx, kv, fleet, nil, func([]*server.NkeyUser) error { return nil },
+			slog.New(slog.NewTextHandler(t.Output(), nil)), reg.Keys)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	indexed := func(key, device string, admin bool) {
+		t.Helper()
+		retry.Until(t, 10*time.Second, func() error {
+			if d, a, loaded := reg.Keys.Holder(key); !loaded || d != device || a != admin {
+				return fmt.Errorf("index says %q (admin %v, loaded %v) for the key, want %q (admin %v)", d, a, loaded, device, admin)
+			}
+			return nil
+		})
+	}
+	bg := context.Background()
+	var ce *identity.ConflictError
+	keyA := mustKey(t)
+	enroll(t, reg, "dev-a", keyA)
+	indexed(keyA, "dev-a", false)
+	if _, _, err := reg.Enroll(bg, identity.Request{Device: "dev-b", PublicKey: keyA, Token: token(t, reg, "", "")}, ""); !errors.As(err, &ce) {
+		t.Fatalf("dev-b with dev-a's key by token: %v, want a conflict", err)
+	}
+	if _, _, err := reg.Enroll(bg, identity.Request{Device: "dev-b", PublicKey: keyA}, ""); !errors.As(err, &ce) {
+		t.Fatalf("dev-b with dev-a's key by request: %v, want a conflict", err)
+	}
+	admin := mustKey(t)
+	if err := reg.SetAdmin(bg, identity.Admin{Name: "s1", PublicKey: admin}); err != nil {
+		t.Fatal(err)
+	}
+	indexed(admin, "", true)
+	if _, _, err := reg.Enroll(bg, identity.Request{Device: "dev-c", PublicKey: admin, Token: token(t, reg, "", "")}, ""); !errors.As(err, &ce) {
+		t.Fatalf("dev-c with the admin's key: %v, want a conflict", err)
+	}
+	// Its own key again is a rotation to the same key.
+	if _, _, err := reg.Enroll(bg, identity.Request{Device: "dev-a", PublicKey: keyA, Token: token(t, reg, "dev-a", "")}, ""); err != nil {
+		t.Fatalf("dev-a again with its key: %v", err)
+	}
+
+	// Nesting, read from the store: both directions, enrolled and waiting.
+	enrolled(t, reg, "a")
+	enrolled(t, reg, "x.y.z")
+	waiting(t, reg, "p")
+	for _, c := range []struct {
+		asked string
+		token bool
+	}{
+		{"a.b", true}, {"a.b", false}, {"a.b.c", true}, {"x", true}, {"x.y", false}, {"p.q", false},
+	} {
+		req := identity.Request{Device: c.asked, PublicKey: mustKey(t)}
+		if c.token {
+			req.Token = token(t, reg, "", "")
+		}
+		if _, _, err := reg.Enroll(bg, req, ""); !errors.As(err, &ce) {
+			t.Fatalf("%s (token %v): %v, want a conflict", c.asked, c.token, err)
+		}
+		if exists(t, kv, identity.DeviceKey(c.asked)) || exists(t, kv, identity.PendingKey(c.asked)) {
+			t.Fatalf("a refused nested id %s was written", c.asked)
+		}
+	}
+	// A token is not blocked by a waiting request (as without the index),
+	// and siblings do not nest.
+	enrolled(t, reg, "p.kiosk")
+	enrolled(t, reg, "ab")
+	enrolled(t, reg, "x.yz")
+	waiting(t, reg, "a-b")
 }

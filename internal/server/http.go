@@ -107,7 +107,7 @@ func (h *handler) viewBody(items any) map[string]any {
 func newHandler(nc *nats.Conn, ns *mesh.Server, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash *web.Dashboard, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
 	h := &handler{nc: nc, st: st, dash: dash, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log,
-		reg: &identity.Registry{KV: kvs[cfg.Buckets.Identities]}}
+		reg: &identity.Registry{KV: kvs[cfg.Buckets.Identities], Keys: &identity.Keys{}}}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),

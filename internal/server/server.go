@@ -221,7 +221,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		}
 		if cfg.NATSAuth == "identities" {
 			eg.Go(func() error {
-				identity.Follow(ectx, kvs[b.Identities], fleetBuckets(cfg), fixed, ns.SetUsers, log.With("component", "identities"))
+				identity.Follow(ectx, kvs[b.Identities], fleetBuckets(cfg), fixed, ns.SetUsers, log.With("component", "identities"), h.reg.Keys)
 				return nil
 			})
 		}
