@@ -22,19 +22,26 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		deployments            int
 		heartbeat, idle, limit time.Duration
 		csvDir, svgDir, prof   string
+		runs                   int
+		insecure               bool
 	)
 	fleet := &cobra.Command{
 		Use:   "fleet --devices N[,N...] --deployments M",
 		Short: "Roll deployments out to N simulated devices on one server and report what it cost",
 		Long: `Start a harmony server (a child process, on a temporary data directory and
-free loopback ports, TLS and NATS identities off) and N simulated devices in
-this process: the real agent with its own NATS connection, desired-state
+free loopback ports, with its defaults: TLS on and every device under its own
+NATS identity; --insecure turns both off to compare) and N simulated devices
+in this process: the real agent with its own NATS connection, desired-state
 watch, status and heartbeats, only the reconcilers replaced by instant ones.
-Apply M deployments (one selecting every device, the others one shard each,
-so every device has two), change the first, stay idle, restart the server
-on its data, and report: apply to all succeeded (per device p50/p99/max and
-total), restart to Converged, server CPU and peak memory, NATS messages and
-bytes per second, JetStream consumers. Several sizes run one after another;
+Each device is enrolled first with a one-time token of its own (not timed).
+Start every device at once, apply M deployments (one selecting every device,
+the others one shard each, so every device has two), change the first, stay
+idle, restart the server on its data, and report: start to all online, apply
+and change to all succeeded as the API's roll-up counts it (and per device
+p50/p99/max), restart to every device back online with the roll-up restored,
+server CPU and peak memory (VmHWM of each life), NATS messages and bytes per
+second, JetStream consumers. Each size runs --runs times; a failed run is
+reported as failed and the others go on; the summary gives min/median/max.
 --csv and --svg write the series (docs/BENCHMARKS.md).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,16 +56,27 @@ bytes per second, JetStream consumers. Several sizes run one after another;
 			if deployments < 1 || deployments > 1000 {
 				return usageError{fmt.Errorf("--deployments %d: want 1 to 1000", deployments)}
 			}
-			var results []fleetbench.Result
-			for _, n := range ns {
-				res, err := fleetbench.Run(cmd.Context(), fleetbench.Config{Devices: n, Deployments: deployments,
-					Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof})
-				if err != nil {
-					return fmt.Errorf("%d devices: %w", n, err)
-				}
-				results = append(results, res)
-				fleetbench.WriteTable(stdout, res)
+			if runs < 1 {
+				return usageError{fmt.Errorf("--runs %d: want at least 1", runs)}
 			}
+			var results []fleetbench.Result
+			failed := 0
+			for _, n := range ns {
+				for k := 0; k < runs; k++ {
+					res, err := fleetbench.Run(cmd.Context(), fleetbench.Config{Devices: n, Deployments: deployments,
+						Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof, Insecure: insecure})
+					if cmd.Context().Err() != nil {
+						return cmd.Context().Err()
+					}
+					if err != nil {
+						failed++
+						fmt.Fprintf(stderr, "%d devices, run %d: FAILED: %v\n", n, k+1, err)
+					}
+					results = append(results, res)
+					fleetbench.WriteTable(stdout, res)
+				}
+			}
+			fleetbench.WriteSummary(stdout, results)
 			if csvDir != "" {
 				if err := fleetbench.WriteCSV(csvDir, results); err != nil {
 					return err
@@ -69,9 +87,14 @@ bytes per second, JetStream consumers. Several sizes run one after another;
 					return err
 				}
 			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d runs failed", failed, len(results))
+			}
 			return nil
 		},
 	}
+	fleet.Flags().IntVar(&runs, "runs", 1, "runs per fleet size")
+	fleet.Flags().BoolVar(&insecure, "insecure", false, "run the server with TLS and NATS identities off (to compare)")
 	fleet.Flags().StringVar(&sizes, "devices", "1000", "fleet sizes, comma-separated")
 	fleet.Flags().IntVar(&deployments, "deployments", 10, "deployments (the first selects every device)")
 	fleet.Flags().DurationVar(&heartbeat, "heartbeat", 10*time.Second, "simulated agents' heartbeat interval")

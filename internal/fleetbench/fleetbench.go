@@ -64,6 +64,12 @@ type Config struct {
 	// first life (apply, change and idle), and Profile+".heap" its heap
 	// when that life ends.
 	Profile string
+	// Insecure runs the server with TLS and NATS identities off (devices
+	// connect unauthenticated, with the JetStream API). By default the
+	// bench measures the product as shipped: TLS on, every device enrolled
+	// with a one-time token of its own and connected under its identity
+	// through the relay.
+	Insecure bool
 }
 
 // Latencies are per-device times from an apply to the device's succeeded
@@ -81,23 +87,35 @@ func (l Latencies) Quantile(q float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-// Result is what a run measured.
+// Result is what a run measured. Every "until" is read where users read
+// it: the API's roll-up (GET /api/v1/status and /api/v1/deployments).
 type Result struct {
 	Devices, Deployments int
-	// Apply: every device's time to succeed on all its deployments after
-	// the first apply; Change: after one deployment (every device's) got
-	// a new generation.
+	Insecure             bool
+	// Err is why the run failed ("" when it completed); the figures it
+	// reached before are kept.
+	Err string
+	// Start: from starting every device at once until each has
+	// heartbeated and the roll-up counts every device online.
+	Start time.Duration
+	// Apply: every device's time to report success on all its
+	// deployments after the first apply; Change: after one deployment
+	// (every device's) got a new generation (from the device-state
+	// bucket, per device).
 	Apply, Change Latencies
-	// ApplyTotal, ChangeTotal: until the last device succeeded.
+	// ApplyTotal, ChangeTotal: until the roll-up counts every matched
+	// device succeeded at the new generation on every deployment.
 	ApplyTotal, ChangeTotal time.Duration
-	// Restart: from starting the server again on its data until it is
-	// ready (its operator Converged).
-	Restart time.Duration
+	// Restart: from starting the server again on its data until every
+	// device has heartbeated again (reconnected) and the roll-up is back
+	// to its counts before the restart; Ready: until /readyz answered.
+	Restart, Ready time.Duration
 	// ServerCPU: CPU time of the server process during the first rollout
 	// and during the idle window (as a share of one core).
 	RolloutCPU   time.Duration
 	IdleCPUShare float64
-	// PeakRSS of the server process (bytes, the larger of its two lives).
+	// PeakRSS of the server process (bytes): the kernel's high-water mark
+	// (VmHWM) of each life, read when that life ends, after the storm.
 	PeakRSS uint64
 	// Traffic through the server's NATS during the first rollout and the
 	// idle window.
@@ -132,8 +150,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		cfg.Server = []string{exe}
 	}
-	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments}}
-	return b.run(ctx)
+	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments, Insecure: cfg.Insecure}}
+	res, err := b.run(ctx)
+	if err != nil {
+		res.Err = err.Error()
+	}
+	return res, err
 }
 
 type bench struct {
@@ -149,6 +171,8 @@ type bench struct {
 	srvStarts int
 	srvDone   chan error
 	http      *http.Client
+	scheme    string // of the HTTP API: https unless insecure
+	seeds     string // directory of the devices' nkey seeds ("" insecure)
 }
 
 func (b *bench) say(format string, args ...any) {
@@ -188,18 +212,37 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	if b.httpAddr, err = freeAddr(); err != nil {
 		return b.res, err
 	}
+	b.scheme = "https"
+	if b.cfg.Insecure {
+		b.scheme = "http"
+	}
 	b.http = &http.Client{Timeout: time.Minute}
 	if err := b.startServer(ctx); err != nil {
 		return b.res, err
 	}
 	defer b.stopServer()
+	var ca string
+	if !b.cfg.Insecure {
+		ca = filepath.Join(b.dataDir, "tls", "ca.pem")
+		b.seeds = filepath.Join(dir, "seeds")
+		b.say("enrolling %d devices, each with a one-time token of its own", b.cfg.Devices)
+		t0 := time.Now()
+		if err := b.enrollDevices(ctx); err != nil {
+			return b.res, err
+		}
+		b.say("enrolled %d devices in %s", b.cfg.Devices, time.Since(t0).Round(time.Millisecond))
+	}
 
 	// Devices run until the end of the run.
 	simCtx, stopSims := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(simCtx)
 	defer func() { stopSims(); _ = g.Wait() }()
 
-	nc, err := mesh.Connect(mesh.ClientConfig{Name: "harmony bench", URLs: []string{"nats://" + b.natsAddr}})
+	cc := mesh.ClientConfig{Name: "harmony bench", URLs: []string{"nats://" + b.natsAddr}}
+	if !b.cfg.Insecure {
+		cc.CAFile, cc.NkeySeedFile = ca, filepath.Join(b.dataDir, "nats-admin.nk")
+	}
+	nc, err := mesh.Connect(cc)
 	if err != nil {
 		return b.res, err
 	}
@@ -214,23 +257,28 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 		return b.res, err
 	}
 	defer states.stop()
+	beats, err := st.Open(ctx, buckets.DeviceHeartbeat)
+	if err != nil {
+		return b.res, err
+	}
 
-	b.say("starting %d simulated devices", b.cfg.Devices)
-	started := time.Now()
-	if err := b.startDevices(g, gctx); err != nil {
+	b.say("starting %d simulated devices at once", b.cfg.Devices)
+	t0 := time.Now()
+	if err := b.startDevices(g, gctx, ca); err != nil {
 		return b.res, err
 	}
-	if err := b.waitOnline(ctx, st, buckets.DeviceHeartbeat); err != nil {
-		return b.res, err
+	if err := b.waitOnline(ctx, beats, t0); err != nil {
+		return b.res, fmt.Errorf("first start: %w", err)
 	}
-	b.say("all %d devices online after %s", b.cfg.Devices, time.Since(started).Round(time.Millisecond))
+	b.res.Start = time.Since(t0)
+	b.say("all %d devices online (heartbeats and roll-up) after %s", b.cfg.Devices, b.res.Start.Round(time.Millisecond))
 	if m, err := b.metrics(); err == nil {
 		b.res.Consumers, b.res.Connections = int(m["harmony_jetstream_consumers"]), int(m["harmony_nats_connections"])
 	}
 
 	// First apply: M deployments.
 	cpu0, m0 := b.serverCPU(), b.metricsOrEmpty()
-	t0 := time.Now()
+	t0 = time.Now()
 	want := b.expectations(1)
 	if err := b.apply("one"); err != nil {
 		return b.res, err
@@ -239,11 +287,14 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return b.res, fmt.Errorf("first rollout: %w", err)
 	}
+	if err := b.waitRollup(ctx, b.rolledOut(1, -1)); err != nil {
+		return b.res, fmt.Errorf("first rollout: %w", err)
+	}
 	b.res.ApplyTotal = time.Since(t0)
 	b.res.RolloutCPU = b.serverCPU() - cpu0
 	b.res.RolloutRate = rate(m0, b.metricsOrEmpty(), b.res.ApplyTotal)
 	b.res.Apply = lat
-	b.say("apply %d deployments: every device succeeded after %s (p50 %s, p99 %s)", b.cfg.Deployments,
+	b.say("apply %d deployments: the roll-up counts every device succeeded after %s (per device p50 %s, p99 %s)", b.cfg.Deployments,
 		b.res.ApplyTotal.Round(time.Millisecond), lat.Quantile(0.5).Round(time.Millisecond), lat.Quantile(0.99).Round(time.Millisecond))
 
 	// Change deployment 0, which every device has.
@@ -255,8 +306,11 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return b.res, fmt.Errorf("change: %w", err)
 	}
+	if err := b.waitRollup(ctx, b.rolledOut(1, 2)); err != nil {
+		return b.res, fmt.Errorf("change: %w", err)
+	}
 	b.res.ChangeTotal, b.res.Change = time.Since(t0), lat
-	b.say("change one deployment: every device succeeded after %s (p50 %s, p99 %s)",
+	b.say("change one deployment: the roll-up counts every device succeeded after %s (per device p50 %s, p99 %s)",
 		b.res.ChangeTotal.Round(time.Millisecond), lat.Quantile(0.5).Round(time.Millisecond), lat.Quantile(0.99).Round(time.Millisecond))
 
 	// Idle: heartbeats only.
@@ -272,19 +326,28 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 		b.say("idle %s: server CPU %.1f%% of a core, %.0f msgs/s in", b.cfg.Idle, 100*b.res.IdleCPUShare, b.res.IdleRate.InMsgs)
 	}
 
-	// Restart the server on its data.
+	// Restart the server on its data, and wait until every device is back
+	// and the roll-up shows what it showed before.
+	before, err := b.rollup()
+	if err != nil {
+		return b.res, err
+	}
 	b.res.PeakRSS = b.serverPeakRSS()
 	b.stopServer()
 	t0 = time.Now()
 	if err := b.startServer(ctx); err != nil {
 		return b.res, err
 	}
-	b.res.Restart = time.Since(t0)
-	b.say("server restarted and converged in %s", b.res.Restart.Round(time.Millisecond))
-	// Its view holds every device's state again.
-	if err := b.waitStatus(ctx, depName(0), 2); err != nil {
-		return b.res, err
+	b.res.Ready = time.Since(t0)
+	if err := b.waitOnline(ctx, beats, t0); err != nil {
+		return b.res, fmt.Errorf("restart: %w", err)
 	}
+	if err := b.waitRollup(ctx, func(r rollupView) error { return r.same(before) }); err != nil {
+		return b.res, fmt.Errorf("restart: %w", err)
+	}
+	b.res.Restart = time.Since(t0)
+	b.say("server restarted: ready after %s; every device back and the roll-up restored after %s",
+		b.res.Ready.Round(time.Millisecond), b.res.Restart.Round(time.Millisecond))
 	b.res.PeakRSS = max(b.res.PeakRSS, b.serverPeakRSS())
 	return b.res, nil
 }
@@ -348,7 +411,10 @@ func depName(k int) string { return fmt.Sprintf("d%03d", k) }
 // startServer starts the server process and waits until it is ready.
 func (b *bench) startServer(ctx context.Context) error {
 	args := append(append([]string{}, b.cfg.Server[1:]...), "server", "--data-dir", b.dataDir, "--nats", b.natsAddr,
-		"--http", b.httpAddr, "--tls", "off", "--nats-auth", "off", "--log-level", "warn", "--tokens-file", b.tokens)
+		"--http", b.httpAddr, "--log-level", "warn", "--tokens-file", b.tokens)
+	if b.cfg.Insecure {
+		args = append(args, "--tls", "off", "--nats-auth", "off")
+	}
 	cmd := exec.Command(b.cfg.Server[0], args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if b.cfg.Profile != "" && b.srvStarts == 0 {
@@ -367,7 +433,10 @@ func (b *bench) startServer(ctx context.Context) error {
 		return err
 	}
 	for {
-		if resp, err := b.http.Get("http://" + b.httpAddr + "/readyz"); err == nil {
+		if b.scheme == "https" && b.http.Transport == nil {
+			b.trustCA() // written by the server at its first start
+		}
+		if resp, err := b.http.Get(b.scheme + "://" + b.httpAddr + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -398,7 +467,7 @@ func (b *bench) stopServer() {
 
 // startDevices runs the real agent for every simulated device, with
 // instant reconcilers.
-func (b *bench) startDevices(g *errgroup.Group, ctx context.Context) error {
+func (b *bench) startDevices(g *errgroup.Group, ctx context.Context, ca string) error {
 	kinds := map[string]agent.Kind{}
 	for _, k := range []string{v1.KindFile, v1.KindContainer, v1.KindSystemdUnit, v1.KindShellJob} {
 		kinds[k] = Instant{}
@@ -411,6 +480,9 @@ func (b *bench) startDevices(g *errgroup.Group, ctx context.Context) error {
 		c.Labels = map[string]string{"fleet": "sim", "shard": b.shard(i)}
 		c.HeartbeatInterval = config.Duration(b.cfg.Heartbeat)
 		c.HTTP = ""
+		if b.seeds != "" {
+			c.NATSCA, c.NATSNkey = ca, b.seedFile(c.ID)
+		}
 		a, err := agent.New(c, b.cfg.Log, agent.Options{Kinds: kinds})
 		if err != nil {
 			return err
@@ -420,20 +492,32 @@ func (b *bench) startDevices(g *errgroup.Group, ctx context.Context) error {
 	return nil
 }
 
-// waitOnline waits until every device has heartbeated.
-func (b *bench) waitOnline(ctx context.Context, st store.Store, bucket string) error {
-	kv, err := st.Open(ctx, bucket)
-	if err != nil {
-		return err
-	}
+// waitOnline waits until every device has heartbeated since since (the
+// store's own time of the write) and the roll-up counts every device
+// online.
+func (b *bench) waitOnline(ctx context.Context, beats store.KV, since time.Time) error {
 	deadline := time.Now().Add(b.cfg.Timeout)
+	fresh := 0
+	var fleet fleetCounts
 	for {
-		entries, err := kv.List(ctx, "")
-		if err == nil && len(entries) >= b.cfg.Devices {
-			return nil
+		if fresh < b.cfg.Devices {
+			if entries, err := beats.List(ctx, ""); err == nil {
+				fresh = 0
+				for _, e := range entries {
+					if !e.Created.Before(since) {
+						fresh++
+					}
+				}
+			}
+		}
+		if fresh >= b.cfg.Devices {
+			var err error
+			if fleet, err = b.fleet(); err == nil && fleet.Online >= b.cfg.Devices {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d devices online after %s", len(entries), b.cfg.Devices, b.cfg.Timeout)
+			return fmt.Errorf("%d of %d devices heartbeated, the roll-up counts %d online, after %s", fresh, b.cfg.Devices, fleet.Online, b.cfg.Timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -472,7 +556,7 @@ spec:
 }
 
 func (b *bench) post(body string) error {
-	req, _ := http.NewRequest("POST", "http://"+b.httpAddr+"/api/v1/deployments", strings.NewReader(body))
+	req, _ := http.NewRequest("POST", b.scheme+"://"+b.httpAddr+"/api/v1/deployments", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+b.token)
 	req.Header.Set("Content-Type", "application/yaml")
 	resp, err := b.http.Do(req)
@@ -487,29 +571,122 @@ func (b *bench) post(body string) error {
 	return nil
 }
 
-// waitStatus waits until the server's own view (its API) counts every
-// matched device of a deployment succeeded at a generation.
-func (b *bench) waitStatus(ctx context.Context, name string, gen int64) error {
+type fleetCounts struct {
+	Devices int `json:"devices"`
+	Online  int `json:"online"`
+	Offline int `json:"offline"`
+}
+
+// fleet reads the fleet's counts from GET /api/v1/status.
+func (b *bench) fleet() (fleetCounts, error) {
+	var v struct {
+		Fleet fleetCounts `json:"fleet"`
+	}
+	err := b.getJSON("/api/v1/status", &v)
+	return v.Fleet, err
+}
+
+// rollupView is what the API's roll-up says: every deployment's counts and
+// the fleet's.
+type rollupView struct {
+	Fleet       fleetCounts
+	Deployments map[string]depCounts
+}
+
+type depCounts struct {
+	Generation                                   int64
+	Matched, Succeeded, Failed, Pending, Offline int
+}
+
+func (r rollupView) same(want rollupView) error {
+	if r.Fleet != want.Fleet {
+		return fmt.Errorf("fleet %+v, want %+v", r.Fleet, want.Fleet)
+	}
+	for name, w := range want.Deployments {
+		if got := r.Deployments[name]; got != w {
+			return fmt.Errorf("deployment %s %+v, want %+v", name, got, w)
+		}
+	}
+	return nil
+}
+
+// rollup reads GET /api/v1/status and GET /api/v1/deployments.
+func (b *bench) rollup() (rollupView, error) {
+	var out rollupView
+	var err error
+	if out.Fleet, err = b.fleet(); err != nil {
+		return out, err
+	}
+	var v struct {
+		Items []struct {
+			Status struct {
+				Name       string `json:"name"`
+				Generation int64  `json:"generation"`
+				Matched    int    `json:"matched"`
+				Succeeded  int    `json:"succeeded"`
+				Failed     int    `json:"failed"`
+				Pending    int    `json:"pending"`
+				Offline    int    `json:"offline"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := b.getJSON("/api/v1/deployments", &v); err != nil {
+		return out, err
+	}
+	out.Deployments = map[string]depCounts{}
+	for _, it := range v.Items {
+		st := it.Status
+		out.Deployments[st.Name] = depCounts{Generation: st.Generation, Matched: st.Matched, Succeeded: st.Succeeded,
+			Failed: st.Failed, Pending: st.Pending, Offline: st.Offline}
+	}
+	return out, nil
+}
+
+// rolledOut: the roll-up counts every device online and every matched
+// device succeeded on every deployment at generation gen (deployment 0 at
+// gen0 when that is not -1).
+func (b *bench) rolledOut(gen, gen0 int64) func(rollupView) error {
+	return func(r rollupView) error {
+		if r.Fleet.Online != b.cfg.Devices {
+			return fmt.Errorf("%d of %d devices online", r.Fleet.Online, b.cfg.Devices)
+		}
+		if len(r.Deployments) != b.cfg.Deployments {
+			return fmt.Errorf("%d of %d deployments", len(r.Deployments), b.cfg.Deployments)
+		}
+		matched := 0
+		for name, d := range r.Deployments {
+			g := gen
+			if name == depName(0) && gen0 >= 0 {
+				g = gen0
+			}
+			if d.Generation != g || d.Succeeded != d.Matched {
+				return fmt.Errorf("deployment %s: %d of %d succeeded at generation %d (want %d)", name, d.Succeeded, d.Matched, d.Generation, g)
+			}
+			matched += d.Matched
+		}
+		want := b.cfg.Devices
+		if b.cfg.Deployments > 1 {
+			want *= 2 // every device has deployment 0 and its shard's
+		}
+		if matched != want {
+			return fmt.Errorf("%d devices matched over all deployments, want %d", matched, want)
+		}
+		return nil
+	}
+}
+
+// waitRollup polls the roll-up until check passes.
+func (b *bench) waitRollup(ctx context.Context, check func(rollupView) error) error {
 	deadline := time.Now().Add(b.cfg.Timeout)
 	for {
-		req, _ := http.NewRequest("GET", "http://"+b.httpAddr+"/api/v1/deployments/"+name, nil)
-		req.Header.Set("Authorization", "Bearer "+b.token)
-		var v struct {
-			Status struct {
-				Generation int64 `json:"generation"`
-				Matched    int   `json:"matched"`
-				Succeeded  int   `json:"succeeded"`
-			} `json:"status"`
-		}
-		if resp, err := b.http.Do(req); err == nil {
-			_ = json.NewDecoder(resp.Body).Decode(&v)
-			resp.Body.Close()
-			if v.Status.Generation == gen && v.Status.Matched == b.cfg.Devices && v.Status.Succeeded == b.cfg.Devices {
+		r, err := b.rollup()
+		if err == nil {
+			if err = check(r); err == nil {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("deployment %s: %d of %d succeeded at generation %d after %s", name, v.Status.Succeeded, b.cfg.Devices, gen, b.cfg.Timeout)
+			return fmt.Errorf("roll-up after %s: %w", b.cfg.Timeout, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -519,9 +696,24 @@ func (b *bench) waitStatus(ctx context.Context, name string, gen int64) error {
 	}
 }
 
+func (b *bench) getJSON(path string, v any) error {
+	req, _ := http.NewRequest("GET", b.scheme+"://"+b.httpAddr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, msg)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
 // metrics scrapes the server's /metrics (only unlabelled samples).
 func (b *bench) metrics() (map[string]float64, error) {
-	resp, err := b.http.Get("http://" + b.httpAddr + "/metrics")
+	resp, err := b.http.Get(b.scheme + "://" + b.httpAddr + "/metrics")
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package fleetbench
 import (
 	"fmt"
 	"io"
+	"sort"
 	"text/tabwriter"
 	"time"
 )
@@ -11,20 +12,96 @@ import (
 func WriteTable(w io.Writer, r Result) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "devices\t%d\n", r.Devices)
+	fmt.Fprintf(tw, "devices\t%d (%s)\n", r.Devices, mode(r))
 	fmt.Fprintf(tw, "deployments\t%d\n", r.Deployments)
-	fmt.Fprintf(tw, "apply -> all succeeded\t%s (per device p50 %s, p99 %s, max %s)\n", ms(r.ApplyTotal),
+	if r.Err != "" {
+		fmt.Fprintf(tw, "FAILED\t%s\n", r.Err)
+	}
+	fmt.Fprintf(tw, "start -> all online\t%s\n", ms(r.Start))
+	fmt.Fprintf(tw, "apply -> all succeeded (roll-up)\t%s (per device p50 %s, p99 %s, max %s)\n", ms(r.ApplyTotal),
 		ms(r.Apply.Quantile(0.5)), ms(r.Apply.Quantile(0.99)), ms(r.Apply.Quantile(1)))
-	fmt.Fprintf(tw, "change one -> all succeeded\t%s (per device p50 %s, p99 %s, max %s)\n", ms(r.ChangeTotal),
+	fmt.Fprintf(tw, "change one -> all succeeded (roll-up)\t%s (per device p50 %s, p99 %s, max %s)\n", ms(r.ChangeTotal),
 		ms(r.Change.Quantile(0.5)), ms(r.Change.Quantile(0.99)), ms(r.Change.Quantile(1)))
-	fmt.Fprintf(tw, "server restart -> Converged\t%s\n", ms(r.Restart))
+	fmt.Fprintf(tw, "server restart -> ready\t%s\n", ms(r.Ready))
+	fmt.Fprintf(tw, "server restart -> all online, roll-up restored\t%s\n", ms(r.Restart))
 	fmt.Fprintf(tw, "server CPU, first rollout\t%s\n", ms(r.RolloutCPU))
 	fmt.Fprintf(tw, "server CPU, idle\t%.1f %% of a core\n", 100*r.IdleCPUShare)
-	fmt.Fprintf(tw, "server peak RSS\t%.0f MiB\n", float64(r.PeakRSS)/(1<<20))
+	fmt.Fprintf(tw, "server peak RSS (VmHWM)\t%.0f MiB\n", float64(r.PeakRSS)/(1<<20))
 	fmt.Fprintf(tw, "NATS, first rollout\t%.0f msgs/s in, %.0f out; %.1f MB/s in, %.1f out\n", r.RolloutRate.InMsgs, r.RolloutRate.OutMsgs,
 		r.RolloutRate.InBytes/1e6, r.RolloutRate.OutBytes/1e6)
 	fmt.Fprintf(tw, "NATS, idle\t%.0f msgs/s in, %.0f out; %.2f MB/s in, %.2f out\n", r.IdleRate.InMsgs, r.IdleRate.OutMsgs,
 		r.IdleRate.InBytes/1e6, r.IdleRate.OutBytes/1e6)
 	fmt.Fprintf(tw, "JetStream consumers\t%d (%d connections)\n", r.Consumers, r.Connections)
 	tw.Flush()
+}
+
+func mode(r Result) string {
+	if r.Insecure {
+		return "TLS and identities off"
+	}
+	return "TLS and identities on"
+}
+
+// WriteSummary prints, per fleet size, min/median/max of every figure over
+// the runs that completed, and how many runs failed (never dropped).
+func WriteSummary(w io.Writer, results []Result) {
+	bySize := map[int][]Result{}
+	var sizes []int
+	for _, r := range results {
+		if _, ok := bySize[r.Devices]; !ok {
+			sizes = append(sizes, r.Devices)
+		}
+		bySize[r.Devices] = append(bySize[r.Devices], r)
+	}
+	sort.Ints(sizes)
+	for _, n := range sizes {
+		runs := bySize[n]
+		var ok []Result
+		failed := 0
+		for _, r := range runs {
+			if r.Err == "" {
+				ok = append(ok, r)
+			} else {
+				failed++
+			}
+		}
+		fmt.Fprintf(w, "\n%d devices, %d deployments, %s: %d runs, %d failed\n", n, runs[0].Deployments, mode(runs[0]), len(runs), failed)
+		for _, r := range runs {
+			if r.Err != "" {
+				fmt.Fprintf(w, "  failed: %s\n", r.Err)
+			}
+		}
+		if len(ok) == 0 {
+			continue
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "| metric\t| min\t| median\t| max\t| runs\t|")
+		sec := func(f func(Result) time.Duration) func(Result) float64 {
+			return func(r Result) float64 { return f(r).Seconds() }
+		}
+		rows := []struct {
+			name, format string
+			f            func(Result) float64
+		}{
+			{"start -> all online (s)", "%.2f", sec(func(r Result) time.Duration { return r.Start })},
+			{"apply -> all succeeded, roll-up (s)", "%.2f", sec(func(r Result) time.Duration { return r.ApplyTotal })},
+			{"change one -> all succeeded, roll-up (s)", "%.2f", sec(func(r Result) time.Duration { return r.ChangeTotal })},
+			{"restart -> ready (s)", "%.2f", sec(func(r Result) time.Duration { return r.Ready })},
+			{"restart -> all online, roll-up restored (s)", "%.2f", sec(func(r Result) time.Duration { return r.Restart })},
+			{"server CPU, first rollout (s)", "%.2f", sec(func(r Result) time.Duration { return r.RolloutCPU })},
+			{"idle server CPU (% of a core)", "%.1f", func(r Result) float64 { return 100 * r.IdleCPUShare }},
+			{"server peak RSS (MiB)", "%.0f", func(r Result) float64 { return float64(r.PeakRSS) / (1 << 20) }},
+			{"JetStream consumers", "%.0f", func(r Result) float64 { return float64(r.Consumers) }},
+		}
+		for _, row := range rows {
+			v := make([]float64, len(ok))
+			for i, r := range ok {
+				v[i] = row.f(r)
+			}
+			sort.Float64s(v)
+			f := row.format
+			fmt.Fprintf(tw, "| %s\t| "+f+"\t| "+f+"\t| "+f+"\t| %d\t|\n", row.name, v[0], v[(len(v)-1)/2], v[len(v)-1], len(v))
+		}
+		tw.Flush()
+	}
 }

@@ -23,15 +23,15 @@ func WriteCSV(dir string, results []Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rows := [][]string{{"devices", "deployments", "apply_total_ms", "apply_p50_ms", "apply_p99_ms", "apply_max_ms",
-		"change_total_ms", "change_p50_ms", "change_p99_ms", "change_max_ms", "restart_ms", "rollout_cpu_ms",
+	rows := [][]string{{"devices", "deployments", "secure", "error", "start_ms", "apply_total_ms", "apply_p50_ms", "apply_p99_ms", "apply_max_ms",
+		"change_total_ms", "change_p50_ms", "change_p99_ms", "change_max_ms", "ready_ms", "restart_ms", "rollout_cpu_ms",
 		"idle_cpu_share", "peak_rss_bytes", "consumers", "rollout_in_msgs_s", "rollout_out_msgs_s",
 		"rollout_in_bytes_s", "rollout_out_bytes_s", "idle_in_msgs_s", "idle_out_msgs_s"}}
 	for _, r := range results {
-		rows = append(rows, []string{strconv.Itoa(r.Devices), strconv.Itoa(r.Deployments),
+		rows = append(rows, []string{strconv.Itoa(r.Devices), strconv.Itoa(r.Deployments), strconv.FormatBool(!r.Insecure), r.Err, msf(r.Start),
 			msf(r.ApplyTotal), msf(r.Apply.Quantile(.5)), msf(r.Apply.Quantile(.99)), msf(r.Apply.Quantile(1)),
 			msf(r.ChangeTotal), msf(r.Change.Quantile(.5)), msf(r.Change.Quantile(.99)), msf(r.Change.Quantile(1)),
-			msf(r.Restart), msf(r.RolloutCPU), strconv.FormatFloat(r.IdleCPUShare, 'f', 4, 64),
+			msf(r.Ready), msf(r.Restart), msf(r.RolloutCPU), strconv.FormatFloat(r.IdleCPUShare, 'f', 4, 64),
 			strconv.FormatUint(r.PeakRSS, 10), strconv.Itoa(r.Consumers),
 			fmt.Sprintf("%.0f", r.RolloutRate.InMsgs), fmt.Sprintf("%.0f", r.RolloutRate.OutMsgs),
 			fmt.Sprintf("%.0f", r.RolloutRate.InBytes), fmt.Sprintf("%.0f", r.RolloutRate.OutBytes),

@@ -78,8 +78,18 @@ func storeErrorOf(err error) (int, APIError) {
 	}
 }
 
+// FleetCounts is the fleet's line of GET /api/v1/status: the devices the
+// operator knows, online and offline, from its running roll-up.
+type FleetCounts struct {
+	Devices int `json:"devices"`
+	Online  int `json:"online"`
+	Offline int `json:"offline"`
+}
+
 func (h *handler) apiStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "progress": h.op.Progress()})
+	roll := h.op.Rollup()
+	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "progress": h.op.Progress(),
+		"fleet": FleetCounts{Devices: roll.Online + roll.Offline, Online: roll.Online, Offline: roll.Offline}})
 }
 
 // DeploymentView is a deployment with its roll-up.
