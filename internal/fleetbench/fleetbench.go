@@ -417,8 +417,15 @@ func (b *bench) startServer(ctx context.Context) error {
 	}
 	cmd := exec.Command(b.cfg.Server[0], args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	// The server's own defaults, whatever HARMONY_* settings the bench's
+	// environment holds (a test's HARMONY_TLS=off, say).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HARMONY_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	if b.cfg.Profile != "" && b.srvStarts == 0 {
-		cmd.Env = append(os.Environ(), "HARMONY_CPU_PROFILE="+b.cfg.Profile, "HARMONY_HEAP_PROFILE="+b.cfg.Profile+".heap")
+		cmd.Env = append(cmd.Env, "HARMONY_CPU_PROFILE="+b.cfg.Profile, "HARMONY_HEAP_PROFILE="+b.cfg.Profile+".heap")
 	}
 	b.srvStarts++
 	if err := cmd.Start(); err != nil {

@@ -218,6 +218,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 			for _, c := range clustersOf(recs) {
 				h.ensureClusterBucket(ctx, c)
 			}
+			warnDescriptors(log, len(recs), ns.MaxConnections())
 		}
 		if cfg.NATSAuth == "identities" {
 			eg.Go(func() error {
@@ -374,4 +375,24 @@ func ensureBuckets(ctx context.Context, st store.Store, cfg config.Server, log *
 		}
 	}
 	return kvs, nil
+}
+
+// descriptorsPerDevice is what one device costs the server in open files:
+// its agent's one NATS connection (a failover member shares it; TLS adds
+// none). The rest of the limit is kept for the server itself
+// (mesh's connection limit).
+const descriptorsPerDevice = 1
+
+// warnDescriptors says at start-up when the open-files limit leaves fewer
+// client connections than the enrolled devices need (plus a tenth to
+// spare, for operators' tools and agents reconnecting): past the limit
+// the embedded NATS refuses connections, and those devices stay offline.
+func warnDescriptors(log *slog.Logger, devices, maxConn int) {
+	need := devices*descriptorsPerDevice + devices/10
+	if devices == 0 || need <= maxConn {
+		return
+	}
+	log.Warn("the open-files limit is too low for the enrolled devices: raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
+		"enrolled_devices", devices, "connections_needed", need, "connections_allowed", maxConn,
+		"descriptors_per_device", descriptorsPerDevice)
 }
