@@ -169,6 +169,11 @@ func (c *Client) do(ctx context.Context, method, addr, peerKey, path string, bod
 	if err := json.Unmarshal(b, into); err != nil {
 		return fmt.Errorf("%w: %s %s: %w", ErrBadResponse, addr, path, err)
 	}
+	// An answer that came in as the deadline passed is not taken: past
+	// its deadline a call fails, whatever raced with the cancellation.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("peer: %s %s: %w", addr, path, err)
+	}
 	return nil
 }
 
