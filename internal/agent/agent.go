@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,10 @@ type Agent struct {
 	retry   retryPolicy
 	health  *health
 	metrics *agentMetrics
+	// spread is the reconnection window the control plane last advertised
+	// (nanoseconds; 0 until heard): the agent spreads its reconnections
+	// over it (mesh.ClientConfig.Spread).
+	spread atomic.Int64
 }
 
 // New builds an agent from its configuration.
@@ -130,6 +135,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		ReconnectWait: a.cfg.ReconnectInitial.Std(), ReconnectMax: a.cfg.ReconnectMax.Std(),
 		ReconnectMultiplier: a.cfg.ReconnectMultiplier, ReconnectJitter: a.cfg.ReconnectJitter,
 		PingInterval: a.cfg.MeshPingInterval.Std(),
+		Spread:       func() time.Duration { return time.Duration(a.spread.Load()) },
 		OnDisconnect: func() {
 			a.metrics.disconnects.Inc()
 			a.health.record(a.state.Path())
@@ -231,7 +237,7 @@ func (a *Agent) openStore(nc *nats.Conn) (store.Store, error) {
 		republish[fb] = store.RepublishPrefix(fb)
 	}
 	return relay.NewClient(nc, relay.ClientOptions{Device: a.cfg.ID, Timeout: a.cfg.StoreTimeout.Std(),
-		Republish: republish, Recheck: recheck}), nil
+		Republish: republish, Recheck: recheck, OnSpread: func(d time.Duration) { a.spread.Store(int64(d)) }}), nil
 }
 
 // ErrIdentityRotated ends Run when the device's identity file (nats_nkey)

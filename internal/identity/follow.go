@@ -178,6 +178,22 @@ func (k *Keys) Holder(publicKey string) (device string, admin, loaded bool) {
 	return h, false, loaded
 }
 
+// Devices is how many device identities the index holds.
+func (k *Keys) Devices() int {
+	if k == nil {
+		return 0
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	n := 0
+	for _, h := range k.holders {
+		if h != adminHolder {
+			n++
+		}
+	}
+	return n
+}
+
 func (k *Keys) holder(publicKey string) (string, bool) {
 	if k == nil {
 		return "", false

@@ -44,6 +44,14 @@ type ClientConfig struct {
 	ReconnectMax        time.Duration
 	ReconnectMultiplier float64
 	ReconnectJitter     float64
+	// Spread, when set, is the window over which this client spreads its
+	// reconnections (what the control plane advertises, growing with the
+	// fleet): the first attempt after a disconnection waits a random pause
+	// from 0 to the window, and every later one the longer of its backoff
+	// and such a pause, so that a fleet that lost its server comes back at
+	// a steady rate rather than all at once. Attempts go to the server the
+	// client has tried least (ties at random).
+	Spread func() time.Duration
 	// PingInterval: a connection that answers no ping for two intervals is
 	// declared dead and re-established (a blackholed link is noticed).
 	PingInterval time.Duration
@@ -62,6 +70,39 @@ func (cfg ClientConfig) ReconnectDelay(n int) time.Duration {
 	d = min(d, float64(cfg.ReconnectMax))
 	d *= 1 + cfg.ReconnectJitter*(2*rand.Float64()-1)
 	return time.Duration(d)
+}
+
+// reconnectTo picks the server of the next reconnection attempt and the
+// pause before it (ClientConfig.Spread).
+func (cfg ClientConfig) reconnectTo(servers []nats.Server, _ nats.ServerInfo) (*nats.Server, time.Duration) {
+	if len(servers) == 0 {
+		return nil, cfg.ReconnectDelay(1)
+	}
+	pick, least := 0, servers[0].Reconnects
+	ties := 1
+	for i := 1; i < len(servers); i++ {
+		switch r := servers[i].Reconnects; {
+		case r < least:
+			pick, least, ties = i, r, 1
+		case r == least:
+			ties++
+			if rand.IntN(ties) == 0 {
+				pick = i
+			}
+		}
+	}
+	var spread time.Duration
+	if cfg.Spread != nil {
+		spread = cfg.Spread()
+	}
+	pause := time.Duration(0)
+	if spread > 0 {
+		pause = time.Duration(rand.Int64N(int64(spread)))
+	}
+	if least > 0 { // every server was tried since the disconnection
+		pause = max(pause, cfg.ReconnectDelay(least))
+	}
+	return &servers[pick], pause
 }
 
 // Connect opens a connection that reconnects forever. The initial connection
@@ -101,6 +142,7 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 		// yet after a restart, must not end an agent's connection forever.
 		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(cfg.ReconnectDelay),
+		nats.ReconnectToServer(cfg.reconnectTo),
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(2),

@@ -25,7 +25,14 @@ type ClientOptions struct {
 	Republish map[string]string
 	// Recheck is how often a watch reads its keys again (0: never).
 	Recheck time.Duration
+	// OnSpread, when set, hears the reconnection window the control
+	// plane advertises (HdrSpread).
+	OnSpread func(time.Duration)
 }
+
+// maxSpread bounds the reconnection window a device takes from the
+// control plane.
+const maxSpread = time.Minute
 
 // Client is a store.Store whose every call is a relay request.
 type Client struct {
@@ -96,6 +103,11 @@ func (k *clientKV) call(ctx context.Context, op, key string, rev uint64, value [
 	}
 	if code := ans.Header.Get(HdrError); code != "" {
 		return nil, fmt.Errorf("store: %s %s/%s (relayed): %w: %s", op, k.bucket, key, classOf(code), ans.Header.Get(HdrMessage))
+	}
+	if v := ans.Header.Get(HdrSpread); v != "" && k.c.opts.OnSpread != nil {
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms >= 0 {
+			k.c.opts.OnSpread(time.Duration(min(ms, maxSpread.Milliseconds())) * time.Millisecond)
+		}
 	}
 	return ans, nil
 }

@@ -52,6 +52,11 @@ const (
 	HdrCreated  = "Harmony-Relay-Created"
 	HdrError    = "Harmony-Relay-Error"
 	HdrMessage  = "Harmony-Relay-Message"
+	// HdrSpread, on open and list answers (what an agent asks after every
+	// connection), is the window in milliseconds over which the devices
+	// should spread their reconnections to this control plane: it grows
+	// with the fleet (Options.Spread).
+	HdrSpread = "Harmony-Relay-Reconnect-Spread"
 )
 
 // Operations.

@@ -32,6 +32,12 @@ type bench struct {
 
 func start(t *testing.T, limits relay.Limits) *bench {
 	t.Helper()
+	return startWith(t, relay.Options{Limits: limits})
+}
+
+// startWith is start with the relay's options (Metrics are the bench's).
+func startWith(t *testing.T, opts relay.Options) *bench {
+	t.Helper()
 	srv := meshtest.StartServer(t)
 	nc := meshtest.Connect(t, srv)
 	st, err := store.NewNATS(nc, store.NATSOptions{})
@@ -40,6 +46,7 @@ func start(t *testing.T, limits relay.Limits) *bench {
 	}
 	cfg := config.DefaultServer()
 	b := &bench{srv: srv, names: cfg.Buckets, kv: map[string]store.KV{}, metrics: relay.NewMetrics()}
+	opts.Metrics = b.metrics
 	for _, bc := range hserver.FleetBuckets(cfg) {
 		kv, err := st.Ensure(context.Background(), bc)
 		if err != nil {
@@ -49,7 +56,7 @@ func start(t *testing.T, limits relay.Limits) *bench {
 	}
 	rl := relay.NewServer(meshtest.Connect(t, srv), relay.Fleet{DesiredState: b.kv[b.names.DesiredState],
 		DeviceInfo: b.kv[b.names.DeviceInfo], DeviceState: b.kv[b.names.DeviceState], DeviceHeartbeat: b.kv[b.names.DeviceHeartbeat]},
-		slog.New(slog.DiscardHandler), relay.Options{Limits: limits, Metrics: b.metrics})
+		slog.New(slog.DiscardHandler), opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rl.Run(ctx) }()
@@ -326,5 +333,38 @@ func TestRelayRefusesLongKeys(t *testing.T) {
 	}
 	if _, err := open(t, a, b.names.DesiredState).List(ctx, strings.Repeat("a.", 3000)+"*"); !errors.Is(err, store.ErrRefused) {
 		t.Fatalf("long filter: %v, want refused", err)
+	}
+}
+
+// TestRelayAdvertisesTheSpread: open and list answers carry the
+// reconnection window the control plane asks for, and the client hands it
+// on; a get does not.
+func TestRelayAdvertisesTheSpread(t *testing.T) {
+	b := startWith(t, relay.Options{Spread: func() time.Duration { return 3500 * time.Millisecond }})
+	nc, err := nats.Connect(b.srv.ClientURL(), nats.CustomInboxPrefix(mesh.DeviceInboxPrefix("dev-a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	heard := make(chan time.Duration, 10)
+	c := relay.NewClient(nc, relay.ClientOptions{Device: "dev-a", Timeout: 5 * time.Second,
+		OnSpread: func(d time.Duration) { heard <- d }})
+	kv := open(t, c, b.names.DesiredState)
+	if got := <-heard; got != 3500*time.Millisecond {
+		t.Fatalf("open: heard %s, want 3.5s", got)
+	}
+	if _, err := kv.List(context.Background(), "dev-a.*"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-heard; got != 3500*time.Millisecond {
+		t.Fatalf("list: heard %s, want 3.5s", got)
+	}
+	if _, err := kv.Get(context.Background(), "dev-a.web"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get of a missing key: %v", err)
+	}
+	select {
+	case d := <-heard:
+		t.Fatalf("a get carried the spread (%s)", d)
+	default:
 	}
 }

@@ -62,6 +62,9 @@ type Options struct {
 	Timeout time.Duration
 	// Metrics, when set, count what the relay did.
 	Metrics *Metrics
+	// Spread, when set, is the reconnection window advertised to devices
+	// (HdrSpread) on open and list answers.
+	Spread func() time.Duration
 }
 
 // Server answers the relay requests of every device.
@@ -246,8 +249,14 @@ func (s *Server) admit(m *nats.Msg) {
 	select {
 	case s.work <- job{m: m, dev: d, id: id}:
 	default:
+		// Shed: the device hears at once that the control plane is busy
+		// (and tries again after its pause) rather than waiting out its
+		// timeout; a few answers a second per device at most.
 		s.done(d)
 		s.count("dropped", "queue_full")
+		if d.complain.AllowN(now, 1) {
+			s.answerError(m, CodeUnavailable, "the control plane is busy: try again later")
+		}
 	}
 }
 
@@ -289,6 +298,9 @@ func (s *Server) serve(ctx context.Context, j job) {
 		return
 	}
 	s.count(op, "ok")
+	if (op == OpOpen || op == OpList) && s.opts.Spread != nil {
+		ans.Header.Set(HdrSpread, strconv.FormatInt(s.opts.Spread().Milliseconds(), 10))
+	}
 	// What an answer carries is charged too (a device choosing to read
 	// large values as fast as it may): its next requests wait for it.
 	if n := len(ans.Data); n > 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -28,7 +29,16 @@ type serverRelay struct {
 // (docs/adr/0013-device-isolation.md) on a NATS connection of its own, so
 // that a device flooding its relay subject slows that connection only;
 // the store calls it makes go through the server's store connection.
-func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store.Store, kvs map[string]store.KV, log *slog.Logger) (*serverRelay, *nats.Conn, error) {
+// ReconnectRate is how many device connections a second the control plane
+// asks its fleet to come back at after losing them (a restart, an
+// election): devices spread their reconnections over enrolled devices /
+// ReconnectRate (relay.HdrSpread), 5 s for 10,000 devices.
+const ReconnectRate = 2000
+
+// spreadFor is the reconnection window for a fleet of n devices.
+func spreadFor(n int) time.Duration { return time.Duration(n) * time.Second / ReconnectRate }
+
+func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store.Store, kvs map[string]store.KV, devices func() int, log *slog.Logger) (*serverRelay, *nats.Conn, error) {
 	var rnc *nats.Conn
 	var err error
 	if ns != nil {
@@ -55,6 +65,7 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 		OpenBucket: func(ctx context.Context, bucket string) (store.KV, error) { return st.Open(ctx, bucket) },
 		Timeout:    cfg.StoreTimeout.Std(),
 		Metrics:    m,
+		Spread:     func() time.Duration { return spreadFor(devices()) },
 	})
 	return &serverRelay{Server: rl, metrics: m}, rnc, nil
 }

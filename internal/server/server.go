@@ -202,7 +202,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	h := newHandler(nc, ns, st, op, gc, kvs, cfg, g.dash, log)
 	h.registerMetrics(newOrphanCollector(op))
 	g.h.Store(h)
-	rl, rnc, err := startRelay(cfg, ns, self, st, kvs, log)
+	rl, rnc, err := startRelay(cfg, ns, self, st, kvs, h.reg.Keys.Devices, log)
 	if err != nil {
 		return err
 	}
