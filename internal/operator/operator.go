@@ -390,8 +390,13 @@ func (o *Operator) Counts() map[string]int {
 	return out
 }
 
-// Snapshot copies the view for aggregation.
-func (o *Operator) Snapshot() Snapshot {
+// Snapshot copies the view for aggregation. It costs the size of the
+// fleet: questions about one deployment or one device have narrow answers
+// (read.go).
+func (o *Operator) Snapshot() Snapshot { return o.snapshotAt(time.Now()) }
+
+// snapshotAt copies the view, heartbeat ages as of now.
+func (o *Operator) snapshotAt(now time.Time) Snapshot {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	s := Snapshot{Deployments: make(map[string]v1.Deployment, len(o.deployments)), Devices: make(map[string]Device, len(o.devices)),
@@ -406,7 +411,6 @@ func (o *Operator) Snapshot() Snapshot {
 	for k, v := range o.states {
 		s.States[k] = v
 	}
-	now := time.Now()
 	for k, v := range o.beats {
 		s.HeartbeatAge[k] = now.Sub(v.lastAdvance)
 	}
