@@ -280,13 +280,11 @@ func rollOrder(r operator.DevRoll) int {
 
 func (d *Dashboard) deployment(q *request) {
 	name := q.r.PathValue("name")
-	snap := d.b.Snapshot()
-	dep, ok := snap.Deployments[name]
+	dep, st, ok := d.b.Deployment(name)
 	if !ok {
 		d.notFound(q, fmt.Sprintf("deployment %q does not exist", name))
 		return
 	}
-	st := operator.Aggregate(snap)[name]
 	spec, _ := yaml.Marshal(dep)
 	data := deploymentData{Deployment: dep, Spec: string(spec), Page: 1}
 	rolls := st.Devices
@@ -424,21 +422,12 @@ type deviceData struct {
 
 func (d *Dashboard) deviceData(q *request) (deviceData, bool) {
 	id := q.r.PathValue("id")
-	snap := d.b.Snapshot()
-	dev, ok := snap.Devices[id]
+	dev, ok := d.b.Device(id)
 	if !ok {
 		d.notFound(q, fmt.Sprintf("device %q is not known", id))
 		return deviceData{}, false
 	}
-	sub := snap
-	sub.Devices = map[string]operator.Device{id: dev}
-	data := deviceData{Device: operator.Devices(sub)[0], Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec)}
-	for _, name := range slices.Sorted(maps.Keys(snap.Deployments)) {
-		if st, ok := snap.States[v1.DeviceKey(id, name)]; ok {
-			data.States = append(data.States, st)
-		}
-	}
-	return data, true
+	return deviceData{Device: dev.Status, Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec), States: dev.States}, true
 }
 
 func (d *Dashboard) device(q *request) {

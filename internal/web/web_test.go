@@ -43,6 +43,12 @@ func (f *fakeBackend) HeartbeatAge(id string) (time.Duration, bool) {
 	return age, ok
 }
 func (f *fakeBackend) StateMessage(key string) string { return f.snap.States[key].Message }
+func (f *fakeBackend) Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool) {
+	return operator.DeploymentOf(f.snap, name)
+}
+func (f *fakeBackend) Device(id string) (operator.DeviceDetail, bool) {
+	return operator.DeviceOf(f.snap, id)
+}
 func (f *fakeBackend) Apply(_ context.Context, body []byte) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
