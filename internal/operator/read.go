@@ -3,7 +3,7 @@ package operator
 import (
 	"maps"
 	"slices"
-	"sort"
+	"strings"
 	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
@@ -35,10 +35,29 @@ func (o *Operator) Deployment(name string) (v1.Deployment, DeploymentStatus, boo
 }
 
 func (o *Operator) deploymentAt(name string, now time.Time) (v1.Deployment, DeploymentStatus, bool) {
+	d, s, ok := o.deploymentLines(name, now)
+	if !ok {
+		return d, s, false
+	}
+	slices.SortFunc(s.Devices, func(a, b DevRoll) int { return strings.Compare(a.Device, b.Device) })
+	// The last error is the last failing device's, in device order, as
+	// Aggregate has it (the running counts keep the latest instead).
+	for _, r := range slices.Backward(s.Devices) {
+		if r.Online && (r.Phase == v1.PhaseFailed || r.Phase == v1.PhaseConflict) {
+			s.LastError = r.Device + ": " + r.Message
+			break
+		}
+	}
+	return d, s, true
+}
+
+// deploymentLines is what deploymentAt reads under the lock: the counts
+// and the matched devices' lines, unsorted, without the last error.
+func (o *Operator) deploymentLines(name string, now time.Time) (v1.Deployment, DeploymentStatus, bool) {
 	o.mu.RLock()
+	defer o.mu.RUnlock()
 	d, ok := o.deployments[name]
 	if !ok {
-		o.mu.RUnlock()
 		return v1.Deployment{}, DeploymentStatus{}, false
 	}
 	gen := d.Metadata.Generation
@@ -62,17 +81,6 @@ func (o *Operator) deploymentAt(name string, now time.Time) (v1.Deployment, Depl
 			s.Pending++
 		}
 		s.Devices = append(s.Devices, devRoll(id, online, st, has))
-	}
-	o.mu.RUnlock()
-
-	sort.Slice(s.Devices, func(i, j int) bool { return s.Devices[i].Device < s.Devices[j].Device })
-	// The last error is the last failing device's, in device order, as
-	// Aggregate has it (the running counts keep the latest instead).
-	for _, r := range slices.Backward(s.Devices) {
-		if r.Online && (r.Phase == v1.PhaseFailed || r.Phase == v1.PhaseConflict) {
-			s.LastError = r.Device + ": " + r.Message
-			break
-		}
 	}
 	return d, s, true
 }

@@ -17,7 +17,7 @@ import (
 const readStaleness = time.Minute
 
 // viewOperator is an operator that is fed events by hand (no Run).
-func viewOperator(t *testing.T) *Operator {
+func viewOperator(t testing.TB) *Operator {
 	t.Helper()
 	ctx := context.Background()
 	ms := memstore.New()
@@ -268,5 +268,49 @@ func TestReadModelMatchesTheFullAggregationRandomly(t *testing.T) {
 		if err := sameAnswers(o, append(deps, "none"), append(devices, "none")); err != nil {
 			t.Fatalf("step %d (%s %s): %v", step, e.bucket, e.key, err)
 		}
+	}
+}
+
+// BenchmarkReadModel10k measures, in process, the answers about one
+// deployment and one device over a view of 10,000 devices (one deployment
+// selecting all of them, half Ready, a tenth Failed), against the same
+// answers computed as before the read model (a snapshot of the whole view,
+// aggregated). "deployment-locked" is the part of "deployment" that holds
+// the operator's read lock.
+func BenchmarkReadModel10k(b *testing.B) {
+	const devices = 10000
+	o := viewOperator(b)
+	depEv("fleet", 1, nil).applyTo(o)
+	for i := range devices {
+		id := fmt.Sprintf("dev-%05d", i)
+		phase := v1.PhaseProgressing
+		switch {
+		case i%10 == 0:
+			phase = v1.PhaseFailed
+		case i%2 == 0:
+			phase = v1.PhaseReady
+		}
+		devEv(id, map[string]string{"site": []string{"home", "office"}[i%2]}).applyTo(o)
+		beatEv(id, 1, 0).applyTo(o)
+		stateEv(id, "fleet", 1, phase, "m").applyTo(o)
+	}
+	const one = "dev-04242"
+	for _, c := range []struct {
+		name string
+		read func()
+	}{
+		{"deployment", func() { o.Deployment("fleet") }},
+		{"deployment-locked", func() { o.deploymentLines("fleet", time.Now()) }},
+		{"device", func() { o.Device(one) }},
+		{"online", func() { o.Online(one) }},
+		{"deployment-from-snapshot", func() { oldDeployment(o.Snapshot(), "fleet") }},
+		{"device-from-snapshot", func() { oldDevice(o.Snapshot(), one) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.read()
+			}
+		})
 	}
 }
