@@ -8,7 +8,6 @@
 package operator
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -390,8 +389,13 @@ func (o *Operator) Counts() map[string]int {
 	return out
 }
 
-// Snapshot copies the view for aggregation.
-func (o *Operator) Snapshot() Snapshot {
+// Snapshot copies the view for aggregation. It costs the size of the
+// fleet: questions about one deployment or one device have narrow answers
+// (read.go).
+func (o *Operator) Snapshot() Snapshot { return o.snapshotAt(time.Now()) }
+
+// snapshotAt copies the view, heartbeat ages as of now.
+func (o *Operator) snapshotAt(now time.Time) Snapshot {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	s := Snapshot{Deployments: make(map[string]v1.Deployment, len(o.deployments)), Devices: make(map[string]Device, len(o.devices)),
@@ -406,7 +410,6 @@ func (o *Operator) Snapshot() Snapshot {
 	for k, v := range o.states {
 		s.States[k] = v
 	}
-	now := time.Now()
 	for k, v := range o.beats {
 		s.HeartbeatAge[k] = now.Sub(v.lastAdvance)
 	}
@@ -453,283 +456,4 @@ func (o *Operator) Stats() (renders, writes int) {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	return o.renders, o.writes
-}
-
-// renderLoop renders after every change once the view has converged.
-func (o *Operator) renderLoop(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-o.wake:
-		}
-		if o.Phase() != Converged {
-			continue
-		}
-		if err := o.render(ctx); err != nil && ctx.Err() == nil {
-			o.log.Warn("render pass incomplete; will retry on the next change", "err", err)
-			// Try again soon even without a change.
-			time.AfterFunc(time.Second, o.poke)
-		}
-	}
-}
-
-// render writes every desired-state value whose bytes differ from the store
-// and deletes every desired-state key no deployment renders any more
-// (orphans: a deployment deleted, a device that no longer matches or is
-// gone) unless the orphan guard holds it (guard.go), looking only at what
-// changed since the last pass (the first pass looks at everything). Conflicts are left to the next pass: the watch
-// brings the winner's bytes, which are the same bytes when another
-// operator rendered them.
-func (o *Operator) render(ctx context.Context) error {
-	o.mu.Lock()
-	w := o.dirty
-	o.dirty = newWork(false)
-	if w.empty() {
-		o.mu.Unlock()
-		return nil
-	}
-	o.renders++
-	deployments := make(map[string]v1.Deployment, len(o.deployments))
-	for k, v := range o.deployments {
-		deployments[k] = v
-	}
-	// Every device when deployments changed; else only the changed ones.
-	devices := map[string]Device{}
-	if w.full || len(w.deployments) > 0 {
-		for k, v := range o.devices {
-			devices[k] = Device{Info: v, Overrides: o.overrides[k]}
-		}
-	} else {
-		for id := range w.devices {
-			if v, ok := o.devices[id]; ok {
-				devices[id] = Device{Info: v, Overrides: o.overrides[id]}
-			}
-		}
-	}
-	var allHave map[string]store.Entry
-	if w.full {
-		allHave = make(map[string]store.Entry, len(o.raw[o.b.DesiredState.Bucket()]))
-		for k, v := range o.raw[o.b.DesiredState.Bucket()] {
-			allHave[k] = v
-		}
-	}
-	o.mu.Unlock()
-
-	// What to look at: keys whose wanted bytes may have changed, and keys
-	// that changed in the store.
-	check := map[string]bool{}
-	// A pass that stops early gives its work back, and the keys it
-	// changed in want, for the next pass.
-	giveBack := func() {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		o.dirty.full = o.dirty.full || w.full
-		for k := range w.devices {
-			o.dirty.devices[k] = true
-		}
-		for k := range w.deployments {
-			o.dirty.deployments[k] = true
-		}
-		for k := range w.keys {
-			o.dirty.keys[k] = true
-		}
-		for k := range check {
-			o.dirty.keys[k] = true
-		}
-	}
-	set := func(key string, b []byte) {
-		if b == nil {
-			delete(o.want, key)
-		} else {
-			o.want[key] = b
-		}
-		check[key] = true
-	}
-	pair := func(id string, d Device, known bool, name string, dep v1.Deployment, exists bool) error {
-		key := v1.DeviceKey(id, name)
-		if !known || !exists || !dep.Spec.Selector.Matches(d.Labels()) {
-			if _, had := o.want[key]; had {
-				set(key, nil)
-			}
-			return nil
-		}
-		b, err := desiredBytes(id, name, dep)
-		if err != nil {
-			return err
-		}
-		set(key, b)
-		return nil
-	}
-	if w.full {
-		want, err := Render(deployments, devices)
-		if err != nil {
-			giveBack()
-			return err
-		}
-		o.want = want
-		for k := range want {
-			check[k] = true
-		}
-		for k := range allHave {
-			check[k] = true
-		}
-	} else {
-		for id := range w.devices {
-			d, known := devices[id]
-			for name, dep := range deployments {
-				if err := pair(id, d, known, name, dep, true); err != nil {
-					giveBack()
-					return err
-				}
-			}
-		}
-		for name := range w.deployments {
-			dep, exists := deployments[name]
-			for id, d := range devices {
-				if err := pair(id, d, true, name, dep, exists); err != nil {
-					giveBack()
-					return err
-				}
-			}
-			if !exists { // devices gone meanwhile keep no key of it either
-				for key := range o.want {
-					if _, n, err := v1.SplitDeviceKey(key); err == nil && n == name {
-						set(key, nil)
-					}
-				}
-			}
-		}
-		for k := range w.keys {
-			check[k] = true
-		}
-	}
-
-	o.mu.Lock()
-	have := make(map[string]store.Entry, len(check))
-	for k := range check {
-		if e, ok := o.raw[o.b.DesiredState.Bucket()][k]; ok {
-			have[k] = e
-		}
-	}
-	o.mu.Unlock()
-
-	var firstErr error
-	retry := map[string]bool{} // keys to look at again
-	note := func(key string, err error) {
-		if err != nil && !errors.Is(err, store.ErrConflict) {
-			retry[key] = true
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-	}
-	writes := 0
-	now := time.Now()
-	later := false      // orphans wait: one more pass after the grace
-	var ready []removal // orphans past their grace, for the guard
-	for _, key := range sortedKeys(check) {
-		b, wanted := o.want[key]
-		cur, ok := have[key]
-		var err error
-		switch {
-		case wanted && ok && bytes.Equal(cur.Value, b):
-			continue
-		case wanted && ok && newerGeneration(cur.Value, deployments, key):
-			// Another operator with a fresher view wrote a later generation;
-			// ours is stale and must never roll a device back.
-			continue
-		case wanted && ok:
-			_, err = o.b.DesiredState.Update(ctx, key, b, cur.Revision)
-		case wanted:
-			_, err = o.b.DesiredState.Create(ctx, key, b)
-		case !ok:
-			continue // neither wanted nor there
-		default:
-			if _, _, serr := v1.SplitDeviceKey(key); serr != nil {
-				continue // not a key this operator writes: leave it alone
-			}
-			// An orphan is removed only once it has stayed an orphan for a
-			// moment: another operator's view may be ahead of ours (a
-			// device that just started matching), and a removal tells the
-			// agent to delete what runs.
-			o.mu.Lock()
-			m, seen := o.orphanSince[key]
-			if !seen {
-				m.since = now
-			}
-			m.full = m.full || w.full
-			o.orphanSince[key] = m
-			o.mu.Unlock()
-			if !seen || now.Sub(m.since) < o.opts.OrphanGrace {
-				later = true
-				retry[key] = true
-				continue
-			}
-			ready = append(ready, removal{key: key, rev: cur.Revision, full: m.full})
-			continue
-		}
-		if err == nil {
-			writes++
-		}
-		note(key, err)
-	}
-	// The guard decides which orphans go now (guard.go); only the lease
-	// holder deletes them, the others look again later (another server
-	// may hold the lease now and this one later).
-	leased := o.opts.Lease == nil || o.opts.Lease.Held()
-	for _, r := range o.judge(now, deployments, ready) {
-		if !leased {
-			later = true
-			retry[r.key] = true
-			continue
-		}
-		err := o.b.DesiredState.Delete(ctx, r.key, r.rev)
-		if err == nil {
-			writes++
-			o.log.Info("removed orphaned desired state", "key", r.key, "cause", r.cause)
-		}
-		note(r.key, err)
-	}
-	o.mu.Lock()
-	o.writes += writes
-	for key := range check {
-		if _, wanted := o.want[key]; wanted || have[key].Key == "" {
-			delete(o.orphanSince, key)
-			if o.guard.forget(key) {
-				o.log.Info("orphan guard: nothing held any more (the held keys are rendered again or gone)")
-			}
-		}
-	}
-	for key := range retry {
-		o.dirty.keys[key] = true
-	}
-	o.mu.Unlock()
-	if later {
-		time.AfterFunc(o.opts.OrphanGrace, o.poke)
-	}
-	return firstErr
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// newerGeneration reports whether the stored desired value of key carries a
-// later generation than the deployment this operator knows.
-func newerGeneration(stored []byte, deployments map[string]v1.Deployment, key string) bool {
-	_, dep, err := v1.SplitDeviceKey(key)
-	if err != nil {
-		return false
-	}
-	ds, err := v1.DecodeDesiredState(stored)
-	if err != nil {
-		return false
-	}
-	return ds.Generation > deployments[dep].Metadata.Generation
 }

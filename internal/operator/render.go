@@ -1,9 +1,12 @@
 package operator
 
 import (
+	"bytes"
 	"sort"
+	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/store"
 )
 
 // Device is what the operator knows of one device.
@@ -75,4 +78,204 @@ func desiredBytes(id, name string, d v1.Deployment) ([]byte, error) {
 	}
 	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name,
 		Generation: d.Metadata.Generation, Resources: resources})
+}
+
+// A render pass is a plan and its application (pass.go). The plan is pure:
+// from the deployments and devices (as copied from the view), the bytes
+// last rendered (want) and the stored desired-state entries, it says which
+// keys to create, update, or consider for removal. Applying it does the
+// store writes, lets the orphan grace and guard decide the removals, and
+// keeps the books.
+
+// wantChange is what a pass changes in the desired-state bytes the
+// operator wants.
+type wantChange struct {
+	// replace: set is all that is wanted (a full pass). Else set changes
+	// want key by key, a nil value meaning the key is no longer wanted.
+	replace bool
+	set     map[string][]byte
+}
+
+// planWant works out a pass's change to want: for a full pass every match
+// (Render), else the pairs of the devices and deployments that changed.
+// devices holds every device when the pass is full or deployments
+// changed, else only the changed devices that still exist. want is only
+// read.
+func planWant(w work, deployments map[string]v1.Deployment, devices map[string]Device, want map[string][]byte) (wantChange, error) {
+	if w.full {
+		set, err := Render(deployments, devices)
+		return wantChange{replace: true, set: set}, err
+	}
+	c := wantChange{set: map[string][]byte{}}
+	wanted := func(key string) bool {
+		if b, ok := c.set[key]; ok {
+			return b != nil
+		}
+		_, ok := want[key]
+		return ok
+	}
+	pair := func(id string, d Device, known bool, name string, dep v1.Deployment, exists bool) error {
+		key := v1.DeviceKey(id, name)
+		if !known || !exists || !dep.Spec.Selector.Matches(d.Labels()) {
+			if wanted(key) {
+				c.set[key] = nil
+			}
+			return nil
+		}
+		b, err := desiredBytes(id, name, dep)
+		if err != nil {
+			return err
+		}
+		c.set[key] = b
+		return nil
+	}
+	for id := range w.devices {
+		d, known := devices[id]
+		for name, dep := range deployments {
+			if err := pair(id, d, known, name, dep, true); err != nil {
+				return wantChange{}, err
+			}
+		}
+	}
+	for name := range w.deployments {
+		dep, exists := deployments[name]
+		for id, d := range devices {
+			if err := pair(id, d, true, name, dep, exists); err != nil {
+				return wantChange{}, err
+			}
+		}
+		if !exists { // devices gone meanwhile keep no key of it either
+			for key := range want {
+				if _, n, err := v1.SplitDeviceKey(key); err == nil && n == name {
+					c.set[key] = nil
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// applyTo returns want after the change (changed in place unless replaced).
+func (c wantChange) applyTo(want map[string][]byte) map[string][]byte {
+	if c.replace {
+		return c.set
+	}
+	for k, b := range c.set {
+		if b == nil {
+			delete(want, k)
+		} else {
+			want[k] = b
+		}
+	}
+	return want
+}
+
+// toCheck is the keys a pass looks at, sorted: those whose wanted bytes
+// may have changed, and those that changed in the store (w.keys, or for a
+// full pass every stored key).
+func (c wantChange) toCheck(w work, stored map[string]store.Entry) []string {
+	check := make(map[string]bool, len(c.set)+len(w.keys)+len(stored))
+	for k := range c.set {
+		check[k] = true
+	}
+	if w.full {
+		for k := range stored {
+			check[k] = true
+		}
+	} else {
+		for k := range w.keys {
+			check[k] = true
+		}
+	}
+	return sortedKeys(check)
+}
+
+// write is a create (rev 0) or an update conditional on rev.
+type write struct {
+	key   string
+	value []byte
+	rev   uint64
+}
+
+// writePlan is what a pass does to the desired-state bucket.
+type writePlan struct {
+	writes []write
+	// orphans are stored keys of this operator's form that nothing wants,
+	// with the revision a delete is conditional on: the orphan grace and
+	// the guard decide which go.
+	orphans []removal
+}
+
+// planWrites compares, for each key to check (sorted), the wanted bytes
+// with the stored entry (have). A stored value with a later generation
+// than the deployment known here was written by an operator with a
+// fresher view: it is left alone, never rolled back.
+func planWrites(check []string, want map[string][]byte, have map[string]store.Entry, deployments map[string]v1.Deployment) writePlan {
+	var p writePlan
+	for _, key := range check {
+		b, wanted := want[key]
+		cur, stored := have[key]
+		switch {
+		case wanted && stored && bytes.Equal(cur.Value, b):
+		case wanted && stored && newerGeneration(cur.Value, deployments, key):
+		case wanted && stored:
+			p.writes = append(p.writes, write{key: key, value: b, rev: cur.Revision})
+		case wanted:
+			p.writes = append(p.writes, write{key: key, value: b})
+		case !stored:
+			// neither wanted nor there
+		default:
+			if _, _, err := v1.SplitDeviceKey(key); err != nil {
+				continue // not a key this operator writes: leave it alone
+			}
+			p.orphans = append(p.orphans, removal{key: key, rev: cur.Revision})
+		}
+	}
+	return p
+}
+
+// graceOrphans is the orphan grace: an orphan is removed only once it has
+// stayed an orphan for a moment (another operator's view may be ahead of
+// ours: a device that just started matching; and a removal tells the agent
+// to delete what runs). It marks the orphans first seen now in marks and
+// returns those past their grace, for the guard, and those that wait.
+func graceOrphans(marks map[string]orphanMark, orphans []removal, now time.Time, full bool, grace time.Duration) (ready []removal, waiting []string) {
+	for _, r := range orphans {
+		m, seen := marks[r.key]
+		if !seen {
+			m.since = now
+		}
+		m.full = m.full || full
+		marks[r.key] = m
+		if !seen || now.Sub(m.since) < grace {
+			waiting = append(waiting, r.key)
+			continue
+		}
+		r.full = m.full
+		ready = append(ready, r)
+	}
+	return ready, waiting
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// newerGeneration reports whether the stored desired value of key carries a
+// later generation than the deployment this operator knows.
+func newerGeneration(stored []byte, deployments map[string]v1.Deployment, key string) bool {
+	_, dep, err := v1.SplitDeviceKey(key)
+	if err != nil {
+		return false
+	}
+	ds, err := v1.DecodeDesiredState(stored)
+	if err != nil {
+		return false
+	}
+	return ds.Generation > deployments[dep].Metadata.Generation
 }

@@ -37,6 +37,9 @@ type rollup struct {
 	lastBeat map[string]time.Time // operator clock of the last advance
 	// conflicts are the pairs whose status is Conflict.
 	conflicts map[string]bool
+	// stated: device -> the deployments it has a status for (matching it
+	// or not, existing or not), for reading one device's statuses.
+	stated map[string]map[string]bool
 }
 
 type pairClass uint8
@@ -50,7 +53,8 @@ const (
 func newRollup(staleness time.Duration) *rollup {
 	return &rollup{staleness: staleness, matched: map[string]map[string]bool{}, byDevice: map[string]map[string]bool{},
 		class: map[string]pairClass{}, failed: map[string]string{}, counts: map[string]*DeploymentStatus{}, online: map[string]bool{},
-		known: map[string]bool{}, offline: map[string]bool{}, inHeap: map[string]bool{}, lastBeat: map[string]time.Time{}, conflicts: map[string]bool{}}
+		known: map[string]bool{}, offline: map[string]bool{}, inHeap: map[string]bool{}, lastBeat: map[string]time.Time{}, conflicts: map[string]bool{},
+		stated: map[string]map[string]bool{}}
 }
 
 // classify is a pair's class from its device's status.
@@ -191,10 +195,22 @@ func (r *rollup) state(o *Operator, key string) {
 	if err != nil {
 		return
 	}
-	if st, ok := o.states[key]; ok && st.Phase == v1.PhaseConflict {
+	st, ok := o.states[key]
+	if ok && st.Phase == v1.PhaseConflict {
 		r.conflicts[key] = true
 	} else {
 		delete(r.conflicts, key)
+	}
+	switch {
+	case ok && r.stated[dev] == nil:
+		r.stated[dev] = map[string]bool{dep: true}
+	case ok:
+		r.stated[dev][dep] = true
+	default:
+		delete(r.stated[dev], dep)
+		if len(r.stated[dev]) == 0 {
+			delete(r.stated, dev)
+		}
 	}
 	if r.matched[dep][dev] {
 		r.setPair(o, dev, dep, true)

@@ -110,13 +110,13 @@ func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) getDeployment(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	snap := h.op.Snapshot()
-	d, ok := snap.Deployments[name]
+	// From the operator's read model: this deployment's devices only.
+	d, st, ok := h.op.Deployment(name)
 	if !ok {
 		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: fmt.Sprintf("deployment %q not found", name), Field: "name"})
 		return
 	}
-	writeJSON(w, http.StatusOK, DeploymentView{Deployment: d, Status: operator.Aggregate(snap)[name]})
+	writeJSON(w, http.StatusOK, DeploymentView{Deployment: d, Status: st})
 }
 
 // ApplyResult says what happened to one applied document.
@@ -321,21 +321,16 @@ type DeviceView struct {
 
 func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	snap := h.op.Snapshot()
-	for _, d := range operator.Devices(snap) {
-		if d.ID != id {
-			continue
-		}
-		view := DeviceView{DeviceStatus: d, States: []v1.DeviceState{}}
-		for _, name := range sortedNames(snap.Deployments) {
-			if st, ok := snap.States[v1.DeviceKey(id, name)]; ok {
-				view.States = append(view.States, st)
-			}
-		}
-		writeJSON(w, http.StatusOK, view)
+	d, ok := h.op.Device(id) // this device only, not the fleet
+	if !ok {
+		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)})
 		return
 	}
-	apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)})
+	view := DeviceView{DeviceStatus: d.Status, States: d.States}
+	if view.States == nil {
+		view.States = []v1.DeviceState{}
+	}
+	writeJSON(w, http.StatusOK, view)
 }
 
 // LabelPatch sets and removes control-plane labels of a device.
@@ -428,12 +423,12 @@ func (h *handler) command(w http.ResponseWriter, r *http.Request, req v1.Command
 // sendCommand sends a request to a device and waits for its reply (until
 // ctx ends). An offline device is refused at once instead of waiting.
 func (h *handler) sendCommand(ctx context.Context, id string, req v1.CommandRequest) (v1.CommandReply, int, *APIError) {
-	snap := h.op.Snapshot()
-	if _, known := snap.Devices[id]; !known {
+	online, known := h.op.Online(id)
+	if !known {
 		return v1.CommandReply{}, http.StatusNotFound, &APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)}
 	}
-	if !snap.Online(id) {
-		return v1.CommandReply{}, http.StatusServiceUnavailable, &APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q is offline (no heartbeat for more than %s)", id, snap.Staleness)}
+	if !online {
+		return v1.CommandReply{}, http.StatusServiceUnavailable, &APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q is offline (no heartbeat for more than %s)", id, h.op.Staleness())}
 	}
 	if err := req.Validate(); err != nil {
 		e := APIError{Code: CodeInvalid, Message: err.Error()}

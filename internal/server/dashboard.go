@@ -99,6 +99,20 @@ func (g *gate) Rollup() operator.Rollup {
 	return operator.Rollup{}
 }
 
+func (g *gate) Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool) {
+	if h := g.h.Load(); h != nil {
+		return h.op.Deployment(name)
+	}
+	return v1.Deployment{}, operator.DeploymentStatus{}, false
+}
+
+func (g *gate) Device(id string) (operator.DeviceDetail, bool) {
+	if h := g.h.Load(); h != nil {
+		return h.op.Device(id)
+	}
+	return operator.DeviceDetail{}, false
+}
+
 func (g *gate) HeartbeatAge(id string) (time.Duration, bool) {
 	if h := g.h.Load(); h != nil {
 		return h.op.HeartbeatAge(id)

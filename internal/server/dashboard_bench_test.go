@@ -25,7 +25,9 @@ import (
 // deployment that targets them all (half Ready, a tenth Failed). It
 // reports the server time per page as seen by a loopback client (ns/op)
 // and the HTML bytes per page (the assets, fetched once and cached, are
-// reported by the "assets" case).
+// reported by the "assets" case). The "api-" cases are the HTTP API's
+// answers for one deployment (its table of 10,000 devices) and one
+// device, with a bearer token (JSON bytes).
 func BenchmarkDashboard10k(b *testing.B) {
 	const devices = 10000
 	cfg := testConfig(b, b.TempDir())
@@ -47,6 +49,9 @@ func BenchmarkDashboard10k(b *testing.B) {
 	resp.Body.Close()
 	get := func(path string, live bool) (int, error) {
 		req, _ := http.NewRequest("GET", base+path, nil)
+		if strings.HasPrefix(path, "/api/") {
+			req.Header.Set("Authorization", "Bearer "+secret)
+		}
 		if live {
 			req.Header.Set("HX-Request", "true")
 			req.Header.Set("HX-Target", "live")
@@ -87,6 +92,8 @@ func BenchmarkDashboard10k(b *testing.B) {
 		{"devices", "/devices", false},
 		{"devices-filtered", "/devices?selector=site%3Doffice&state=online&page=7", false},
 		{"device", "/devices/dev-04242", false},
+		{"api-deployment", "/api/v1/deployments/fleet", false},
+		{"api-device", "/api/v1/devices/dev-04242", false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			n := 0
@@ -96,7 +103,11 @@ func BenchmarkDashboard10k(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(n), "html-bytes")
+			unit := "html-bytes"
+			if strings.HasPrefix(c.path, "/api/") {
+				unit = "json-bytes"
+			}
+			b.ReportMetric(float64(n), unit)
 		})
 	}
 	b.Run("assets", func(b *testing.B) {

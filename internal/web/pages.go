@@ -278,26 +278,48 @@ func rollOrder(r operator.DevRoll) int {
 	}
 }
 
+// attentionPage is lines [from, from+n) of a deployment's table (rolls, in
+// device order) ordered by rollOrder, device order kept within each
+// class: one pass counts the classes, one picks the page's lines, so that
+// a page costs the deployment's devices, not a sort of them.
+func attentionPage(rolls []operator.DevRoll, from, n int) []operator.DevRoll {
+	n = max(0, min(n, len(rolls)-from))
+	var start [4]int // where each class begins in the ordered table
+	for _, r := range rolls {
+		if c := rollOrder(r); c < 3 {
+			start[c+1]++
+		}
+	}
+	for c := 1; c < 4; c++ {
+		start[c] += start[c-1]
+	}
+	out := make([]operator.DevRoll, n)
+	for _, r := range rolls {
+		c := rollOrder(r)
+		if at := start[c] - from; at >= 0 && at < n {
+			out[at] = r
+		}
+		start[c]++
+	}
+	return out
+}
+
 func (d *Dashboard) deployment(q *request) {
 	name := q.r.PathValue("name")
-	snap := d.b.Snapshot()
-	dep, ok := snap.Deployments[name]
+	dep, st, ok := d.b.Deployment(name)
 	if !ok {
 		d.notFound(q, fmt.Sprintf("deployment %q does not exist", name))
 		return
 	}
-	st := operator.Aggregate(snap)[name]
 	spec, _ := yaml.Marshal(dep)
 	data := deploymentData{Deployment: dep, Spec: string(spec), Page: 1}
 	rolls := st.Devices
 	st.Devices = nil
-	sort.SliceStable(rolls, func(i, j int) bool { return rollOrder(rolls[i]) < rollOrder(rolls[j]) })
 	data.Pages = max(1, (len(rolls)+d.size-1)/d.size)
 	if n, err := strconv.Atoi(q.r.URL.Query().Get("page")); err == nil && n > 0 {
 		data.Page = min(n, data.Pages)
 	}
-	from := (data.Page - 1) * d.size
-	data.Devices = rolls[from:min(from+d.size, len(rolls))]
+	data.Devices = attentionPage(rolls, (data.Page-1)*d.size, d.size)
 	if data.Page > 1 {
 		data.Prev = fmt.Sprintf("/deployments/%s?page=%d", url.PathEscape(name), data.Page-1)
 	}
@@ -424,21 +446,12 @@ type deviceData struct {
 
 func (d *Dashboard) deviceData(q *request) (deviceData, bool) {
 	id := q.r.PathValue("id")
-	snap := d.b.Snapshot()
-	dev, ok := snap.Devices[id]
+	dev, ok := d.b.Device(id)
 	if !ok {
 		d.notFound(q, fmt.Sprintf("device %q is not known", id))
 		return deviceData{}, false
 	}
-	sub := snap
-	sub.Devices = map[string]operator.Device{id: dev}
-	data := deviceData{Device: operator.Devices(sub)[0], Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec)}
-	for _, name := range slices.Sorted(maps.Keys(snap.Deployments)) {
-		if st, ok := snap.States[v1.DeviceKey(id, name)]; ok {
-			data.States = append(data.States, st)
-		}
-	}
-	return data, true
+	return deviceData{Device: dev.Status, Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec), States: dev.States}, true
 }
 
 func (d *Dashboard) device(q *request) {

@@ -44,10 +44,16 @@ type Backend interface {
 	Progress() string
 	// Stale is when the store stopped answering (zero: it answers).
 	Stale() time.Time
+	// Snapshot is a copy of the whole view (the device list pages it).
 	Snapshot() operator.Snapshot
 	// Rollup is the counts the overview and the deployments list show,
 	// kept up to date by the operator.
 	Rollup() operator.Rollup
+	// Deployment and Device answer for one deployment (with its device
+	// table) or one device without copying the view (operator.Deployment,
+	// operator.Device).
+	Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool)
+	Device(id string) (operator.DeviceDetail, bool)
 	// HeartbeatAge and StateMessage describe one device or pair.
 	HeartbeatAge(id string) (time.Duration, bool)
 	StateMessage(key string) string

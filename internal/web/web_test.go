@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,12 @@ func (f *fakeBackend) HeartbeatAge(id string) (time.Duration, bool) {
 	return age, ok
 }
 func (f *fakeBackend) StateMessage(key string) string { return f.snap.States[key].Message }
+func (f *fakeBackend) Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool) {
+	return operator.DeploymentOf(f.snap, name)
+}
+func (f *fakeBackend) Device(id string) (operator.DeviceDetail, bool) {
+	return operator.DeviceOf(f.snap, id)
+}
 func (f *fakeBackend) Apply(_ context.Context, body []byte) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -486,6 +493,28 @@ func TestSuccessesAreNeverLimited(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+viewerSecret)
 		if _, err := d.Authenticate(req); err != nil {
 			t.Fatalf("request %d with a valid token: %v", i+1, err)
+		}
+	}
+}
+
+// TestAttentionPage holds the page picked in two passes to the page of a
+// stable sort of the whole table, for every page size and offset.
+func TestAttentionPage(t *testing.T) {
+	phases := []string{v1.PhaseFailed, v1.PhaseConflict, "Offline", v1.PhasePending, v1.PhaseProgressing, v1.PhaseReady}
+	for _, size := range []int{0, 1, 7, 30} {
+		rolls := make([]operator.DevRoll, size)
+		for i := range rolls {
+			rolls[i] = operator.DevRoll{Device: fmt.Sprintf("d%02d", i), Phase: phases[(i*7+i/3)%len(phases)]}
+		}
+		sorted := slices.Clone(rolls)
+		slices.SortStableFunc(sorted, func(a, b operator.DevRoll) int { return rollOrder(a) - rollOrder(b) })
+		for n := 1; n <= size+1; n++ {
+			for from := 0; from <= size; from++ {
+				want := sorted[from:min(from+n, size)]
+				if got := attentionPage(rolls, from, n); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("%d lines, [%d, +%d): got %v, want %v", size, from, n, got, want)
+				}
+			}
 		}
 	}
 }
