@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/harmony-fleet/harmony/internal/buildinfo.Version=
 STATICCHECK_VERSION := v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages whose tests run with the race detector (all of them, today).
-TEST_FLAGS ?= -race -count=1 -timeout 20m
+TEST_FLAGS ?= -race -count=1 -timeout 45m
 
 .PHONY: help build agent run test fuzz lint bench deps release
 
