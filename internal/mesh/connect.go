@@ -61,6 +61,10 @@ type ClientConfig struct {
 	Logger                    *slog.Logger
 }
 
+// ConnectTimeout bounds one connection attempt: dial, TLS handshake and
+// the first exchange with the server.
+const ConnectTimeout = 5 * time.Second
+
 // ReconnectDelay is the pause before reconnect attempt n (1-based).
 func (cfg ClientConfig) ReconnectDelay(n int) time.Duration {
 	d := float64(cfg.ReconnectWait)
@@ -143,6 +147,10 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(cfg.ReconnectDelay),
 		nats.ReconnectToServer(cfg.reconnectTo),
+		// Dial, TLS handshake and the first exchange: a server admitting a
+		// reconnecting fleet may take a few seconds to finish a handshake
+		// it started; giving up at nats.go's 2 s would waste it and retry.
+		nats.Timeout(ConnectTimeout),
 		nats.RetryOnFailedConnect(true),
 		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(2),

@@ -5,6 +5,7 @@
 package mesh
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -67,7 +69,19 @@ type ServerConfig struct {
 	// open-files limit leaves after a reserve for JetStream's files and
 	// the HTTP listener; see connectionLimit).
 	MaxConnections int
+	// TLSHandshakes caps the TLS handshakes the server starts per second
+	// (DefaultTLSHandshakes when 0): beyond, a connection is refused at
+	// once, before any handshake work, and its client tries again after
+	// its pause. A fleet reconnecting all at once is then admitted at a
+	// rate the server completes, instead of every handshake slowing down
+	// until clients give up on them and retry (a collapse: 10,000 agents
+	// connecting at once never got online without it).
+	TLSHandshakes int
 }
+
+// DefaultTLSHandshakes is the TLS handshakes a server starts per second
+// unless told otherwise.
+const DefaultTLSHandshakes = 1000
 
 // DefaultMaxConnsPerDevice: an agent holds one connection; a few more
 // cover a reconnection while the server has not yet seen the old one
@@ -111,7 +125,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("mesh: nats server: %w", err)
 	}
 	if cfg.Logger != nil {
-		ns.SetLoggerV2(&slogAdapter{l: cfg.Logger}, false, false, false)
+		ns.SetLoggerV2(newSlogAdapter(cfg.Logger), false, false, false)
 	}
 	if auth != nil {
 		auth.ns = ns
@@ -158,6 +172,16 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 	}
 	opts.ClientAdvertise = cfg.ClientAdvertise
 	if cfg.TLS != nil {
+		// The handshake rate limit has no Options field of its own that
+		// works without a configuration file (nats-server reads it from
+		// the parsed tls block): parse one, then put our TLS in place.
+		rate := cfg.TLSHandshakes
+		if rate <= 0 {
+			rate = DefaultTLSHandshakes
+		}
+		if err := opts.ProcessConfigString(fmt.Sprintf("tls { connection_rate_limit: %d }", rate)); err != nil {
+			return nil, fmt.Errorf("mesh: TLS handshake limit: %w", err)
+		}
 		opts.TLSConfig = cfg.TLS
 		opts.TLS = true
 		opts.TLSTimeout = 5
@@ -241,15 +265,69 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// slogAdapter feeds nats-server's logger interface into slog.
-type slogAdapter struct{ l *slog.Logger }
+// slogAdapter feeds nats-server's logger interface into slog. Lines about
+// one client connection ("IP:port - cid:N - ...": a failed handshake, a
+// refused identity, a slow consumer) are rate-limited: in a reconnection
+// storm they come by the tens of thousands, and writing each to a slow
+// log reader (a busy journald) would stall the server. What is left out
+// is counted and said in one line.
+type slogAdapter struct {
+	l     *slog.Logger
+	conns *lineLimiter
+}
+
+func newSlogAdapter(l *slog.Logger) *slogAdapter {
+	return &slogAdapter{l: l, conns: &lineLimiter{every: 10 * time.Second, burst: 20}}
+}
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.log(slog.LevelWarn, format, v) }
 func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any)  { a.log(slog.LevelError, format, v) }
 func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+
+func (a *slogAdapter) log(level slog.Level, format string, v []any) {
+	msg := fmt.Sprintf(format, v...)
+	if !strings.Contains(msg, " - cid:") {
+		a.l.Log(context.Background(), level, msg)
+		return
+	}
+	ok, dropped := a.conns.allow(time.Now())
+	if dropped > 0 {
+		a.l.Warn("client connection messages left out of the log (too many)", "count", dropped, "window", a.conns.every)
+	}
+	if ok {
+		a.l.Log(context.Background(), level, msg)
+	}
+}
+
+// lineLimiter lets burst lines through per window and counts the rest;
+// the count is handed out (once) with the first call of the next window.
+type lineLimiter struct {
+	every time.Duration
+	burst int
+
+	mu      sync.Mutex
+	start   time.Time
+	n       int
+	dropped int
+}
+
+func (l *lineLimiter) allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= l.every {
+		dropped, l.dropped = l.dropped, 0
+		l.start, l.n = now, 0
+	}
+	if l.n < l.burst {
+		l.n++
+		return true, dropped
+	}
+	l.dropped++
+	return false, dropped
+}
 
 // connectionLimit is how many client connections the server takes: what
 // the open-files limit leaves once a reserve is kept for JetStream's files,
