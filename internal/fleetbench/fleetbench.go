@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -328,6 +329,16 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	b.res.FDsOnline = b.serverFDs()
 	if m, err := b.metrics(); err == nil {
 		b.res.Consumers, b.res.Connections = int(m["harmony_jetstream_consumers"]), int(m["harmony_nats_connections"])
+	}
+	if len(b.members) > 1 {
+		var spread []string
+		for _, m := range b.members {
+			sum := map[string]float64{}
+			if err := b.scrape(m, sum); err == nil {
+				spread = append(spread, fmt.Sprintf("%s %.0f", m.name, sum["harmony_nats_connections"]))
+			}
+		}
+		b.say("NATS connections per server: %s", strings.Join(spread, ", "))
 	}
 
 	// First apply: M deployments.
