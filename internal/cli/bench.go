@@ -22,27 +22,33 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		deployments            int
 		heartbeat, idle, limit time.Duration
 		csvDir, svgDir, prof   string
-		runs                   int
+		runs, servers          int
 		insecure               bool
 	)
 	fleet := &cobra.Command{
 		Use:   "fleet --devices N[,N...] --deployments M",
-		Short: "Roll deployments out to N simulated devices on one server and report what it cost",
+		Short: "Roll deployments out to N simulated devices on one server (or three) and report what it cost",
 		Long: `Start a harmony server (a child process, on a temporary data directory and
 free loopback ports, with its defaults: TLS on and every device under its own
 NATS identity; --insecure turns both off to compare) and N simulated devices
 in this process: the real agent with its own NATS connection, desired-state
 watch, status and heartbeats, only the reconcilers replaced by instant ones.
+--servers 3 starts three servers on this machine forming one JetStream
+cluster as docs/install.md sets one up; devices get all three addresses and
+spread over them.
 Each device is enrolled first with a one-time token of its own (not timed).
 Start every device at once, apply M deployments (one selecting every device,
 the others one shard each, so every device has two), change the first, stay
-idle, restart the server on its data, and report: start to all online, apply
-and change to all succeeded as the API's roll-up counts it (and per device
-p50/p99/max), restart to every device back online with the roll-up restored,
-server CPU and peak memory (VmHWM of each life), NATS messages and bytes per
-second, JetStream consumers. Each size runs --runs times; a failed run is
-reported as failed and the others go on; the summary gives min/median/max.
---csv and --svg write the series (docs/BENCHMARKS.md).`,
+idle, restart each server in turn on its data, and report: start to all
+online, apply and change to all succeeded as the API's roll-up counts it (and
+per device p50/p99/max), restart to every device back online with the
+roll-up restored (the longest restart), server CPU and peak memory (VmHWM of
+each life), NATS messages and bytes per second, JetStream consumers, open
+descriptors, and what one device costs the servers (memory, idle CPU, idle
+messages, descriptors). With three servers the figures are summed over them,
+with the busiest or largest server beside. Each size runs --runs times; a
+failed run is reported as failed and the others go on; the summary gives
+min/median/max. --csv and --svg write the series (docs/BENCHMARKS.md).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ns []int
@@ -56,6 +62,9 @@ reported as failed and the others go on; the summary gives min/median/max.
 			if deployments < 1 || deployments > 1000 {
 				return usageError{fmt.Errorf("--deployments %d: want 1 to 1000", deployments)}
 			}
+			if servers != 1 && servers != 3 {
+				return usageError{fmt.Errorf("--servers %d: want 1 or 3", servers)}
+			}
 			if runs < 1 {
 				return usageError{fmt.Errorf("--runs %d: want at least 1", runs)}
 			}
@@ -64,7 +73,7 @@ reported as failed and the others go on; the summary gives min/median/max.
 			for _, n := range ns {
 				for k := 0; k < runs; k++ {
 					res, err := fleetbench.Run(cmd.Context(), fleetbench.Config{Devices: n, Deployments: deployments,
-						Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof, Insecure: insecure})
+						Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof, Insecure: insecure, Servers: servers})
 					if cmd.Context().Err() != nil {
 						return cmd.Context().Err()
 					}
@@ -94,6 +103,7 @@ reported as failed and the others go on; the summary gives min/median/max.
 		},
 	}
 	fleet.Flags().IntVar(&runs, "runs", 1, "runs per fleet size")
+	fleet.Flags().IntVar(&servers, "servers", 1, "servers: 1, or 3 forming one JetStream cluster (docs/install.md)")
 	fleet.Flags().BoolVar(&insecure, "insecure", false, "run the server with TLS and NATS identities off (to compare)")
 	fleet.Flags().StringVar(&sizes, "devices", "1000", "fleet sizes, comma-separated")
 	fleet.Flags().IntVar(&deployments, "deployments", 10, "deployments (the first selects every device)")

@@ -118,6 +118,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad bool flag value", []string{"server", "--sync-always=maybe"}, cli.ExitUsage, "flag --sync-always"},
 		{"unknown subcommand", []string{"bogus"}, cli.ExitUsage, "bogus"},
 		{"stray argument", []string{"version", "extra"}, cli.ExitUsage, "extra"},
+		{"bench on two servers", []string{"bench", "fleet", "--servers", "2"}, cli.ExitUsage, "--servers 2: want 1 or 3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,10 +20,11 @@ import (
 // enrollParallel is how many enrollments the bench has in flight.
 const enrollParallel = 16
 
-// trustCA makes the bench's HTTP client trust the CA the server made in
-// its data directory (and nothing else), once the file is there.
+// trustCA makes the bench's HTTP client trust the CA the first server made
+// in its data directory (and nothing else; the others share it), once the
+// file is there.
 func (b *bench) trustCA() {
-	pem, err := os.ReadFile(filepath.Join(b.dataDir, "tls", "ca.pem"))
+	pem, err := os.ReadFile(filepath.Join(b.api.dataDir, "tls", "ca.pem"))
 	if err != nil {
 		return
 	}
@@ -78,7 +79,7 @@ func (b *bench) enrollDevices(ctx context.Context) error {
 // decodes the answer into out.
 func (b *bench) postJSON(ctx context.Context, path string, v any, auth bool, out any) error {
 	body, _ := json.Marshal(v)
-	req, _ := http.NewRequestWithContext(ctx, "POST", b.scheme+"://"+b.httpAddr+path, bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", b.scheme+"://"+b.api.http+path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if auth {
 		req.Header.Set("Authorization", "Bearer "+b.token)

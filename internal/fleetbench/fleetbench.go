@@ -1,17 +1,16 @@
-// Package fleetbench measures how far one harmony server goes: it starts a
-// server (a child process, so that its CPU time and memory are its own),
-// runs N simulated devices in this process (the real agent, its NATS
-// connection, desired-state watch, status and heartbeats, with instant
-// reconcilers), applies M deployments, changes one, restarts the server
-// and reports what each step cost.
+// Package fleetbench measures how far harmony servers go: it starts one
+// server, or three forming one JetStream cluster (child processes, so that
+// their CPU time and memory are their own), runs N simulated devices in
+// this process (the real agent, its NATS connection, desired-state watch,
+// status and heartbeats, with instant reconcilers), applies M deployments,
+// changes one, restarts each server in turn and reports what each step
+// cost, in total and per device.
 package fleetbench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,14 +18,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
@@ -45,7 +42,9 @@ type Config struct {
 	// Heartbeat is the simulated agents' heartbeat interval.
 	Heartbeat time.Duration
 	// Idle is how long the idle window lasts (server CPU and traffic with
-	// the fleet converged and only heartbeats flowing).
+	// the fleet converged and only heartbeats flowing). Devices started at
+	// once heartbeat nearly in step: a window that is not a multiple of
+	// Heartbeat holds more or fewer rounds than its length says.
 	Idle time.Duration
 	// Timeout bounds each wait (all online, a rollout, the restart).
 	Timeout time.Duration
@@ -70,6 +69,12 @@ type Config struct {
 	// with a one-time token of its own and connected under its identity
 	// through the relay.
 	Insecure bool
+	// Servers is 1 (the default) or 3: three `harmony server` processes on
+	// this machine forming one JetStream cluster as docs/install.md sets
+	// one up (buckets at three replicas, one CA, shared tokens). Devices
+	// get all three client URLs and spread over them; the bench enrolls
+	// and applies through the first server's API.
+	Servers int
 }
 
 // Latencies are per-device times from an apply to the device's succeeded
@@ -89,9 +94,15 @@ func (l Latencies) Quantile(q float64) time.Duration {
 
 // Result is what a run measured. Every "until" is read where users read
 // it: the API's roll-up (GET /api/v1/status and /api/v1/deployments).
+//
+// With three servers every server figure is over all three: CPU time,
+// memory, descriptors and NATS traffic summed (traffic then counts what
+// the members route to each other too), and the busiest or largest server
+// beside the sum where it says so.
 type Result struct {
 	Devices, Deployments int
 	Insecure             bool
+	Servers              int
 	// Err is why the run failed ("" when it completed); the figures it
 	// reached before are kept.
 	Err string
@@ -109,19 +120,54 @@ type Result struct {
 	// Restart: from starting the server again on its data until every
 	// device has heartbeated again (reconnected) and the roll-up is back
 	// to its counts before the restart; Ready: until /readyz answered.
+	// With three servers each is restarted in turn (a rolling restart,
+	// each once every stream has caught up) and every server's roll-up
+	// must be back; the longest of the three. Devices on the two other
+	// servers keep their connections and heartbeat on their own schedule,
+	// so a restart in a cluster takes up to a heartbeat interval.
 	Restart, Ready time.Duration
-	// ServerCPU: CPU time of the server process during the first rollout
-	// and during the idle window (as a share of one core).
-	RolloutCPU   time.Duration
-	IdleCPUShare float64
-	// PeakRSS of the server process (bytes): the kernel's high-water mark
-	// (VmHWM) of each life, read when that life ends, after the storm.
-	PeakRSS uint64
-	// Traffic through the server's NATS during the first rollout and the
+	// RolloutCPU: CPU time of the servers during the first rollout;
+	// IdleCPUShare: during the idle window, as a share of one core (and
+	// of the busiest server, IdleCPUShareMax).
+	RolloutCPU      time.Duration
+	IdleCPUShare    float64
+	IdleCPUShareMax float64
+	// PeakRSS (bytes): each server's highest kernel high-water mark
+	// (VmHWM) over its lives, read when each life ends (after the storm);
+	// PeakRSSMax: the largest server's. BaseRSS: the servers' VmHWM once
+	// they were ready, before any device was enrolled (0 devices).
+	PeakRSS, PeakRSSMax, BaseRSS uint64
+	// Traffic through the servers' NATS during the first rollout and the
 	// idle window.
 	RolloutRate, IdleRate Rate
 	Consumers             int // JetStream consumers with every device online
 	Connections           int
+	// FDsBefore, FDsOnline: descriptors the servers have open
+	// (/proc/PID/fd) just before the devices start, and once every
+	// device is online.
+	FDsBefore, FDsOnline int
+	// What one device costs the servers, for projections (0 when not
+	// measured): RSSPerDevice, bytes of (PeakRSS - BaseRSS); IdleCPUPerDevice,
+	// share of a core of IdleCPUShare; IdleMsgsPerDevice, NATS messages
+	// received per second of IdleRate; FDsPerDevice, descriptors of
+	// FDsOnline - FDsBefore.
+	RSSPerDevice, IdleCPUPerDevice, IdleMsgsPerDevice, FDsPerDevice float64
+}
+
+// perDevice fills in what one device costs from the totals.
+func (r *Result) perDevice() {
+	if r.Devices < 1 {
+		return
+	}
+	n := float64(r.Devices)
+	if r.PeakRSS > 0 && r.BaseRSS > 0 {
+		r.RSSPerDevice = (float64(r.PeakRSS) - float64(r.BaseRSS)) / n
+	}
+	r.IdleCPUPerDevice = r.IdleCPUShare / n
+	r.IdleMsgsPerDevice = r.IdleRate.InMsgs / n
+	if r.FDsOnline > 0 {
+		r.FDsPerDevice = float64(r.FDsOnline-r.FDsBefore) / n
+	}
 }
 
 // Rate is NATS traffic per second.
@@ -140,6 +186,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Minute
 	}
+	if cfg.Servers == 0 {
+		cfg.Servers = 1
+	}
+	if cfg.Servers != 1 && cfg.Servers != 3 {
+		return Result{}, fmt.Errorf("fleetbench: %d servers: 1 or 3", cfg.Servers)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -150,29 +202,28 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		cfg.Server = []string{exe}
 	}
-	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments, Insecure: cfg.Insecure}}
+	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments, Insecure: cfg.Insecure, Servers: cfg.Servers}}
 	res, err := b.run(ctx)
 	if err != nil {
 		res.Err = err.Error()
 	}
+	// Every server has stopped and left the peak of its last life.
+	res.PeakRSS, res.PeakRSSMax = b.peakRSS()
+	res.perDevice()
 	return res, err
 }
 
 type bench struct {
-	cfg       Config
-	res       Result
-	dataDir   string
-	simDir    string
-	natsAddr  string
-	httpAddr  string
-	token     string
-	tokens    string // the tokens file given to the server
-	srv       *exec.Cmd
-	srvStarts int
-	srvDone   chan error
-	http      *http.Client
-	scheme    string // of the HTTP API: https unless insecure
-	seeds     string // directory of the devices' nkey seeds ("" insecure)
+	cfg     Config
+	res     Result
+	simDir  string
+	members []*member // the servers
+	api     *member   // the server whose API the bench uses (the first)
+	token   string
+	tokens  string // the tokens file given to every server
+	http    *http.Client
+	scheme  string // of the HTTP API: https unless insecure
+	seeds   string // directory of the devices' nkey seeds ("" insecure)
 }
 
 func (b *bench) say(format string, args ...any) {
@@ -191,8 +242,9 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	b.dataDir = filepath.Join(dir, "server")
-	// The bench's own admin token, whatever the environment says.
+	// The bench's own admin token, whatever the environment says, in one
+	// tokens file every server reads (docs/dashboard.md: servers of a
+	// cluster share their tokens).
 	var secret [16]byte
 	_, _ = rand.Read(secret[:])
 	b.token = hex.EncodeToString(secret[:])
@@ -206,10 +258,7 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	}
 	defer os.RemoveAll(sims)
 	b.simDir = sims
-	if b.natsAddr, err = freeAddr(); err != nil {
-		return b.res, err
-	}
-	if b.httpAddr, err = freeAddr(); err != nil {
+	if err := b.newMembers(dir); err != nil {
 		return b.res, err
 	}
 	b.scheme = "https"
@@ -217,13 +266,17 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 		b.scheme = "http"
 	}
 	b.http = &http.Client{Timeout: time.Minute}
-	if err := b.startServer(ctx); err != nil {
+	defer b.stopServers() // never leave a child running
+	if err := b.startServers(ctx); err != nil {
 		return b.res, err
 	}
-	defer b.stopServer()
+	if len(b.members) > 1 {
+		b.say("%d servers ready, one JetStream cluster", len(b.members))
+	}
+	b.res.BaseRSS, _ = b.peakRSS()
 	var ca string
 	if !b.cfg.Insecure {
-		ca = filepath.Join(b.dataDir, "tls", "ca.pem")
+		ca = filepath.Join(b.api.dataDir, "tls", "ca.pem") // the one CA of every server
 		b.seeds = filepath.Join(dir, "seeds")
 		b.say("enrolling %d devices, each with a one-time token of its own", b.cfg.Devices)
 		t0 := time.Now()
@@ -238,9 +291,9 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	g, gctx := errgroup.WithContext(simCtx)
 	defer func() { stopSims(); _ = g.Wait() }()
 
-	cc := mesh.ClientConfig{Name: "harmony bench", URLs: []string{"nats://" + b.natsAddr}}
+	cc := mesh.ClientConfig{Name: "harmony bench", URLs: b.natsURLs()}
 	if !b.cfg.Insecure {
-		cc.CAFile, cc.NkeySeedFile = ca, filepath.Join(b.dataDir, "nats-admin.nk")
+		cc.CAFile, cc.NkeySeedFile = ca, filepath.Join(b.api.dataDir, "nats-admin.nk")
 	}
 	nc, err := mesh.Connect(cc)
 	if err != nil {
@@ -262,6 +315,7 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 		return b.res, err
 	}
 
+	b.res.FDsBefore = b.serverFDs()
 	b.say("starting %d simulated devices at once", b.cfg.Devices)
 	t0 := time.Now()
 	if err := b.startDevices(g, gctx, ca); err != nil {
@@ -272,8 +326,19 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	}
 	b.res.Start = time.Since(t0)
 	b.say("all %d devices online (heartbeats and roll-up) after %s", b.cfg.Devices, b.res.Start.Round(time.Millisecond))
+	b.res.FDsOnline = b.serverFDs()
 	if m, err := b.metrics(); err == nil {
 		b.res.Consumers, b.res.Connections = int(m["harmony_jetstream_consumers"]), int(m["harmony_nats_connections"])
+	}
+	if len(b.members) > 1 {
+		var spread []string
+		for _, m := range b.members {
+			sum := map[string]float64{}
+			if err := b.scrape(m, sum); err == nil {
+				spread = append(spread, fmt.Sprintf("%s %.0f", m.name, sum["harmony_nats_connections"]))
+			}
+		}
+		b.say("NATS connections per server: %s", strings.Join(spread, ", "))
 	}
 
 	// First apply: M deployments.
@@ -287,7 +352,7 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return b.res, fmt.Errorf("first rollout: %w", err)
 	}
-	if err := b.waitRollup(ctx, b.rolledOut(1, -1)); err != nil {
+	if err := b.waitRollup(ctx, []*member{b.api}, b.rolledOut(1, -1)); err != nil {
 		return b.res, fmt.Errorf("first rollout: %w", err)
 	}
 	b.res.ApplyTotal = time.Since(t0)
@@ -306,7 +371,7 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	if err != nil {
 		return b.res, fmt.Errorf("change: %w", err)
 	}
-	if err := b.waitRollup(ctx, b.rolledOut(1, 2)); err != nil {
+	if err := b.waitRollup(ctx, []*member{b.api}, b.rolledOut(1, 2)); err != nil {
 		return b.res, fmt.Errorf("change: %w", err)
 	}
 	b.res.ChangeTotal, b.res.Change = time.Since(t0), lat
@@ -315,41 +380,78 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 
 	// Idle: heartbeats only.
 	if b.cfg.Idle > 0 {
-		cpu0, m0 = b.serverCPU(), b.metricsOrEmpty()
+		if b.cfg.Idle%b.cfg.Heartbeat != 0 {
+			b.say("note: the idle window (%s) is not a multiple of the heartbeat interval (%s), and the devices heartbeat nearly in step: idle traffic and CPU depend on how many rounds fall into it",
+				b.cfg.Idle, b.cfg.Heartbeat)
+		}
+		cpu0, m0 := b.cpuTimes(), b.metricsOrEmpty()
 		select {
 		case <-ctx.Done():
 			return b.res, ctx.Err()
 		case <-time.After(b.cfg.Idle):
 		}
-		b.res.IdleCPUShare = (b.serverCPU() - cpu0).Seconds() / b.cfg.Idle.Seconds()
+		for m, cpu := range b.cpuTimes() {
+			share := (cpu - cpu0[m]).Seconds() / b.cfg.Idle.Seconds()
+			b.res.IdleCPUShare += share
+			b.res.IdleCPUShareMax = max(b.res.IdleCPUShareMax, share)
+		}
 		b.res.IdleRate = rate(m0, b.metricsOrEmpty(), b.cfg.Idle)
 		b.say("idle %s: server CPU %.1f%% of a core, %.0f msgs/s in", b.cfg.Idle, 100*b.res.IdleCPUShare, b.res.IdleRate.InMsgs)
 	}
 
-	// Restart the server on its data, and wait until every device is back
-	// and the roll-up shows what it showed before.
-	before, err := b.rollup()
-	if err != nil {
-		return b.res, err
+	for _, m := range b.members {
+		if err := b.restart(ctx, m, nc, beats); err != nil {
+			return b.res, fmt.Errorf("restart %s: %w", m.label(), err)
+		}
 	}
-	b.res.PeakRSS = b.serverPeakRSS()
-	b.stopServer()
-	t0 = time.Now()
-	if err := b.startServer(ctx); err != nil {
-		return b.res, err
-	}
-	b.res.Ready = time.Since(t0)
-	if err := b.waitOnline(ctx, beats, t0); err != nil {
-		return b.res, fmt.Errorf("restart: %w", err)
-	}
-	if err := b.waitRollup(ctx, func(r rollupView) error { return r.same(before) }); err != nil {
-		return b.res, fmt.Errorf("restart: %w", err)
-	}
-	b.res.Restart = time.Since(t0)
-	b.say("server restarted: ready after %s; every device back and the roll-up restored after %s",
-		b.res.Ready.Round(time.Millisecond), b.res.Restart.Round(time.Millisecond))
-	b.res.PeakRSS = max(b.res.PeakRSS, b.serverPeakRSS())
 	return b.res, nil
+}
+
+// restart stops m, starts it again on its data and waits until every
+// device has heartbeated since and every server's roll-up is back to what
+// it was before the stop. In a cluster it first waits until every stream
+// has caught up, as users are told to before they stop the next member.
+func (b *bench) restart(ctx context.Context, m *member, nc *nats.Conn, beats store.KV) error {
+	if len(b.members) > 1 {
+		t0 := time.Now()
+		if err := b.waitCaughtUp(ctx, nc); err != nil {
+			return err
+		}
+		b.say("every stream caught up after %s", time.Since(t0).Round(time.Millisecond))
+	}
+	before, err := b.rollup(b.api)
+	if err != nil {
+		return err
+	}
+	b.stopMember(m)
+	t0 := time.Now()
+	if err := b.startMember(m); err != nil {
+		return err
+	}
+	if err := b.waitReady(ctx, m); err != nil {
+		return err
+	}
+	ready := time.Since(t0)
+	if err := b.waitOnline(ctx, beats, t0); err != nil {
+		return err
+	}
+	if err := b.waitRollup(ctx, b.members, func(r rollupView) error { return r.same(before) }); err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	b.res.Ready, b.res.Restart = max(b.res.Ready, ready), max(b.res.Restart, took)
+	b.say("%s restarted: ready after %s; every device back and the roll-up restored after %s",
+		m.label(), ready.Round(time.Millisecond), took.Round(time.Millisecond))
+	return nil
+}
+
+// natsURLs are every server's client URL, as agents are given them.
+func (b *bench) natsURLs() []string {
+	var urls []string
+	for _, m := range b.members {
+		urls = append(urls, "nats://"+m.nats)
+	}
+	return urls
 }
 
 // memDir is where simulated devices keep their local state.
@@ -408,70 +510,6 @@ func (b *bench) expectations(gen int64) func(string) map[string]int64 {
 
 func depName(k int) string { return fmt.Sprintf("d%03d", k) }
 
-// startServer starts the server process and waits until it is ready.
-func (b *bench) startServer(ctx context.Context) error {
-	args := append(append([]string{}, b.cfg.Server[1:]...), "server", "--data-dir", b.dataDir, "--nats", b.natsAddr,
-		"--http", b.httpAddr, "--log-level", "warn", "--tokens-file", b.tokens)
-	if b.cfg.Insecure {
-		args = append(args, "--tls", "off", "--nats-auth", "off")
-	}
-	cmd := exec.Command(b.cfg.Server[0], args...)
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	// The server's own defaults, whatever HARMONY_* settings the bench's
-	// environment holds (a test's HARMONY_TLS=off, say).
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "HARMONY_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	if b.cfg.Profile != "" && b.srvStarts == 0 {
-		cmd.Env = append(cmd.Env, "HARMONY_CPU_PROFILE="+b.cfg.Profile, "HARMONY_HEAP_PROFILE="+b.cfg.Profile+".heap")
-	}
-	b.srvStarts++
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start server: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	b.srv, b.srvDone = cmd, done
-	deadline := time.Now().Add(b.cfg.Timeout)
-	fail := func(err error) error {
-		b.stopServer() // never leave the child running
-		return err
-	}
-	for {
-		if b.scheme == "https" && b.http.Transport == nil {
-			b.trustCA() // written by the server at its first start
-		}
-		if resp, err := b.http.Get(b.scheme + "://" + b.httpAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case err := <-done:
-			b.srv = nil
-			return fmt.Errorf("server exited: %v", err)
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fail(errors.New("server not ready in time"))
-		}
-	}
-}
-
-func (b *bench) stopServer() {
-	if b.srv == nil {
-		return
-	}
-	_ = b.srv.Process.Signal(syscall.SIGTERM)
-	<-b.srvDone
-	b.srv = nil
-}
-
 // startDevices runs the real agent for every simulated device, with
 // instant reconcilers.
 func (b *bench) startDevices(g *errgroup.Group, ctx context.Context, ca string) error {
@@ -482,7 +520,7 @@ func (b *bench) startDevices(g *errgroup.Group, ctx context.Context, ca string) 
 	for i := 0; i < b.cfg.Devices; i++ {
 		c := config.DefaultAgent()
 		c.ID = deviceID(i)
-		c.NATSURLs = []string{"nats://" + b.natsAddr}
+		c.NATSURLs = b.natsURLs() // all three, as docs/install.md gives agents
 		c.StateDir = filepath.Join(b.simDir, c.ID)
 		c.Labels = map[string]string{"fleet": "sim", "shard": b.shard(i)}
 		c.HeartbeatInterval = config.Duration(b.cfg.Heartbeat)
@@ -519,7 +557,7 @@ func (b *bench) waitOnline(ctx context.Context, beats store.KV, since time.Time)
 		}
 		if fresh >= b.cfg.Devices {
 			var err error
-			if fleet, err = b.fleet(); err == nil && fleet.Online >= b.cfg.Devices {
+			if fleet, err = b.fleet(b.api); err == nil && fleet.Online >= b.cfg.Devices {
 				return nil
 			}
 		}
@@ -534,230 +572,6 @@ func (b *bench) waitOnline(ctx context.Context, beats store.KV, since time.Time)
 	}
 }
 
-// apply applies all M deployments with the given note in one request.
-func (b *bench) apply(note string) error {
-	var docs []string
-	for k := 0; k < b.cfg.Deployments; k++ {
-		docs = append(docs, b.doc(k, note))
-	}
-	return b.post(strings.Join(docs, "---\n"))
-}
-
-func (b *bench) applyOne(k int, note string) error { return b.post(b.doc(k, note)) }
-
-func (b *bench) doc(k int, note string) string {
-	sel := `{fleet: sim}`
-	if k > 0 {
-		sel = fmt.Sprintf(`{shard: "%d"}`, k-1)
-	}
-	return fmt.Sprintf(`apiVersion: harmony/v1alpha1
-kind: Deployment
-metadata: {name: %s}
-spec:
-  selector: {matchLabels: %s}
-  resources:
-  - id: motd
-    kind: File
-    spec: {path: /etc/motd, content: %q}
-`, depName(k), sel, note)
-}
-
-func (b *bench) post(body string) error {
-	req, _ := http.NewRequest("POST", b.scheme+"://"+b.httpAddr+"/api/v1/deployments", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	req.Header.Set("Content-Type", "application/yaml")
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("apply: %s: %s", resp.Status, msg)
-	}
-	return nil
-}
-
-type fleetCounts struct {
-	Devices int `json:"devices"`
-	Online  int `json:"online"`
-	Offline int `json:"offline"`
-}
-
-// fleet reads the fleet's counts from GET /api/v1/status.
-func (b *bench) fleet() (fleetCounts, error) {
-	var v struct {
-		Fleet fleetCounts `json:"fleet"`
-	}
-	err := b.getJSON("/api/v1/status", &v)
-	return v.Fleet, err
-}
-
-// rollupView is what the API's roll-up says: every deployment's counts and
-// the fleet's.
-type rollupView struct {
-	Fleet       fleetCounts
-	Deployments map[string]depCounts
-}
-
-type depCounts struct {
-	Generation                                   int64
-	Matched, Succeeded, Failed, Pending, Offline int
-}
-
-func (r rollupView) same(want rollupView) error {
-	if r.Fleet != want.Fleet {
-		return fmt.Errorf("fleet %+v, want %+v", r.Fleet, want.Fleet)
-	}
-	for name, w := range want.Deployments {
-		if got := r.Deployments[name]; got != w {
-			return fmt.Errorf("deployment %s %+v, want %+v", name, got, w)
-		}
-	}
-	return nil
-}
-
-// rollup reads GET /api/v1/status and GET /api/v1/deployments.
-func (b *bench) rollup() (rollupView, error) {
-	var out rollupView
-	var err error
-	if out.Fleet, err = b.fleet(); err != nil {
-		return out, err
-	}
-	var v struct {
-		Items []struct {
-			Status struct {
-				Name       string `json:"name"`
-				Generation int64  `json:"generation"`
-				Matched    int    `json:"matched"`
-				Succeeded  int    `json:"succeeded"`
-				Failed     int    `json:"failed"`
-				Pending    int    `json:"pending"`
-				Offline    int    `json:"offline"`
-			} `json:"status"`
-		} `json:"items"`
-	}
-	if err := b.getJSON("/api/v1/deployments", &v); err != nil {
-		return out, err
-	}
-	out.Deployments = map[string]depCounts{}
-	for _, it := range v.Items {
-		st := it.Status
-		out.Deployments[st.Name] = depCounts{Generation: st.Generation, Matched: st.Matched, Succeeded: st.Succeeded,
-			Failed: st.Failed, Pending: st.Pending, Offline: st.Offline}
-	}
-	return out, nil
-}
-
-// rolledOut: the roll-up counts every device online and every matched
-// device succeeded on every deployment at generation gen (deployment 0 at
-// gen0 when that is not -1).
-func (b *bench) rolledOut(gen, gen0 int64) func(rollupView) error {
-	return func(r rollupView) error {
-		if r.Fleet.Online != b.cfg.Devices {
-			return fmt.Errorf("%d of %d devices online", r.Fleet.Online, b.cfg.Devices)
-		}
-		if len(r.Deployments) != b.cfg.Deployments {
-			return fmt.Errorf("%d of %d deployments", len(r.Deployments), b.cfg.Deployments)
-		}
-		matched := 0
-		for name, d := range r.Deployments {
-			g := gen
-			if name == depName(0) && gen0 >= 0 {
-				g = gen0
-			}
-			if d.Generation != g || d.Succeeded != d.Matched {
-				return fmt.Errorf("deployment %s: %d of %d succeeded at generation %d (want %d)", name, d.Succeeded, d.Matched, d.Generation, g)
-			}
-			matched += d.Matched
-		}
-		want := b.cfg.Devices
-		if b.cfg.Deployments > 1 {
-			want *= 2 // every device has deployment 0 and its shard's
-		}
-		if matched != want {
-			return fmt.Errorf("%d devices matched over all deployments, want %d", matched, want)
-		}
-		return nil
-	}
-}
-
-// waitRollup polls the roll-up until check passes.
-func (b *bench) waitRollup(ctx context.Context, check func(rollupView) error) error {
-	deadline := time.Now().Add(b.cfg.Timeout)
-	for {
-		r, err := b.rollup()
-		if err == nil {
-			if err = check(r); err == nil {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("roll-up after %s: %w", b.cfg.Timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func (b *bench) getJSON(path string, v any) error {
-	req, _ := http.NewRequest("GET", b.scheme+"://"+b.httpAddr+path, nil)
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	resp, err := b.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, msg)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// metrics scrapes the server's /metrics (only unlabelled samples).
-func (b *bench) metrics() (map[string]float64, error) {
-	resp, err := b.http.Get(b.scheme + "://" + b.httpAddr + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		if len(line) == 0 || line[0] == '#' {
-			continue
-		}
-		var name string
-		var v float64
-		if _, err := fmt.Sscanf(string(line), "%s %g", &name, &v); err == nil && !strings.Contains(name, "{") {
-			out[name] = v
-		}
-	}
-	return out, nil
-}
-
-func (b *bench) metricsOrEmpty() map[string]float64 {
-	m, _ := b.metrics()
-	return m
-}
-
-func rate(a, b map[string]float64, d time.Duration) Rate {
-	s := d.Seconds()
-	if s <= 0 || a == nil || b == nil {
-		return Rate{}
-	}
-	f := func(name string) float64 { return (b[name] - a[name]) / s }
-	return Rate{InMsgs: f("harmony_nats_in_msgs_total"), OutMsgs: f("harmony_nats_out_msgs_total"),
-		InBytes: f("harmony_nats_in_bytes_total"), OutBytes: f("harmony_nats_out_bytes_total")}
-}
-
 // Instant is a reconciler that is always in sync: simulated devices run
 // the real agent with only their reconcilers replaced by it.
 type Instant struct{}
@@ -768,111 +582,3 @@ func (Instant) Observe(context.Context, agent.Desired) (agent.Observation, error
 }
 func (Instant) Apply(context.Context, agent.Desired) error     { return nil }
 func (Instant) Delete(context.Context, localstate.Owned) error { return nil }
-
-// stateWatch follows the device-state bucket and records when each device
-// reports each deployment succeeded at each generation.
-type stateWatch struct {
-	cancel  context.CancelFunc
-	done    chan struct{}
-	devices []string
-
-	mu   sync.Mutex
-	seen map[string]map[string]seenAt // device -> deployment -> latest success
-	kick chan struct{}
-}
-
-type seenAt struct {
-	gen int64
-	at  time.Time
-}
-
-func newStateWatch(ctx context.Context, st store.Store, bucket string, devices []string) (*stateWatch, error) {
-	kv, err := st.Open(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	w, err := kv.Watch(wctx, "", store.WatchOptions{})
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	s := &stateWatch{cancel: cancel, done: make(chan struct{}), devices: devices, seen: map[string]map[string]seenAt{}, kick: make(chan struct{}, 1)}
-	go func() {
-		defer close(s.done)
-		for ev := range w.Events() {
-			if ev.Replayed || ev.Entry.Op != store.OpPut {
-				continue
-			}
-			now := time.Now()
-			ds, err := v1.DecodeDeviceState(ev.Entry.Value)
-			if err != nil || ds.Phase != v1.PhaseReady {
-				continue
-			}
-			s.mu.Lock()
-			m := s.seen[ds.Device]
-			if m == nil {
-				m = map[string]seenAt{}
-				s.seen[ds.Device] = m
-			}
-			if m[ds.Deployment].gen < ds.ObservedGeneration {
-				m[ds.Deployment] = seenAt{gen: ds.ObservedGeneration, at: now}
-			}
-			s.mu.Unlock()
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return s, nil
-}
-
-func (s *stateWatch) stop() { s.cancel(); <-s.done }
-
-// wait returns, per device, the time from t0 until it reported every
-// deployment want gives it (deployment -> generation) succeeded.
-func (s *stateWatch) wait(ctx context.Context, want func(device string) map[string]int64, t0 time.Time, timeout time.Duration) (Latencies, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		lat, missing := s.check(want, t0)
-		if missing == 0 {
-			return lat, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-deadline.C:
-			return nil, fmt.Errorf("%d of %d devices not succeeded after %s", missing, len(s.devices), timeout)
-		case <-s.kick:
-		}
-	}
-}
-
-func (s *stateWatch) check(want func(string) map[string]int64, t0 time.Time) (Latencies, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	lat := make(Latencies, 0, len(s.devices))
-	missing := 0
-	for _, d := range s.devices {
-		var last time.Time
-		done := true
-		for dep, gen := range want(d) {
-			got := s.seen[d][dep]
-			if got.gen < gen {
-				done = false
-				break
-			}
-			if got.at.After(last) {
-				last = got.at
-			}
-		}
-		if !done {
-			missing++
-			continue
-		}
-		lat = append(lat, last.Sub(t0))
-	}
-	return lat, missing
-}

@@ -12,12 +12,9 @@ import (
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
 const clockTicks = 100
 
-// serverCPU is the CPU time (user and system) the server process has used.
-func (b *bench) serverCPU() time.Duration {
-	if b.srv == nil {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.srv.Process.Pid))
+// cpuTime is the CPU time (user and system) process pid has used.
+func cpuTime(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
@@ -32,12 +29,9 @@ func (b *bench) serverCPU() time.Duration {
 	return time.Duration(utime+stime) * time.Second / clockTicks
 }
 
-// serverPeakRSS is the server process's peak resident memory (VmHWM).
-func (b *bench) serverPeakRSS() uint64 {
-	if b.srv == nil {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.srv.Process.Pid))
+// vmHWM is process pid's peak resident memory (VmHWM) in bytes.
+func vmHWM(pid int) uint64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
@@ -48,4 +42,54 @@ func (b *bench) serverPeakRSS() uint64 {
 		}
 	}
 	return 0
+}
+
+// openFDs is how many descriptors process pid has open.
+func openFDs(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
+// cpuTimes is the CPU time of every running member, by member.
+func (b *bench) cpuTimes() map[*member]time.Duration {
+	out := map[*member]time.Duration{}
+	for _, m := range b.running() {
+		out[m] = cpuTime(m.cmd.Process.Pid)
+	}
+	return out
+}
+
+// serverCPU is the CPU time the running members have used, summed.
+func (b *bench) serverCPU() time.Duration {
+	var sum time.Duration
+	for _, d := range b.cpuTimes() {
+		sum += d
+	}
+	return sum
+}
+
+// peakRSS is each member's highest VmHWM over its lives (the current one
+// included), summed over the members and the largest.
+func (b *bench) peakRSS() (sum, largest uint64) {
+	for _, m := range b.members {
+		p := m.peakRSS
+		if m.cmd != nil {
+			p = max(p, vmHWM(m.cmd.Process.Pid))
+		}
+		sum += p
+		largest = max(largest, p)
+	}
+	return sum, largest
+}
+
+// serverFDs is the descriptors the running members have open, summed.
+func (b *bench) serverFDs() int {
+	n := 0
+	for _, m := range b.running() {
+		n += openFDs(m.cmd.Process.Pid)
+	}
+	return n
 }

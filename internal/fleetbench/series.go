@@ -17,25 +17,33 @@ func msf(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
 }
 
-// WriteCSV writes fleet.csv (one row per fleet size) and latency-<N>.csv
-// (every device's latency after the first apply and after the change).
+// WriteCSV writes fleet.csv (one row per run) and latency-<N>.csv (every
+// device's latency after the first apply and after the change). Server
+// figures are summed over the servers; the _max columns are the busiest or
+// largest server's.
 func WriteCSV(dir string, results []Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rows := [][]string{{"devices", "deployments", "secure", "error", "start_ms", "apply_total_ms", "apply_p50_ms", "apply_p99_ms", "apply_max_ms",
+	rows := [][]string{{"devices", "deployments", "secure", "servers", "error", "start_ms", "apply_total_ms", "apply_p50_ms", "apply_p99_ms", "apply_max_ms",
 		"change_total_ms", "change_p50_ms", "change_p99_ms", "change_max_ms", "ready_ms", "restart_ms", "rollout_cpu_ms",
 		"idle_cpu_share", "peak_rss_bytes", "consumers", "rollout_in_msgs_s", "rollout_out_msgs_s",
-		"rollout_in_bytes_s", "rollout_out_bytes_s", "idle_in_msgs_s", "idle_out_msgs_s"}}
+		"rollout_in_bytes_s", "rollout_out_bytes_s", "idle_in_msgs_s", "idle_out_msgs_s",
+		"idle_cpu_share_max", "peak_rss_max_bytes", "base_rss_bytes", "connections", "fds_before", "fds_online",
+		"rss_per_device_bytes", "idle_cpu_share_per_device", "idle_in_msgs_s_per_device", "fds_per_device"}}
 	for _, r := range results {
-		rows = append(rows, []string{strconv.Itoa(r.Devices), strconv.Itoa(r.Deployments), strconv.FormatBool(!r.Insecure), r.Err, msf(r.Start),
+		rows = append(rows, []string{strconv.Itoa(r.Devices), strconv.Itoa(r.Deployments), strconv.FormatBool(!r.Insecure), strconv.Itoa(r.Servers), r.Err, msf(r.Start),
 			msf(r.ApplyTotal), msf(r.Apply.Quantile(.5)), msf(r.Apply.Quantile(.99)), msf(r.Apply.Quantile(1)),
 			msf(r.ChangeTotal), msf(r.Change.Quantile(.5)), msf(r.Change.Quantile(.99)), msf(r.Change.Quantile(1)),
 			msf(r.Ready), msf(r.Restart), msf(r.RolloutCPU), strconv.FormatFloat(r.IdleCPUShare, 'f', 4, 64),
 			strconv.FormatUint(r.PeakRSS, 10), strconv.Itoa(r.Consumers),
 			fmt.Sprintf("%.0f", r.RolloutRate.InMsgs), fmt.Sprintf("%.0f", r.RolloutRate.OutMsgs),
 			fmt.Sprintf("%.0f", r.RolloutRate.InBytes), fmt.Sprintf("%.0f", r.RolloutRate.OutBytes),
-			fmt.Sprintf("%.0f", r.IdleRate.InMsgs), fmt.Sprintf("%.0f", r.IdleRate.OutMsgs)})
+			fmt.Sprintf("%.0f", r.IdleRate.InMsgs), fmt.Sprintf("%.0f", r.IdleRate.OutMsgs),
+			strconv.FormatFloat(r.IdleCPUShareMax, 'f', 4, 64), strconv.FormatUint(r.PeakRSSMax, 10), strconv.FormatUint(r.BaseRSS, 10),
+			strconv.Itoa(r.Connections), strconv.Itoa(r.FDsBefore), strconv.Itoa(r.FDsOnline),
+			fmt.Sprintf("%.0f", r.RSSPerDevice), strconv.FormatFloat(r.IdleCPUPerDevice, 'g', 4, 64),
+			fmt.Sprintf("%.3f", r.IdleMsgsPerDevice), fmt.Sprintf("%.3f", r.FDsPerDevice)})
 	}
 	if err := writeCSV(filepath.Join(dir, "fleet.csv"), rows); err != nil {
 		return err
