@@ -47,7 +47,9 @@ func follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*
 	}
 	devices := map[string]Record{}
 	admins := map[string]Admin{}
+	perms := permCache{}
 	replayed := false
+	var applied time.Time
 	handle := func(ev store.Event) {
 		if ev.Replayed {
 			replayed = true
@@ -76,16 +78,41 @@ func follow(ctx context.Context, kv store.KV, fleet mesh.FleetBuckets, fixed []*
 		if !replayed {
 			continue
 		}
+		// A burst of enrollments is applied once per coalesceWindow at
+		// most: each load walks every identity.
+		if wait := coalesceWindow - time.Since(applied); !applied.IsZero() && wait > 0 {
+			t := time.NewTimer(wait)
+		gather:
+			for {
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				case <-t.C:
+					break gather
+				case ev, ok := <-w.Events():
+					if !ok {
+						t.Stop()
+						return w.Err()
+					}
+					handle(ev)
+				}
+			}
+		}
 		reserved := make([]string, len(fixed))
 		for i, u := range fixed {
 			reserved[i] = u.Nkey
 		}
 		keys.set(devices, admins)
-		users := append(Users(sortedRecords(devices), sortedAdmins(admins), fleet, reserved...), fixed...)
+		if len(perms) > 2*len(devices)+64 { // forget what revoked devices left
+			perms = permCache{}
+		}
+		users := append(users(sortedRecords(devices), sortedAdmins(admins), fleet, perms, reserved...), fixed...)
 		if err := apply(users); err != nil {
 			// Read the bucket again (after a pause) and load it all.
 			return fmt.Errorf("load the NATS identities (the previous ones stay): %w", err)
 		}
+		applied = time.Now()
 		log.Debug("NATS identities loaded", "devices", len(devices), "admins", len(admins))
 	}
 }
@@ -139,6 +166,12 @@ func sortedAdmins(m map[string]Admin) []Admin {
 	return out
 }
 
+// coalesceWindow is the least time between two loads of the identities
+// into the server: enrolling a thousand devices loads them a few times,
+// not a thousand (each load walks every identity). A revocation waits for
+// it at most.
+const coalesceWindow = 250 * time.Millisecond
+
 // adminHolder is what Keys says of an admin's key.
 const adminHolder = "\x00admin"
 
@@ -149,6 +182,7 @@ type Keys struct {
 	mu      sync.RWMutex
 	loaded  bool
 	holders map[string]string // public key -> device id, or adminHolder
+	devices int               // device keys among holders
 }
 
 // set replaces the index with what the bucket holds now.
@@ -164,7 +198,7 @@ func (k *Keys) set(devices map[string]Record, admins map[string]Admin) {
 		m[a.PublicKey] = adminHolder
 	}
 	k.mu.Lock()
-	k.holders, k.loaded = m, true
+	k.holders, k.loaded, k.devices = m, true, len(devices)
 	k.mu.Unlock()
 }
 
@@ -185,13 +219,7 @@ func (k *Keys) Devices() int {
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	n := 0
-	for _, h := range k.holders {
-		if h != adminHolder {
-			n++
-		}
-	}
-	return n
+	return k.devices
 }
 
 func (k *Keys) holder(publicKey string) (string, bool) {

@@ -240,6 +240,28 @@ func Permissions(r Record, fleet mesh.FleetBuckets) *server.Permissions {
 // admin's key or one of reserved (the server's own): enrollment refuses
 // such keys, so they can only come from a race or a hand-made record.
 func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets, reserved ...string) []*server.NkeyUser {
+	return users(devices, admins, fleet, nil, reserved...)
+}
+
+// permCache keeps the permissions made for a (device, cluster), so that a
+// reload gives an unchanged device the very same *Permissions and the
+// server's change check stops at a pointer comparison.
+type permCache map[[2]string]*server.Permissions
+
+func (c permCache) of(r Record, fleet mesh.FleetBuckets) *server.Permissions {
+	if c == nil {
+		return Permissions(r, fleet)
+	}
+	k := [2]string{r.Device, r.Cluster}
+	p, ok := c[k]
+	if !ok {
+		p = Permissions(r, fleet)
+		c[k] = p
+	}
+	return p
+}
+
+func users(devices []Record, admins []Admin, fleet mesh.FleetBuckets, cache permCache, reserved ...string) []*server.NkeyUser {
 	users := make([]*server.NkeyUser, 0, len(devices)+len(admins))
 	taken := map[string]bool{}
 	for _, k := range reserved {
@@ -269,7 +291,7 @@ func Users(devices []Record, admins []Admin, fleet mesh.FleetBuckets, reserved .
 	}
 	for _, r := range devices {
 		if validRecord(r) && !taken[r.PublicKey] && claims[r.PublicKey] == 1 && !nested[r.Device] {
-			users = append(users, &server.NkeyUser{Nkey: r.PublicKey, Permissions: Permissions(r, fleet)})
+			users = append(users, &server.NkeyUser{Nkey: r.PublicKey, Permissions: cache.of(r, fleet)})
 		}
 	}
 	return users

@@ -103,7 +103,7 @@ func (a *nkeyAuth) diff(users []*server.NkeyUser) (map[string]*server.Permission
 	defer a.mu.RUnlock()
 	var changed []string
 	for k, p := range a.users {
-		if np, ok := next[k]; !ok || !reflect.DeepEqual(p, np) {
+		if np, ok := next[k]; !ok || (p != np && !reflect.DeepEqual(p, np)) {
 			changed = append(changed, k)
 		}
 	}
