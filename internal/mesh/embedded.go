@@ -65,6 +65,13 @@ type ServerConfig struct {
 	// (one whose permissions are limited); a further connection is refused
 	// until one closes (DefaultMaxConnsPerDevice when 0).
 	MaxConnsPerDevice int
+	// ListenLater keeps the client listener closed until Listen is called
+	// (in-process connections and cluster routes work meanwhile): a
+	// restarted control plane opens it once it can tell its devices'
+	// identities apart, so that a reconnecting fleet is refused cheaply
+	// (connection refused) rather than handshaking only to fail
+	// authentication.
+	ListenLater bool
 	// MaxConnections caps all client connections (0: what the process's
 	// open-files limit leaves after a reserve for JetStream's files and
 	// the HTTP listener; see connectionLimit).
@@ -99,6 +106,31 @@ type Server struct {
 
 	auth    *nkeyAuth // nil unless ServerConfig.Nkeys is set
 	maxConn int
+
+	listenMu sync.Mutex
+	listened bool
+}
+
+// Listen opens the client listener of a server started with ListenLater
+// (once; a no-op otherwise) and returns when it accepts connections.
+func (s *Server) Listen() error {
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	if !s.cfg.ListenLater || s.cfg.Listen == "" || s.listened {
+		return nil
+	}
+	ready := make(chan struct{})
+	go s.ns.AcceptLoop(ready)
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("mesh: client listener on %s not open after 30s", s.cfg.Listen)
+	}
+	if s.ns.Addr() == nil {
+		return fmt.Errorf("mesh: cannot listen for clients on %s (in use?)", s.cfg.Listen)
+	}
+	s.listened = true
+	return nil
 }
 
 var errNoAuth = errors.New("mesh: the server was started without identities (ServerConfig.Nkeys)")
@@ -197,6 +229,9 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 		if port == 0 {
 			opts.Port = server.RANDOM_PORT
 		}
+	}
+	if cfg.ListenLater {
+		opts.DontListen = true // until Listen
 	}
 	if cfg.ClusterName != "" {
 		if cfg.Name == "" {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -150,6 +151,10 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 			Logger:           log.With("component", "nats"),
 			TLS:              tlsConf,
 			Nkeys:            fixed,
+			// Devices are let in once their identities are loaded and the
+			// relay answers (below): a restarted server is not stormed by
+			// a fleet it cannot yet tell apart.
+			ListenLater: cfg.NATSAuth == "identities",
 		})
 		if err != nil {
 			return err
@@ -210,6 +215,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	h.registerMetrics(rl.metrics.Collectors()...)
 
 	eg, ectx := errgroup.WithContext(ctx)
+	identitiesLoaded := make(chan struct{})
 	if cfg.Embedded() {
 		if err := registerAdmin(ctx, h.reg, cfg, log); err != nil {
 			return err
@@ -222,7 +228,15 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		}
 		if cfg.NATSAuth == "identities" {
 			eg.Go(func() error {
-				identity.Follow(ectx, kvs[b.Identities], fleetBuckets(cfg), fixed, ns.SetUsers, log.With("component", "identities"), h.reg.Keys)
+				var once sync.Once
+				apply := func(users []*natsserver.NkeyUser) error {
+					if err := ns.SetUsers(users); err != nil {
+						return err
+					}
+					once.Do(func() { close(identitiesLoaded) })
+					return nil
+				}
+				identity.Follow(ectx, kvs[b.Identities], fleetBuckets(cfg), fixed, apply, log.With("component", "identities"), h.reg.Keys)
 				return nil
 			})
 		}
@@ -237,10 +251,27 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	eg.Go(func() error { return untilClosed(ectx, rnc, "relay") })
 	eg.Go(func() error { return gc.Run(ectx) })
 	eg.Go(func() error { h.probeStore(ectx); return nil })
-	log.Info("harmony server started", "http", info.HTTPURL)
-	if opts.OnReady != nil {
-		opts.OnReady(info)
-	}
+	eg.Go(func() error {
+		if cfg.Embedded() && cfg.NATSAuth == "identities" {
+			for _, ch := range []<-chan struct{}{identitiesLoaded, rl.Ready()} {
+				select {
+				case <-ch:
+				case <-ectx.Done():
+					return nil
+				}
+			}
+			if err := ns.Listen(); err != nil {
+				return err
+			}
+			info.NATSURL = ns.ClientURL()
+			log.Info("embedded NATS listening for devices", "url", info.NATSURL)
+		}
+		log.Info("harmony server started", "http", info.HTTPURL)
+		if opts.OnReady != nil {
+			opts.OnReady(info)
+		}
+		return nil
+	})
 	return eg.Wait()
 }
 
