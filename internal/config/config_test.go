@@ -384,7 +384,7 @@ func TestSettingsRoundTrip(t *testing.T) {
 		"name": "s1", "cluster_name": "hc", "cluster_listen": "127.0.0.1:3", "routes": "127.0.0.1:3,127.0.0.1:4",
 		"cluster_advertise": "10.0.0.1:6222", "client_advertise": "10.0.0.1:4222", "no_advertise": "true",
 		"tokens_file": "/etc/harmony/tokens.yaml", "tls": "off", "tls_cert": "/c.pem", "tls_key": "/k.pem",
-		"tls_hosts": "harmony.example,10.0.0.7", "nats_auth": "off",
+		"tls_hosts": "harmony.example,10.0.0.7", "nats_auth": "off", "nats_key_exchange": "hybrid",
 	}
 	cfg := config.DefaultServer()
 	keys, flags := map[string]bool{}, map[string]bool{}

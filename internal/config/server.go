@@ -81,6 +81,11 @@ type Server struct {
 	TLSCert  string   `json:"tls_cert"`
 	TLSKey   string   `json:"tls_key"`
 	TLSHosts []string `json:"tls_hosts"` // more names and addresses for the generated certificate
+	// NATSKeyExchange is the TLS 1.3 key exchange the embedded NATS
+	// offers devices: "x25519" (classic, the default: a fleet
+	// reconnecting at once costs the server half the handshake CPU) or
+	// "hybrid" (X25519MLKEM768 first, post-quantum; docs/adr/0019).
+	NATSKeyExchange string `json:"nats_key_exchange"`
 	// TokensFile is a YAML list of more tokens (same fields), so that
 	// several servers can share one file and tokens can be set from the
 	// environment or a flag.
@@ -105,6 +110,7 @@ func DefaultServer() Server {
 	return Server{
 		DataDir:            "./harmony-data",
 		NATSListen:         "127.0.0.1:4222",
+		NATSKeyExchange:    "x25519",
 		Name:               "harmony",
 		HTTP:               "127.0.0.1:8080",
 		Replicas:           1,
@@ -155,6 +161,7 @@ func (c *Server) Settings() []Setting {
 		stringSetting("tls_cert", "tls-cert", "server certificate (PEM) to use instead of a generated one", &c.TLSCert),
 		stringSetting("tls_key", "tls-key", "key of tls_cert (PEM)", &c.TLSKey),
 		listSetting("tls_hosts", "tls-hosts", "more DNS names and IP addresses for the generated certificate, comma-separated", &c.TLSHosts),
+		stringSetting("nats_key_exchange", "nats-key-exchange", "TLS key exchange offered to devices: x25519 or hybrid (post-quantum X25519MLKEM768 first)", &c.NATSKeyExchange),
 		stringSetting("tokens_file", "tokens-file", "YAML list of API and dashboard tokens (name, role, sha256)", &c.TokensFile),
 	}
 }
@@ -270,6 +277,11 @@ func (c *Server) Validate() error {
 	case "identities", "off":
 	default:
 		bad("nats_auth", "%q: must be identities or off", c.NATSAuth)
+	}
+	switch c.NATSKeyExchange {
+	case "x25519", "hybrid":
+	default:
+		bad("nats_key_exchange", "%q: must be x25519 or hybrid", c.NATSKeyExchange)
 	}
 	switch c.TLS {
 	case "auto":

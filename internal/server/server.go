@@ -154,7 +154,8 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 			// Devices are let in once their identities are loaded and the
 			// relay answers (below): a restarted server is not stormed by
 			// a fleet it cannot yet tell apart.
-			ListenLater: cfg.NATSAuth == "identities",
+			ListenLater:       cfg.NATSAuth == "identities",
+			HybridKeyExchange: cfg.NATSKeyExchange == "hybrid",
 		})
 		if err != nil {
 			return err
