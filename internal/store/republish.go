@@ -51,7 +51,25 @@ type Republished struct {
 // republishWatch is Watch over the republished subjects.
 func (k *natsKV) republishWatch(ctx context.Context, filter string) (Watcher, error) {
 	return WatchRepublished(ctx, k.s.nc, Republished{Bucket: k.bucket, Prefix: k.republish,
-		Recheck: k.s.republishRecheck, Timeout: k.s.timeout}, k, filter)
+		Recheck: k.s.republishRecheck, Timeout: k.s.timeout}, directReader{k}, filter)
+}
+
+// directReader reads a watch's keys with one batched direct get (no
+// consumer made and deleted on the server per read: ten thousand agents
+// re-reading their keys after a restart would otherwise each make one),
+// and with a consumer when they do not fit one answer. A direct get may
+// lag a replicated bucket's leader by a moment, which the watch's
+// re-reads cover.
+type directReader struct{ k *natsKV }
+
+func (r directReader) Get(ctx context.Context, key string) (Entry, error) { return r.k.Get(ctx, key) }
+
+func (r directReader) List(ctx context.Context, filter string) ([]Entry, error) {
+	es, err := r.k.ListDirect(ctx, filter)
+	if errors.Is(err, ErrTooManyToList) {
+		return r.k.List(ctx, filter)
+	}
+	return es, err
 }
 
 // WatchRepublished follows the keys matching filter of a bucket that
