@@ -136,7 +136,14 @@ func (a *Agent) beatOnce(ctx context.Context, kv store.KV, key string, seq, rev 
 		newRev, err = kv.Update(ctx, key, b, *rev)
 	}
 	if err != nil {
-		*known = false
+		// Read the key again only when the revision is known to be wrong
+		// (a conflict): after a mere outage the next beat tries the same
+		// revision, so a fleet reconnecting after a restart does not
+		// send the store ten thousand reads. A write whose outcome was
+		// unknown and did land shows up as a conflict then.
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			*known = false
+		}
 		return err
 	}
 	*rev = newRev

@@ -66,7 +66,9 @@ type ServerConfig struct {
 	// until one closes (DefaultMaxConnsPerDevice when 0).
 	MaxConnsPerDevice int
 	// ListenLater keeps the client listener closed until Listen is called
-	// (in-process connections and cluster routes work meanwhile): a
+	// (in-process connections work meanwhile; a clustered server listens
+	// at once, since nats-server starts routes after the client
+	// listener): a
 	// restarted control plane opens it once it can tell its devices'
 	// identities apart, so that a reconnecting fleet is refused cheaply
 	// (connection refused) rather than handshaking only to fail
@@ -115,12 +117,20 @@ type Server struct {
 	listened bool
 }
 
+// deferListen: ListenLater applies to a server that listens for clients
+// and is not clustered (nats-server starts its routes only once the client
+// listener is up, and a cluster member's store needs its routes before it
+// can load anything).
+func (cfg ServerConfig) deferListen() bool {
+	return cfg.ListenLater && cfg.Listen != "" && cfg.ClusterName == ""
+}
+
 // Listen opens the client listener of a server started with ListenLater
 // (once; a no-op otherwise) and returns when it accepts connections.
 func (s *Server) Listen() error {
 	s.listenMu.Lock()
 	defer s.listenMu.Unlock()
-	if !s.cfg.ListenLater || s.cfg.Listen == "" || s.listened {
+	if !s.cfg.deferListen() || s.listened {
 		return nil
 	}
 	ready := make(chan struct{})
@@ -237,7 +247,7 @@ func serverOptions(cfg ServerConfig) (*server.Options, error) {
 			opts.Port = server.RANDOM_PORT
 		}
 	}
-	if cfg.ListenLater {
+	if cfg.deferListen() {
 		opts.DontListen = true // until Listen
 	}
 	if cfg.ClusterName != "" {

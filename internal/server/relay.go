@@ -55,9 +55,31 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 	b := cfg.Buckets
 	ids := kvs[b.Identities]
 	m := relay.NewMetrics()
+	// A device's own heartbeat and status keys are read with direct gets
+	// on the relay's connection: answered by the stream itself, in
+	// parallel, rather than queued one by one behind JetStream's API (ten
+	// thousand devices back from a restart each read their heartbeat
+	// key). A direct get may lag a replicated bucket's leader by a moment;
+	// the device writes those keys by compare-and-set, so a stale read is
+	// a conflict and a read again. Desired state and device info, which
+	// the relay checks writes against, stay on leader reads.
+	direct, err := store.NewNATS(rnc, store.NATSOptions{Timeout: cfg.StoreTimeout.Std(), DirectGet: true})
+	if err != nil {
+		rnc.Close()
+		return nil, nil, err
+	}
+	own := map[string]store.KV{}
+	for _, name := range []string{b.DeviceState, b.DeviceHeartbeat} {
+		kv, err := direct.Open(context.Background(), name)
+		if err != nil {
+			rnc.Close()
+			return nil, nil, fmt.Errorf("relay: open %s: %w", name, err)
+		}
+		own[name] = kv
+	}
 	rl := relay.NewServer(rnc, relay.Fleet{
 		DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
-		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat],
+		DeviceState: own[b.DeviceState], DeviceHeartbeat: own[b.DeviceHeartbeat],
 	}, log.With("component", "relay"), relay.Options{
 		MemberBucket: func(ctx context.Context, device string) (string, error) {
 			return memberBucket(ctx, ids, device)
