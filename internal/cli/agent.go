@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -47,13 +46,6 @@ environment variables, then flags; each overrides the one before.`,
 			return err
 		}
 		log := newLogger(stderr, cfg.LogLevel)
-		// A device's memory is small and an idle agent allocates little:
-		// a heap goal of 1.5 times the live heap (Go's default is 2)
-		// keeps its resident memory down for a collection now and then.
-		// GOGC in the environment still wins.
-		if os.Getenv("GOGC") == "" {
-			debug.SetGCPercent(agentGCPercent)
-		}
 		for {
 			a, err := agent.New(cfg, log, agent.Options{})
 			if err != nil {
@@ -68,6 +60,3 @@ environment variables, then flags; each overrides the one before.`,
 	}
 	return cmd
 }
-
-// agentGCPercent is the agent's GOGC unless the environment sets one.
-const agentGCPercent = 50
