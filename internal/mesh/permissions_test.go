@@ -632,7 +632,7 @@ func TestFailoverMemberPermissions(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	bucket := failover.BucketName("pg1")
-	st := relay.NewClient(nc, relay.ClientOptions{Device: "n1", Timeout: 2 * time.Second,
+	st := relay.NewClient(nc, relay.ClientOptions{Device: "n1", Timeout: 10 * time.Second,
 		Republish: map[string]string{bucket: store.RepublishPrefix(bucket)}})
 	// The server creates the bucket when it grants the identity.
 	full, err := store.NewNATS(f.nc, store.NATSOptions{})
