@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/harmony-fleet/harmony/internal/server"
 )
 
 // apply applies all M deployments with the given note in one request.
@@ -57,11 +59,8 @@ func (b *bench) post(body string) error {
 	return nil
 }
 
-type fleetCounts struct {
-	Devices int `json:"devices"`
-	Online  int `json:"online"`
-	Offline int `json:"offline"`
-}
+// fleetCounts is the fleet's line of GET /api/v1/status.
+type fleetCounts = server.FleetCounts
 
 // fleet reads the fleet's counts from m's GET /api/v1/status.
 func (b *bench) fleet(m *member) (fleetCounts, error) {
@@ -104,17 +103,7 @@ func (b *bench) rollup(m *member) (rollupView, error) {
 		return out, err
 	}
 	var v struct {
-		Items []struct {
-			Status struct {
-				Name       string `json:"name"`
-				Generation int64  `json:"generation"`
-				Matched    int    `json:"matched"`
-				Succeeded  int    `json:"succeeded"`
-				Failed     int    `json:"failed"`
-				Pending    int    `json:"pending"`
-				Offline    int    `json:"offline"`
-			} `json:"status"`
-		} `json:"items"`
+		Items []server.DeploymentView `json:"items"`
 	}
 	if err := b.getJSON(m, "/api/v1/deployments", &v); err != nil {
 		return out, err

@@ -145,7 +145,8 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 		// longer) enrolled, or a server that has not loaded the identities
 		// yet after a restart, must not end an agent's connection forever.
 		nats.IgnoreAuthErrorAbort(),
-		nats.CustomReconnectDelay(cfg.ReconnectDelay),
+		// Every attempt's server and pause (reconnectTo; the library's
+		// own delay is never used, since the hook always names a server).
 		nats.ReconnectToServer(cfg.reconnectTo),
 		// Dial, TLS handshake and the first exchange: a server admitting a
 		// reconnecting fleet may take a few seconds to finish a handshake

@@ -135,6 +135,9 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 		pub, _ := kp.PublicKey()
 		self, fixed = kp, []*natsserver.NkeyUser{{Nkey: pub}} // nil permissions: everything
 	}
+	// With identities, the embedded NATS lets devices in only once they
+	// are loaded (and the relay answers): see the end of serve.
+	listenLater := cfg.Embedded() && cfg.NATSAuth == "identities"
 	if cfg.Embedded() {
 		var err error
 		ns, err = mesh.StartServer(mesh.ServerConfig{
@@ -154,7 +157,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 			// Devices are let in once their identities are loaded and the
 			// relay answers (below): a restarted server is not stormed by
 			// a fleet it cannot yet tell apart.
-			ListenLater:       cfg.NATSAuth == "identities",
+			ListenLater:       listenLater,
 			HybridKeyExchange: cfg.NATSKeyExchange == "hybrid",
 		})
 		if err != nil {
@@ -253,7 +256,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	eg.Go(func() error { return gc.Run(ectx) })
 	eg.Go(func() error { h.probeStore(ectx); return nil })
 	eg.Go(func() error {
-		if cfg.Embedded() && cfg.NATSAuth == "identities" {
+		if listenLater {
 			for _, ch := range []<-chan struct{}{identitiesLoaded, rl.Ready()} {
 				select {
 				case <-ch:
