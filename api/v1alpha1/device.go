@@ -189,6 +189,35 @@ func DecodeHeartbeat(data []byte) (Heartbeat, error) {
 	return h, err
 }
 
+// Presence is the value of device-presence/<relay>.<shard>: the devices
+// whose heartbeats one relay answered lately (docs/adr/0020-presence.md).
+// Beats maps a device to how many milliseconds before the record was
+// written its last beat arrived; the observer places each beat on its own
+// clock from when it received the record (or, the first time it reads a
+// key, from the record's store timestamp), never by comparing two
+// machines' clocks beat by beat.
+type Presence struct {
+	V     int              `json:"v"`
+	Beats map[string]int64 `json:"beats"`
+}
+
+// DecodePresence reads a presence record.
+func DecodePresence(data []byte) (Presence, error) {
+	var p Presence
+	if err := decodeStored(data, MaxPresenceBytes, &p, func() int { return p.V }); err != nil {
+		return p, err
+	}
+	e := newErrs().at("beats")
+	for _, id := range sortedKeys(p.Beats) {
+		if err := ValidateDeviceID(id); err != nil {
+			e.at(id).add("%v", err)
+		} else if p.Beats[id] < 0 {
+			e.at(id).add("%d: an age is not negative", p.Beats[id])
+		}
+	}
+	return p, e.err()
+}
+
 // DeviceLabels is the value of device-labels/<device>: labels set from the
 // control plane. A value sets the label, null removes it; they win over the
 // labels the agent reports.

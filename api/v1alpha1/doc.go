@@ -18,6 +18,7 @@ const (
 	MaxDeviceInfoBytes   = 64 << 10
 	MaxDeviceStateBytes  = 256 << 10
 	MaxHeartbeatBytes    = 100
+	MaxPresenceBytes     = 1 << 20
 	MaxResources         = 256
 	MaxFileContentBytes  = 1 << 20
 	MaxUnitContentBytes  = 256 << 10

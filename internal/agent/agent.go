@@ -134,7 +134,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		CAFile:      a.cfg.NATSCA, CertFile: a.cfg.NATSCert, KeyFile: a.cfg.NATSKey, Logger: a.log,
 		ReconnectWait: a.cfg.ReconnectInitial.Std(), ReconnectMax: a.cfg.ReconnectMax.Std(),
 		ReconnectMultiplier: a.cfg.ReconnectMultiplier, ReconnectJitter: a.cfg.ReconnectJitter,
-		PingInterval: a.cfg.MeshPingInterval.Std(),
+		PingInterval: a.cfg.PingInterval(),
 		Spread:       func() time.Duration { return time.Duration(a.spread.Load()) },
 		OnDisconnect: func() {
 			a.metrics.disconnects.Inc()
@@ -213,7 +213,7 @@ func (a *Agent) meshLoop(ctx context.Context, nc *nats.Conn, st store.Store) err
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.publishInfo(ctx, kvs[b.DeviceInfo]) })
-	g.Go(func() error { return a.heartbeat(ctx, kvs[b.DeviceHeartbeat]) })
+	g.Go(func() error { return a.heartbeat(ctx, kvs[b.DeviceHeartbeat], nc) })
 	g.Go(func() error { return a.desired.follow(ctx, kvs[b.DesiredState], a.engine.wake) })
 	g.Go(func() error { return a.status.run(ctx, kvs[b.DeviceState]) })
 	g.Go(func() error { return a.serveCommands(ctx, nc) })

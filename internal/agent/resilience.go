@@ -287,6 +287,24 @@ func breakerErr(err error) error {
 	return err
 }
 
+// beater is a KV that takes heartbeats as beats: the relay, which
+// records them in its presence records instead of writing a key.
+type beater interface {
+	Beat(ctx context.Context, key string, value []byte) error
+}
+
+// errNoBeats: the KV under the breaker takes no beats (write the key).
+var errNoBeats = errors.New("agent: the store takes no beats")
+
+func (b breakerKV) Beat(ctx context.Context, key string, value []byte) error {
+	bt, ok := b.KV.(beater)
+	if !ok {
+		return errNoBeats
+	}
+	_, err := b.cb.Execute(func() (any, error) { return nil, bt.Beat(ctx, key, value) })
+	return breakerErr(err)
+}
+
 func (b breakerKV) Get(ctx context.Context, key string) (store.Entry, error) {
 	v, err := b.cb.Execute(func() (any, error) { return b.KV.Get(ctx, key) })
 	e, _ := v.(store.Entry)

@@ -66,7 +66,11 @@ type Agent struct {
 	ReconnectMultiplier float64  `json:"reconnect_multiplier"`
 	ReconnectJitter     float64  `json:"reconnect_jitter"`
 	// MeshPingInterval: a link that answers no ping for two intervals is
-	// declared dead (how fast a blackholed link is noticed).
+	// declared dead. It is the last resort: heartbeats that go unanswered
+	// make the agent check its link at once (about 10 to 20 s after a
+	// link dies), and the kernel's keepalives end a connection to a dead
+	// network in about 20 s. A device running a failover member pings at
+	// least every MemberPingInterval.
 	MeshPingInterval Duration `json:"mesh_ping_interval"`
 	// BreakerFailures consecutive failed store calls open the circuit
 	// breaker; it lets one call through again after BreakerOpen.
@@ -76,6 +80,22 @@ type Agent struct {
 	HTTP string `json:"http"`
 	// Failover turns on the PostgreSQL high-availability role.
 	Failover *Failover `json:"failover"`
+}
+
+// MemberPingInterval is how often a device running a failover member
+// pings at least: a member cut off from its server must move to another
+// within seconds (docs/adr/0008-cluster-mode.md), while a device that only
+// converges can take the time of two heartbeats; ten thousand devices
+// pinging every 2 s cost a server more than all their heartbeats
+// (docs/adr/0020-presence.md).
+const MemberPingInterval = 2 * time.Second
+
+// PingInterval is the agent's effective ping interval.
+func (c Agent) PingInterval() time.Duration {
+	if c.Failover != nil {
+		return min(c.MeshPingInterval.Std(), MemberPingInterval)
+	}
+	return c.MeshPingInterval.Std()
 }
 
 // DefaultAgent returns the agent's defaults.
@@ -98,7 +118,7 @@ func DefaultAgent() Agent {
 		ReconnectMax:        Duration(1500 * time.Millisecond),
 		ReconnectMultiplier: 2,
 		ReconnectJitter:     0.2,
-		MeshPingInterval:    Duration(2 * time.Second),
+		MeshPingInterval:    Duration(2 * time.Minute),
 		BreakerFailures:     5,
 		BreakerOpen:         Duration(time.Second),
 		HTTP:                "127.0.0.1:9464",

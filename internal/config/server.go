@@ -19,6 +19,9 @@ type Buckets struct {
 	DeviceState     string `json:"device_state"`
 	DeviceHeartbeat string `json:"device_heartbeat"`
 	DeviceLabels    string `json:"device_labels"`
+	// DevicePresence holds the servers' records of the heartbeats they
+	// answered (docs/adr/0020-presence.md).
+	DevicePresence string `json:"device_presence"`
 	// Leases holds the servers' leases on once-only work.
 	Leases string `json:"leases"`
 	// Identities holds the devices' NATS identities, enrollment requests
@@ -127,6 +130,7 @@ func DefaultServer() Server {
 			DeviceState:     "device-state",
 			DeviceHeartbeat: "device-heartbeat",
 			DeviceLabels:    "device-labels",
+			DevicePresence:  "device-presence",
 			Leases:          "leases",
 			Identities:      "identities",
 		},
@@ -268,6 +272,7 @@ func (c *Server) Validate() error {
 		"buckets.device_info": c.Buckets.DeviceInfo, "buckets.device_state": c.Buckets.DeviceState,
 		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat, "buckets.device_labels": c.Buckets.DeviceLabels,
 		"buckets.leases": c.Buckets.Leases, "buckets.identities": c.Buckets.Identities,
+		"buckets.device_presence": c.Buckets.DevicePresence,
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)

@@ -310,7 +310,7 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 		return b.res, err
 	}
 	defer states.stop()
-	beats, err := st.Open(ctx, buckets.DeviceHeartbeat)
+	beats, err := openBeats(ctx, st, buckets)
 	if err != nil {
 		return b.res, err
 	}
@@ -411,7 +411,7 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 // device has heartbeated since and every server's roll-up is back to what
 // it was before the stop. In a cluster it first waits until every stream
 // has caught up, as users are told to before they stop the next member.
-func (b *bench) restart(ctx context.Context, m *member, nc *nats.Conn, beats store.KV) error {
+func (b *bench) restart(ctx context.Context, m *member, nc *nats.Conn, beats beatBuckets) error {
 	if len(b.members) > 1 {
 		t0 := time.Now()
 		if err := b.waitCaughtUp(ctx, nc); err != nil {
@@ -537,22 +537,65 @@ func (b *bench) startDevices(g *errgroup.Group, ctx context.Context, ca string) 
 	return nil
 }
 
+// beatBuckets are where devices' heartbeats land: their own keys (agents
+// without a device identity) and the relays' presence records.
+type beatBuckets struct{ keys, presence store.KV }
+
+func openBeats(ctx context.Context, st store.Store, buckets config.Buckets) (beatBuckets, error) {
+	keys, err := st.Open(ctx, buckets.DeviceHeartbeat)
+	if err != nil {
+		return beatBuckets{}, err
+	}
+	presence, err := st.Open(ctx, buckets.DevicePresence)
+	if err != nil {
+		return beatBuckets{}, err
+	}
+	return beatBuckets{keys: keys, presence: presence}, nil
+}
+
+// heardSince counts the devices whose heartbeat reached the store at or
+// after since: by their key's write time, or by a presence record's write
+// time less the beat's age in it.
+func (bb beatBuckets) heardSince(ctx context.Context, since time.Time) (int, error) {
+	heard := map[string]bool{}
+	keys, err := bb.keys.List(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range keys {
+		if !e.Created.Before(since) {
+			heard[e.Key] = true
+		}
+	}
+	recs, err := bb.presence.List(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range recs {
+		p, err := v1.DecodePresence(e.Value)
+		if err != nil {
+			return 0, fmt.Errorf("presence record %s: %w", e.Key, err)
+		}
+		for id, ms := range p.Beats {
+			if !e.Created.Add(-time.Duration(ms) * time.Millisecond).Before(since) {
+				heard[id] = true
+			}
+		}
+	}
+	return len(heard), nil
+}
+
 // waitOnline waits until every device has heartbeated since since (the
 // store's own time of the write) and the roll-up counts every device
 // online.
-func (b *bench) waitOnline(ctx context.Context, beats store.KV, since time.Time) error {
+func (b *bench) waitOnline(ctx context.Context, beats beatBuckets, since time.Time) error {
 	deadline := time.Now().Add(b.cfg.Timeout)
 	fresh := 0
 	var fleet fleetCounts
 	for {
 		if fresh < b.cfg.Devices {
-			if entries, err := beats.List(ctx, ""); err == nil {
-				fresh = 0
-				for _, e := range entries {
-					if !e.Created.Before(since) {
-						fresh++
-					}
-				}
+			if n, err := beats.heardSince(ctx, since); err == nil {
+				fresh = n
 			}
 		}
 		if fresh >= b.cfg.Devices {

@@ -243,6 +243,9 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
 	}
 	url := strings.Join(cfg.URLs, ",")
+	if cfg.InProcess == nil {
+		opts = append(opts, nats.SetCustomDialer(dialer()))
+	}
 	if cfg.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(cfg.InProcess.ns))
 		url = ""

@@ -36,10 +36,17 @@ const (
 // Buckets are the operator's buckets.
 type Buckets struct {
 	Deployments, DesiredState, DeviceInfo, DeviceState, DeviceHeartbeat, DeviceLabels store.KV
+	// DevicePresence holds the relays' records of the beats they answered
+	// (nil: devices beat only through their own heartbeat keys).
+	DevicePresence store.KV
 }
 
 func (b Buckets) all() []store.KV {
-	return []store.KV{b.Deployments, b.DesiredState, b.DeviceInfo, b.DeviceState, b.DeviceHeartbeat, b.DeviceLabels}
+	all := []store.KV{b.Deployments, b.DesiredState, b.DeviceInfo, b.DeviceState, b.DeviceHeartbeat, b.DeviceLabels}
+	if b.DevicePresence != nil {
+		all = append(all, b.DevicePresence)
+	}
+	return all
 }
 
 // Options tune the operator.
@@ -84,9 +91,32 @@ type orphanMark struct {
 }
 
 type heartbeat struct {
-	boot        string
-	seq         uint64
 	lastAdvance time.Time // operator's clock (monotonic reading)
+}
+
+// advance records that device id beat at (the operator's clock), unless a
+// later beat is known already: a device's beats reach the operator through
+// its own key and through the records of every relay it talked to.
+func (o *Operator) advance(id string, at, now time.Time) {
+	if hb, ok := o.beats[id]; ok && !at.After(hb.lastAdvance) {
+		return
+	}
+	o.beats[id] = heartbeat{lastAdvance: at}
+	o.roll.beat(id, at, now)
+}
+
+// sinceStored is how long ago the store says e was written (never less
+// than zero, whatever the two clocks say).
+func sinceStored(e store.Entry) time.Duration {
+	return max(0, time.Since(e.Created))
+}
+
+// presence is the presence bucket's name ("" when the operator has none).
+func (o *Operator) presence() string {
+	if o.b.DevicePresence == nil {
+		return "" // no bucket has that name
+	}
+	return o.b.DevicePresence.Bucket()
 }
 
 // Operator owns one watcher per bucket; cancelling Run's context stops them all.
@@ -104,11 +134,15 @@ type Operator struct {
 	overrides   map[string]map[string]*string
 	states      map[string]v1.DeviceState
 	beats       map[string]heartbeat
-	renders     int // render passes, for tests and metrics
-	writes      int // desired-state writes done
-	orphanSince map[string]orphanMark
-	dirty       work // what changed since the last render pass
-	guard       *guard
+	// legacy: the last value of each device's own heartbeat key;
+	// presenceKeys: the presence records seen (their next ones are live).
+	legacy       map[string]v1.Heartbeat
+	presenceKeys map[string]bool
+	renders      int // render passes, for tests and metrics
+	writes       int // desired-state writes done
+	orphanSince  map[string]orphanMark
+	dirty        work // what changed since the last render pass
+	guard        *guard
 	// releasesReplayed: the release record (Options.Releases) was read
 	// once; records read before are older than any hold of this operator.
 	releasesReplayed bool
@@ -158,6 +192,7 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 		raw: map[string]map[string]store.Entry{}, replayed: map[string]bool{},
 		deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
 		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{},
+		legacy: map[string]v1.Heartbeat{}, presenceKeys: map[string]bool{},
 		orphanSince: map[string]orphanMark{}, dirty: newWork(true), want: map[string][]byte{}, roll: newRollup(opts.Staleness),
 		guard: newGuard(GuardLimits{Min: opts.OrphanHoldMin, Fraction: opts.OrphanHoldFraction, Window: opts.OrphanWindow})}
 	for _, kv := range b.all() {
@@ -279,28 +314,54 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 			o.states[e.Key] = st
 		}
 	case o.b.DeviceHeartbeat.Bucket():
+		// A device's own heartbeat key: written by an agent that talks to
+		// the store directly (no device identity), or by an older agent.
 		if del {
+			delete(o.legacy, e.Key)
 			delete(o.beats, e.Key)
+			o.roll.forget(e.Key)
 			break
 		}
 		hb, err := v1.DecodeHeartbeat(e.Value)
 		if err != nil {
 			break
 		}
-		prev, seen := o.beats[e.Key]
+		prev, seen := o.legacy[e.Key]
 		now := time.Now()
 		switch {
 		case !seen:
 			// First sight (usually the replay after a restart): judge its
 			// age by the store's timestamp, written by the NATS server's
 			// clock; from now on, only by this process's monotonic clock.
-			age := time.Since(e.Created)
-			if age < 0 {
-				age = 0
-			}
-			o.beats[e.Key] = heartbeat{boot: hb.Boot, seq: hb.Seq, lastAdvance: now.Add(-age)}
-		case prev.boot != hb.Boot || prev.seq != hb.Seq:
-			o.beats[e.Key] = heartbeat{boot: hb.Boot, seq: hb.Seq, lastAdvance: now}
+			o.legacy[e.Key] = hb
+			o.advance(e.Key, now.Add(-sinceStored(e)), now)
+		case prev != hb:
+			o.legacy[e.Key] = hb
+			o.advance(e.Key, now, now)
+		}
+	case o.presence():
+		// What one relay heard: a record per relay and shard, each naming
+		// the devices whose beats it answered and how long before the
+		// record was written (docs/adr/0020-presence.md).
+		if del {
+			delete(o.presenceKeys, e.Key)
+			break
+		}
+		p, err := v1.DecodePresence(e.Value)
+		if err != nil {
+			o.log.Warn("ignoring an undecodable presence record", "key", e.Key, "err", err)
+			break
+		}
+		now := time.Now()
+		base := now
+		if !o.presenceKeys[e.Key] {
+			// First sight of this relay's record: its age from the store's
+			// timestamp, as for a heartbeat key.
+			o.presenceKeys[e.Key] = true
+			base = now.Add(-sinceStored(e))
+		}
+		for id, ms := range p.Beats {
+			o.advance(id, base.Add(-time.Duration(ms)*time.Millisecond), now)
 		}
 	}
 	switch bucket {
@@ -310,12 +371,6 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 		o.roll.device(o, e.Key)
 	case o.b.DeviceState.Bucket():
 		o.roll.state(o, e.Key)
-	case o.b.DeviceHeartbeat.Bucket():
-		if hb, ok := o.beats[e.Key]; ok {
-			o.roll.beat(e.Key, hb.lastAdvance, time.Now())
-		} else {
-			o.roll.forget(e.Key)
-		}
 	}
 	// Only what rendering reads wakes it: heartbeats and observed state
 	// (most of the traffic) do not.

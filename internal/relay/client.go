@@ -120,6 +120,15 @@ func revisionOf(m *nats.Msg) (uint64, error) {
 	return rev, nil
 }
 
+// Beat sends a heartbeat on key (the device's own heartbeat key): the
+// control plane answers it from memory and records it in its presence
+// records (OpBeat). A control plane that keeps heartbeats as keys refuses
+// it with store.ErrRefused; write the key then.
+func (k *clientKV) Beat(ctx context.Context, key string, value []byte) error {
+	_, err := k.call(ctx, OpBeat, key, 0, value, false)
+	return err
+}
+
 func (k *clientKV) Get(ctx context.Context, key string) (store.Entry, error) {
 	ans, err := k.call(ctx, OpGet, key, 0, nil, false)
 	if err != nil {

@@ -68,6 +68,9 @@ const (
 	OpDelete  = "delete"
 	OpList    = "list"
 	OpHistory = "history"
+	// OpBeat is a heartbeat on the device's own heartbeat key, recorded
+	// by the relay in its presence records rather than written.
+	OpBeat = "beat"
 )
 
 // Error codes, each one class of the store's taxonomy on the device's side.

@@ -38,6 +38,12 @@ func start(t *testing.T, limits relay.Limits) *bench {
 // startWith is start with the relay's options (Metrics are the bench's).
 func startWith(t *testing.T, opts relay.Options) *bench {
 	t.Helper()
+	return startWithKV(t, func(map[string]store.KV) relay.Options { return opts })
+}
+
+// startWithKV is startWith with options made once the buckets are there.
+func startWithKV(t *testing.T, options func(map[string]store.KV) relay.Options) *bench {
+	t.Helper()
 	srv := meshtest.StartServer(t)
 	nc := meshtest.Connect(t, srv)
 	st, err := store.NewNATS(nc, store.NATSOptions{})
@@ -46,7 +52,6 @@ func startWith(t *testing.T, opts relay.Options) *bench {
 	}
 	cfg := config.DefaultServer()
 	b := &bench{srv: srv, names: cfg.Buckets, kv: map[string]store.KV{}, metrics: relay.NewMetrics()}
-	opts.Metrics = b.metrics
 	for _, bc := range hserver.FleetBuckets(cfg) {
 		kv, err := st.Ensure(context.Background(), bc)
 		if err != nil {
@@ -54,6 +59,8 @@ func startWith(t *testing.T, opts relay.Options) *bench {
 		}
 		b.kv[bc.Name] = kv
 	}
+	opts := options(b.kv)
+	opts.Metrics = b.metrics
 	rl := relay.NewServer(meshtest.Connect(t, srv), relay.Fleet{DesiredState: b.kv[b.names.DesiredState],
 		DeviceInfo: b.kv[b.names.DeviceInfo], DeviceState: b.kv[b.names.DeviceState], DeviceHeartbeat: b.kv[b.names.DeviceHeartbeat]},
 		slog.New(slog.DiscardHandler), opts)

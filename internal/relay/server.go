@@ -65,6 +65,9 @@ type Options struct {
 	// Spread, when set, is the reconnection window advertised to devices
 	// (HdrSpread) on open and list answers.
 	Spread func() time.Duration
+	// Presence, when set, is where beats (OpBeat) are recorded; without
+	// it the relay refuses them and devices write their heartbeat keys.
+	Presence *Presence
 }
 
 // Server answers the relay requests of every device.
@@ -75,6 +78,7 @@ type Server struct {
 	log   *slog.Logger
 	work  chan job
 	ready chan struct{} // closed once the subscription is known to NATS
+	pres  *presence     // nil: beats are refused
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -130,6 +134,27 @@ func NewServer(nc *nats.Conn, fleet Fleet, log *slog.Logger, opts Options) *Serv
 
 // Run answers requests until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if p := s.opts.Presence; p != nil {
+		pres, err := newPresence(*p)
+		if err != nil {
+			return err
+		}
+		s.pres = pres
+		complain := rate.NewLimiter(rate.Every(time.Minute), 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pres.run(ctx, s.opts.Timeout, func(err error) {
+				if complain.Allow() {
+					s.log.Warn("presence record not written; trying again", "err", err)
+				}
+			})
+		}()
+	}
 	sub, err := s.nc.QueueSubscribe(SubjectPrefix+".>", QueueGroup, s.admit)
 	if err != nil {
 		return fmt.Errorf("relay: subscribe: %w", err)
@@ -138,7 +163,6 @@ func (s *Server) Run(ctx context.Context) error {
 	// are dropped (and their senders time out and try again).
 	_ = sub.SetPendingLimits(4*s.opts.Limits.Queue, 64<<20)
 	defer func() { _ = sub.Unsubscribe() }()
-	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -246,6 +270,11 @@ func (s *Server) admit(m *nats.Msg) {
 		}
 		return
 	}
+	if m.Header.Get(HdrOp) == OpBeat {
+		// Answered here, from memory: no store call waits in the queue.
+		s.beat(m, d, id, now)
+		return
+	}
 	select {
 	case s.work <- job{m: m, dev: d, id: id}:
 	default:
@@ -258,6 +287,36 @@ func (s *Server) admit(m *nats.Msg) {
 			s.answerError(m, CodeUnavailable, "the control plane is busy: try again later")
 		}
 	}
+}
+
+// beat records a device's heartbeat in the relay's presence records and
+// answers it.
+func (s *Server) beat(m *nats.Msg, d *device, id string, now time.Time) {
+	defer s.done(d)
+	if err := s.checkBeat(m, id); err != nil {
+		s.count(OpBeat, "refused")
+		s.answerError(m, codeOf(err), err.Error())
+		return
+	}
+	s.pres.beat(id, now)
+	s.count(OpBeat, "ok")
+	_ = m.RespondMsg(answer(m, 0))
+}
+
+func (s *Server) checkBeat(m *nats.Msg, id string) error {
+	if s.pres == nil {
+		return refuse("beat: this control plane keeps heartbeats as keys; write the key with create or update")
+	}
+	if b := m.Header.Get(HdrBucket); b != s.fleet.DeviceHeartbeat.Bucket() {
+		return refuse("beat: bucket %q: beats go to the %s bucket", b, s.fleet.DeviceHeartbeat.Bucket())
+	}
+	if key := m.Header.Get(HdrKey); key != id {
+		return refuse("key %q: a device beats only as itself (%q)", key, id)
+	}
+	if _, err := v1.DecodeHeartbeat(m.Data); err != nil {
+		return refuse("heartbeat value: %v", err)
+	}
+	return nil
 }
 
 func (s *Server) done(d *device) {
@@ -413,7 +472,7 @@ func (s *Server) do(ctx context.Context, j job, op string) (*nats.Msg, error) {
 		a.Data = encodeList(es)
 		return a, nil
 	}
-	return nil, refuse("operation %q: not one of get, create, update, delete, list, history", op)
+	return nil, refuse("operation %q: not one of get, create, update, delete, list, history, beat", op)
 }
 
 func answer(m *nats.Msg, rev uint64) *nats.Msg {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/mesh"
 	"github.com/harmony-fleet/harmony/internal/store"
@@ -46,6 +47,8 @@ func FleetBuckets(c config.Server) []store.BucketConfig {
 			Description: "Harmony device labels set from the control plane"},
 		{Name: b.DeviceHeartbeat, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize, AsyncPersist: true,
 			Description: "Harmony device liveness, written by agents"},
+		{Name: b.DevicePresence, History: 1, Replicas: c.Replicas, MaxValueSize: v1.MaxPresenceBytes, AsyncPersist: true,
+			Description: "Harmony device liveness as each server's relay heard it, written by the servers"},
 		{Name: b.Identities, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
 			Description: "Harmony device identities, enrollment requests and hashed enrollment tokens"},
 		{Name: b.Leases, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,

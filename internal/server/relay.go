@@ -69,7 +69,7 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 		return nil, nil, err
 	}
 	own := map[string]store.KV{}
-	for _, name := range []string{b.DeviceState, b.DeviceHeartbeat} {
+	for _, name := range []string{b.DeviceState, b.DeviceHeartbeat, b.DevicePresence} {
 		kv, err := direct.Open(context.Background(), name)
 		if err != nil {
 			rnc.Close()
@@ -88,6 +88,13 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 		Timeout:    cfg.StoreTimeout.Std(),
 		Metrics:    m,
 		Spread:     func() time.Duration { return spreadFor(devices()) },
+		// Beats are answered from memory and recorded under this server's
+		// name (docs/adr/0020-presence.md); a device silent for twice the
+		// staleness is left out of the records.
+		// A beat waits at most a quarter of the staleness to be written.
+		Presence: &relay.Presence{KV: own[b.DevicePresence], Name: cfg.Name,
+			Window: max(relay.DefaultPresenceWindow, 2*cfg.HeartbeatStaleness.Std()),
+			Flush:  min(relay.DefaultPresenceFlush, cfg.HeartbeatStaleness.Std()/4)},
 	})
 	return &serverRelay{Server: rl, metrics: m}, rnc, nil
 }

@@ -414,6 +414,21 @@ func (k *natsKV) Update(ctx context.Context, key string, value []byte, revision 
 	return rev, nil
 }
 
+// Put writes value whatever the key holds (no compare-and-set): for a key
+// with one writer only, whose every write replaces the last whole.
+func (k *natsKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	if !ValidKey(key) {
+		return 0, opError("put", k.bucket, key, ErrInvalidKey, nil)
+	}
+	ctx, cancel := k.s.withTimeout(ctx)
+	defer cancel()
+	rev, err := k.kv.Put(ctx, key, value)
+	if err != nil {
+		return 0, opError("put", k.bucket, key, classify(err, true), err)
+	}
+	return rev, nil
+}
+
 // Delete writes a deletion marker when the key's latest revision is revision;
 // revision 0 deletes whatever is there.
 func (k *natsKV) Delete(ctx context.Context, key string, revision uint64) error {

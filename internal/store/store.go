@@ -108,6 +108,12 @@ type KV interface {
 	Watch(ctx context.Context, filter string, opts WatchOptions) (Watcher, error)
 }
 
+// Putter is a KV that can write a key without compare-and-set (the
+// NATS store). Only for keys with a single writer.
+type Putter interface {
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+}
+
 // BucketConfig describes a bucket the way Harmony needs it.
 type BucketConfig struct {
 	Name string

@@ -246,7 +246,7 @@ func (c *meshCluster) waitCurrent(js jetstream.JetStream, streams ...string) {
 }
 
 // fleetStreams are the streams of the fleet buckets.
-var fleetStreams = []string{"KV_deployments", "KV_desired-state", "KV_device-info", "KV_device-state", "KV_device-heartbeat", "KV_device-labels", "KV_leases"}
+var fleetStreams = []string{"KV_deployments", "KV_desired-state", "KV_device-info", "KV_device-state", "KV_device-heartbeat", "KV_device-labels", "KV_device-presence", "KV_leases"}
 
 // waitMemberReady is waitReady that says why when the member's process
 // ended meanwhile (its log's tail).
