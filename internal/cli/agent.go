@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -45,7 +46,9 @@ environment variables, then flags; each overrides the one before.`,
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
-		log := newLogger(stderr, cfg.LogLevel)
+		lw := newLineWriter(stderr, logQueue)
+		defer lw.Close(time.Second)
+		log := newLogger(lw, cfg.LogLevel)
 		for {
 			a, err := agent.New(cfg, log, agent.Options{})
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -42,7 +43,11 @@ environment variables, then flags; each overrides the one before.`,
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
-		log := newLogger(stderr, cfg.LogLevel)
+		// A log reader that falls behind never blocks the server
+		// (lineWriter): its lines are dropped and counted instead.
+		lw := newLineWriter(stderr, logQueue)
+		defer lw.Close(time.Second)
+		log := newLogger(lw, cfg.LogLevel)
 		// A CPU profile of the whole run, for `harmony bench fleet
 		// --profile` and anyone chasing a hot spot.
 		if path := os.Getenv("HARMONY_CPU_PROFILE"); path != "" {

@@ -86,7 +86,10 @@ func Run(ctx context.Context, cfg config.Server, log *slog.Logger, opts Options)
 		ln = tls.NewListener(ln, tlsConf.Clone())
 		info.HTTPURL = "https://" + ln.Addr().String()
 	}
-	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second,
+		// Its own errors (a failed TLS handshake, say) go to the server's
+		// log, not straight to stderr.
+		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
 
 	eg, ectx := errgroup.WithContext(ctx)
 	// served is closed once HTTP has shut down, requests in flight
