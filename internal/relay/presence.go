@@ -94,11 +94,11 @@ func (p *presence) beat(id string, now time.Time) {
 }
 
 // take returns the records of the shards that changed since they were
-// last taken, dropping devices not heard from within the window.
+// last taken, dropping devices not heard from within the window. Only the
+// copy is made under the lock that beats take; encoding is not.
 func (p *presence) take(now time.Time) map[int][]byte {
-	out := map[int][]byte{}
+	recs := map[int]v1.Presence{}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for i := range p.shards {
 		if !p.dirty[i] {
 			continue
@@ -113,6 +113,11 @@ func (p *presence) take(now time.Time) map[int][]byte {
 			}
 			rec.Beats[id] = max(0, age.Milliseconds())
 		}
+		recs[i] = rec
+	}
+	p.mu.Unlock()
+	out := make(map[int][]byte, len(recs))
+	for i, rec := range recs {
 		b, err := v1.Marshal(rec)
 		if err != nil {
 			continue // a map of names and numbers always marshals

@@ -128,8 +128,17 @@ func startHarmonyEnv(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = env
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}}
 	cmd.Stderr = p.stderr
+	return startProc(t, p)
+}
+
+// startProc starts p.cmd (its stderr set by the caller) and kills it at
+// the test's end if it still runs.
+func startProc(t testing.TB, p *proc) *proc {
+	t.Helper()
+	cmd := p.cmd
+	p.done = make(chan error, 1)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,18 +31,8 @@ func TestServerOutlivesAStuckLogReader(t *testing.T) {
 	cmd := exec.Command(binary, "server", "--data-dir", filepath.Join(dir, "server"), "--nats", natsAddr,
 		"--http", httpAddr, "--log-level", "debug")
 	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close() // the child holds the write end
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	p := startProc(t, &proc{cmd: cmd, stderr: &bytes.Buffer{}}) // its stderr is the pipe, not this buffer
+	w.Close()                                                   // the child holds the write end
 	waitReady(t, "http://"+httpAddr)
 	path := deploymentFile(t, "hello", "site: home", "stuck log")
 	if out, errOut, code := cli(t, httpAddr, "apply", "-f", path); code != 0 {
@@ -51,15 +41,7 @@ func TestServerOutlivesAStuckLogReader(t *testing.T) {
 	if out, errOut, code := cli(t, httpAddr, "get", "deployments"); code != 0 {
 		t.Fatalf("get with the log stuck: %s %s", out, errOut)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("server exit with the log stuck: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the server did not stop within 30 s of SIGTERM with its log stuck")
+	if code := p.signalAndWait(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("server exit code %d with the log stuck", code)
 	}
 }
