@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -111,7 +112,11 @@ func ParseDeployments(data []byte) ([]Deployment, error) {
 		}
 		var d Deployment
 		if err := yaml.UnmarshalStrict(doc.text, &d); err != nil {
-			return nil, fmt.Errorf("document %d (from line %d): %v", i+1, doc.line, cleanYAMLError(err))
+			line, reason := explainYAML(doc.text, doc.line, reflect.TypeFor[Deployment](), err)
+			if line > 0 {
+				return nil, fmt.Errorf("document %d line %d: %s", i+1, line, reason)
+			}
+			return nil, fmt.Errorf("document %d (from line %d): %s", i+1, doc.line, reason)
 		}
 		out = append(out, d)
 	}
@@ -178,7 +183,9 @@ func (d *Deployment) Validate() error {
 	if d.Kind != "Deployment" {
 		e.at("kind").add("%q: want \"Deployment\"", d.Kind)
 	}
-	if err := ValidateDeploymentName(d.Metadata.Name); err != nil {
+	if d.Metadata.Name == "" {
+		e.at("metadata.name").add("required")
+	} else if err := ValidateDeploymentName(d.Metadata.Name); err != nil {
 		e.at("metadata.name").add("%v", err)
 	}
 	validateLabels(e.at("metadata.labels"), d.Metadata.Labels)

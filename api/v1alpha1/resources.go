@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -121,7 +122,7 @@ func DecodeSpec(prefix string, r Resource) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(r.Spec))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(spec); err != nil {
-		e.at("spec").add("%v", err)
+		*e.list = append(*e.list, explainJSON(e.at("spec").path, r.Spec, reflect.TypeOf(spec).Elem(), err))
 		return nil, e.err()
 	}
 	es := e.at("spec")

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes.
@@ -30,7 +33,7 @@ func (e usageError) Unwrap() error { return e.err }
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	err := root.ExecuteContext(context.WithValue(ctx, argsKey{}, args))
 	if err == nil {
 		return ExitOK
 	}
@@ -88,10 +91,70 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// noArgs is noArgs as a usage error.
+// argsKey is the context key of the command line as given, for messages
+// about how it was written.
+type argsKey struct{}
+
+// noArgs is cobra.NoArgs as a usage error.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
+		if err := switchWithValue(cmd, args); err != nil {
+			return err
+		}
 		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args)}
 	}
 	return nil
+}
+
+// switchWithValue explains an argument written after a switch (a boolean
+// flag): `--sync-always false` is the switch turned on and an argument
+// "false", because a switch takes its value only after "=".
+func switchWithValue(cmd *cobra.Command, args []string) error {
+	var raw []string
+	if ctx := cmd.Context(); ctx != nil {
+		raw, _ = ctx.Value(argsKey{}).([]string)
+	}
+	for i := 1; i < len(raw); i++ {
+		if raw[i-1] == "--" {
+			return nil
+		}
+		var f *pflag.Flag
+		if name, ok := strings.CutPrefix(raw[i-1], "--"); ok {
+			f = cmd.Flags().Lookup(name)
+		} else if name, ok := strings.CutPrefix(raw[i-1], "-"); ok && len(name) == 1 {
+			f = cmd.Flags().ShorthandLookup(name)
+		}
+		if f == nil || f.NoOptDefVal != "true" || !slices.Contains(args, raw[i]) {
+			continue
+		}
+		return usageError{fmt.Errorf("%q: --%s is a switch, which takes a value only after \"=\"; write --%s=false to turn it off (--%s alone turns it on)",
+			raw[i], f.Name, f.Name, f.Name)}
+	}
+	return nil
+}
+
+// CheckCommandLine reports whether args (the words after "harmony") name a
+// command, with flags it has and arguments it takes, without running it:
+// the examples in the documentation are checked with it.
+func CheckCommandLine(args []string) error {
+	root := newRoot(io.Discard, io.Discard)
+	cmd, rest, err := root.Find(args)
+	if err != nil {
+		return err
+	}
+	cmd.InitDefaultHelpFlag()
+	if err := cmd.ParseFlags(rest); err != nil {
+		return err
+	}
+	if help, _ := cmd.Flags().GetBool("help"); help {
+		return nil
+	}
+	cmd.SetContext(context.WithValue(context.Background(), argsKey{}, args))
+	if err := cmd.ValidateArgs(cmd.Flags().Args()); err != nil {
+		return err
+	}
+	if err := cmd.ValidateRequiredFlags(); err != nil {
+		return err
+	}
+	return cmd.ValidateFlagGroups()
 }

@@ -21,6 +21,11 @@ func settingFlags(fs *pflag.FlagSet, settings []config.Setting) map[string]func(
 			vals[s.Key] = func() string { return strings.Join(*p, ",") }
 			continue
 		}
+		if s.Bool {
+			// A switch: its value comes only after "=" (noArgs explains
+			// the stray argument of "--x false").
+			usage = s.Usage + "; --" + s.Flag + "=false turns it off (env " + config.EnvName(s.Key) + ")"
+		}
 		p := fs.String(s.Flag, s.Get(), usage)
 		vals[s.Key] = func() string { return *p }
 		if s.Bool {

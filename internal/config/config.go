@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/yaml"
 )
 
 // Duration is a time.Duration written as "10s", "1m30s" in files and flags.
@@ -73,17 +71,14 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("setting %s: %s", e.Setting, e.Reason)
 }
 
-// LoadFile reads a YAML file into v strictly: an unknown key is an error that
-// names it.
+// LoadFile reads a YAML file into v strictly (see Parse): an unknown key is
+// an error that names it, its line and the keys there are.
 func LoadFile(path string, v any) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
-	if err := yaml.UnmarshalStrict(data, v); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	return nil
+	return Parse(path, data, v)
 }
 
 // ApplyEnv sets every setting whose HARMONY_* variable is present in environ

@@ -102,7 +102,7 @@ buckets:
 		{
 			name:    "not YAML",
 			yaml:    "replicas: [3\n",
-			wantErr: []string{"config file"},
+			wantErr: []string{"line 1: not valid YAML"},
 		},
 	}
 	for _, tt := range tests {

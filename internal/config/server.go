@@ -7,8 +7,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/yaml"
 )
 
 // Buckets are the names of the fleet buckets (design brief, section 2).
@@ -181,8 +179,8 @@ func (c *Server) LoadTokensFile() error {
 		return &Error{Setting: "tokens_file", Reason: err.Error()}
 	}
 	var tokens []Token
-	if err := yaml.UnmarshalStrict(data, &tokens); err != nil {
-		return &Error{Setting: "tokens_file", Reason: fmt.Sprintf("%s: %v", c.TokensFile, err)}
+	if err := Parse(c.TokensFile, data, &tokens); err != nil {
+		return &Error{Setting: "tokens_file", Reason: err.Error()}
 	}
 	c.Tokens = append(c.Tokens, tokens...)
 	c.TokensFile = "" // loaded once

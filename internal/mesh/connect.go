@@ -137,6 +137,15 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 		failMu   sync.Mutex
 		lastFail string
 	)
+	// connectedTo names the server a connection reached, for the log. An
+	// in-process connection dials no URL: nats.go reports its default,
+	// nats://127.0.0.1:4222, whatever address the server listens on.
+	connectedTo := func(c *nats.Conn) string {
+		if cfg.InProcess != nil {
+			return "in-process"
+		}
+		return c.ConnectedUrlRedacted()
+	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -201,7 +210,7 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 		}),
 		nats.ConnectHandler(func(c *nats.Conn) {
 			// The first connection, when it came after retries.
-			log.Info("nats connected", "url", c.ConnectedUrlRedacted())
+			log.Info("nats connected", "url", connectedTo(c))
 			if cfg.OnReconnect != nil {
 				cfg.OnReconnect()
 			}
@@ -210,7 +219,7 @@ func Connect(cfg ClientConfig) (*nats.Conn, error) {
 			failMu.Lock()
 			lastFail = ""
 			failMu.Unlock()
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			log.Info("nats reconnected", "url", connectedTo(c))
 			if cfg.OnReconnect != nil {
 				cfg.OnReconnect()
 			}
