@@ -3,9 +3,11 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/harmony-fleet/harmony/internal/testutil/leak"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,8 +18,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/cli"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/mesh"
+	"github.com/harmony-fleet/harmony/internal/server"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/leak"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+	"github.com/harmony-fleet/harmony/internal/web"
 )
 
 func TestMain(m *testing.M) { leak.VerifyTestMain(m) }
@@ -441,5 +452,219 @@ func TestTokenNeverGoesOverPlainHTTPToAnotherMachine(t *testing.T) {
 	code, _, stderr := run(t, "get", "devices", "--server", "http://192.0.2.1:8080")
 	if code == cli.ExitOK || !strings.Contains(stderr, "refusing to send the token over plain HTTP") {
 		t.Fatalf("exit %d, stderr %q: want a refusal before any connection", code, stderr)
+	}
+}
+
+// fleetServer is a harmony server run in-process for the fleet commands,
+// with a store the test writes devices' reports into.
+type fleetServer struct {
+	url   string
+	store store.Store
+}
+
+const testAdminToken = "cli-test-admin-token-5e1b7c9d3f"
+
+func startFleetServer(t *testing.T) fleetServer {
+	t.Helper()
+	cfg := config.DefaultServer()
+	cfg.DataDir = t.TempDir()
+	cfg.NATSListen, cfg.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TLS, cfg.NATSAuth = "off", "off"
+	cfg.Tokens = []config.Token{{Name: "admin", Role: "admin", SHA256: web.HashToken(testAdminToken)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan server.Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- server.Run(ctx, cfg, slog.New(slog.DiscardHandler), server.Options{OnReady: func(i server.Info) { ready <- i }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	var info server.Info
+	select {
+	case info = <-ready:
+	case err := <-done:
+		t.Fatalf("server stopped before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server not ready within 30s")
+	}
+	nc, err := mesh.Connect(mesh.ClientConfig{URLs: []string{info.NATSURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	st, err := store.NewNATS(nc, store.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HARMONY_TOKEN", testAdminToken)
+	retry.Until(t, 30*time.Second, func() error {
+		if code, out, errOut := run(t, "get", "deployments", "--server", info.HTTPURL); code != 0 {
+			return fmt.Errorf("get deployments: %d %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	return fleetServer{url: info.HTTPURL, store: st}
+}
+
+// put writes a device's report (device-info, device-heartbeat or
+// device-state) as its agent would.
+func (f fleetServer) put(t *testing.T, bucket, key string, v any) {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := f.store.Open(ctx, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := v1.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		_, err = kv.Create(ctx, key, b)
+	case err == nil:
+		_, err = kv.Update(ctx, key, b, cur.Revision)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// device makes a device that has reported and beats.
+func (f fleetServer) device(t *testing.T, id, site string) {
+	f.put(t, "device-info", id, v1.DeviceInfo{V: v1.FormatVersion, ID: id, Labels: map[string]string{"site": site}})
+	f.put(t, "device-heartbeat", id, v1.Heartbeat{V: v1.FormatVersion, Boot: "b", Seq: 1})
+}
+
+func manifest(t *testing.T, name, site, content string) string {
+	return writeFile(t, name+".yaml", fmt.Sprintf(`apiVersion: harmony/v1alpha1
+kind: Deployment
+metadata: {name: %s}
+spec:
+  selector: {matchLabels: {site: %s}}
+  resources:
+    - {id: motd, kind: File, spec: {path: /etc/motd, content: %q}}
+`, name, site, content))
+}
+
+// TestLabelUnknownDevice: labelling a device that never reported fails
+// with not-found naming it (it used to print "labeled" and exit 0).
+func TestLabelUnknownDevice(t *testing.T) {
+	clearEnv(t)
+	f := startFleetServer(t)
+	f.device(t, "dev-1", "home")
+	code, out, errOut := run(t, "label", "device", "nosuch", "a=b", "--server", f.url)
+	if code != cli.ExitError || out != "" || !strings.Contains(errOut, `device "nosuch" not found`) {
+		t.Fatalf("label an unknown device: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, errOut := run(t, "label", "device", "dev-1", "a=b", "--server", f.url); code != 0 || out != "device/dev-1 labeled\n" {
+		t.Fatalf("label a known device: exit %d, %q %q", code, out, errOut)
+	}
+}
+
+// TestServerMustBeAURL: a scheme-less --server or HARMONY_SERVER is
+// refused, saying what was written and what is wanted.
+func TestServerMustBeAURL(t *testing.T) {
+	clearEnv(t)
+	code, _, errOut := run(t, "get", "devices", "--server", "127.0.0.1:18080")
+	if code != cli.ExitUsage || !strings.Contains(errOut, `--server "127.0.0.1:18080": want a URL such as https://127.0.0.1:18080`) {
+		t.Fatalf("--server without a scheme: exit %d, stderr %q", code, errOut)
+	}
+	t.Setenv("HARMONY_SERVER", "127.0.0.1:18080")
+	for _, args := range [][]string{{"get", "devices"}, {"enroll", "--nkey", filepath.Join(t.TempDir(), "k")}} {
+		code, _, errOut = run(t, args...)
+		if code != cli.ExitUsage || !strings.Contains(errOut, `HARMONY_SERVER "127.0.0.1:18080": want a URL such as https://127.0.0.1:18080`) {
+			t.Errorf("%v with HARMONY_SERVER without a scheme: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+}
+
+// TestApplyWaitIgnoresAnOlderGenerationsFailure: --wait on a corrected
+// file waits for the new generation instead of failing at once with the
+// failure the device reported for the previous one.
+func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
+	clearEnv(t)
+	f := startFleetServer(t)
+	f.device(t, "dev-1", "home")
+	if code, out, errOut := run(t, "apply", "-f", manifest(t, "web", "home", "broken"), "--server", f.url); code != 0 || !strings.Contains(out, "generation 1") {
+		t.Fatalf("apply: %d %s%s", code, out, errOut)
+	}
+	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
+		ObservedGeneration: 1, Phase: v1.PhaseFailed, Message: "generation 1 refused"})
+	retry.Until(t, 30*time.Second, func() error { // the server has seen the failure
+		_, out, _ := run(t, "describe", "deployment", "web", "-o", "json", "--server", f.url)
+		var v httpapi.DeploymentView
+		if err := json.Unmarshal([]byte(out), &v); err != nil || v.Status.Failed != 1 {
+			return fmt.Errorf("not failed yet (%v):\n%s", err, out)
+		}
+		return nil
+	})
+
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Main(context.Background(), []string{"apply", "-f", manifest(t, "web", "home", "fixed"), "--wait", "--timeout", "30s", "--server", f.url}, &stdout, &stderr)
+	}()
+	// Once --wait shows the new generation pending, the device reports it.
+	retry.Until(t, 30*time.Second, func() error {
+		select {
+		case code := <-done:
+			t.Fatalf("--wait ended (exit %d) before the device reported generation 2:\n%s%s", code, stdout.String(), stderr.String())
+		default:
+		}
+		if !strings.Contains(stdout.String(), "0/1 succeeded, 0 failed, 1 pending") {
+			return fmt.Errorf("no pending line yet:\n%s", stdout.String())
+		}
+		return nil
+	})
+	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
+		ObservedGeneration: 2, Phase: v1.PhaseReady})
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(stdout.String(), "1/1 succeeded") || !strings.Contains(stdout.String(), "deployment/web rolled out") {
+			t.Fatalf("apply --wait: exit %d\n%s%s", code, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("apply --wait did not end:\n%s%s", stdout.String(), stderr.String())
+	}
+
+	// A failure at the new generation still fails --wait.
+	var out2, err2 syncBuffer
+	go func() {
+		done <- cli.Main(context.Background(), []string{"apply", "-f", manifest(t, "web", "home", "broken again"), "--wait", "--timeout", "30s", "--server", f.url}, &out2, &err2)
+	}()
+	retry.Until(t, 30*time.Second, func() error {
+		if !strings.Contains(out2.String(), "pending") {
+			return errors.New("no pending line yet")
+		}
+		return nil
+	})
+	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
+		ObservedGeneration: 3, Phase: v1.PhaseFailed, Message: "generation 3 refused"})
+	select {
+	case code := <-done:
+		if code != cli.ExitError || !strings.Contains(err2.String(), "dev-1: generation 3 refused") {
+			t.Fatalf("apply --wait of a failing generation: exit %d\n%s%s", code, out2.String(), err2.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("apply --wait did not end:\n%s%s", out2.String(), err2.String())
+	}
+}
+
+// TestApplyWaitWarnsWhenNothingMatches: --wait on a deployment that
+// matches no device says so (stdout and a warning on stderr) and exits 0.
+func TestApplyWaitWarnsWhenNothingMatches(t *testing.T) {
+	clearEnv(t)
+	f := startFleetServer(t)
+	f.device(t, "dev-1", "home")
+	code, out, errOut := run(t, "apply", "-f", manifest(t, "lonely", "nowhere", "x"), "--wait", "--timeout", "20s", "--server", f.url)
+	if code != 0 || !strings.Contains(out, "deployment/lonely: matches no device") || strings.Contains(out, "rolled out") ||
+		!strings.Contains(errOut, "warning: deployment/lonely matches no device (selector site=nowhere)") {
+		t.Fatalf("apply --wait matching nothing: exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
 }

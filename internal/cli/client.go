@@ -1,57 +1,31 @@
 package cli
 
 import (
-	"bytes"
-	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	"github.com/harmony-fleet/harmony/internal/pki"
 )
 
-// client talks to the server's HTTP API.
-type client struct {
-	base  string
-	token string
-	http  *http.Client
-	err   error // from setting up TLS: every call fails with it
-	// secretBody: a request body carries a secret (an enrollment token),
-	// which the plain-HTTP guard protects like a bearer token.
-	secretBody bool
-}
-
 // endpoint is where the API is, the token to show it and the CA that
-// signs its certificate.
+// signs its certificate, as the flags and the environment say.
 type endpoint struct {
 	url, token, ca string
 }
 
-// apiError is the server's error body.
-type apiError struct {
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	Field    string `json:"field"`
-	Document int    `json:"document"`
-}
-
-func (e *apiError) Error() string { return e.Message }
-
+// addServerFlag adds --server, --token and --ca, defaulting to the
+// environment (HARMONY_SERVER, HARMONY_TOKEN, HARMONY_CA).
 func addServerFlag(cmd *cobra.Command, server *endpoint) {
-	def := os.Getenv("HARMONY_SERVER")
-	if def == "" {
-		def = "https://127.0.0.1:8080" // the server speaks TLS by default
-	}
-	cmd.Flags().StringVar(&server.url, "server", def, "server URL (env HARMONY_SERVER)")
+	addURLFlag(cmd, &server.url)
 	// The default comes from the environment, so that the secret need not
 	// be on the command line (where other users of the machine can see it).
 	cmd.Flags().StringVar(&server.token, "token", os.Getenv("HARMONY_TOKEN"), "API token (env HARMONY_TOKEN; prefer the variable, a flag shows in ps)")
@@ -59,87 +33,35 @@ func addServerFlag(cmd *cobra.Command, server *endpoint) {
 	cmd.Flags().StringVar(&server.ca, "ca", os.Getenv("HARMONY_CA"), "CA that signs the server's certificate (env HARMONY_CA; the server's <data_dir>/tls/ca.pem)")
 }
 
-func newClient(server endpoint) *client {
-	c := &client{base: strings.TrimSuffix(server.url, "/"), token: server.token, http: &http.Client{Timeout: 60 * time.Second}}
-	if server.ca != "" {
-		conf, err := pki.ClientConfig(server.ca)
-		if err != nil {
-			c.err = err
-			return c
-		}
-		c.http.Transport = &http.Transport{TLSClientConfig: conf, Proxy: http.ProxyFromEnvironment}
+// addURLFlag adds --server (env HARMONY_SERVER).
+func addURLFlag(cmd *cobra.Command, url *string) {
+	def := os.Getenv("HARMONY_SERVER")
+	if def == "" {
+		def = "https://127.0.0.1:8080" // the server speaks TLS by default
 	}
-	return c
+	cmd.Flags().StringVar(url, "server", def, "server URL such as https://host:8080 (env HARMONY_SERVER)")
 }
 
-// do sends a request and decodes a JSON answer into out; a non-2xx answer
-// becomes an *apiError.
-func (c *client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
-	if c.err != nil {
-		return c.err
-	}
-	if err := c.plainTextGuard(); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("server %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error *apiError `json:"error"`
+// client makes the API client, or says which setting (--server or
+// HARMONY_SERVER) is not a usable URL.
+func (e endpoint) client(cmd *cobra.Command) (*httpapi.Client, error) {
+	var conf *tls.Config
+	if e.ca != "" {
+		var err error
+		if conf, err = pki.ClientConfig(e.ca); err != nil {
+			return nil, err
 		}
-		if json.Unmarshal(data, &e) == nil && e.Error != nil {
-			if resp.StatusCode == http.StatusUnauthorized && c.token == "" {
-				e.Error.Message += " (set HARMONY_TOKEN)"
-			}
-			return e.Error
+	}
+	c, err := httpapi.New(e.url, e.token, conf)
+	var ue *httpapi.URLError
+	if errors.As(err, &ue) {
+		from := "--server"
+		if !cmd.Flags().Changed("server") && os.Getenv("HARMONY_SERVER") != "" {
+			from = "HARMONY_SERVER"
 		}
-		// Device command replies carry their own shape.
-		var reply struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &reply) == nil && reply.Error != "" {
-			return &apiError{Code: "device_error", Message: reply.Error}
-		}
-		return fmt.Errorf("server answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		return nil, usageError{fmt.Errorf("%s %w", from, err)}
 	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
-// plainTextGuard refuses to send a token over plain HTTP to anything but
-// this machine: it would cross the network readable by anyone on the way.
-func (c *client) plainTextGuard() error {
-	u, err := url.Parse(c.base)
-	if err != nil {
-		return fmt.Errorf("server %q: %w", c.base, err)
-	}
-	if (c.token == "" && !c.secretBody) || u.Scheme != "http" {
-		return nil
-	}
-	host := u.Hostname()
-	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
-		return nil
-	}
-	return fmt.Errorf("server %s: refusing to send the token over plain HTTP to another machine; use https:// (the server's default) with HARMONY_CA", c.base)
+	return c, err
 }
 
 // printAs writes v as JSON or YAML.
@@ -182,5 +104,3 @@ func age(secs float64) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

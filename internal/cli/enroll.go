@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	"github.com/harmony-fleet/harmony/internal/agent/localstate"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/identity"
@@ -23,11 +23,7 @@ func newTokenCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Enrollment tokens for devices", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() }}
 	var server endpoint
-	var req struct {
-		Expires string `json:"expires"`
-		Device  string `json:"device,omitempty"`
-		Cluster string `json:"cluster,omitempty"`
-	}
+	var req httpapi.TokenRequest
 	create := &cobra.Command{
 		Use:   "create [--expires 1h] [--device ID] [--failover-cluster C]",
 		Short: "Create a one-time enrollment token (printed once; the server keeps its hash)",
@@ -37,12 +33,12 @@ first use. --device limits it to one device id; --failover-cluster also lets
 the device join that PostgreSQL failover cluster's bucket.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body, _ := jsonMarshal(req)
-			var ans struct {
-				Token   string    `json:"token"`
-				Expires time.Time `json:"expires"`
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
 			}
-			if err := newClient(server).do(cmd.Context(), "POST", "/api/v1/enrollment-tokens", "application/json", body, &ans); err != nil {
+			ans, err := c.CreateEnrollmentToken(cmd.Context(), req)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(stdout, ans.Token)
@@ -60,8 +56,9 @@ the device join that PostgreSQL failover cluster's bucket.`,
 
 func newEnrollCmd(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		serverURL, ca, token, id, nkeyPath, cluster string
-		wait                                        time.Duration
+		server                       endpoint
+		token, id, nkeyPath, cluster string
+		wait                         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "enroll --server URL --ca FILE [--token T] [--id ID] [--nkey FILE]",
@@ -89,17 +86,15 @@ Point the agent at the seed with nats_nkey.`,
 			if nkeyPath == "" {
 				return usageError{errors.New("--nkey FILE is required")}
 			}
-			c := newClient(endpoint{url: serverURL, ca: ca})
-			c.secretBody = token != ""
-			return enroll(cmd.Context(), c, identity.Request{Device: id, Token: token, Cluster: cluster}, nkeyPath, wait, stdout, stderr)
+			c, err := server.client(cmd) // no bearer token: the enrollment token, if any, is in the body
+			if err != nil {
+				return err
+			}
+			return enroll(cmd.Context(), c, httpapi.EnrollRequest{Device: id, Token: token, Cluster: cluster}, nkeyPath, wait, stdout, stderr)
 		},
 	}
-	def := os.Getenv("HARMONY_SERVER")
-	if def == "" {
-		def = "https://127.0.0.1:8080"
-	}
-	cmd.Flags().StringVar(&serverURL, "server", def, "server URL (env HARMONY_SERVER)")
-	cmd.Flags().StringVar(&ca, "ca", os.Getenv("HARMONY_CA"), "CA that signs the server's certificate (env HARMONY_CA)")
+	addURLFlag(cmd, &server.url)
+	cmd.Flags().StringVar(&server.ca, "ca", os.Getenv("HARMONY_CA"), "CA that signs the server's certificate (env HARMONY_CA)")
 	cmd.Flags().StringVar(&token, "token", os.Getenv("HARMONY_ENROLL_TOKEN"), "one-time enrollment token (env HARMONY_ENROLL_TOKEN)")
 	cmd.Flags().Lookup("token").DefValue = ""
 	cmd.Flags().StringVar(&id, "id", "", "device id (default: the hostname)")
@@ -112,7 +107,7 @@ Point the agent at the seed with nats_nkey.`,
 // enroll writes the new seed next to the old one first, so that a device
 // the server has accepted always has the matching seed on disk, and swaps
 // it in once the server says the identity is granted.
-func enroll(ctx context.Context, c *client, req identity.Request, path string, wait time.Duration, stdout, stderr io.Writer) error {
+func enroll(ctx context.Context, c *httpapi.Client, req httpapi.EnrollRequest, path string, wait time.Duration, stdout, stderr io.Writer) error {
 	seed, pub, err := identity.NewSeed()
 	if err != nil {
 		return err
@@ -131,13 +126,12 @@ func enroll(ctx context.Context, c *client, req identity.Request, path string, w
 			os.Remove(next)
 		}
 	}()
-	body, _ := jsonMarshal(req)
-	var ans identity.EnrollAnswer
-	if err := c.do(ctx, "POST", "/api/v1/enroll", "application/json", body, &ans); err != nil {
+	ans, err := c.Enroll(ctx, req)
+	if err != nil {
 		return err
 	}
 	fp := identity.Fingerprint(pub)
-	if ans.Status == "pending" {
+	if ans.Status == httpapi.EnrollPending {
 		fmt.Fprintf(stderr, "enrollment request for %s sent with key fingerprint %s", req.Device, fp)
 		if !ans.Expires.IsZero() {
 			fmt.Fprintf(stderr, " (it waits until %s)", ans.Expires.Local().Format(time.RFC3339))
@@ -147,18 +141,23 @@ func enroll(ctx context.Context, c *client, req identity.Request, path string, w
 		defer cancel()
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
-		for ans.Status == "pending" {
+		for ans.Status == httpapi.EnrollPending {
 			select {
 			case <-wctx.Done():
 				return fmt.Errorf("not approved within %s (--wait); run 'harmony enroll' again: the request stays waiting until it is approved, refused or expires", wait)
 			case <-tick.C:
 			}
-			if err := c.do(wctx, "GET", "/api/v1/enroll/"+url.PathEscape(req.Device)+"?publicKey="+url.QueryEscape(pub), "", nil, &ans); err != nil && wctx.Err() == nil {
-				fmt.Fprintf(stderr, "asking for approval: %v\n", err)
+			now, err := c.EnrollStatus(wctx, req.Device, pub)
+			if err != nil {
+				if wctx.Err() == nil {
+					fmt.Fprintf(stderr, "asking for approval: %v\n", err)
+				}
+				continue
 			}
+			ans = now
 		}
 	}
-	if ans.Status != "enrolled" {
+	if ans.Status != httpapi.EnrollEnrolled {
 		return fmt.Errorf("enrollment of %s was not granted (status %q): it was refused, replaced or expired", req.Device, ans.Status)
 	}
 	if err := os.Rename(next, path); err != nil {
@@ -180,8 +179,12 @@ with where each request came from, its key fingerprint (the first 20 hex
 digits of the SHA-256 of the public key, as 'harmony enroll' prints it) and
 when it expires (24 h after it was made).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ans identity.IdentitiesAnswer
-			if err := newClient(ep).do(cmd.Context(), "GET", "/api/v1/identities", "", nil, &ans); err != nil {
+			c, err := ep.client(cmd)
+			if err != nil {
+				return err
+			}
+			ans, err := c.Identities(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if output != "table" {
@@ -199,7 +202,7 @@ when it expires (24 h after it was made).`,
 			return tw.Flush()
 		}}
 	addOutputFlag(list, &output)
-	var opts identity.ApproveOptions
+	var opts httpapi.ApproveRequest
 	approve := &cobra.Command{Use: "approve ID [--fingerprint FP] [--replace]", Short: "Grant a device's waiting enrollment request",
 		Long: `Grant a device's waiting enrollment request. Compare the request's address and
 key fingerprint ('harmony device identities') with what 'harmony enroll'
@@ -208,14 +211,12 @@ key. A request for a device that is enrolled already would replace its key,
 handing the device to whoever holds the new one: that needs --replace.`,
 		Args: exactArgs(1, "approve ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var body []byte
-			var contentType string
-			if opts != (identity.ApproveOptions{}) {
-				body, _ = jsonMarshal(opts)
-				contentType = "application/json"
+			c, err := ep.client(cmd)
+			if err != nil {
+				return err
 			}
-			var ans identity.ApproveAnswer
-			if err := newClient(ep).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/approve", contentType, body, &ans); err != nil {
+			ans, err := c.Approve(cmd.Context(), args[0], opts)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "device/%s approved: key fingerprint %s, requested from %s at %s", ans.Device, ans.Fingerprint, ans.From, ans.Requested.Format(time.RFC3339))
@@ -229,7 +230,11 @@ handing the device to whoever holds the new one: that needs --replace.`,
 	approve.Flags().StringVar(&opts.Fingerprint, "fingerprint", "", "approve only a request with this key fingerprint (as 'harmony enroll' printed it)")
 	revoke := &cobra.Command{Use: "revoke ID", Short: "Delete a device's identity: it is cut off within seconds", Args: exactArgs(1, "revoke ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := newClient(ep).do(cmd.Context(), "DELETE", "/api/v1/devices/"+url.PathEscape(args[0])+"/identity", "", nil, nil); err != nil {
+			c, err := ep.client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.Revoke(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "device/%s revoked\n", args[0])

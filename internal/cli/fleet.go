@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -14,42 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 )
-
-// Wire shapes of the API, as the CLI reads them.
-type deploymentStatus struct {
-	Name       string `json:"name"`
-	Generation int64  `json:"generation"`
-	Matched    int    `json:"matched"`
-	Succeeded  int    `json:"succeeded"`
-	Failed     int    `json:"failed"`
-	Pending    int    `json:"pending"`
-	Offline    int    `json:"offline"`
-	LastError  string `json:"lastError,omitempty"`
-	Devices    []struct {
-		Device             string `json:"device"`
-		Online             bool   `json:"online"`
-		Phase              string `json:"phase"`
-		ObservedGeneration int64  `json:"observedGeneration"`
-		Message            string `json:"message,omitempty"`
-	} `json:"devices,omitempty"`
-}
-
-type deploymentView struct {
-	Deployment v1.Deployment    `json:"deployment"`
-	Status     deploymentStatus `json:"status"`
-}
-
-type deviceView struct {
-	ID               string            `json:"id"`
-	Labels           map[string]string `json:"labels"`
-	Inventory        v1.Inventory      `json:"inventory"`
-	Online           bool              `json:"online"`
-	HeartbeatAgeSecs float64           `json:"heartbeatAgeSeconds"`
-	Deployments      map[string]string `json:"deployments"`
-	States           []v1.DeviceState  `json:"states,omitempty"`
-}
 
 func newApplyCmd(stdout io.Writer) *cobra.Command {
 	var server endpoint
@@ -74,15 +40,12 @@ func newApplyCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c := newClient(server)
-			var res struct {
-				Items []struct {
-					Name       string `json:"name"`
-					Generation int64  `json:"generation"`
-					Result     string `json:"result"`
-				} `json:"items"`
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
 			}
-			if err := c.do(cmd.Context(), "POST", "/api/v1/deployments", "application/yaml", data, &res); err != nil {
+			res, err := c.Apply(cmd.Context(), data)
+			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
 			for _, it := range res.Items {
@@ -92,7 +55,7 @@ func newApplyCmd(stdout io.Writer) *cobra.Command {
 				return nil
 			}
 			for _, it := range res.Items {
-				if err := waitRollout(cmd.Context(), c, stdout, it.Name, it.Generation, timeout); err != nil {
+				if err := waitRollout(cmd.Context(), c, stdout, cmd.ErrOrStderr(), it.Name, it.Generation, timeout); err != nil {
 					return err
 				}
 			}
@@ -106,30 +69,40 @@ func newApplyCmd(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-// waitRollout polls a deployment until every matched device succeeded at the
-// generation, one failed, or the timeout passes.
-func waitRollout(ctx context.Context, c *client, w io.Writer, name string, gen int64, timeout time.Duration) error {
+// waitRollout polls a deployment until every matched device succeeded at
+// the generation, one failed at it, or the timeout passes. A deployment
+// that matches no device is rolled out at once, with a warning on stderr.
+func waitRollout(ctx context.Context, c *httpapi.Client, stdout, stderr io.Writer, name string, gen int64, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	last := ""
 	for {
-		var v deploymentView
-		err := c.do(ctx, "GET", "/api/v1/deployments/"+url.PathEscape(name), "", nil, &v)
-		if err == nil {
-			s := v.Status
+		v, err := c.Deployment(ctx, name)
+		if httpapi.IsCode(err, httpapi.CodeUnauthorized) || httpapi.IsCode(err, httpapi.CodeForbidden) {
+			return err // asking again does not help
+		}
+		if err == nil && v.Status.Generation >= gen {
+			p := progressAt(v.Status, gen)
 			line := fmt.Sprintf("deployment/%s: %d/%d succeeded, %d failed, %d pending, %d offline",
-				name, s.Succeeded, s.Matched, s.Failed, s.Pending, s.Offline)
+				name, p.Succeeded, p.Matched, p.Failed, p.Pending, p.Offline)
+			if p.Matched == 0 {
+				line = fmt.Sprintf("deployment/%s: matches no device", name)
+			}
 			if line != last {
-				fmt.Fprintln(w, line)
+				fmt.Fprintln(stdout, line)
 				last = line
 			}
 			switch {
-			case s.Generation == gen && s.Failed > 0:
-				return fmt.Errorf("deployment/%s failed: %s", name, s.LastError)
-			case s.Generation == gen && s.Succeeded == s.Matched:
-				fmt.Fprintf(w, "deployment/%s rolled out\n", name)
+			case p.Matched == 0:
+				fmt.Fprintf(stderr, "warning: deployment/%s matches no device (selector %s): nothing was rolled out\n",
+					name, joinMap(v.Deployment.Spec.Selector.MatchLabels, "="))
+				return nil
+			case p.Failed > 0:
+				return fmt.Errorf("deployment/%s failed at generation %d: %s", name, gen, p.LastError)
+			case p.Succeeded == p.Matched:
+				fmt.Fprintf(stdout, "deployment/%s rolled out\n", name)
 				return nil
 			}
 		}
@@ -139,6 +112,29 @@ func waitRollout(ctx context.Context, c *client, w io.Writer, name string, gen i
 		case <-tick.C:
 		}
 	}
+}
+
+// progressAt counts a deployment's devices toward generation gen from
+// their lines: a device succeeded or failed only by a report for gen or a
+// later generation; a report for an older one (the failure a corrected
+// file is meant to fix) is pending.
+func progressAt(s httpapi.DeploymentStatus, gen int64) httpapi.DeploymentStatus {
+	p := httpapi.DeploymentStatus{Name: s.Name, Generation: s.Generation, Matched: len(s.Devices)}
+	for _, d := range s.Devices {
+		current := d.ObservedGeneration >= gen
+		switch {
+		case !d.Online || d.Phase == httpapi.PhaseOffline:
+			p.Offline++
+		case current && d.Phase == v1.PhaseReady:
+			p.Succeeded++
+		case current && (d.Phase == v1.PhaseFailed || d.Phase == v1.PhaseConflict):
+			p.Failed++
+			p.LastError = d.Device + ": " + d.Message
+		default:
+			p.Pending++
+		}
+	}
+	return p
 }
 
 func newGetCmd(stdout io.Writer) *cobra.Command {
@@ -155,13 +151,14 @@ func newGetCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := newClient(server)
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
+			}
 			switch strings.TrimSuffix(args[0], "s") {
 			case "deployment":
-				var res struct {
-					Items []deploymentView `json:"items"`
-				}
-				if err := c.do(cmd.Context(), "GET", "/api/v1/deployments", "", nil, &res); err != nil {
+				res, err := c.Deployments(cmd.Context())
+				if err != nil {
 					return err
 				}
 				if output != "table" {
@@ -175,10 +172,8 @@ func newGetCmd(stdout io.Writer) *cobra.Command {
 				}
 				return tw.Flush()
 			case "device":
-				var res struct {
-					Items []deviceView `json:"items"`
-				}
-				if err := c.do(cmd.Context(), "GET", "/api/v1/devices?selector="+url.QueryEscape(selector), "", nil, &res); err != nil {
+				res, err := c.Devices(cmd.Context(), selector)
+				if err != nil {
 					return err
 				}
 				if output != "table" {
@@ -233,11 +228,14 @@ func newDescribeCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := newClient(server)
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
+			}
 			switch strings.TrimSuffix(args[0], "s") {
 			case "deployment":
-				var v deploymentView
-				if err := c.do(cmd.Context(), "GET", "/api/v1/deployments/"+url.PathEscape(args[1]), "", nil, &v); err != nil {
+				v, err := c.Deployment(cmd.Context(), args[1])
+				if err != nil {
 					return err
 				}
 				if output != "table" {
@@ -257,8 +255,8 @@ func newDescribeCmd(stdout io.Writer) *cobra.Command {
 				}
 				return tw.Flush()
 			case "device":
-				var d deviceView
-				if err := c.do(cmd.Context(), "GET", "/api/v1/devices/"+url.PathEscape(args[1]), "", nil, &d); err != nil {
+				d, err := c.Device(cmd.Context(), args[1])
+				if err != nil {
 					return err
 				}
 				if output != "table" {
@@ -305,7 +303,11 @@ func newDeleteCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := newClient(server).do(cmd.Context(), "DELETE", "/api/v1/deployments/"+url.PathEscape(args[1]), "", nil, nil); err != nil {
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
+			}
+			if _, err := c.DeleteDeployment(cmd.Context(), args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "deployment/%s deleted\n", args[1])
@@ -331,10 +333,11 @@ says, k- removes it even if the agent reports it.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			patch := struct {
-				Set    map[string]string `json:"set"`
-				Remove []string          `json:"remove"`
-			}{Set: map[string]string{}}
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
+			}
+			patch := httpapi.LabelPatch{Set: map[string]string{}}
 			for _, a := range args[2:] {
 				if k, ok := strings.CutSuffix(a, "-"); ok && !strings.Contains(a, "=") {
 					patch.Remove = append(patch.Remove, k)
@@ -346,8 +349,7 @@ says, k- removes it even if the agent reports it.`,
 				}
 				patch.Set[k] = v
 			}
-			body, _ := jsonMarshal(patch)
-			if err := newClient(server).do(cmd.Context(), "PATCH", "/api/v1/devices/"+url.PathEscape(args[1])+"/labels", "application/json", body, nil); err != nil {
+			if _, err := c.PatchLabels(cmd.Context(), args[1], patch); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "device/%s labeled\n", args[1])
@@ -372,12 +374,15 @@ func newLogsCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{"resource": {args[1]}, "lines": {fmt.Sprint(lines)}, "deployment": {deployment}}
-			var reply v1.CommandReply
-			if err := newClient(server).do(cmd.Context(), "GET", "/api/v1/devices/"+url.PathEscape(args[0])+"/logs?"+q.Encode(), "", nil, &reply); err != nil {
+			c, err := server.client(cmd)
+			if err != nil {
 				return err
 			}
-			_, err := io.WriteString(stdout, reply.Output)
+			reply, err := c.Logs(cmd.Context(), args[0], httpapi.LogsRequest{Resource: args[1], Deployment: deployment, Lines: lines})
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(stdout, reply.Output)
 			return err
 		},
 	}
@@ -399,9 +404,17 @@ func newExecCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body, _ := jsonMarshal(map[string][]string{"command": args[1:]})
-			var reply v1.CommandReply
-			err := newClient(server).do(cmd.Context(), "POST", "/api/v1/devices/"+url.PathEscape(args[0])+"/exec", "application/json", body, &reply)
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
+			}
+			reply, err := c.Exec(cmd.Context(), args[0], httpapi.ExecRequest{Command: args[1:]})
+			var e *httpapi.Error
+			if errors.As(err, &e) && e.Reply != nil {
+				// The command ran and failed: its output still helps.
+				io.WriteString(stdout, e.Reply.Output)
+				return err
+			}
 			if err != nil {
 				return err
 			}

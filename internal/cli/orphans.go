@@ -8,23 +8,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/harmony-fleet/harmony/api/httpapi"
 )
 
-// orphanHold is the API's view of the orphan guard's hold
-// (GET /api/v1/orphans; docs/adr/0014-orphan-collection-guard.md).
-type orphanHold struct {
-	Held        int            `json:"held"`
-	Causes      map[string]int `json:"causes"`
-	Since       *time.Time     `json:"since,omitempty"`
-	Examples    []string       `json:"examples"`
-	Fingerprint string         `json:"fingerprint,omitempty"`
-	Approved    int            `json:"approved"`
-	Bound       int            `json:"bound"`
-}
-
-func (h orphanHold) causes() string {
+// holdCauses says "device-gone 12, no-match 3".
+func holdCauses(h httpapi.OrphanHold) string {
 	var parts []string
-	for _, c := range []string{"device-gone", "deployment-gone", "no-match"} {
+	for _, c := range httpapi.Causes() {
 		if n := h.Causes[c]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", c, n))
 		}
@@ -32,7 +23,7 @@ func (h orphanHold) causes() string {
 	return strings.Join(parts, ", ")
 }
 
-func printHold(w io.Writer, h orphanHold) {
+func printHold(w io.Writer, h httpapi.OrphanHold) {
 	if h.Held == 0 {
 		fmt.Fprintln(w, "No removals of orphaned desired state are held.")
 		if h.Approved > 0 {
@@ -45,7 +36,7 @@ func printHold(w io.Writer, h orphanHold) {
 		since = " since " + h.Since.Local().Format(time.RFC3339)
 	}
 	fmt.Fprintf(w, "%d removals of orphaned desired state held%s (bound %d)\n", h.Held, since, h.Bound)
-	fmt.Fprintf(w, "causes:      %s\n", h.causes())
+	fmt.Fprintf(w, "causes:      %s\n", holdCauses(h))
 	fmt.Fprintf(w, "examples:    %s\n", strings.Join(h.Examples, " "))
 	fmt.Fprintf(w, "fingerprint: %s\n", h.Fingerprint)
 	fmt.Fprintln(w, "If the devices or deployments come back, the hold clears by itself; if they are really gone,")
@@ -65,8 +56,12 @@ deletions and keeps the devices' desired state until they come back or an
 admin runs 'harmony orphans release'.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var h orphanHold
-			if err := newClient(server).do(cmd.Context(), "GET", "/api/v1/orphans", "", nil, &h); err != nil {
+			c, err := server.client(cmd)
+			if err != nil {
+				return err
+			}
+			h, err := c.Orphans(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if output != "table" {
@@ -91,10 +86,13 @@ deployments ran on it. Only the hold as it is shown is released: with
 'harmony orphans'); without, the hold read just before.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := newClient(rserver)
-			var h orphanHold
+			c, err := rserver.client(cmd)
+			if err != nil {
+				return err
+			}
 			if fingerprint == "" {
-				if err := c.do(cmd.Context(), "GET", "/api/v1/orphans", "", nil, &h); err != nil {
+				h, err := c.Orphans(cmd.Context())
+				if err != nil {
 					return err
 				}
 				if h.Held == 0 {
@@ -102,14 +100,11 @@ deployments ran on it. Only the hold as it is shown is released: with
 				}
 				fingerprint = h.Fingerprint
 			}
-			body, _ := jsonMarshal(map[string]string{"fingerprint": fingerprint})
-			var ans struct {
-				Hold orphanHold `json:"hold"`
-			}
-			if err := c.do(cmd.Context(), "POST", "/api/v1/orphans/release", "application/json", body, &ans); err != nil {
+			ans, err := c.ReleaseOrphans(cmd.Context(), httpapi.OrphanRelease{Fingerprint: fingerprint})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "released %d held removals (%s); the collecting server deletes them now\n", ans.Hold.Held, ans.Hold.causes())
+			fmt.Fprintf(stdout, "released %d held removals (%s); the collecting server deletes them now\n", ans.Hold.Held, holdCauses(ans.Hold))
 			return nil
 		},
 	}

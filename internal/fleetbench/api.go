@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/harmony-fleet/harmony/internal/server"
+	"github.com/harmony-fleet/harmony/api/httpapi"
 )
 
 // apply applies all M deployments with the given note in one request.
@@ -60,7 +60,7 @@ func (b *bench) post(body string) error {
 }
 
 // fleetCounts is the fleet's line of GET /api/v1/status.
-type fleetCounts = server.FleetCounts
+type fleetCounts = httpapi.FleetCounts
 
 // fleet reads the fleet's counts from m's GET /api/v1/status.
 func (b *bench) fleet(m *member) (fleetCounts, error) {
@@ -103,7 +103,7 @@ func (b *bench) rollup(m *member) (rollupView, error) {
 		return out, err
 	}
 	var v struct {
-		Items []server.DeploymentView `json:"items"`
+		Items []httpapi.DeploymentView `json:"items"`
 	}
 	if err := b.getJSON(m, "/api/v1/deployments", &v); err != nil {
 		return out, err

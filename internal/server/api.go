@@ -13,99 +13,80 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
 
-// Stable error codes of the API.
-const (
-	CodeInvalid       = "invalid"
-	CodeNotFound      = "not_found"
-	CodeConflict      = "conflict"
-	CodeUnavailable   = "store_unavailable"
-	CodeDeviceOffline = "device_offline"
-	CodeDeviceError   = "device_error"
-	CodeInternal      = "internal"
-	CodeUnauthorized  = "unauthorized"
-	CodeForbidden     = "forbidden"
-	CodeRateLimited   = "rate_limited"
-)
-
-// APIError is the body of every error answer.
-type APIError struct {
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	Field    string `json:"field,omitempty"`
-	Document int    `json:"document,omitempty"` // 1-based, in a multi-document apply
+// apiRoutes are the handlers of the API's routes (enroll.go has the
+// enrollment routes); routesAPI registers them.
+func (h *handler) apiRoutes() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		httpapi.RouteStatus:           h.apiStatus,
+		httpapi.RouteDeployments:      h.listDeployments,
+		httpapi.RouteApply:            h.applyDeployments,
+		httpapi.RouteDeployment:       h.getDeployment,
+		httpapi.RouteDeleteDeployment: h.deleteDeployment,
+		httpapi.RouteDevices:          h.listDevices,
+		httpapi.RouteDevice:           h.getDevice,
+		httpapi.RouteLabels:           h.patchLabels,
+		httpapi.RouteLogs:             h.deviceLogs,
+		httpapi.RouteExec:             h.deviceExec,
+		httpapi.RouteOrphans:          h.getOrphans,     // collection.go
+		httpapi.RouteReleaseOrphans:   h.releaseOrphans, // admin only
+		httpapi.RouteEnrollmentTokens: h.createToken,    // enroll.go
+		httpapi.RouteEnroll:           h.enroll,
+		httpapi.RouteEnrollStatus:     h.enrollStatus,
+		httpapi.RouteIdentities:       h.listIdentities,
+		httpapi.RouteApprove:          h.approve,
+		httpapi.RouteRevoke:           h.revoke,
+	}
 }
 
 func (h *handler) routesAPI() {
-	h.mux.HandleFunc("GET /api/v1/status", h.apiStatus)
-	h.mux.HandleFunc("GET /api/v1/deployments", h.listDeployments)
-	h.mux.HandleFunc("POST /api/v1/deployments", h.applyDeployments)
-	h.mux.HandleFunc("GET /api/v1/deployments/{name}", h.getDeployment)
-	h.mux.HandleFunc("DELETE /api/v1/deployments/{name}", h.deleteDeployment)
-	h.mux.HandleFunc("GET /api/v1/devices", h.listDevices)
-	h.mux.HandleFunc("GET /api/v1/devices/{id}", h.getDevice)
-	h.mux.HandleFunc("PATCH /api/v1/devices/{id}/labels", h.patchLabels)
-	h.mux.HandleFunc("GET /api/v1/devices/{id}/logs", h.deviceLogs)
-	h.mux.HandleFunc("POST /api/v1/devices/{id}/exec", h.deviceExec)
-	h.mux.HandleFunc("GET /api/v1/orphans", h.getOrphans)              // collection.go
-	h.mux.HandleFunc("POST /api/v1/orphans/release", h.releaseOrphans) // admin only
+	for route, f := range h.apiRoutes() {
+		h.mux.HandleFunc(route, f)
+	}
 }
 
-func apiError(w http.ResponseWriter, status int, e APIError) {
-	writeJSON(w, status, map[string]APIError{"error": e})
+// apiError answers with an error of the catalogue, with its code's status.
+func apiError(w http.ResponseWriter, e *httpapi.Error) {
+	writeJSON(w, e.Code.Status(), httpapi.ErrorBody{Error: e})
 }
 
 // storeError answers a store failure with the right status and code.
 func storeError(w http.ResponseWriter, err error) {
-	status, e := storeErrorOf(err)
-	apiError(w, status, e)
+	apiError(w, storeErrorOf(err))
 }
 
-func storeErrorOf(err error) (int, APIError) {
+func storeErrorOf(err error) *httpapi.Error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()}
+		return httpapi.Errorf(httpapi.CodeNotFound, "%v", err)
 	case errors.Is(err, store.ErrConflict):
-		return http.StatusConflict, APIError{Code: CodeConflict, Message: err.Error() + "; try again"}
+		return httpapi.Errorf(httpapi.CodeConflict, "%v; try again", err)
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrOutcomeUnknown):
-		return http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: err.Error()}
+		return httpapi.Errorf(httpapi.CodeStoreUnavailable, "%v", err)
 	default:
-		return http.StatusInternalServerError, APIError{Code: CodeInternal, Message: err.Error()}
+		return httpapi.Errorf(httpapi.CodeInternal, "%v", err)
 	}
-}
-
-// FleetCounts is the fleet's line of GET /api/v1/status: the devices the
-// operator knows, online and offline, from its running roll-up.
-type FleetCounts struct {
-	Devices int `json:"devices"`
-	Online  int `json:"online"`
-	Offline int `json:"offline"`
 }
 
 func (h *handler) apiStatus(w http.ResponseWriter, r *http.Request) {
 	roll := h.op.Rollup()
-	writeJSON(w, http.StatusOK, map[string]any{"operator": h.op.Phase(), "progress": h.op.Progress(),
-		"fleet": FleetCounts{Devices: roll.Online + roll.Offline, Online: roll.Online, Offline: roll.Offline}})
-}
-
-// DeploymentView is a deployment with its roll-up.
-type DeploymentView struct {
-	Deployment v1.Deployment             `json:"deployment"`
-	Status     operator.DeploymentStatus `json:"status"`
+	writeJSON(w, http.StatusOK, httpapi.Status{Operator: string(h.op.Phase()), Progress: h.op.Progress(),
+		Fleet: httpapi.FleetCounts{Devices: roll.Online + roll.Offline, Online: roll.Online, Offline: roll.Offline}})
 }
 
 func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
 	// Counts kept up to date by the operator: no pass over the fleet.
 	roll, deps := h.op.Rollup(), h.op.Deployments()
-	out := []DeploymentView{}
+	out := []httpapi.DeploymentView{}
 	for _, name := range sortedNames(deps) {
-		out = append(out, DeploymentView{Deployment: deps[name], Status: roll.Deployments[name]})
+		out = append(out, httpapi.DeploymentView{Deployment: deps[name], Status: deploymentStatus(roll.Deployments[name])})
 	}
-	writeJSON(w, http.StatusOK, h.viewBody(out))
+	writeJSON(w, http.StatusOK, listBody(h, out))
 }
 
 func (h *handler) getDeployment(w http.ResponseWriter, r *http.Request) {
@@ -113,66 +94,69 @@ func (h *handler) getDeployment(w http.ResponseWriter, r *http.Request) {
 	// From the operator's read model: this deployment's devices only.
 	d, st, ok := h.op.Deployment(name)
 	if !ok {
-		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: fmt.Sprintf("deployment %q not found", name), Field: "name"})
+		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "deployment %q not found", name).WithField("name"))
 		return
 	}
-	writeJSON(w, http.StatusOK, DeploymentView{Deployment: d, Status: st})
-}
-
-// ApplyResult says what happened to one applied document.
-type ApplyResult struct {
-	Name       string `json:"name"`
-	Generation int64  `json:"generation"`
-	Result     string `json:"result"` // created, configured, unchanged
+	writeJSON(w, http.StatusOK, httpapi.DeploymentView{Deployment: d, Status: deploymentStatus(st)})
 }
 
 func (h *handler) applyDeployments(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4*v1.MaxDeploymentBytes))
 	if err != nil {
-		apiError(w, http.StatusRequestEntityTooLarge, APIError{Code: CodeInvalid, Message: err.Error()})
+		apiError(w, bodyError(err))
 		return
 	}
-	results, status, e := h.applyDocs(r.Context(), body)
+	results, e := h.applyDocs(r.Context(), body)
 	if e != nil {
-		apiError(w, status, *e)
+		apiError(w, e)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": results})
+	writeJSON(w, http.StatusOK, httpapi.ApplyResults{Items: results})
+}
+
+// bodyError is the answer to a request body that could not be read: too
+// large, or cut off.
+func bodyError(err error) *httpapi.Error {
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		return httpapi.Errorf(httpapi.CodeTooLarge, "body: larger than %d bytes", mbe.Limit)
+	}
+	return httpapi.Errorf(httpapi.CodeInvalid, "body: %v", err)
 }
 
 // applyDocs parses, validates and stores a document stream; on failure it
-// returns the HTTP status and the error to answer with. Nothing is stored
-// unless every document is valid.
-func (h *handler) applyDocs(ctx context.Context, body []byte) ([]ApplyResult, int, *APIError) {
+// returns the error to answer with. Nothing is stored unless every
+// document is valid.
+func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyResult, *httpapi.Error) {
 	docs, err := v1.ParseDeployments(body)
 	if err != nil {
-		return nil, http.StatusBadRequest, &APIError{Code: CodeInvalid, Message: err.Error()}
+		return nil, httpapi.Errorf(httpapi.CodeInvalid, "%v", err)
 	}
 	seen := map[string]int{}
 	for i := range docs {
 		if err := docs[i].Validate(); err != nil {
-			e := APIError{Code: CodeInvalid, Message: fmt.Sprintf("document %d: %v", i+1, err), Document: i + 1}
+			e := httpapi.Errorf(httpapi.CodeInvalid, "document %d: %v", i+1, err)
+			e.Document = i + 1
 			if fe, ok := v1.First(err); ok {
 				e.Field = fe.Field
 			}
-			return nil, http.StatusBadRequest, &e
+			return nil, e
 		}
 		if j, dup := seen[docs[i].Metadata.Name]; dup {
-			return nil, http.StatusBadRequest, &APIError{Code: CodeInvalid, Field: "metadata.name", Document: i + 1,
-				Message: fmt.Sprintf("document %d: deployment %q is also document %d", i+1, docs[i].Metadata.Name, j)}
+			e := httpapi.Errorf(httpapi.CodeInvalid, "document %d: deployment %q is also document %d", i+1, docs[i].Metadata.Name, j).WithField("metadata.name")
+			e.Document = i + 1
+			return nil, e
 		}
 		seen[docs[i].Metadata.Name] = i + 1
 	}
-	var results []ApplyResult
+	var results []httpapi.ApplyResult
 	for _, d := range docs {
 		res, err := h.applyOne(ctx, d)
 		if err != nil {
-			status, e := storeErrorOf(err)
-			return results, status, &e
+			return results, storeErrorOf(err)
 		}
 		results = append(results, res)
 	}
-	return results, http.StatusOK, nil
+	return results, nil
 }
 
 // applyOne stores one validated deployment. The generation grows only when
@@ -183,23 +167,23 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]ApplyResult, in
 // member stops) is followed by another within the whole store_timeout:
 // every attempt re-reads and decides again, so a write that did land is
 // recognised instead of repeated.
-func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (ApplyResult, error) {
+func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (httpapi.ApplyResult, error) {
 	kv := h.kvs[h.cfg.Buckets.Deployments]
 	c, err := d.Canonical()
 	if err != nil {
-		return ApplyResult{}, err
+		return httpapi.ApplyResult{}, err
 	}
 	hash, _ := c.SpecHash()
 	budget := h.cfg.StoreTimeout.Std()
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	var unknown *ApplyResult // the attempt whose outcome is not known
+	var unknown *httpapi.ApplyResult // the attempt whose outcome is not known
 	conflicts := 0
 	for {
 		res, err := h.applyAttempt(ctx, kv, c, hash, budget/3)
 		switch {
 		case err == nil:
-			if unknown != nil && res.Result == "unchanged" && res.Generation == unknown.Generation {
+			if unknown != nil && res.Result == httpapi.ResultUnchanged && res.Generation == unknown.Generation {
 				return *unknown, nil // the earlier attempt had landed
 			}
 			return res, nil
@@ -222,7 +206,7 @@ func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (ApplyResult, e
 
 // outcome is the error to report: once an attempt's outcome was unknown,
 // a later failure cannot say the write did not happen.
-func outcome(err error, unknown *ApplyResult) error {
+func outcome(err error, unknown *httpapi.ApplyResult) error {
 	if unknown != nil && !errors.Is(err, store.ErrOutcomeUnknown) {
 		return fmt.Errorf("%w: an earlier attempt may have been stored (then: %v)", store.ErrOutcomeUnknown, err)
 	}
@@ -230,15 +214,15 @@ func outcome(err error, unknown *ApplyResult) error {
 }
 
 // applyAttempt reads the deployment, decides and writes once.
-func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment, hash string, timeout time.Duration) (ApplyResult, error) {
+func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment, hash string, timeout time.Duration) (httpapi.ApplyResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cur, err := kv.Get(ctx, c.Metadata.Name)
-	res := ApplyResult{Name: c.Metadata.Name}
+	res := httpapi.ApplyResult{Name: c.Metadata.Name}
 	var rev uint64
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		c.Metadata.Generation, res.Result = 1, "created"
+		c.Metadata.Generation, res.Result = 1, httpapi.ResultCreated
 	case err != nil:
 		return res, err
 	default:
@@ -248,11 +232,11 @@ func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment
 		if derr == nil {
 			oldHash, _ = old.Deployment.SpecHash()
 		}
-		c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation+1, "configured"
+		c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation+1, httpapi.ResultConfigured
 		if derr == nil && oldHash == hash {
-			c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation, "configured"
+			c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation, httpapi.ResultConfigured
 			if a, _ := v1.Marshal(old.Deployment.Metadata); string(a) == mustMarshal(c.Metadata) {
-				res.Result, res.Generation = "unchanged", c.Metadata.Generation
+				res.Result, res.Generation = httpapi.ResultUnchanged, c.Metadata.Generation
 				return res, nil
 			}
 		}
@@ -279,13 +263,13 @@ func (h *handler) deleteDeployment(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := h.deleteOne(r.Context(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: fmt.Sprintf("deployment %q not found", name), Field: "name"})
+			apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "deployment %q not found", name).WithField("name"))
 			return
 		}
 		storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"name": name, "result": "deleted"})
+	writeJSON(w, http.StatusOK, httpapi.DeleteResult{Name: name, Result: httpapi.ResultDeleted})
 }
 
 // deleteOne deletes a deployment by its latest revision.
@@ -301,72 +285,73 @@ func (h *handler) deleteOne(ctx context.Context, name string) error {
 func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
 	sel, err := v1.ParseSelector(r.URL.Query().Get("selector"))
 	if err != nil {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "selector", Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("selector"))
 		return
 	}
-	out := []operator.DeviceStatus{}
+	out := []httpapi.Device{}
 	for _, d := range operator.Devices(h.op.Snapshot()) {
 		if sel.Matches(d.Labels) {
-			out = append(out, d)
+			out = append(out, httpapi.Device(d))
 		}
 	}
-	writeJSON(w, http.StatusOK, h.viewBody(out))
-}
-
-// DeviceView is one device with its per-deployment status.
-type DeviceView struct {
-	operator.DeviceStatus
-	States []v1.DeviceState `json:"states"`
+	writeJSON(w, http.StatusOK, listBody(h, out))
 }
 
 func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	d, ok := h.op.Device(id) // this device only, not the fleet
 	if !ok {
-		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)})
+		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "device %q not found", id).WithField("id"))
 		return
 	}
-	view := DeviceView{DeviceStatus: d.Status, States: d.States}
+	view := httpapi.DeviceView{Device: httpapi.Device(d.Status), States: d.States}
 	if view.States == nil {
 		view.States = []v1.DeviceState{}
 	}
 	writeJSON(w, http.StatusOK, view)
 }
 
-// LabelPatch sets and removes control-plane labels of a device.
-type LabelPatch struct {
-	Set    map[string]string `json:"set"`
-	Remove []string          `json:"remove"`
-}
-
+// patchLabels sets and removes a device's control-plane labels. The device
+// must have reported (have device info): an unknown id is not_found, like
+// every other call about a device, so that a typo does not leave labels
+// for a device that does not exist.
 func (h *handler) patchLabels(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := v1.ValidateDeviceID(id); err != nil {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "id", Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("id"))
 		return
 	}
-	var p LabelPatch
+	var p httpapi.LabelPatch
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		apiError(w, bodyError(err))
 		return
 	}
 	for k, v := range p.Set {
 		if err := v1.ValidateLabelKey(k); err != nil {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "set." + k, Message: err.Error()})
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("set."+k))
 			return
 		}
 		if err := v1.ValidateLabelValue(v); err != nil {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "set." + k, Message: err.Error()})
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("set."+k))
 			return
 		}
 	}
 	for _, k := range p.Remove {
 		if err := v1.ValidateLabelKey(k); err != nil {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "remove", Message: err.Error()})
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("remove"))
 			return
 		}
+	}
+	// The store, not the operator's view: a server still rebuilding its
+	// view must not call a known device unknown.
+	if _, err := h.kvs[h.cfg.Buckets.DeviceInfo].Get(r.Context(), id); errors.Is(err, store.ErrNotFound) {
+		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "device %q not found: no device with this id has reported", id).WithField("id"))
+		return
+	} else if err != nil {
+		storeError(w, err)
+		return
 	}
 	kv := h.kvs[h.cfg.Buckets.DeviceLabels]
 	for attempt := 0; ; attempt++ {
@@ -403,61 +388,64 @@ func (h *handler) patchLabels(w http.ResponseWriter, r *http.Request) {
 			storeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, dl)
+		writeJSON(w, http.StatusOK, httpapi.DeviceLabels{Device: id, Overrides: dl.Overrides})
 		return
 	}
 }
 
-// command sends a request to a device and answers with its reply.
+// command sends a request to a device and answers with its reply; a reply
+// that is not OK is an error answer carrying it.
 func (h *handler) command(w http.ResponseWriter, r *http.Request, req v1.CommandRequest, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	reply, status, e := h.sendCommand(ctx, r.PathValue("id"), req)
+	id := r.PathValue("id")
+	reply, e := h.sendCommand(ctx, id, req)
 	if e != nil {
-		apiError(w, status, *e)
+		apiError(w, e)
 		return
 	}
-	writeJSON(w, status, reply)
+	if !reply.OK {
+		e := httpapi.Errorf(httpapi.CodeDeviceError, "device %q: %s", id, reply.Error)
+		if reply.Code == v1.CodeNotFound {
+			e = httpapi.Errorf(httpapi.CodeNotFound, "device %q: %s", id, reply.Error)
+		}
+		e.Reply = &reply
+		apiError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, reply)
 }
 
 // sendCommand sends a request to a device and waits for its reply (until
 // ctx ends). An offline device is refused at once instead of waiting.
-func (h *handler) sendCommand(ctx context.Context, id string, req v1.CommandRequest) (v1.CommandReply, int, *APIError) {
+func (h *handler) sendCommand(ctx context.Context, id string, req v1.CommandRequest) (v1.CommandReply, *httpapi.Error) {
 	online, known := h.op.Online(id)
 	if !known {
-		return v1.CommandReply{}, http.StatusNotFound, &APIError{Code: CodeNotFound, Field: "id", Message: fmt.Sprintf("device %q not found", id)}
+		return v1.CommandReply{}, httpapi.Errorf(httpapi.CodeNotFound, "device %q not found", id).WithField("id")
 	}
 	if !online {
-		return v1.CommandReply{}, http.StatusServiceUnavailable, &APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q is offline (no heartbeat for more than %s)", id, h.op.Staleness())}
+		return v1.CommandReply{}, httpapi.Errorf(httpapi.CodeDeviceOffline, "device %q is offline (no heartbeat for more than %s)", id, h.op.Staleness())
 	}
 	if err := req.Validate(); err != nil {
-		e := APIError{Code: CodeInvalid, Message: err.Error()}
+		e := httpapi.Errorf(httpapi.CodeInvalid, "%v", err)
 		if fe, ok := v1.First(err); ok {
 			e.Field = fe.Field
 		}
-		return v1.CommandReply{}, http.StatusBadRequest, &e
+		return v1.CommandReply{}, e
 	}
 	b, _ := json.Marshal(req)
 	m, err := h.nc.RequestWithContext(ctx, v1.CommandSubject(id), b)
 	if err != nil {
-		code := http.StatusGatewayTimeout
 		if errors.Is(err, nats.ErrNoResponders) {
-			code = http.StatusServiceUnavailable
+			return v1.CommandReply{}, httpapi.Errorf(httpapi.CodeDeviceOffline, "device %q did not answer: %v", id, err)
 		}
-		return v1.CommandReply{}, code, &APIError{Code: CodeDeviceOffline, Message: fmt.Sprintf("device %q did not answer: %v", id, err)}
+		return v1.CommandReply{}, httpapi.Errorf(httpapi.CodeDeviceTimeout, "device %q did not answer: %v", id, err)
 	}
 	var reply v1.CommandReply
 	if err := json.Unmarshal(m.Data, &reply); err != nil {
-		return v1.CommandReply{}, http.StatusBadGateway, &APIError{Code: CodeDeviceError, Message: "unreadable reply: " + err.Error()}
+		return v1.CommandReply{}, httpapi.Errorf(httpapi.CodeDeviceError, "device %q: unreadable reply: %v", id, err)
 	}
-	status := http.StatusOK
-	if !reply.OK {
-		status = http.StatusBadGateway
-		if reply.Code == v1.CodeNotFound {
-			status = http.StatusNotFound
-		}
-	}
-	return reply, status, nil
+	return reply, nil
 }
 
 func (h *handler) deviceLogs(w http.ResponseWriter, r *http.Request) {
@@ -467,14 +455,45 @@ func (h *handler) deviceLogs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) deviceExec(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Command []string `json:"command"`
-	}
+	var body httpapi.ExecRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, v1.MaxCommandBytes)).Decode(&body); err != nil {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		apiError(w, bodyError(err))
 		return
 	}
 	h.command(w, r, v1.CommandRequest{Op: v1.OpExec, Command: body.Command}, (v1.ExecTimeoutLimit+5)*time.Second)
+}
+
+// listBody is a list answer: the operator's phase and, while the store is
+// unreachable, that the view is stale and since when.
+func listBody[T any](h *handler, items []T) httpapi.List[T] {
+	body := httpapi.List[T]{Operator: string(h.op.Phase()), Items: items}
+	if since := h.stale(); !since.IsZero() {
+		body.Stale, body.StaleSince = true, since.UTC().Format(time.RFC3339)
+	}
+	return body
+}
+
+// deploymentStatus is a deployment's roll-up as the API shows it.
+func deploymentStatus(s operator.DeploymentStatus) httpapi.DeploymentStatus {
+	out := httpapi.DeploymentStatus{Name: s.Name, Generation: s.Generation, Matched: s.Matched, Succeeded: s.Succeeded,
+		Failed: s.Failed, Pending: s.Pending, Offline: s.Offline, LastError: s.LastError}
+	if s.Devices != nil {
+		out.Devices = make([]httpapi.DeploymentDevice, len(s.Devices))
+		for i, d := range s.Devices {
+			out.Devices[i] = httpapi.DeploymentDevice(d)
+		}
+	}
+	return out
+}
+
+// orphanHold is the orphan guard's hold as the API shows it.
+func orphanHold(h operator.OrphanHold) httpapi.OrphanHold {
+	out := httpapi.OrphanHold{Held: h.Held, Causes: make(map[string]int, len(h.Causes)), Since: h.Since,
+		Examples: h.Examples, Fingerprint: h.Fingerprint, Approved: h.Approved, Bound: h.Bound}
+	for c, n := range h.Causes {
+		out.Causes[string(c)] = n
+	}
+	return out
 }
 
 func sortedNames[V any](m map[string]V) []string {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	"github.com/harmony-fleet/harmony/internal/operator"
 )
 
@@ -19,47 +20,40 @@ import (
 
 // getOrphans answers what is held (any token).
 func (h *handler) getOrphans(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, h.op.OrphanHold())
-}
-
-// OrphanRelease is the optional body of POST /api/v1/orphans/release:
-// the fingerprint of the hold the caller looked at (empty: whatever is
-// held now).
-type OrphanRelease struct {
-	Fingerprint string `json:"fingerprint"`
+	writeJSON(w, http.StatusOK, orphanHold(h.op.OrphanHold()))
 }
 
 // releaseOrphans releases the held removals (admin only: every method but
 // GET and HEAD needs an admin token).
 func (h *handler) releaseOrphans(w http.ResponseWriter, r *http.Request) {
-	var body OrphanRelease
+	var body httpapi.OrphanRelease
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		apiError(w, bodyError(err))
 		return
 	}
 	by, _ := r.Context().Value(tokenNameKey{}).(string)
 	hold, err := h.op.ReleaseOrphans(r.Context(), body.Fingerprint, by)
 	switch {
 	case errors.Is(err, operator.ErrNothingHeld), errors.Is(err, operator.ErrHoldChanged):
-		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Field: "fingerprint", Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeConflict, "%v", err).WithField("fingerprint"))
 		return
 	case err != nil:
 		storeError(w, err)
 		return
 	}
 	h.log.Warn("held orphan removals released", "held", hold.Held, "fingerprint", hold.Fingerprint, "by", by)
-	writeJSON(w, http.StatusAccepted, map[string]any{"result": "released", "hold": hold})
+	writeJSON(w, http.StatusAccepted, httpapi.OrphanReleaseResult{Result: httpapi.ResultReleased, Hold: orphanHold(hold)})
 }
 
 // OrphanHold is the dashboard's view of the hold (an optional capability
 // of its Backend).
-func (g *gate) OrphanHold() operator.OrphanHold {
+func (g *gate) OrphanHold() httpapi.OrphanHold {
 	if h := g.h.Load(); h != nil {
-		return h.op.OrphanHold()
+		return orphanHold(h.op.OrphanHold())
 	}
-	return operator.OrphanHold{}
+	return httpapi.OrphanHold{}
 }
 
 // orphanCollector exports harmony_operator_orphans_held{cause}.

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/failover"
@@ -46,12 +47,12 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "operator": web.Starting, "reasons": []string{reason}})
 	case strings.HasPrefix(p, "/api/"):
 		if enrollPath(r) {
-			apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
+			apiError(w, httpapi.Errorf(httpapi.CodeStoreUnavailable, "%s", reason))
 		} else if _, ok := authorizeAPI(g.dash, w, r); ok {
-			apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
+			apiError(w, httpapi.Errorf(httpapi.CodeStoreUnavailable, "%s", reason))
 		}
 	case p == "/metrics":
-		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: reason})
+		apiError(w, httpapi.Errorf(httpapi.CodeStoreUnavailable, "%s", reason))
 	default:
 		g.dash.ServeHTTP(w, r)
 	}
@@ -99,18 +100,20 @@ func (g *gate) Rollup() operator.Rollup {
 	return operator.Rollup{}
 }
 
-func (g *gate) Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool) {
+func (g *gate) Deployment(name string) (httpapi.DeploymentView, bool) {
 	if h := g.h.Load(); h != nil {
-		return h.op.Deployment(name)
+		d, st, ok := h.op.Deployment(name)
+		return httpapi.DeploymentView{Deployment: d, Status: deploymentStatus(st)}, ok
 	}
-	return v1.Deployment{}, operator.DeploymentStatus{}, false
+	return httpapi.DeploymentView{}, false
 }
 
-func (g *gate) Device(id string) (operator.DeviceDetail, bool) {
+func (g *gate) Device(id string) (httpapi.DeviceView, v1.DeviceInfo, bool) {
 	if h := g.h.Load(); h != nil {
-		return h.op.Device(id)
+		d, ok := h.op.Device(id)
+		return httpapi.DeviceView{Device: httpapi.Device(d.Status), States: d.States}, d.Info, ok
 	}
-	return operator.DeviceDetail{}, false
+	return httpapi.DeviceView{}, v1.DeviceInfo{}, false
 }
 
 func (g *gate) HeartbeatAge(id string) (time.Duration, bool) {
@@ -134,7 +137,7 @@ func (g *gate) Apply(ctx context.Context, body []byte) ([]string, error) {
 	if h == nil {
 		return nil, errStarting
 	}
-	res, _, e := h.applyDocs(ctx, body)
+	res, e := h.applyDocs(ctx, body)
 	var out []string
 	for _, r := range res {
 		out = append(out, fmt.Sprintf("%s %s (generation %d)", r.Name, r.Result, r.Generation))
@@ -172,7 +175,7 @@ func (g *gate) Command(ctx context.Context, device string, req v1.CommandRequest
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reply, _, e := h.sendCommand(ctx, device, req)
+	reply, e := h.sendCommand(ctx, device, req)
 	if e != nil {
 		return v1.CommandReply{}, errors.New(e.Message)
 	}

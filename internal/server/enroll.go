@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/identity"
@@ -24,31 +24,10 @@ const (
 	maxEnrollBody   = 4 << 10
 )
 
-// Paths that need no bearer token: a device that enrolls has none (its
-// enrollment token, or an admin's approval, is what lets it in).
-const (
-	pathEnroll       = "/api/v1/enroll"
-	pathEnrollStatus = "/api/v1/enroll/"
-)
-
-// CodeEnrolled: the device has an identity the call may not replace: an
-// enrollment request without a token made for the device (field "token"),
-// or an approval without "replace" (field "replace"). HTTP 409.
-const CodeEnrolled = "device_enrolled"
-
 type tokenNameKey struct{}
 
-func (h *handler) routesEnroll() {
-	h.mux.HandleFunc("POST /api/v1/enrollment-tokens", h.createToken)
-	h.mux.HandleFunc("POST "+pathEnroll, h.enroll)
-	h.mux.HandleFunc("GET /api/v1/enroll/{id}", h.enrollStatus)
-	h.mux.HandleFunc("GET /api/v1/identities", h.listIdentities)
-	h.mux.HandleFunc("POST /api/v1/devices/{id}/approve", h.approve)
-	h.mux.HandleFunc("DELETE /api/v1/devices/{id}/identity", h.revoke)
-}
-
 func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
-	var req identity.TokenRequest
+	var req httpapi.TokenRequest
 	if !decodeBody(w, r, &req, false) {
 		return
 	}
@@ -56,21 +35,20 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 	if req.Expires != "" {
 		d, err := time.ParseDuration(req.Expires)
 		if err != nil || d < minTokenTTL || d > maxTokenTTL {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "expires",
-				Message: fmt.Sprintf("%q: must be a duration from %s to %s", req.Expires, minTokenTTL, maxTokenTTL)})
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%q: must be a duration from %s to %s", req.Expires, minTokenTTL, maxTokenTTL).WithField("expires"))
 			return
 		}
 		ttl = d
 	}
 	if req.Device != "" {
 		if err := v1.ValidateDeviceID(req.Device); err != nil {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "device", Message: err.Error()})
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("device"))
 			return
 		}
 	}
 	if req.Cluster != "" {
 		if err := v1.ValidateDeploymentName(req.Cluster); err != nil {
-			apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: "cluster", Message: err.Error()})
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("cluster"))
 			return
 		}
 	}
@@ -81,7 +59,7 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("enrollment token created", "by", by, "expires", t.Expires, "device", t.Device, "cluster", t.Cluster)
-	writeJSON(w, http.StatusCreated, identity.TokenAnswer{Token: secret, Expires: t.Expires, Device: t.Device, Cluster: t.Cluster})
+	writeJSON(w, http.StatusCreated, httpapi.EnrollmentToken{Token: secret, Expires: t.Expires, Device: t.Device, Cluster: t.Cluster})
 }
 
 // enroll takes a device's public key: with a valid token it becomes the
@@ -90,10 +68,11 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 // never refused for its address; wrong ones count toward the address's
 // limit of failed sign-ins and, beyond it, are answered 429.
 func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
-	var req identity.Request
-	if !decodeBody(w, r, &req, false) {
+	var body httpapi.EnrollRequest
+	if !decodeBody(w, r, &body, false) {
 		return
 	}
+	req := identity.Request(body)
 	if err := req.Validate(); err != nil {
 		enrollError(w, err)
 		return
@@ -101,7 +80,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 	if req.Token != "" {
 		rec, _, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
 		if errors.Is(err, identity.ErrBadToken) && h.dash.Failed(r) {
-			apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: web.ErrRateLimited.Error()})
+			apiError(w, httpapi.Errorf(httpapi.CodeRateLimited, "%v", web.ErrRateLimited))
 			return
 		}
 		if err != nil {
@@ -110,7 +89,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Info("device enrolled with a token", "device", rec.Device, "cluster", rec.Cluster, "from", remoteHost(r))
 		h.ensureClusterBucket(r.Context(), rec.Cluster)
-		writeJSON(w, http.StatusOK, identity.EnrollAnswer{Device: rec.Device, Status: "enrolled"})
+		writeJSON(w, http.StatusOK, httpapi.EnrollStatus{Device: rec.Device, Status: httpapi.EnrollEnrolled})
 		return
 	}
 	// A request without a token costs the registry a read of every
@@ -118,7 +97,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 	// burst, then one every two seconds), so an anonymous client cannot
 	// make the server do that work at will.
 	if h.dash.Failed(r) {
-		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: web.ErrRateLimited.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeRateLimited, "%v", web.ErrRateLimited))
 		return
 	}
 	_, p, err := h.reg.Enroll(r.Context(), req, remoteHost(r))
@@ -128,7 +107,7 @@ func (h *handler) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("enrollment request waiting for approval", "device", p.Device, "cluster", p.Cluster, "from", p.From,
 		"fingerprint", identity.Fingerprint(p.PublicKey), "expires", p.Expiry())
-	writeJSON(w, http.StatusAccepted, identity.EnrollAnswer{Device: p.Device, Status: "pending",
+	writeJSON(w, http.StatusAccepted, httpapi.EnrollStatus{Device: p.Device, Status: httpapi.EnrollPending,
 		Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
 }
 
@@ -144,7 +123,7 @@ func (h *handler) enrollStatus(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, identity.EnrollAnswer{Device: id, Status: status})
+	writeJSON(w, http.StatusOK, httpapi.EnrollStatus{Device: id, Status: status})
 }
 
 func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
@@ -153,12 +132,13 @@ func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	ans := identity.IdentitiesAnswer{Identities: make([]identity.Listed, 0, len(recs)), Pending: make([]identity.WaitingRequest, 0, len(pend))}
+	ans := httpapi.Identities{Identities: make([]httpapi.Identity, 0, len(recs)), Pending: make([]httpapi.PendingRequest, 0, len(pend))}
 	for _, rec := range recs {
-		ans.Identities = append(ans.Identities, identity.Listed{Record: rec, Fingerprint: identity.Fingerprint(rec.PublicKey)})
+		ans.Identities = append(ans.Identities, identityOf(rec))
 	}
 	for _, p := range pend {
-		ans.Pending = append(ans.Pending, identity.WaitingRequest{Pending: p, Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
+		ans.Pending = append(ans.Pending, httpapi.PendingRequest{Device: p.Device, PublicKey: p.PublicKey, Cluster: p.Cluster,
+			Requested: p.Requested, From: p.From, Fingerprint: identity.Fingerprint(p.PublicKey), Expires: p.Expiry()})
 	}
 	writeJSON(w, http.StatusOK, ans)
 }
@@ -167,16 +147,16 @@ func (h *handler) listIdentities(w http.ResponseWriter, r *http.Request) {
 // only with "replace": true, and with "fingerprint" only the key the admin
 // compared.
 func (h *handler) approve(w http.ResponseWriter, r *http.Request) {
-	var req identity.ApproveOptions
+	var req httpapi.ApproveRequest
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
-	a, err := h.reg.Approve(r.Context(), r.PathValue("id"), req)
+	a, err := h.reg.Approve(r.Context(), r.PathValue("id"), identity.ApproveOptions(req))
 	if err != nil {
 		enrollError(w, err)
 		return
 	}
-	ans := identity.ApproveAnswer{Record: a.Record, Fingerprint: identity.Fingerprint(a.Record.PublicKey), From: a.Request.From, Requested: a.Request.Requested}
+	ans := httpapi.Approval{Identity: identityOf(a.Record), From: a.Request.From, Requested: a.Request.Requested}
 	if a.Replaced != "" {
 		ans.Replaced = identity.Fingerprint(a.Replaced)
 	}
@@ -211,24 +191,32 @@ func (h *handler) ensureClusterBucket(ctx context.Context, cluster string) {
 	}
 }
 
+// identityOf is an enrolled device as the API shows it.
+func identityOf(rec identity.Record) httpapi.Identity {
+	return httpapi.Identity{Device: rec.Device, PublicKey: rec.PublicKey, Cluster: rec.Cluster, Enrolled: rec.Enrolled,
+		Via: rec.Via, Fingerprint: identity.Fingerprint(rec.PublicKey)}
+}
+
 func enrollError(w http.ResponseWriter, err error) {
 	var fe *identity.FieldError
 	var ce *identity.ConflictError
 	switch {
 	case errors.As(err, &fe):
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Field: fe.Field, Message: fe.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", fe).WithField(fe.Field))
 	case errors.Is(err, identity.ErrBadToken):
-		apiError(w, http.StatusUnauthorized, APIError{Code: CodeUnauthorized, Field: "token", Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeUnauthorized, "%v", err).WithField("token"))
 	case errors.Is(err, identity.ErrNoRequest), errors.Is(err, identity.ErrNotEnrolled):
-		apiError(w, http.StatusNotFound, APIError{Code: CodeNotFound, Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "%v", err))
 	case errors.As(err, &ce) && errors.Is(err, identity.ErrEnrolled):
-		apiError(w, http.StatusConflict, APIError{Code: CodeEnrolled, Field: ce.Field, Message: err.Error()})
+		// An enrollment request without a token made for the device
+		// (field token), or an approval without replace (field replace).
+		apiError(w, httpapi.Errorf(httpapi.CodeDeviceEnrolled, "%v", err).WithField(ce.Field))
 	case errors.As(err, &ce):
-		apiError(w, http.StatusConflict, APIError{Code: CodeConflict, Field: ce.Field, Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeConflict, "%v", err).WithField(ce.Field))
 	case errors.Is(err, identity.ErrTooMany):
-		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeRateLimited, "%v", err))
 	case errors.Is(err, context.Canceled):
-		apiError(w, http.StatusServiceUnavailable, APIError{Code: CodeUnavailable, Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeStoreUnavailable, "%v", err))
 	default:
 		storeError(w, err)
 	}
@@ -243,11 +231,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bo
 		if optional && errors.Is(err, io.EOF) {
 			return true
 		}
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: " + err.Error()})
+		apiError(w, bodyError(err))
 		return false
 	}
 	if d.More() {
-		apiError(w, http.StatusBadRequest, APIError{Code: CodeInvalid, Message: "body: data after the JSON value"})
+		apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "body: data after the JSON value"))
 		return false
 	}
 	return true

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/identity"
@@ -93,17 +94,6 @@ func (h *handler) stale() time.Time {
 	return h.staleSince
 }
 
-// viewBody is the common part of list answers: the operator's phase and,
-// while the store is unreachable, that the view is stale and since when.
-func (h *handler) viewBody(items any) map[string]any {
-	body := map[string]any{"operator": h.op.Phase(), "items": items}
-	if since := h.stale(); !since.IsZero() {
-		body["stale"] = true
-		body["stale_since"] = since.UTC().Format(time.RFC3339)
-	}
-	return body
-}
-
 func newHandler(nc *nats.Conn, ns *mesh.Server, st store.Store, op *operator.Operator, gc *store.Lease, kvs map[string]store.KV, cfg config.Server, dash *web.Dashboard, log *slog.Logger) *handler {
 	js, _ := jetstream.New(nc) // cannot fail for a non-nil connection
 	h := &handler{nc: nc, st: st, dash: dash, js: js, op: op, kvs: kvs, cfg: cfg, mux: http.NewServeMux(), log: log,
@@ -142,7 +132,6 @@ func newHandler(nc *nats.Conn, ns *mesh.Server, st store.Store, op *operator.Ope
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	h.routesAPI()
-	h.routesEnroll()
 	h.mux.Handle("/", dash) // every other path is the dashboard's
 	return h
 }
@@ -170,26 +159,27 @@ func authorizeAPI(dash *web.Dashboard, w http.ResponseWriter, r *http.Request) (
 	tok, err := dash.Authenticate(r)
 	switch {
 	case errors.Is(err, web.ErrRateLimited):
-		apiError(w, http.StatusTooManyRequests, APIError{Code: CodeRateLimited, Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeRateLimited, "%v", err))
 		return tok, false
 	case err != nil:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="harmony"`)
-		apiError(w, http.StatusUnauthorized, APIError{Code: CodeUnauthorized, Message: err.Error()})
+		apiError(w, httpapi.Errorf(httpapi.CodeUnauthorized, "%v", err))
 		return tok, false
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && tok.Role != web.Admin {
-		apiError(w, http.StatusForbidden, APIError{Code: CodeForbidden,
-			Message: fmt.Sprintf("token %q is a %s: only admin tokens may apply, delete, label, exec, create enrollment tokens, approve or revoke", tok.Name, tok.Role)})
+		apiError(w, httpapi.Errorf(httpapi.CodeForbidden,
+			"token %q is a %s: only admin tokens may apply, delete, label, exec, create enrollment tokens, approve or revoke", tok.Name, tok.Role))
 		return tok, false
 	}
 	return tok, true
 }
 
-// enrollPath reports the two calls a device makes without a bearer token:
-// its enrollment request and the question whether it was approved.
+// enrollPath reports the two calls a device makes without a bearer token
+// (httpapi.NoToken): its enrollment request and the question whether it
+// was approved.
 func enrollPath(r *http.Request) bool {
-	return (r.Method == http.MethodPost && r.URL.Path == pathEnroll) ||
-		(r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, pathEnrollStatus))
+	return (r.Method == http.MethodPost && r.URL.Path == httpapi.Path(httpapi.RouteEnroll)) ||
+		(r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, httpapi.Path(httpapi.RouteEnroll)+"/"))
 }
 
 func b2f(b bool) float64 {

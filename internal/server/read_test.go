@@ -163,10 +163,16 @@ func TestOneDeploymentAndOneDevice(t *testing.T) {
 		{"GET", "/api/v1/devices/b/logs", http.StatusServiceUnavailable, "device_offline"},
 		{"POST", "/api/v1/devices/b/exec", http.StatusServiceUnavailable, "device_offline"},
 		{"GET", "/api/v1/deployments/nothing", http.StatusNotFound, "not_found"},
+		// Labels only for a device that has reported.
+		{"PATCH", "/api/v1/devices/nobody/labels", http.StatusNotFound, "not_found"},
+		{"PATCH", "/api/v1/devices/c/labels", http.StatusOK, ""},
 	} {
 		body := ""
-		if c.method == "POST" {
+		switch c.method {
+		case "POST":
 			body = `{"command":["id"]}`
+		case "PATCH":
+			body = `{"set":{"tier":"edge"}}`
 		}
 		if st, out, code := apiCall(t, base, adminToken, c.method, c.path, body); st != c.status || code != c.code {
 			t.Errorf("%s %s: %d %s (%v), want %d %s", c.method, c.path, st, code, out, c.status, c.code)

@@ -7,17 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/harmony-fleet/harmony/internal/operator"
+	"github.com/harmony-fleet/harmony/api/httpapi"
 )
 
 // holdBackend is a Backend whose operator holds removals of orphaned
 // desired state (the optional orphanHolder capability).
 type holdBackend struct {
 	*fakeBackend
-	hold operator.OrphanHold
+	hold httpapi.OrphanHold
 }
 
-func (b *holdBackend) OrphanHold() operator.OrphanHold { return b.hold }
+func (b *holdBackend) OrphanHold() httpapi.OrphanHold { return b.hold }
 
 func newHoldDashboard(t *testing.T, b Backend) *httptest.Server {
 	t.Helper()
@@ -36,8 +36,8 @@ func newHoldDashboard(t *testing.T, b Backend) *httptest.Server {
 // command that releases them; otherwise it says nothing of it.
 func TestOverviewShowsHeldRemovals(t *testing.T) {
 	since := time.Date(2026, 12, 24, 10, 0, 0, 0, time.UTC)
-	held := operator.OrphanHold{Held: 1200, Since: &since, Fingerprint: "0123456789abcdef", Bound: 120,
-		Causes:   map[operator.Cause]int{operator.CauseDeviceGone: 1195, operator.CauseDeploymentGone: 5},
+	held := httpapi.OrphanHold{Held: 1200, Since: &since, Fingerprint: "0123456789abcdef", Bound: 120,
+		Causes:   map[string]int{httpapi.CauseDeviceGone: 1195, httpapi.CauseDeploymentGone: 5},
 		Examples: []string{"dev-00000.web", "dev-00001.web"}}
 	for _, c := range []struct {
 		name    string
@@ -49,7 +49,7 @@ func TestOverviewShowsHeldRemovals(t *testing.T) {
 			[]string{`id="orphan-hold"`, "1200 removals of desired state held", "1195 device gone, 5 deployment gone",
 				"2026-12-24 10:00:00 UTC", "<code>dev-00000.web</code>", "<code>harmony orphans release</code>"}, nil},
 		{"nothing held", &holdBackend{fakeBackend: &fakeBackend{phase: "Converged", snap: fleet(3)}}, nil, []string{`id="orphan-hold"`}},
-		{"released, being collected", &holdBackend{fakeBackend: &fakeBackend{phase: "Converged", snap: fleet(3)}, hold: operator.OrphanHold{Approved: 7}},
+		{"released, being collected", &holdBackend{fakeBackend: &fakeBackend{phase: "Converged", snap: fleet(3)}, hold: httpapi.OrphanHold{Approved: 7}},
 			[]string{`id="orphan-hold"`, "7 released removals"}, []string{"harmony orphans release"}},
 		{"a backend without the guard", &fakeBackend{phase: "Converged", snap: fleet(3)}, nil, []string{`id="orphan-hold"`}},
 	} {

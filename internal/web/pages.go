@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/operator"
@@ -86,7 +87,7 @@ func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request) {
 
 // deploymentRow is a deployment with its roll-up and bar.
 type deploymentRow struct {
-	operator.DeploymentStatus
+	httpapi.DeploymentStatus
 	State string // Succeeded, Failed, Progressing, No devices
 	Bar   bar
 }
@@ -98,7 +99,7 @@ type bar struct {
 	Title                               string
 }
 
-func newBar(s operator.DeploymentStatus) bar {
+func newBar(s httpapi.DeploymentStatus) bar {
 	x := 0.0
 	seg := func(n int) (string, string) {
 		if s.Matched == 0 {
@@ -127,7 +128,7 @@ func pct(n, of int) string {
 	return fmtPct(100 * float64(n) / float64(of))
 }
 
-func deploymentState(s operator.DeploymentStatus) string {
+func deploymentState(s httpapi.DeploymentStatus) string {
 	switch {
 	case s.Matched == 0:
 		return "No devices"
@@ -142,12 +143,19 @@ func deploymentState(s operator.DeploymentStatus) string {
 
 func rows(agg map[string]operator.DeploymentStatus) []deploymentRow {
 	out := make([]deploymentRow, 0, len(agg))
-	for _, s := range agg {
-		s.Devices = nil
+	for _, st := range agg {
+		s := countsOf(st)
 		out = append(out, deploymentRow{DeploymentStatus: s, State: deploymentState(s), Bar: newBar(s)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// countsOf is a running roll-up's counts as the API shows them (without
+// the devices' lines).
+func countsOf(s operator.DeploymentStatus) httpapi.DeploymentStatus {
+	return httpapi.DeploymentStatus{Name: s.Name, Generation: s.Generation, Matched: s.Matched, Succeeded: s.Succeeded,
+		Failed: s.Failed, Pending: s.Pending, Offline: s.Offline, LastError: s.LastError}
 }
 
 // attention is one line of the overview's list of things to look at.
@@ -161,7 +169,7 @@ type overviewData struct {
 	Attention                                   []attention
 	More                                        int // attention lines left out
 	// Hold is what the orphan guard holds back (Held 0: nothing).
-	Hold operator.OrphanHold
+	Hold httpapi.OrphanHold
 	// HoldCauses describes Hold's causes, for the banner.
 	HoldCauses string
 }
@@ -170,15 +178,15 @@ type overviewData struct {
 // desired state (docs/adr/0014-orphan-collection-guard.md): the overview
 // shows a banner while removals are held.
 type orphanHolder interface {
-	OrphanHold() operator.OrphanHold
+	OrphanHold() httpapi.OrphanHold
 }
 
 // holdCauses says "12 device gone, 3 deployment gone".
-func holdCauses(h operator.OrphanHold) string {
+func holdCauses(h httpapi.OrphanHold) string {
 	var parts []string
-	for _, c := range operator.AllCauses() {
+	for _, c := range httpapi.Causes() {
 		if n := h.Causes[c]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, strings.ReplaceAll(string(c), "-", " ")))
+			parts = append(parts, fmt.Sprintf("%d %s", n, strings.ReplaceAll(c, "-", " ")))
 		}
 	}
 	return strings.Join(parts, ", ")
@@ -258,18 +266,18 @@ type deploymentData struct {
 	Row        deploymentRow
 	// Devices is one page of the per-device table, the ones that need
 	// attention first.
-	Devices     []operator.DevRoll
+	Devices     []httpapi.DeploymentDevice
 	Page, Pages int
 	Prev, Next  string
 }
 
 // rollOrder puts failed devices first, then offline, then pending, then
 // the ones that are done.
-func rollOrder(r operator.DevRoll) int {
+func rollOrder(r httpapi.DeploymentDevice) int {
 	switch r.Phase {
 	case v1.PhaseFailed, v1.PhaseConflict:
 		return 0
-	case "Offline":
+	case httpapi.PhaseOffline:
 		return 1
 	case v1.PhaseReady:
 		return 3
@@ -282,7 +290,7 @@ func rollOrder(r operator.DevRoll) int {
 // device order) ordered by rollOrder, device order kept within each
 // class: one pass counts the classes, one picks the page's lines, so that
 // a page costs the deployment's devices, not a sort of them.
-func attentionPage(rolls []operator.DevRoll, from, n int) []operator.DevRoll {
+func attentionPage(rolls []httpapi.DeploymentDevice, from, n int) []httpapi.DeploymentDevice {
 	n = max(0, min(n, len(rolls)-from))
 	var start [4]int // where each class begins in the ordered table
 	for _, r := range rolls {
@@ -293,7 +301,7 @@ func attentionPage(rolls []operator.DevRoll, from, n int) []operator.DevRoll {
 	for c := 1; c < 4; c++ {
 		start[c] += start[c-1]
 	}
-	out := make([]operator.DevRoll, n)
+	out := make([]httpapi.DeploymentDevice, n)
 	for _, r := range rolls {
 		c := rollOrder(r)
 		if at := start[c] - from; at >= 0 && at < n {
@@ -306,11 +314,12 @@ func attentionPage(rolls []operator.DevRoll, from, n int) []operator.DevRoll {
 
 func (d *Dashboard) deployment(q *request) {
 	name := q.r.PathValue("name")
-	dep, st, ok := d.b.Deployment(name)
+	view, ok := d.b.Deployment(name)
 	if !ok {
 		d.notFound(q, fmt.Sprintf("deployment %q does not exist", name))
 		return
 	}
+	dep, st := view.Deployment, view.Status
 	spec, _ := yaml.Marshal(dep)
 	data := deploymentData{Deployment: dep, Spec: string(spec), Page: 1}
 	rolls := st.Devices
@@ -368,7 +377,7 @@ func (d *Dashboard) delete(q *request) {
 type devicesData struct {
 	Selector, State string
 	Error           string
-	Devices         []operator.DeviceStatus
+	Devices         []httpapi.Device
 	Total, Matched  int
 	Page, Pages     int
 	Prev, Next      string
@@ -414,7 +423,9 @@ func (d *Dashboard) devices(q *request) {
 	for _, id := range ids {
 		sub.Devices[id] = snap.Devices[id]
 	}
-	data.Devices = operator.Devices(sub)
+	for _, dev := range operator.Devices(sub) {
+		data.Devices = append(data.Devices, httpapi.Device(dev))
+	}
 	link := func(p int) string {
 		v := url.Values{}
 		if data.Selector != "" {
@@ -436,7 +447,7 @@ func (d *Dashboard) devices(q *request) {
 }
 
 type deviceData struct {
-	Device operator.DeviceStatus
+	Device httpapi.Device
 	Info   v1.DeviceInfo
 	Exec   bool
 	States []v1.DeviceState
@@ -446,12 +457,12 @@ type deviceData struct {
 
 func (d *Dashboard) deviceData(q *request) (deviceData, bool) {
 	id := q.r.PathValue("id")
-	dev, ok := d.b.Device(id)
+	dev, info, ok := d.b.Device(id)
 	if !ok {
 		d.notFound(q, fmt.Sprintf("device %q is not known", id))
 		return deviceData{}, false
 	}
-	return deviceData{Device: dev.Status, Info: dev.Info, Exec: dev.Info.Can(v1.CapabilityExec), States: dev.States}, true
+	return deviceData{Device: dev.Device, Info: info, Exec: info.Can(v1.CapabilityExec), States: dev.States}, true
 }
 
 func (d *Dashboard) device(q *request) {

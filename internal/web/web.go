@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/failover"
@@ -50,10 +51,11 @@ type Backend interface {
 	// kept up to date by the operator.
 	Rollup() operator.Rollup
 	// Deployment and Device answer for one deployment (with its device
-	// table) or one device without copying the view (operator.Deployment,
-	// operator.Device).
-	Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool)
-	Device(id string) (operator.DeviceDetail, bool)
+	// table) or one device without copying the view, as the API shows
+	// them (api/httpapi); Device also gives the device info the agent
+	// reported (its capabilities).
+	Deployment(name string) (httpapi.DeploymentView, bool)
+	Device(id string) (httpapi.DeviceView, v1.DeviceInfo, bool)
 	// HeartbeatAge and StateMessage describe one device or pair.
 	HeartbeatAge(id string) (time.Duration, bool)
 	StateMessage(key string) string

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/operator"
@@ -44,11 +45,17 @@ func (f *fakeBackend) HeartbeatAge(id string) (time.Duration, bool) {
 	return age, ok
 }
 func (f *fakeBackend) StateMessage(key string) string { return f.snap.States[key].Message }
-func (f *fakeBackend) Deployment(name string) (v1.Deployment, operator.DeploymentStatus, bool) {
-	return operator.DeploymentOf(f.snap, name)
+func (f *fakeBackend) Deployment(name string) (httpapi.DeploymentView, bool) {
+	d, st, ok := operator.DeploymentOf(f.snap, name)
+	view := httpapi.DeploymentView{Deployment: d, Status: countsOf(st)}
+	for _, r := range st.Devices {
+		view.Status.Devices = append(view.Status.Devices, httpapi.DeploymentDevice(r))
+	}
+	return view, ok
 }
-func (f *fakeBackend) Device(id string) (operator.DeviceDetail, bool) {
-	return operator.DeviceOf(f.snap, id)
+func (f *fakeBackend) Device(id string) (httpapi.DeviceView, v1.DeviceInfo, bool) {
+	d, ok := operator.DeviceOf(f.snap, id)
+	return httpapi.DeviceView{Device: httpapi.Device(d.Status), States: d.States}, d.Info, ok
 }
 func (f *fakeBackend) Apply(_ context.Context, body []byte) ([]string, error) {
 	f.mu.Lock()
@@ -502,12 +509,12 @@ func TestSuccessesAreNeverLimited(t *testing.T) {
 func TestAttentionPage(t *testing.T) {
 	phases := []string{v1.PhaseFailed, v1.PhaseConflict, "Offline", v1.PhasePending, v1.PhaseProgressing, v1.PhaseReady}
 	for _, size := range []int{0, 1, 7, 30} {
-		rolls := make([]operator.DevRoll, size)
+		rolls := make([]httpapi.DeploymentDevice, size)
 		for i := range rolls {
-			rolls[i] = operator.DevRoll{Device: fmt.Sprintf("d%02d", i), Phase: phases[(i*7+i/3)%len(phases)]}
+			rolls[i] = httpapi.DeploymentDevice{Device: fmt.Sprintf("d%02d", i), Phase: phases[(i*7+i/3)%len(phases)]}
 		}
 		sorted := slices.Clone(rolls)
-		slices.SortStableFunc(sorted, func(a, b operator.DevRoll) int { return rollOrder(a) - rollOrder(b) })
+		slices.SortStableFunc(sorted, func(a, b httpapi.DeploymentDevice) int { return rollOrder(a) - rollOrder(b) })
 		for n := 1; n <= size+1; n++ {
 			for from := 0; from <= size; from++ {
 				want := sorted[from:min(from+n, size)]

@@ -1,0 +1,36 @@
+package httpapi
+
+// The API's routes as net/http patterns ("METHOD /path/{wildcard}"). The
+// server registers exactly these (a test checks), the client calls them
+// and docs/openapi.yaml describes them (checked too).
+const (
+	RouteStatus           = "GET /api/v1/status"
+	RouteDeployments      = "GET /api/v1/deployments"
+	RouteApply            = "POST /api/v1/deployments"
+	RouteDeployment       = "GET /api/v1/deployments/{name}"
+	RouteDeleteDeployment = "DELETE /api/v1/deployments/{name}"
+	RouteDevices          = "GET /api/v1/devices"
+	RouteDevice           = "GET /api/v1/devices/{id}"
+	RouteLabels           = "PATCH /api/v1/devices/{id}/labels"
+	RouteLogs             = "GET /api/v1/devices/{id}/logs"
+	RouteExec             = "POST /api/v1/devices/{id}/exec"
+	RouteOrphans          = "GET /api/v1/orphans"
+	RouteReleaseOrphans   = "POST /api/v1/orphans/release"
+	RouteEnrollmentTokens = "POST /api/v1/enrollment-tokens"
+	RouteEnroll           = "POST /api/v1/enroll"
+	RouteEnrollStatus     = "GET /api/v1/enroll/{id}"
+	RouteIdentities       = "GET /api/v1/identities"
+	RouteApprove          = "POST /api/v1/devices/{id}/approve"
+	RouteRevoke           = "DELETE /api/v1/devices/{id}/identity"
+)
+
+// Routes lists every route of the API.
+func Routes() []string {
+	return []string{RouteStatus, RouteDeployments, RouteApply, RouteDeployment, RouteDeleteDeployment,
+		RouteDevices, RouteDevice, RouteLabels, RouteLogs, RouteExec, RouteOrphans, RouteReleaseOrphans,
+		RouteEnrollmentTokens, RouteEnroll, RouteEnrollStatus, RouteIdentities, RouteApprove, RouteRevoke}
+}
+
+// NoToken reports the routes a device calls without a bearer token: its
+// enrollment request and the question whether it was approved.
+func NoToken(route string) bool { return route == RouteEnroll || route == RouteEnrollStatus }
