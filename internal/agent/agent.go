@@ -37,6 +37,10 @@ import (
 type Options struct {
 	// Kinds adds or replaces reconcilers by kind name.
 	Kinds map[string]Kind
+	// ContainerPrefix goes before the podman name of every container this
+	// agent runs, so that several agents can share one podman (harmony dev:
+	// "dev-1-"). Status and conflicts use the name the spec gives.
+	ContainerPrefix string
 }
 
 // Agent is one running agent. Build it with New, run it with Run.
@@ -75,15 +79,17 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	fm := files.New(cfg.AllowedRoots)
+	fm := files.NewUnder(cfg.RootDir, cfg.AllowedRoots)
 	um := units.New(cfg.SystemdUnitDir, cfg.SystemdBus)
 	allow := cfg.Allowed()
 	kinds := map[string]Kind{
 		v1.KindFile: fileKind{m: fm, specialModes: allow.Has(v1.CapabilitySpecialFileModes)},
 		v1.KindContainer: containerKind{p: containers.NewPodman(cfg.Podman), files: fm,
-			allowPrivileged: allow.Has(v1.CapabilityPrivilegedContainers), allowHostNetwork: allow.Has(v1.CapabilityHostNetwork)},
+			allowPrivileged: allow.Has(v1.CapabilityPrivilegedContainers), allowHostNetwork: allow.Has(v1.CapabilityHostNetwork),
+			prefix: opts.ContainerPrefix},
 		v1.KindSystemdUnit: unitKind{m: um, unitFiles: allow.Has(v1.CapabilitySystemdUnitFiles)},
-		v1.KindShellJob:    shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: allow.Has(v1.CapabilityShellJob)},
+		v1.KindShellJob: shellJobKind{r: shelljob.New(st, log.With("component", "shelljob")), enabled: allow.Has(v1.CapabilityShellJob),
+			dir: cfg.RootDir},
 	}
 	for k, v := range opts.Kinds {
 		kinds[k] = v

@@ -92,6 +92,7 @@ func (a *Agent) exec(ctx context.Context, req v1.CommandRequest) v1.CommandReply
 	cctx, cancel := context.WithTimeout(ctx, v1.ExecTimeoutLimit*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, req.Command[0], req.Command[1:]...)
+	cmd.Dir = a.cfg.RootDir // "" (the agent's) unless files live under a root_dir
 	out := &capped{max: v1.MaxExecOutput}
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()

@@ -268,6 +268,16 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 	if ctx.Err() != nil {
 		return
 	}
+	if b, ok := asBlocked(err); ok {
+		// Looked at again on the next pass, without backoff: the check
+		// is cheap and installing what is missing should show at once.
+		if rs.phase != v1.PhaseFailed || rs.message != b.msg {
+			e.a.log.Warn("resource blocked", "deployment", d.Deployment, "resource", d.ID, "kind", d.Kind, "reason", b.reason, "err", b.err)
+		}
+		rs.set(v1.PhaseFailed, b.msg, map[string]string{detailReason: b.reason})
+		rs.nextRetry = time.Time{}
+		return
+	}
 	if err != nil {
 		rs.set(v1.PhaseFailed, err.Error(), res.Details)
 		if isPermanent(err) {

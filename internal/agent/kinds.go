@@ -124,6 +124,7 @@ func (k fileKind) Delete(_ context.Context, o localstate.Owned) error {
 type shellJobKind struct {
 	r       *shelljob.Runner
 	enabled bool
+	dir     string // working directory ("": the agent's); root_dir when set
 }
 
 func (k shellJobKind) Admit(d Desired) (string, error) {
@@ -136,7 +137,7 @@ func (k shellJobKind) Admit(d Desired) (string, error) {
 func (k shellJobKind) jobSpec(d Desired) shelljob.Spec {
 	s := d.Spec.(*v1.ShellJobSpec)
 	return shelljob.Spec{Deployment: d.Deployment, Generation: d.Generation, ID: d.ID, Command: s.Command,
-		Shell: s.Shell, Timeout: secondsDuration(s.TimeoutSeconds), Env: s.Env}
+		Shell: s.Shell, Timeout: secondsDuration(s.TimeoutSeconds), Env: s.Env, Dir: k.dir}
 }
 
 // Observe: a job is in sync once it ran for this generation. A run that
@@ -172,6 +173,33 @@ func isPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// blockedError: the resource needs something this machine does not have
+// (podman, systemd). Nothing the agent does changes that, installing it
+// does: the resource is Failed with the reason in its details and is looked
+// at again on every pass (a cheap check), with no backoff and no retry
+// storm.
+type blockedError struct {
+	reason string // a stable code: ReasonPodmanNotInstalled, ...
+	msg    string
+	err    error
+}
+
+// Reasons of a blocked resource (its status details' "reason").
+const (
+	ReasonPodmanNotInstalled = "PodmanNotInstalled"
+	ReasonSystemdUnavailable = "SystemdUnavailable"
+	detailReason             = "reason"
+)
+
+func (e *blockedError) Error() string { return e.msg }
+func (e *blockedError) Unwrap() error { return e.err }
+
+func asBlocked(err error) (*blockedError, bool) {
+	var b *blockedError
+	ok := errors.As(err, &b)
+	return b, ok
+}
+
 func tail(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -186,6 +214,8 @@ type containerKind struct {
 	files            *files.Manager
 	allowPrivileged  bool
 	allowHostNetwork bool
+	// prefix goes before every container's podman name (Options.ContainerPrefix).
+	prefix string
 }
 
 func containerName(d Desired) string {
@@ -194,6 +224,19 @@ func containerName(d Desired) string {
 		return s.Name
 	}
 	return d.Deployment + "-" + d.ID
+}
+
+// podmanName is the name podman knows a container by: its claim (the name
+// the spec gives or implies) behind the agent's prefix.
+func (k containerKind) podmanName(claim string) string { return k.prefix + claim }
+
+// installed blocks every container while podman is missing.
+func (k containerKind) installed() error {
+	if err := k.p.Installed(); err != nil {
+		return &blockedError{reason: ReasonPodmanNotInstalled, err: err,
+			msg: "Container needs podman, which is not installed on this machine"}
+	}
+	return nil
 }
 
 func (k containerKind) Admit(d Desired) (string, error) {
@@ -212,7 +255,7 @@ func (k containerKind) Admit(d Desired) (string, error) {
 	return containerName(d), nil
 }
 
-func toContainerSpec(name string, s *v1.ContainerSpec) containers.Spec {
+func toContainerSpec(name string, s *v1.ContainerSpec, fm *files.Manager) containers.Spec {
 	cs := containers.Spec{Name: name, Image: s.Image, Command: s.Command, Args: s.Args, Env: s.Env, Labels: s.Labels,
 		RestartPolicy: s.RestartPolicy, StopSignal: s.StopSignal, StopTimeout: secondsDuration(*s.StopTimeoutSeconds),
 		Privileged: s.Privileged, HostNetwork: s.HostNetwork}
@@ -220,17 +263,20 @@ func toContainerSpec(name string, s *v1.ContainerSpec) containers.Spec {
 		cs.Ports = append(cs.Ports, containers.Port{ContainerPort: p.ContainerPort, HostPort: p.HostPort, Protocol: p.Protocol})
 	}
 	for _, v := range s.Volumes {
-		cs.Volumes = append(cs.Volumes, containers.Volume{HostPath: v.HostPath, ContainerPath: v.ContainerPath, ReadOnly: v.ReadOnly})
+		cs.Volumes = append(cs.Volumes, containers.Volume{HostPath: fm.Real(v.HostPath), ContainerPath: v.ContainerPath, ReadOnly: v.ReadOnly})
 	}
 	return cs
 }
 
 func (k containerKind) desired(d Desired) containers.Desired {
 	return containers.Desired{Deployment: d.Deployment, Resource: d.ID,
-		Spec: toContainerSpec(containerName(d), d.Spec.(*v1.ContainerSpec)), Canonical: d.Raw}
+		Spec: toContainerSpec(k.podmanName(containerName(d)), d.Spec.(*v1.ContainerSpec), k.files), Canonical: d.Raw}
 }
 
 func (k containerKind) Observe(ctx context.Context, d Desired) (Observation, error) {
+	if err := k.installed(); err != nil {
+		return Observation{}, err
+	}
 	c, diff, err := k.p.Observe(ctx, k.desired(d))
 	if err != nil {
 		return Observation{}, err
@@ -250,12 +296,15 @@ func (k containerKind) Delete(ctx context.Context, o localstate.Owned) error {
 	if json.Unmarshal(o.Spec, &s) == nil && s.StopTimeoutSeconds != nil {
 		timeout = secondsDuration(*s.StopTimeoutSeconds)
 	}
-	return k.p.RemoveOwned(ctx, o.Claim, timeout)
+	return k.p.RemoveOwned(ctx, k.podmanName(o.Claim), timeout)
 }
 
 // Logs implements LogReader: the container's last lines.
 func (k containerKind) Logs(ctx context.Context, d Desired, lines int) (string, error) {
-	return k.p.Logs(ctx, containerName(d), lines)
+	if err := k.installed(); err != nil {
+		return "", err
+	}
+	return k.p.Logs(ctx, k.podmanName(containerName(d)), lines)
 }
 
 // Logs implements LogReader: the recorded output tail of the job's run for
@@ -309,7 +358,7 @@ func (k unitKind) Observe(ctx context.Context, d Desired) (Observation, error) {
 	s := d.Spec.(*v1.SystemdUnitSpec)
 	st, err := k.m.Observe(ctx, toUnit(s))
 	if err != nil {
-		return Observation{}, err
+		return Observation{}, blockedUnit(err)
 	}
 	var diff []string
 	if !st.FileMatches {
@@ -328,6 +377,15 @@ func (k unitKind) Observe(ctx context.Context, d Desired) (Observation, error) {
 
 func (k unitKind) Apply(ctx context.Context, d Desired) error {
 	_, err := k.m.Apply(ctx, toUnit(d.Spec.(*v1.SystemdUnitSpec)))
+	return blockedUnit(err)
+}
+
+// blockedUnit turns "no systemd here" into a blocked resource.
+func blockedUnit(err error) error {
+	var u *units.UnavailableError
+	if errors.As(err, &u) {
+		return &blockedError{reason: ReasonSystemdUnavailable, err: err, msg: "SystemdUnit needs systemd (" + u.Reason + ")"}
+	}
 	return err
 }
 

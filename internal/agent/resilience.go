@@ -156,11 +156,12 @@ func (h *health) setBreaker(s gobreaker.State) {
 
 // healthView is the JSON of GET /health.
 type healthView struct {
-	Device        string  `json:"device"`
-	MeshConnected bool    `json:"mesh_connected"`
-	LastHeartbeat string  `json:"last_heartbeat,omitempty"`
-	HeartbeatAge  float64 `json:"heartbeat_age_seconds"`
-	Breaker       string  `json:"breaker"`
+	Device        string `json:"device"`
+	MeshConnected bool   `json:"mesh_connected"`
+	LastHeartbeat string `json:"last_heartbeat,omitempty"`
+	// HeartbeatAge is null until the store acknowledged a first heartbeat.
+	HeartbeatAge *float64 `json:"heartbeat_age_seconds"`
+	Breaker      string   `json:"breaker"`
 	// DesiredStateAge: 0 while the desired-state watch is live and the
 	// mesh connected; otherwise how long the local copy has gone unconfirmed.
 	DesiredStateAge float64 `json:"desired_state_age_seconds"`
@@ -174,10 +175,10 @@ func (a *Agent) healthView() healthView {
 	v := healthView{Device: a.cfg.ID}
 	v.MeshConnected = h.connected
 	v.Breaker = h.breaker.String()
-	v.HeartbeatAge = -1
 	if !h.lastBeat.IsZero() {
 		v.LastHeartbeat = h.lastBeat.UTC().Format(time.RFC3339Nano)
-		v.HeartbeatAge = time.Since(h.lastBeat).Seconds()
+		age := time.Since(h.lastBeat).Seconds()
+		v.HeartbeatAge = &age
 	}
 	if !(h.connected && h.watchLive) {
 		v.DesiredStateAge = time.Since(h.lostAt).Seconds()
@@ -210,7 +211,10 @@ func newAgentMetrics(a *Agent) *agentMetrics {
 		return 0
 	})
 	beatAge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harmony_agent_heartbeat_age_seconds", Help: "Since the last heartbeat the store acknowledged (-1: none yet)."}, func() float64 {
-		return a.healthView().HeartbeatAge
+		if age := a.healthView().HeartbeatAge; age != nil {
+			return *age
+		}
+		return -1
 	})
 	m.reg.MustRegister(m.reconnects, m.disconnects, m.retries, m.breaker, connected, beatAge, collectors.NewGoCollector())
 	for _, s := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {

@@ -38,6 +38,11 @@ type Agent struct {
 	RetryMax     Duration `json:"retry_max"`
 	// AllowedRoots are the directories File resources may write under.
 	AllowedRoots []string `json:"allowed_roots"`
+	// RootDir, a test and development aid ("": none), is where every File
+	// path (and container volume) is resolved: /etc/harmony/motd is written
+	// at <root_dir>/etc/harmony/motd. AllowedRoots are checked against the
+	// path as written; nothing may resolve outside <root_dir>.
+	RootDir string `json:"root_dir"`
 	// Capabilities the agent allows (v1.Capability* names): each lets desired
 	// state run commands as root or widen privileges on the device, so each
 	// is off unless listed here (docs/adr/0015-agent-capabilities.md). Use
@@ -142,6 +147,7 @@ func (c *Agent) Settings() []Setting {
 		durationSetting("retry_initial", "retry-initial", "first retry delay of a failing resource", &c.RetryInitial),
 		durationSetting("retry_max", "retry-max", "longest retry delay of a failing resource", &c.RetryMax),
 		listSetting("allowed_roots", "allowed-roots", "directories File resources may write under, comma-separated", &c.AllowedRoots),
+		stringSetting("root_dir", "root-dir", "test/dev aid: resolve every File path under this directory (empty: none)", &c.RootDir),
 		listSetting("capabilities", "capabilities", "capabilities to allow, comma-separated: "+strings.Join(CapabilityNames(), ", ")+" (all off by default)", &c.Capabilities),
 		olderCapabilitySetting(c, v1.CapabilityShellJob, &c.ShellJobs),
 		olderCapabilitySetting(c, v1.CapabilityExec, &c.Exec),
@@ -196,6 +202,9 @@ func (c *Agent) Validate() error {
 		if !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" {
 			bad("allowed_roots", "%q: must be a clean absolute path other than /", r)
 		}
+	}
+	if c.RootDir != "" && (!filepath.IsAbs(c.RootDir) || filepath.Clean(c.RootDir) != c.RootDir) {
+		bad("root_dir", "%q: must be a clean absolute path", c.RootDir)
 	}
 	if !filepath.IsAbs(c.SystemdUnitDir) {
 		bad("systemd_unit_dir", "%q: must be an absolute path", c.SystemdUnitDir)

@@ -29,6 +29,9 @@ const (
 // ErrNotFound: no container of that name.
 var ErrNotFound = errors.New("container not found")
 
+// ErrNotInstalled: the podman binary is not on this machine.
+var ErrNotInstalled = errors.New("podman is not installed on this machine")
+
 // Port publishes a container port.
 type Port struct {
 	ContainerPort, HostPort int
@@ -76,6 +79,15 @@ func NewPodman(bin string) *Podman {
 		bin = "podman"
 	}
 	return &Podman{bin: bin}
+}
+
+// Installed returns ErrNotInstalled (wrapped) when the podman binary cannot
+// be found (on PATH, or at the path given).
+func (p *Podman) Installed() error {
+	if _, err := exec.LookPath(p.bin); err != nil {
+		return fmt.Errorf("%s: %w", p.bin, ErrNotInstalled)
+	}
+	return nil
 }
 
 func (p *Podman) run(ctx context.Context, args ...string) ([]byte, error) {

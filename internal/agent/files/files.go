@@ -1,6 +1,7 @@
 // Package files manages File resources: a whole file with exact content,
 // mode and ownership, written atomically and only under the agent's allowed
-// roots (checked after cleaning the path and resolving symlinks).
+// roots (checked after cleaning the path and resolving symlinks), all of
+// them optionally under one base directory (the agent's root_dir).
 package files
 
 import (
@@ -62,28 +63,62 @@ type Observed struct {
 	SHA256 string
 }
 
-// Manager writes files under a set of roots.
+// Manager writes files under a set of roots, optionally all of them under
+// one directory (NewUnder).
 type Manager struct {
-	roots []string // cleaned, symlinks resolved where they exist
+	base  string   // every path is resolved under it ("": none), symlinks resolved
+	roots []string // the allowed roots as configured, cleaned
+	real  []string // where they are on disk: symlinks resolved where they exist
 }
 
 // New returns a manager for the given allowed roots (absolute paths).
-func New(roots []string) *Manager {
+func New(roots []string) *Manager { return NewUnder("", roots) }
+
+// NewUnder returns a manager that resolves every path under base (a test
+// and development aid, the agent's root_dir): /etc/harmony/motd is the file
+// <base>/etc/harmony/motd. Roots are checked against the path as written,
+// and nothing may resolve outside <base>/<root>: a symlink below base that
+// leads elsewhere, even from a root itself, is refused.
+func NewUnder(base string, roots []string) *Manager {
 	m := &Manager{}
+	if base != "" {
+		m.base = resolved(filepath.Clean(base))
+	}
 	for _, r := range roots {
 		r = filepath.Clean(r)
-		if resolved, err := filepath.EvalSymlinks(r); err == nil {
-			r = resolved
-		}
 		m.roots = append(m.roots, r)
+		if m.base != "" {
+			m.real = append(m.real, filepath.Join(m.base, r))
+		} else {
+			m.real = append(m.real, resolved(r))
+		}
 	}
 	return m
+}
+
+// resolved is path with the symlinks of its longest existing prefix
+// resolved (path itself when that fails).
+func resolved(path string) string {
+	if r, err := resolveExisting(path); err == nil {
+		return r
+	}
+	return path
+}
+
+// Real is where path (as a resource gives it) is on disk: under the base
+// directory when there is one. Check it first.
+func (m *Manager) Real(path string) string {
+	if m.base == "" {
+		return path
+	}
+	return filepath.Join(m.base, path)
 }
 
 // Check verifies that path may be managed: absolute, clean, not a root
 // itself, and, after resolving every symlink of its existing ancestors,
 // inside an allowed root. The file itself may be a symlink only if it is
-// replaced (writes rename over it, never follow it).
+// replaced (writes rename over it, never follow it). Under a base
+// directory, the path as written must also lie in an allowed root.
 func (m *Manager) Check(path string) error {
 	if !filepath.IsAbs(path) {
 		return fmt.Errorf("path %q: must be absolute", path)
@@ -91,20 +126,32 @@ func (m *Manager) Check(path string) error {
 	if filepath.Clean(path) != path {
 		return fmt.Errorf("path %q: must be clean (no '..', '.', '//' or trailing '/')", path)
 	}
-	resolvedDir, err := resolveExisting(filepath.Dir(path))
+	if m.base != "" && !inside(path, m.roots) {
+		return fmt.Errorf("path %q: %w %v", path, ErrOutsideRoots, m.roots)
+	}
+	real := m.Real(path)
+	resolvedDir, err := resolveExisting(filepath.Dir(real))
 	if err != nil {
 		return fmt.Errorf("path %q: %w", path, err)
 	}
-	full := filepath.Join(resolvedDir, filepath.Base(path))
-	for _, r := range m.roots {
-		if full != r && strings.HasPrefix(full, r+string(filepath.Separator)) {
-			return nil
-		}
+	full := filepath.Join(resolvedDir, filepath.Base(real))
+	if inside(full, m.real) {
+		return nil
 	}
 	if full != path {
 		return fmt.Errorf("path %q (resolves to %q): %w %v", path, full, ErrOutsideRoots, m.roots)
 	}
 	return fmt.Errorf("path %q: %w %v", path, ErrOutsideRoots, m.roots)
+}
+
+// inside reports whether path lies under one of roots (not a root itself).
+func inside(path string, roots []string) bool {
+	for _, r := range roots {
+		if path != r && strings.HasPrefix(path, r+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckMount verifies a path that will be bind-mounted (a container volume):
@@ -115,17 +162,15 @@ func (m *Manager) CheckMount(path string) error {
 	if err := m.Check(path); err != nil {
 		return err
 	}
-	resolved, err := filepath.EvalSymlinks(path)
+	resolved, err := filepath.EvalSymlinks(m.Real(path))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // podman creates it, inside the root Check allowed
 	}
 	if err != nil {
 		return fmt.Errorf("path %q: %w", path, err)
 	}
-	for _, r := range m.roots {
-		if strings.HasPrefix(resolved, r+string(filepath.Separator)) {
-			return nil
-		}
+	if inside(resolved, m.real) {
+		return nil
 	}
 	return fmt.Errorf("path %q (a symlink to %q): %w %v", path, resolved, ErrOutsideRoots, m.roots)
 }
@@ -156,7 +201,8 @@ func (m *Manager) Observe(s Spec) (Observed, error) {
 	if err := m.Check(s.Path); err != nil {
 		return Observed{}, err
 	}
-	fi, err := os.Lstat(s.Path)
+	path := m.Real(s.Path)
+	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Observed{Diff: []string{"missing"}}, nil
 	}
@@ -168,7 +214,7 @@ func (m *Manager) Observe(s Spec) (Observed, error) {
 		o.Diff = append(o.Diff, "not a regular file ("+fi.Mode().Type().String()+")")
 		return o, nil
 	}
-	data, err := os.ReadFile(s.Path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return Observed{}, err
 	}
@@ -225,23 +271,24 @@ func (m *Manager) Apply(s Spec) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+	path := m.Real(s.Path)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return false, err
 	}
 	// Check again: creating parents must not have opened a way out.
 	if err := m.Check(s.Path); err != nil {
 		return false, err
 	}
-	if err := localstate.WriteFileAtomic(s.Path, s.Content, s.Mode.Perm()); err != nil {
+	if err := localstate.WriteFileAtomic(path, s.Content, s.Mode.Perm()); err != nil {
 		return false, err
 	}
 	if uid >= 0 || gid >= 0 {
-		if err := os.Lchown(s.Path, uid, gid); err != nil {
+		if err := os.Lchown(path, uid, gid); err != nil {
 			return true, err
 		}
 	}
 	// Chmod after chown: chown clears setuid/setgid bits.
-	if err := os.Chmod(s.Path, s.Mode); err != nil {
+	if err := os.Chmod(path, s.Mode); err != nil {
 		return true, err
 	}
 	return true, nil
@@ -252,7 +299,7 @@ func (m *Manager) Delete(path string) error {
 	if err := m.Check(path); err != nil {
 		return err
 	}
-	err := os.Remove(path)
+	err := os.Remove(m.Real(path))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

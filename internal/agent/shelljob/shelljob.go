@@ -29,6 +29,7 @@ type Spec struct {
 	Shell      bool // run Command[0] with /bin/sh -c
 	Timeout    time.Duration
 	Env        map[string]string
+	Dir        string // working directory ("": the agent's)
 }
 
 // TailBytes is how much of a job's output is kept in its record.
@@ -78,6 +79,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (localstate.JobRecord, error) 
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = envList(s.Env)
+	cmd.Dir = s.Dir
 	out := &tailBuffer{max: TailBytes}
 	cmd.Stdout, cmd.Stderr = out, out
 	rec := localstate.JobRecord{Deployment: s.Deployment, Generation: s.Generation, JobID: s.ID, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}

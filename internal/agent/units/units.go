@@ -40,6 +40,61 @@ func (u Unit) InstallsFile() bool { return u.Content != "" }
 // ErrNotInstalled: a unit without content that systemd does not know.
 var ErrNotInstalled = errors.New("unit is not installed on this device")
 
+// UnavailableError: systemd cannot be reached at all on this machine: no
+// bus socket at the address, or no systemd on the bus. Installing or
+// starting systemd is what changes it, not a retry.
+type UnavailableError struct {
+	Address string // the D-Bus address looked at
+	Reason  string // "no system bus at unix:path=...", ...
+}
+
+func (e *UnavailableError) Error() string { return "systemd unavailable: " + e.Reason }
+
+// SystemBusAddress is the address of the system bus when none is given:
+// $DBUS_SYSTEM_BUS_ADDRESS, else the well-known socket.
+func SystemBusAddress() string {
+	if a := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS"); a != "" {
+		return a
+	}
+	return "unix:path=/var/run/dbus/system_bus_socket"
+}
+
+// busSockets are the socket files of the unix:path= entries of a D-Bus
+// address (entries of other transports have none).
+func busSockets(address string) []string {
+	var out []string
+	for _, entry := range strings.Split(address, ";") {
+		transport, params, ok := strings.Cut(entry, ":")
+		if !ok || transport != "unix" {
+			continue
+		}
+		for _, kv := range strings.Split(params, ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok && k == "path" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// CheckBus returns an *UnavailableError when the D-Bus address ("": the
+// system bus) names only unix sockets and none of them exists.
+func CheckBus(address string) error {
+	if address == "" {
+		address = SystemBusAddress()
+	}
+	socks := busSockets(address)
+	if len(socks) == 0 || len(socks) != len(strings.Split(address, ";")) {
+		return nil // another transport: let the dial tell
+	}
+	for _, s := range socks {
+		if _, err := os.Stat(s); err == nil {
+			return nil
+		}
+	}
+	return &UnavailableError{Address: address, Reason: "no system bus at " + address}
+}
+
 // Status is what systemd reports about a unit.
 type Status struct {
 	Name          string
@@ -92,6 +147,13 @@ func (m *Manager) connection(ctx context.Context) (*sd.Conn, error) {
 	if m.conn != nil && m.conn.Connected() {
 		return m.conn, nil
 	}
+	address := m.bus
+	if address == "" {
+		address = SystemBusAddress()
+	}
+	if err := CheckBus(address); err != nil {
+		return nil, err
+	}
 	var c *sd.Conn
 	var err error
 	if m.bus == "" {
@@ -122,6 +184,28 @@ func (m *Manager) connection(ctx context.Context) (*sd.Conn, error) {
 
 func (m *Manager) path(name string) string { return filepath.Join(m.unitDir, name) }
 
+// unavailable turns the bus's answer that no systemd is on it (a D-Bus
+// daemon without systemd, as in many containers) into an *UnavailableError.
+func (m *Manager) unavailable(err error) error {
+	var de godbus.Error
+	var dep *godbus.Error
+	name := ""
+	switch {
+	case errors.As(err, &de):
+		name = de.Name
+	case errors.As(err, &dep):
+		name = dep.Name
+	}
+	if name != "org.freedesktop.DBus.Error.ServiceUnknown" {
+		return err
+	}
+	address := m.bus
+	if address == "" {
+		address = SystemBusAddress()
+	}
+	return &UnavailableError{Address: address, Reason: "no systemd on the bus at " + address}
+}
+
 // Observe reports the unit's state and whether its file matches content.
 func (m *Manager) Observe(ctx context.Context, u Unit) (Status, error) {
 	if err := ValidateName(u.Name); err != nil {
@@ -145,7 +229,7 @@ func (m *Manager) Observe(ctx context.Context, u Unit) (Status, error) {
 	}
 	props, err := c.GetUnitPropertiesContext(ctx, u.Name)
 	if err != nil {
-		return Status{}, fmt.Errorf("unit %s: %w", u.Name, err)
+		return Status{}, m.unavailable(fmt.Errorf("unit %s: %w", u.Name, err))
 	}
 	st.LoadState, _ = props["LoadState"].(string)
 	st.ActiveState, _ = props["ActiveState"].(string)
