@@ -75,8 +75,12 @@ type DeploymentDevice struct {
 	Phase string `json:"phase"`
 	// ObservedGeneration is the deployment generation the phase is for:
 	// a failure at an older generation says nothing about the current one.
-	ObservedGeneration int64  `json:"observedGeneration"`
-	Message            string `json:"message,omitempty"`
+	ObservedGeneration int64 `json:"observedGeneration"`
+	// RefusedGeneration is the latest generation the device refused as
+	// invalid (0: none refused). A refused generation is never observed,
+	// so its failure is for RefusedGeneration, not ObservedGeneration.
+	RefusedGeneration int64  `json:"refusedGeneration,omitempty"`
+	Message           string `json:"message,omitempty"`
 }
 
 // Phase of a DeploymentDevice whose heartbeat is stale.

@@ -151,13 +151,16 @@ type ResourceStatus struct {
 
 // DeviceState is the value of device-state/<device>.<deployment>.
 type DeviceState struct {
-	V                  int              `json:"v"`
-	Device             string           `json:"device"`
-	Deployment         string           `json:"deployment"`
-	ObservedGeneration int64            `json:"observedGeneration"`
-	Phase              string           `json:"phase"`
-	Message            string           `json:"message,omitempty"`
-	Resources          []ResourceStatus `json:"resources,omitempty"`
+	V                  int    `json:"v"`
+	Device             string `json:"device"`
+	Deployment         string `json:"deployment"`
+	ObservedGeneration int64  `json:"observedGeneration"`
+	// RefusedGeneration is the latest generation the agent refused as
+	// invalid while it keeps enforcing ObservedGeneration (0: none).
+	RefusedGeneration int64            `json:"refusedGeneration,omitempty"`
+	Phase             string           `json:"phase"`
+	Message           string           `json:"message,omitempty"`
+	Resources         []ResourceStatus `json:"resources,omitempty"`
 }
 
 // DecodeDeviceState reads a device-state value.

@@ -229,7 +229,7 @@ func TestAgentConvergesFiles(t *testing.T) {
 		}
 		return nil
 	})
-	if s.ObservedGeneration != 1 || !strings.Contains(s.Message, "generation 1 is still enforced") {
+	if s.ObservedGeneration != 1 || s.RefusedGeneration != 2 || !strings.Contains(s.Message, "generation 1 is still enforced") {
 		t.Fatalf("status %+v", s)
 	}
 	var field string
@@ -252,8 +252,8 @@ func TestAgentConvergesFiles(t *testing.T) {
 		{ID: "tele", Kind: "Teleporter", Spec: json.RawMessage(`{}`)},
 	}})
 	s = f.waitStatus(t, "web", func(s v1.DeviceState) error {
-		if !strings.Contains(s.Message, "generation 3 refused") {
-			return fmt.Errorf("message %q", s.Message)
+		if !strings.Contains(s.Message, "generation 3 refused") || s.RefusedGeneration != 3 {
+			return fmt.Errorf("message %q, refused generation %d", s.Message, s.RefusedGeneration)
 		}
 		return nil
 	})

@@ -386,6 +386,7 @@ func (e *engine) deploymentStatus(dep string, conflicts map[string]plan.Conflict
 	case hasRej:
 		s.Phase = v1.PhaseFailed
 		s.Message = rej.message
+		s.RefusedGeneration = rej.generation
 		if hasGood {
 			s.Message += fmt.Sprintf("; generation %d is still enforced", g.ds.Generation)
 		}

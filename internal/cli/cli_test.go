@@ -595,7 +595,7 @@ func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
 		t.Fatalf("apply: %d %s%s", code, out, errOut)
 	}
 	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
-		ObservedGeneration: 1, Phase: v1.PhaseFailed, Message: "generation 1 refused"})
+		RefusedGeneration: 1, Phase: v1.PhaseFailed, Message: "generation 1 refused"})
 	retry.Until(t, 30*time.Second, func() error { // the server has seen the failure
 		_, out, _ := run(t, "describe", "deployment", "web", "-o", "json", "--server", f.url)
 		var v httpapi.DeploymentView
@@ -644,8 +644,9 @@ func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
 		}
 		return nil
 	})
+	// As the agent reports it: generation 2 still enforced, 3 refused.
 	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
-		ObservedGeneration: 3, Phase: v1.PhaseFailed, Message: "generation 3 refused"})
+		ObservedGeneration: 2, RefusedGeneration: 3, Phase: v1.PhaseFailed, Message: "generation 3 refused"})
 	select {
 	case code := <-done:
 		if code != cli.ExitError || !strings.Contains(err2.String(), "dev-1: generation 3 refused") {

@@ -122,12 +122,13 @@ func progressAt(s httpapi.DeploymentStatus, gen int64) httpapi.DeploymentStatus 
 	p := httpapi.DeploymentStatus{Name: s.Name, Generation: s.Generation, Matched: len(s.Devices)}
 	for _, d := range s.Devices {
 		current := d.ObservedGeneration >= gen
+		refused := d.RefusedGeneration >= gen
 		switch {
 		case !d.Online || d.Phase == httpapi.PhaseOffline:
 			p.Offline++
 		case current && d.Phase == v1.PhaseReady:
 			p.Succeeded++
-		case current && (d.Phase == v1.PhaseFailed || d.Phase == v1.PhaseConflict):
+		case (current || refused) && (d.Phase == v1.PhaseFailed || d.Phase == v1.PhaseConflict):
 			p.Failed++
 			p.LastError = d.Device + ": " + d.Message
 		default:

@@ -26,6 +26,7 @@ type DevRoll struct {
 	Online             bool   `json:"online"`
 	Phase              string `json:"phase"`
 	ObservedGeneration int64  `json:"observedGeneration"`
+	RefusedGeneration  int64  `json:"refusedGeneration,omitempty"`
 	Message            string `json:"message,omitempty"`
 }
 

@@ -90,6 +90,7 @@ func devRoll(id string, online bool, st v1.DeviceState, has bool) DevRoll {
 	r := DevRoll{Device: id, Online: online, Phase: v1.PhasePending}
 	if has {
 		r.Phase, r.ObservedGeneration, r.Message = st.Phase, st.ObservedGeneration, st.Message
+		r.RefusedGeneration = st.RefusedGeneration
 	}
 	if !online {
 		r.Phase = "Offline"
