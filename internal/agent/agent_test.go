@@ -320,6 +320,11 @@ func TestAgentConflictRule(t *testing.T) {
 	if !strings.Contains(s.Resources[0].Message, "zeta") {
 		t.Fatalf("conflict does not name the winner: %+v", s.Resources[0])
 	}
+	// The deployment's one line says which resource and why, not only how
+	// many: it is what `apply --wait` and the deployment list show.
+	if want := "1 resource(s) in conflict (first: c: File"; !strings.HasPrefix(s.Message, want) || !strings.Contains(s.Message, "zeta") {
+		t.Fatalf("deployment message %q, want %q... naming zeta", s.Message, want)
+	}
 	if b, _ := os.ReadFile(shared); string(b) != "zeta\n" {
 		t.Fatalf("shared = %q", b)
 	}

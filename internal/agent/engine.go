@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -391,15 +392,32 @@ func (e *engine) deploymentStatus(dep string, conflicts map[string]plan.Conflict
 			s.Message += fmt.Sprintf("; generation %d is still enforced", g.ds.Generation)
 		}
 	case counts[v1.PhaseConflict] > 0:
-		s.Phase, s.Message = v1.PhaseConflict, fmt.Sprintf("%d resource(s) in conflict", counts[v1.PhaseConflict])
+		s.Phase, s.Message = v1.PhaseConflict, fmt.Sprintf("%d resource(s) in conflict%s", counts[v1.PhaseConflict], firstOf(s.Resources, v1.PhaseConflict))
 	case counts[v1.PhaseFailed] > 0:
-		s.Phase, s.Message = v1.PhaseFailed, fmt.Sprintf("%d resource(s) failed", counts[v1.PhaseFailed])
+		s.Phase, s.Message = v1.PhaseFailed, fmt.Sprintf("%d resource(s) failed%s", counts[v1.PhaseFailed], firstOf(s.Resources, v1.PhaseFailed))
 	case counts[v1.PhasePending] > 0 || counts[v1.PhaseProgressing] > 0:
 		s.Phase = v1.PhaseProgressing
 	default:
 		s.Phase = v1.PhaseReady
 	}
 	return s
+}
+
+// firstOf names the first resource (by id) in phase and its message, for
+// a deployment's one-line message: what failed, not only how many.
+func firstOf(rs []v1.ResourceStatus, phase string) string {
+	const max = 300
+	for _, r := range rs {
+		if r.Phase != phase {
+			continue
+		}
+		msg := r.Message
+		if len(msg) > max {
+			msg = strings.ToValidUTF8(msg[:max], "") + "..."
+		}
+		return fmt.Sprintf(" (first: %s: %s)", r.ID, msg)
+	}
+	return ""
 }
 
 // snapshotGood returns the enforced resources by deployment, for readers on

@@ -276,7 +276,7 @@ func newDescribeCmd(stdout io.Writer) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t\t\t%s (generation %d)\t%s\n", st.Deployment, st.Phase, st.ObservedGeneration, st.Message)
 					for _, r := range st.Resources {
 						msg := r.Message
-						if r.Field != "" {
+						if r.Field != "" && !strings.HasPrefix(msg, r.Field+":") {
 							msg = r.Field + ": " + msg
 						}
 						fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Phase, msg)
