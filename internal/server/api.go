@@ -15,7 +15,6 @@ import (
 
 	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
-	"github.com/harmony-fleet/harmony/internal/operator"
 	"github.com/harmony-fleet/harmony/internal/store"
 )
 
@@ -74,9 +73,8 @@ func storeErrorOf(err error) *httpapi.Error {
 }
 
 func (h *handler) apiStatus(w http.ResponseWriter, r *http.Request) {
-	roll := h.op.Rollup()
 	writeJSON(w, http.StatusOK, httpapi.Status{Operator: string(h.op.Phase()), Progress: h.op.Progress(),
-		Fleet: httpapi.FleetCounts{Devices: roll.Online + roll.Offline, Online: roll.Online, Offline: roll.Offline}})
+		Fleet: fleetCounts(h.op.Rollup())})
 }
 
 func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
@@ -84,7 +82,7 @@ func (h *handler) listDeployments(w http.ResponseWriter, r *http.Request) {
 	roll, deps := h.op.Rollup(), h.op.Deployments()
 	out := []httpapi.DeploymentView{}
 	for _, name := range sortedNames(deps) {
-		out = append(out, httpapi.DeploymentView{Deployment: deps[name], Status: deploymentStatus(roll.Deployments[name])})
+		out = append(out, deploymentView(deps[name], roll.Deployments[name]))
 	}
 	writeJSON(w, http.StatusOK, listBody(h, out))
 }
@@ -97,7 +95,7 @@ func (h *handler) getDeployment(w http.ResponseWriter, r *http.Request) {
 		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "deployment %q not found", name).WithField("name"))
 		return
 	}
-	writeJSON(w, http.StatusOK, httpapi.DeploymentView{Deployment: d, Status: deploymentStatus(st)})
+	writeJSON(w, http.StatusOK, deploymentView(d, st))
 }
 
 func (h *handler) applyDeployments(w http.ResponseWriter, r *http.Request) {
@@ -288,13 +286,8 @@ func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
 		apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "%v", err).WithField("selector"))
 		return
 	}
-	out := []httpapi.Device{}
-	for _, d := range operator.Devices(h.op.Snapshot()) {
-		if sel.Matches(d.Labels) {
-			out = append(out, httpapi.Device(d))
-		}
-	}
-	writeJSON(w, http.StatusOK, listBody(h, out))
+	snap := h.op.Snapshot()
+	writeJSON(w, http.StatusOK, listBody(h, devicesOf(snap, matchingDevices(snap, sel, nil))))
 }
 
 func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
@@ -304,11 +297,7 @@ func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
 		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "device %q not found", id).WithField("id"))
 		return
 	}
-	view := httpapi.DeviceView{Device: httpapi.Device(d.Status), States: d.States}
-	if view.States == nil {
-		view.States = []v1.DeviceState{}
-	}
-	writeJSON(w, http.StatusOK, view)
+	writeJSON(w, http.StatusOK, deviceView(d))
 }
 
 // patchLabels sets and removes a device's control-plane labels. The device
@@ -471,29 +460,6 @@ func listBody[T any](h *handler, items []T) httpapi.List[T] {
 		body.Stale, body.StaleSince = true, since.UTC().Format(time.RFC3339)
 	}
 	return body
-}
-
-// deploymentStatus is a deployment's roll-up as the API shows it.
-func deploymentStatus(s operator.DeploymentStatus) httpapi.DeploymentStatus {
-	out := httpapi.DeploymentStatus{Name: s.Name, Generation: s.Generation, Matched: s.Matched, Succeeded: s.Succeeded,
-		Failed: s.Failed, Pending: s.Pending, Offline: s.Offline, LastError: s.LastError}
-	if s.Devices != nil {
-		out.Devices = make([]httpapi.DeploymentDevice, len(s.Devices))
-		for i, d := range s.Devices {
-			out.Devices[i] = httpapi.DeploymentDevice(d)
-		}
-	}
-	return out
-}
-
-// orphanHold is the orphan guard's hold as the API shows it.
-func orphanHold(h operator.OrphanHold) httpapi.OrphanHold {
-	out := httpapi.OrphanHold{Held: h.Held, Causes: make(map[string]int, len(h.Causes)), Since: h.Since,
-		Examples: h.Examples, Fingerprint: h.Fingerprint, Approved: h.Approved, Bound: h.Bound}
-	for c, n := range h.Causes {
-		out.Causes[string(c)] = n
-	}
-	return out
 }
 
 func sortedNames[V any](m map[string]V) []string {

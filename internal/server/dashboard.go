@@ -62,6 +62,8 @@ func (g *gate) wait(what string) { g.waiting.Store(&what) }
 
 // The dashboard's Backend.
 
+var _ web.Backend = (*gate)(nil)
+
 func (g *gate) Phase() string {
 	if h := g.h.Load(); h != nil {
 		return string(h.op.Phase())
@@ -86,32 +88,60 @@ func (g *gate) Stale() time.Time {
 	return time.Time{}
 }
 
-func (g *gate) Snapshot() operator.Snapshot {
+// Summary, Deployment, Devices and Device answer in the API's types,
+// through the API's own conversions (views.go), from the operator's
+// narrow reads; only the device list copies the view, and works out in
+// full only the page it shows.
+
+func (g *gate) Summary() web.Summary {
 	if h := g.h.Load(); h != nil {
-		return h.op.Snapshot()
+		return summary(h.op.Rollup())
 	}
-	return operator.Snapshot{}
+	return web.Summary{}
 }
 
-func (g *gate) Rollup() operator.Rollup {
-	if h := g.h.Load(); h != nil {
-		return h.op.Rollup()
-	}
-	return operator.Rollup{}
+// summary is the overview's and the deployment list's reading of the
+// running roll-up.
+func summary(r operator.Rollup) web.Summary {
+	return web.Summary{Fleet: fleetCounts(r), Deployments: deploymentCounts(r), Offline: r.OfflineIDs, Conflicts: r.Conflicts}
 }
 
 func (g *gate) Deployment(name string) (httpapi.DeploymentView, bool) {
 	if h := g.h.Load(); h != nil {
 		d, st, ok := h.op.Deployment(name)
-		return httpapi.DeploymentView{Deployment: d, Status: deploymentStatus(st)}, ok
+		return deploymentView(d, st), ok
 	}
 	return httpapi.DeploymentView{}, false
+}
+
+func (g *gate) Devices(q web.DeviceQuery) web.DevicePage {
+	h := g.h.Load()
+	if h == nil {
+		return web.DevicePage{}
+	}
+	return devicePage(h.op.Snapshot(), q)
+}
+
+// devicePage is one page of the device list: the devices the query
+// selects, by id, of which only the page's are worked out in full.
+func devicePage(s operator.Snapshot, q web.DeviceQuery) web.DevicePage {
+	var keep func(string) bool
+	switch q.State {
+	case web.StateOnline:
+		keep = s.Online
+	case web.StateOffline:
+		keep = func(id string) bool { return !s.Online(id) }
+	}
+	ids := matchingDevices(s, q.Selector, keep)
+	from := min(max(0, q.From), len(ids))
+	return web.DevicePage{Total: len(s.Devices), Matched: len(ids),
+		Items: devicesOf(s, ids[from:min(from+max(0, q.Limit), len(ids))])}
 }
 
 func (g *gate) Device(id string) (httpapi.DeviceView, v1.DeviceInfo, bool) {
 	if h := g.h.Load(); h != nil {
 		d, ok := h.op.Device(id)
-		return httpapi.DeviceView{Device: httpapi.Device(d.Status), States: d.States}, d.Info, ok
+		return deviceView(d), d.Info, ok
 	}
 	return httpapi.DeviceView{}, v1.DeviceInfo{}, false
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/failover"
-	"github.com/harmony-fleet/harmony/internal/operator"
 )
 
 func (d *Dashboard) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -141,21 +140,13 @@ func deploymentState(s httpapi.DeploymentStatus) string {
 	}
 }
 
-func rows(agg map[string]operator.DeploymentStatus) []deploymentRow {
-	out := make([]deploymentRow, 0, len(agg))
-	for _, st := range agg {
-		s := countsOf(st)
-		out = append(out, deploymentRow{DeploymentStatus: s, State: deploymentState(s), Bar: newBar(s)})
+// rows are the deployments' lines, in the order given (by name).
+func rows(counts []httpapi.DeploymentStatus) []deploymentRow {
+	out := make([]deploymentRow, len(counts))
+	for i, s := range counts {
+		out[i] = deploymentRow{DeploymentStatus: s, State: deploymentState(s), Bar: newBar(s)}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-// countsOf is a running roll-up's counts as the API shows them (without
-// the devices' lines).
-func countsOf(s operator.DeploymentStatus) httpapi.DeploymentStatus {
-	return httpapi.DeploymentStatus{Name: s.Name, Generation: s.Generation, Matched: s.Matched, Succeeded: s.Succeeded,
-		Failed: s.Failed, Pending: s.Pending, Offline: s.Offline, LastError: s.LastError}
 }
 
 // attention is one line of the overview's list of things to look at.
@@ -196,13 +187,13 @@ const attentionMax = 20
 
 func (d *Dashboard) overview(q *request) {
 	// The operator's running counts: no pass over the fleet per request.
-	roll := d.b.Rollup()
+	sum := d.b.Summary()
 	var o overviewData
 	if oh, ok := d.b.(orphanHolder); ok {
 		o.Hold = oh.OrphanHold()
 		o.HoldCauses = holdCauses(o.Hold)
 	}
-	for _, r := range rows(roll.Deployments) {
+	for _, r := range rows(sum.Deployments) {
 		o.Deployments++
 		switch r.State {
 		case "Failed":
@@ -215,14 +206,14 @@ func (d *Dashboard) overview(q *request) {
 			o.Progressing++
 		}
 	}
-	o.Devices, o.Online, o.Offline = roll.Online+roll.Offline, roll.Online, roll.Offline
+	o.Devices, o.Online, o.Offline = sum.Fleet.Devices, sum.Fleet.Online, sum.Fleet.Offline
 	// Offline devices and conflicts, described only as far as shown.
 	type later struct{ kind, id, key string }
 	var rest []later
-	for _, id := range roll.OfflineIDs {
+	for _, id := range sum.Offline {
 		rest = append(rest, later{"Offline device", id, ""})
 	}
-	for _, key := range roll.Conflicts {
+	for _, key := range sum.Conflicts {
 		dev, _, _ := v1.SplitDeviceKey(key)
 		rest = append(rest, later{"Conflict", dev, key})
 	}
@@ -257,7 +248,7 @@ type deploymentsData struct {
 
 func (d *Dashboard) deployments(q *request) {
 	d.render(q, http.StatusOK, "deployments", d.page(q, "Deployments", "deployments",
-		deploymentsData{Rows: rows(d.b.Rollup().Deployments)}))
+		deploymentsData{Rows: rows(d.b.Summary().Deployments)}))
 }
 
 type deploymentData struct {
@@ -349,7 +340,7 @@ func (d *Dashboard) apply(q *request) {
 			return
 		}
 		d.render(q, http.StatusBadRequest, "deployments", d.page(q, "Deployments", "deployments",
-			deploymentsData{Rows: rows(d.b.Rollup().Deployments), Manifest: body, ApplyError: msg}))
+			deploymentsData{Rows: rows(d.b.Summary().Deployments), Manifest: body, ApplyError: msg}))
 	}
 	if strings.TrimSpace(body) == "" {
 		rejected("nothing to apply: paste one or more deployments (YAML or JSON)")
@@ -389,43 +380,25 @@ func (d *Dashboard) devices(q *request) {
 	sel, err := v1.ParseSelector(data.Selector)
 	if err != nil {
 		data.Error = "selector: " + err.Error()
+		sel = v1.Selector{} // every device, with the error shown
 	}
-	snap := d.b.Snapshot()
-	data.Total = len(snap.Devices)
-	var ids []string
-	for id, dev := range snap.Devices {
-		if err == nil && !sel.Matches(dev.Labels()) {
-			continue
-		}
-		switch data.State {
-		case "online":
-			if !snap.Online(id) {
-				continue
-			}
-		case "offline":
-			if snap.Online(id) {
-				continue
-			}
-		}
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	data.Matched = len(ids)
-	data.Pages = max(1, (len(ids)+d.size-1)/d.size)
 	if n, err := strconv.Atoi(qs.Get("page")); err == nil && n > 0 {
-		data.Page = min(n, data.Pages)
+		data.Page = n
 	}
-	from := (data.Page - 1) * d.size
-	ids = ids[from:min(from+d.size, len(ids))]
-	// Only the devices shown are worked out in full.
-	sub := snap
-	sub.Devices = make(map[string]operator.Device, len(ids))
-	for _, id := range ids {
-		sub.Devices[id] = snap.Devices[id]
+	// Only the page's devices are worked out in full (by the Backend); a
+	// page past the end (a link from a longer list) shows the last one.
+	pageOf := func(page int) DevicePage {
+		return d.b.Devices(DeviceQuery{Selector: sel, State: data.State, From: (page - 1) * d.size, Limit: d.size})
 	}
-	for _, dev := range operator.Devices(sub) {
-		data.Devices = append(data.Devices, httpapi.Device(dev))
+	res := pageOf(data.Page)
+	data.Pages = max(1, (res.Matched+d.size-1)/d.size)
+	if data.Page > data.Pages {
+		data.Page = data.Pages
+		res = pageOf(data.Page)
+		data.Pages = max(1, (res.Matched+d.size-1)/d.size)
+		data.Page = min(data.Page, data.Pages)
 	}
+	data.Devices, data.Total, data.Matched = res.Items, res.Total, res.Matched
 	link := func(p int) string {
 		v := url.Values{}
 		if data.Selector != "" {

@@ -1,6 +1,7 @@
 // Package web is the dashboard: server-rendered pages (html/template) with
 // htmx for the live parts, every asset embedded in the binary. It reads the
-// operator's view through a Backend and never talks to the store itself.
+// fleet through a Backend, in the HTTP API's types (api/httpapi), and never
+// talks to the store or the operator itself.
 package web
 
 import (
@@ -22,7 +23,6 @@ import (
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/buildinfo"
 	"github.com/harmony-fleet/harmony/internal/failover"
-	"github.com/harmony-fleet/harmony/internal/operator"
 )
 
 //go:embed templates/*.html
@@ -31,40 +31,100 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// Phases the dashboard shows besides the operator's own.
+// The operator's phases as the API shows them (httpapi.Status.Operator),
+// and the one the dashboard shows before there is an operator.
 const (
 	// Starting: the server is up but has not reached the store yet.
 	Starting = "Starting"
+	// Recovering: the operator is rebuilding its view; what it holds may
+	// be incomplete.
+	Recovering = "Recovering"
+	// Converged: the view is complete.
+	Converged = "Converged"
 )
 
-// Backend is what the dashboard reads from, and asks of, the server.
-type Backend interface {
+// Fleet is what the fleet pages (overview, deployments, devices) read: the
+// operator's view in the HTTP API's types (api/httpapi), converted by the
+// same functions as the API's answers, so that a page and the API cannot
+// show the fleet differently. Every method is safe for concurrent use and
+// answers from the operator's narrow reads: only Devices looks at the whole
+// fleet, and it works out in full only the page it returns.
+type Fleet interface {
 	// Phase is Starting, Recovering or Converged; Progress says why not
 	// Converged yet.
 	Phase() string
 	Progress() string
 	// Stale is when the store stopped answering (zero: it answers).
 	Stale() time.Time
-	// Snapshot is a copy of the whole view (the device list pages it).
-	Snapshot() operator.Snapshot
-	// Rollup is the counts the overview and the deployments list show,
-	// kept up to date by the operator.
-	Rollup() operator.Rollup
-	// Deployment and Device answer for one deployment (with its device
-	// table) or one device without copying the view, as the API shows
-	// them (api/httpapi); Device also gives the device info the agent
-	// reported (its capabilities).
+	// Summary is the counts the overview and the deployments list show,
+	// kept up to date by the operator: reading them costs the number of
+	// deployments and of offline devices, not the fleet's size.
+	Summary() Summary
+	// Deployment answers for one deployment, with its device table, as
+	// GET /api/v1/deployments/{name} does.
 	Deployment(name string) (httpapi.DeploymentView, bool)
+	// Devices is one page of the device list, as GET /api/v1/devices
+	// shows each device.
+	Devices(q DeviceQuery) DevicePage
+	// Device answers for one device as GET /api/v1/devices/{id} does,
+	// with the device info the agent reported (its capabilities).
 	Device(id string) (httpapi.DeviceView, v1.DeviceInfo, bool)
-	// HeartbeatAge and StateMessage describe one device or pair.
+	// HeartbeatAge and StateMessage describe one device or one
+	// <device>.<deployment> pair (the overview's attention list).
 	HeartbeatAge(id string) (time.Duration, bool)
 	StateMessage(key string) string
+}
+
+// Summary is the fleet at a glance.
+type Summary struct {
+	Fleet httpapi.FleetCounts
+	// Deployments are every deployment's counts, without the devices'
+	// lines, sorted by name.
+	Deployments []httpapi.DeploymentStatus
+	// Offline are the offline devices' ids, sorted.
+	Offline []string
+	// Conflicts are the <device>.<deployment> keys in Conflict, sorted.
+	Conflicts []string
+}
+
+// States a device list can be narrowed to (DeviceQuery.State).
+const (
+	StateOnline  = "online"
+	StateOffline = "offline"
+)
+
+// DeviceQuery asks for one page of the device list.
+type DeviceQuery struct {
+	// Selector selects by the devices' effective labels (the zero
+	// Selector selects every device).
+	Selector v1.Selector
+	// State is StateOnline or StateOffline to keep those only; anything
+	// else keeps both.
+	State string
+	// From and Limit pick the page: the matched devices [From,
+	// From+Limit), by id.
+	From, Limit int
+}
+
+// DevicePage is one page of the device list.
+type DevicePage struct {
+	Items []httpapi.Device
+	// Total is the number of devices known, Matched of those the query
+	// selects.
+	Total, Matched int
+}
+
+// Backend is what the dashboard reads from, and asks of, the server.
+type Backend interface {
+	Fleet
 	// Apply stores the deployments of a YAML or JSON document stream and
 	// says what happened to each.
 	Apply(ctx context.Context, body []byte) ([]string, error)
 	Delete(ctx context.Context, name string) error
 	Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error)
-	// Clusters lists the HA clusters that have a failover bucket.
+	// Clusters lists the HA clusters that have a failover bucket. The
+	// failover status is not part of the HTTP API (api/httpapi), so the
+	// cluster pages read internal/failover's own types.
 	Clusters(ctx context.Context) ([]string, error)
 	Cluster(ctx context.Context, name string) (failover.View, error)
 	// ClusterHistory is the retained history of a cluster's state (the
@@ -285,7 +345,7 @@ func (d *Dashboard) page(q *request, title, nav string, data any) page {
 		p.Self = q.r.URL.RequestURI() // what the live part re-requests
 	}
 	p.Poll = d.poll.String()
-	if p.Phase != string(operator.Converged) {
+	if p.Phase != Converged {
 		p.Progress = d.b.Progress()
 		p.Poll = "1s"
 		p.Hold = true
@@ -351,7 +411,7 @@ func (d *Dashboard) fail(q *request, status int, title, msg string) {
 // yet: the page is held, with the banner, and keeps refreshing, instead of
 // saying "not found".
 func (d *Dashboard) notFound(q *request, msg string) {
-	if d.b.Phase() != string(operator.Converged) {
+	if d.b.Phase() != Converged {
 		d.render(q, http.StatusOK, "error", d.page(q, "Waiting for the view", "", msg))
 		return
 	}

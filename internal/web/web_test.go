@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -19,16 +20,87 @@ import (
 	"github.com/harmony-fleet/harmony/api/httpapi"
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/failover"
-	"github.com/harmony-fleet/harmony/internal/operator"
 )
 
 // fakeBackend is a hand-written Backend for the dashboard's own logic.
 type fakeBackend struct {
 	mu      sync.Mutex
 	phase   string
-	snap    operator.Snapshot
+	snap    fakeFleet
 	deleted []string
 	applied []string
+}
+
+// fakeFleet is a fleet held in the fake: devices with their heartbeat's
+// age, deployments and each pair's status. The fake works the API's
+// answers out from it the simple way (a pass over everything): the
+// server's running counts are the operator's business, tested there.
+type fakeFleet struct {
+	deployments map[string]v1.Deployment
+	devices     map[string]v1.DeviceInfo
+	states      map[string]v1.DeviceState // by <device>.<deployment>
+	age         map[string]time.Duration  // since the last heartbeat; absent: never
+}
+
+const fakeStaleness = 30 * time.Second
+
+func (s fakeFleet) online(id string) bool {
+	age, ok := s.age[id]
+	return ok && age <= fakeStaleness
+}
+
+func (s fakeFleet) ids() []string { return slices.Sorted(maps.Keys(s.devices)) }
+
+// status is a deployment's roll-up with its devices' lines.
+func (s fakeFleet) status(name string) httpapi.DeploymentStatus {
+	d := s.deployments[name]
+	out := httpapi.DeploymentStatus{Name: name, Generation: d.Metadata.Generation}
+	for _, id := range s.ids() {
+		if !d.Spec.Selector.Matches(s.devices[id].Labels) {
+			continue
+		}
+		out.Matched++
+		line := httpapi.DeploymentDevice{Device: id, Online: s.online(id), Phase: v1.PhasePending}
+		st, has := s.states[v1.DeviceKey(id, name)]
+		if has {
+			line.Phase, line.ObservedGeneration, line.Message = st.Phase, st.ObservedGeneration, st.Message
+		}
+		switch {
+		case !line.Online:
+			out.Offline++
+			line.Phase = httpapi.PhaseOffline
+		case line.Phase == v1.PhaseReady && line.ObservedGeneration == out.Generation:
+			out.Succeeded++
+		case line.Phase == v1.PhaseFailed || line.Phase == v1.PhaseConflict:
+			out.Failed++
+			out.LastError = id + ": " + line.Message
+		default:
+			out.Pending++
+		}
+		out.Devices = append(out.Devices, line)
+	}
+	return out
+}
+
+func (s fakeFleet) device(id string) httpapi.Device {
+	out := httpapi.Device{ID: id, Labels: s.devices[id].Labels, Online: s.online(id), HeartbeatAgeSecs: -1, Deployments: map[string]string{}}
+	if age, ok := s.age[id]; ok {
+		out.HeartbeatAgeSecs = age.Seconds()
+	}
+	for name, d := range s.deployments {
+		if !d.Spec.Selector.Matches(out.Labels) {
+			continue
+		}
+		phase := v1.PhasePending
+		if st, ok := s.states[v1.DeviceKey(id, name)]; ok {
+			phase = st.Phase
+		}
+		if !out.Online {
+			phase = httpapi.PhaseOffline
+		}
+		out.Deployments[name] = phase
+	}
+	return out
 }
 
 func (f *fakeBackend) Phase() string {
@@ -36,27 +108,73 @@ func (f *fakeBackend) Phase() string {
 	defer f.mu.Unlock()
 	return f.phase
 }
-func (f *fakeBackend) Progress() string            { return "3 of 6 buckets replayed" }
-func (f *fakeBackend) Stale() time.Time            { return time.Time{} }
-func (f *fakeBackend) Snapshot() operator.Snapshot { return f.snap }
-func (f *fakeBackend) Rollup() operator.Rollup     { return operator.RollupOf(f.snap) }
-func (f *fakeBackend) HeartbeatAge(id string) (time.Duration, bool) {
-	age, ok := f.snap.HeartbeatAge[id]
-	return age, ok
-}
-func (f *fakeBackend) StateMessage(key string) string { return f.snap.States[key].Message }
-func (f *fakeBackend) Deployment(name string) (httpapi.DeploymentView, bool) {
-	d, st, ok := operator.DeploymentOf(f.snap, name)
-	view := httpapi.DeploymentView{Deployment: d, Status: countsOf(st)}
-	for _, r := range st.Devices {
-		view.Status.Devices = append(view.Status.Devices, httpapi.DeploymentDevice(r))
+func (f *fakeBackend) Progress() string { return "3 of 6 buckets replayed" }
+func (f *fakeBackend) Stale() time.Time { return time.Time{} }
+func (f *fakeBackend) Summary() Summary {
+	s := f.snap
+	var out Summary
+	for _, name := range slices.Sorted(maps.Keys(s.deployments)) {
+		st := s.status(name)
+		st.Devices = nil
+		out.Deployments = append(out.Deployments, st)
 	}
-	return view, ok
+	for _, id := range s.ids() {
+		if s.online(id) {
+			out.Fleet.Online++
+		} else {
+			out.Fleet.Offline++
+			out.Offline = append(out.Offline, id)
+		}
+	}
+	out.Fleet.Devices = len(s.devices)
+	for _, k := range slices.Sorted(maps.Keys(s.states)) {
+		if s.states[k].Phase == v1.PhaseConflict {
+			out.Conflicts = append(out.Conflicts, k)
+		}
+	}
+	return out
+}
+func (f *fakeBackend) Deployment(name string) (httpapi.DeploymentView, bool) {
+	d, ok := f.snap.deployments[name]
+	if !ok {
+		return httpapi.DeploymentView{}, false
+	}
+	return httpapi.DeploymentView{Deployment: d, Status: f.snap.status(name)}, true
+}
+func (f *fakeBackend) Devices(q DeviceQuery) DevicePage {
+	s := f.snap
+	var ids []string
+	for _, id := range s.ids() {
+		if q.Selector.Matches(s.devices[id].Labels) &&
+			(q.State != StateOnline || s.online(id)) && (q.State != StateOffline || !s.online(id)) {
+			ids = append(ids, id)
+		}
+	}
+	out := DevicePage{Total: len(s.devices), Matched: len(ids)}
+	from := min(max(0, q.From), len(ids))
+	for _, id := range ids[from:min(from+q.Limit, len(ids))] {
+		out.Items = append(out.Items, s.device(id))
+	}
+	return out
 }
 func (f *fakeBackend) Device(id string) (httpapi.DeviceView, v1.DeviceInfo, bool) {
-	d, ok := operator.DeviceOf(f.snap, id)
-	return httpapi.DeviceView{Device: httpapi.Device(d.Status), States: d.States}, d.Info, ok
+	info, ok := f.snap.devices[id]
+	if !ok {
+		return httpapi.DeviceView{}, v1.DeviceInfo{}, false
+	}
+	view := httpapi.DeviceView{Device: f.snap.device(id), States: []v1.DeviceState{}}
+	for _, name := range slices.Sorted(maps.Keys(f.snap.deployments)) {
+		if st, ok := f.snap.states[v1.DeviceKey(id, name)]; ok {
+			view.States = append(view.States, st)
+		}
+	}
+	return view, info, true
 }
+func (f *fakeBackend) HeartbeatAge(id string) (time.Duration, bool) {
+	age, ok := f.snap.age[id]
+	return age, ok
+}
+func (f *fakeBackend) StateMessage(key string) string { return f.snap.states[key].Message }
 func (f *fakeBackend) Apply(_ context.Context, body []byte) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -88,27 +206,27 @@ const (
 	viewerSecret = "viewer-secret-0123456789"
 )
 
-func fleet(n int) operator.Snapshot {
-	s := operator.Snapshot{Deployments: map[string]v1.Deployment{}, Devices: map[string]operator.Device{},
-		States: map[string]v1.DeviceState{}, HeartbeatAge: map[string]time.Duration{}, Staleness: 30 * time.Second}
+func fleet(n int) fakeFleet {
+	s := fakeFleet{deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
+		states: map[string]v1.DeviceState{}, age: map[string]time.Duration{}}
 	for i := range n {
 		id := fmt.Sprintf("dev-%05d", i)
 		site := "home"
 		if i%2 == 1 {
 			site = "office"
 		}
-		s.Devices[id] = operator.Device{Info: v1.DeviceInfo{ID: id, Labels: map[string]string{"site": site}}}
-		s.HeartbeatAge[id] = time.Second
+		s.devices[id] = v1.DeviceInfo{ID: id, Labels: map[string]string{"site": site}}
+		s.age[id] = time.Second
 		if i%10 == 9 {
-			s.HeartbeatAge[id] = time.Hour // offline
+			s.age[id] = time.Hour // offline
 		}
 	}
 	var d v1.Deployment
 	d.Metadata.Name, d.Metadata.Generation = "web", 1
-	s.Deployments["web"] = d
+	s.deployments["web"] = d
 	for i := range n / 2 {
 		id := fmt.Sprintf("dev-%05d", i)
-		s.States[v1.DeviceKey(id, "web")] = v1.DeviceState{Device: id, Deployment: "web", ObservedGeneration: 1, Phase: v1.PhaseReady}
+		s.states[v1.DeviceKey(id, "web")] = v1.DeviceState{Device: id, Deployment: "web", ObservedGeneration: 1, Phase: v1.PhaseReady}
 	}
 	return s
 }
