@@ -452,6 +452,8 @@ func FuzzDecodeSpec(f *testing.F) {
 	f.Add(KindContainer, mustMarshal(f, ContainerSpec{Image: "i", Volumes: []Volume{{HostPath: "/srv/../../etc", ContainerPath: "/etc"}}}))
 	f.Add(KindContainer, mustMarshal(f, ContainerSpec{Image: "-rm", Env: map[string]string{"1A": "x", "A=B": "y"}, Ports: []Port{{ContainerPort: 0, HostPort: -1, Protocol: "sctp"}}}))
 	f.Add(KindContainer, []byte(`{"image":"i","stopTimeoutSeconds":-1,"stopSignal":"KILL; rm -rf /"}`))
+	f.Add(KindContainer, []byte(`{"image":"i","healthCheck":{"command":["test","-f","/ok"],"retries":2,"startPeriodSeconds":5}}`))
+	f.Add(KindContainer, []byte(`{"image":"i","healthCheck":{"command":["CMD","a","b"],"shell":true,"intervalSeconds":-1,"timeoutSeconds":0}}`))
 	f.Add(KindSystemdUnit, mustMarshal(f, SystemdUnitSpec{Name: "../../etc/systemd/system/evil.service", Content: "x"}))
 	f.Add(KindSystemdUnit, mustMarshal(f, SystemdUnitSpec{Name: "..service", Content: "x"}))
 	f.Add(KindShellJob, mustMarshal(f, ShellJobSpec{Command: []string{"a", "b"}, Shell: true}))
@@ -541,6 +543,14 @@ func checkSpec(t *testing.T, spec any) {
 		}
 		if strings.ContainsAny(s.StopSignal, " ;\x00") || s.RestartPolicy == "" {
 			t.Fatalf("accepted stopSignal %q, restartPolicy %q", s.StopSignal, s.RestartPolicy)
+		}
+		if h := s.HealthCheck; h != nil {
+			if len(h.Command) == 0 || h.Command[0] == "" || (h.Shell && len(h.Command) != 1) || (!h.Shell && isHealthKeyword(h.Command[0])) {
+				t.Fatalf("accepted health check command %q (shell %v)", h.Command, h.Shell)
+			}
+			if h.IntervalSeconds < 1 || h.TimeoutSeconds < 1 || h.Retries < 1 || h.StartPeriodSeconds < 0 {
+				t.Fatalf("accepted health check %+v", h)
+			}
 		}
 	case *SystemdUnitSpec:
 		if s.Name == "" || len(s.Name) > 255 || strings.ContainsAny(s.Name, "/\x00") {

@@ -71,6 +71,24 @@ type ContainerSpec struct {
 	StopTimeoutSeconds *int              `json:"stopTimeoutSeconds,omitempty"` // default 30
 	Privileged         bool              `json:"privileged,omitempty"`
 	HostNetwork        bool              `json:"hostNetwork,omitempty"`
+	HealthCheck        *HealthCheck      `json:"healthCheck,omitempty"`
+}
+
+// HealthCheck is a command run inside a running container, every
+// IntervalSeconds, by the agent (through podman). A container with one is
+// Ready only while its check passes, and Failed after Retries failures in a
+// row; failures during the first StartPeriodSeconds after a start do not
+// count. An unhealthy container is reported, not restarted: RestartPolicy is
+// about exits, as in podman.
+type HealthCheck struct {
+	// Command runs in the container as written (exec form), or, with
+	// Shell, as one script given to /bin/sh -c.
+	Command            []string `json:"command"`
+	Shell              bool     `json:"shell,omitempty"`
+	IntervalSeconds    int      `json:"intervalSeconds,omitempty"`    // default 10
+	TimeoutSeconds     int      `json:"timeoutSeconds,omitempty"`     // default 5
+	Retries            int      `json:"retries,omitempty"`            // default 3
+	StartPeriodSeconds int      `json:"startPeriodSeconds,omitempty"` // default 0
 }
 
 // SystemdUnitSpec is one unit file and its wanted state.
@@ -251,6 +269,17 @@ func (s *ContainerSpec) setDefaults() {
 			s.Ports[i].Protocol = "tcp"
 		}
 	}
+	if h := s.HealthCheck; h != nil {
+		if h.IntervalSeconds == 0 {
+			h.IntervalSeconds = 10
+		}
+		if h.TimeoutSeconds == 0 {
+			h.TimeoutSeconds = 5
+		}
+		if h.Retries == 0 {
+			h.Retries = 3
+		}
+	}
 }
 
 func (s *ContainerSpec) validate(e errs) {
@@ -302,6 +331,47 @@ func (s *ContainerSpec) validate(e errs) {
 	if t := *s.StopTimeoutSeconds; t < 0 || t > 3600 {
 		e.at("stopTimeoutSeconds").add("%d: must be 0 to 3600", t)
 	}
+	if s.HealthCheck != nil {
+		s.HealthCheck.validate(e.at("healthCheck"))
+	}
+}
+
+func (h *HealthCheck) validate(e errs) {
+	switch {
+	case len(h.Command) == 0 || h.Command[0] == "":
+		e.at("command").add("is required")
+	case h.Shell && len(h.Command) != 1:
+		e.at("command").add("with shell: true, give the whole script as one string")
+	case !h.Shell && isHealthKeyword(h.Command[0]):
+		e.at("command").add("%q is podman's keyword, not a command: give the command itself (or shell: true and the script)", h.Command[0])
+	}
+	for i, a := range h.Command {
+		if strings.ContainsRune(a, 0) {
+			e.at("command").index(i).add("must not contain a NUL byte")
+		}
+	}
+	if h.IntervalSeconds < 1 || h.IntervalSeconds > 86400 {
+		e.at("intervalSeconds").add("%d: must be 1 to 86400", h.IntervalSeconds)
+	}
+	if h.TimeoutSeconds < 1 || h.TimeoutSeconds > 3600 {
+		e.at("timeoutSeconds").add("%d: must be 1 to 3600", h.TimeoutSeconds)
+	}
+	if h.Retries < 1 || h.Retries > 100 {
+		e.at("retries").add("%d: must be 1 to 100", h.Retries)
+	}
+	if h.StartPeriodSeconds < 0 || h.StartPeriodSeconds > 86400 {
+		e.at("startPeriodSeconds").add("%d: must be 0 to 86400", h.StartPeriodSeconds)
+	}
+}
+
+// isHealthKeyword: the first words podman and Docker read as the form of a
+// health check rather than as a command.
+func isHealthKeyword(s string) bool {
+	switch strings.ToUpper(s) {
+	case "CMD", "CMD-SHELL", "NONE":
+		return true
+	}
+	return false
 }
 
 func (s *SystemdUnitSpec) setDefaults() {

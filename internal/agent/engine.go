@@ -54,6 +54,7 @@ type resState struct {
 	bo        *backoff.ExponentialBackOff
 	nextRetry time.Time
 	permanent bool
+	recheck   time.Time // the kind asked to observe again then (Result.Recheck)
 }
 
 func newEngine(a *Agent) *engine {
@@ -133,6 +134,9 @@ func (e *engine) pass(ctx context.Context) time.Time {
 	for _, rs := range e.res {
 		if !rs.nextRetry.IsZero() && rs.nextRetry.Before(next) {
 			next = rs.nextRetry
+		}
+		if !rs.recheck.IsZero() && rs.recheck.Before(next) {
+			next = rs.recheck
 		}
 	}
 	return next
@@ -269,6 +273,7 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 	if ctx.Err() != nil {
 		return
 	}
+	rs.recheck = res.Recheck
 	if b, ok := asBlocked(err); ok {
 		// Looked at again on the next pass, without backoff: the check
 		// is cheap and installing what is missing should show at once.
@@ -292,6 +297,9 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 	}
 	rs.bo.Reset()
 	rs.nextRetry = time.Time{}
+	if res.Phase != rs.phase && res.Phase == v1.PhaseFailed {
+		e.a.log.Warn("resource failed", "deployment", d.Deployment, "resource", d.ID, "kind", d.Kind, "message", res.Message)
+	}
 	rs.set(res.Phase, res.Message, res.Details)
 	if d.Claim != "" {
 		o := localstate.Owned{Kind: d.Kind, Claim: d.Claim, Deployment: d.Deployment, ResourceID: d.ID, Spec: d.Raw}

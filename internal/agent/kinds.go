@@ -30,9 +30,15 @@ type Desired struct {
 
 // Result is what a reconciler saw after doing its work.
 type Result struct {
-	Phase   string // v1.PhaseReady or v1.PhaseProgressing
+	// Phase is v1.PhaseReady or v1.PhaseProgressing, or v1.PhaseFailed
+	// for a thing that matches its spec and reports itself broken (an
+	// unhealthy container): nothing to apply, nothing to retry.
+	Phase   string
 	Message string
 	Details map[string]string
+	// Recheck, when set, is when the kind wants to observe again, before
+	// the next resync (a container's next health check).
+	Recheck time.Time
 }
 
 // Observation is what Observe saw, without changing anything.
@@ -191,6 +197,12 @@ const (
 	detailReason             = "reason"
 )
 
+// Reasons of a running container with a health check that is not Ready.
+const (
+	ReasonHealthCheckPending = "HealthCheckPending" // Progressing: no passing check since the start yet
+	ReasonUnhealthy          = "Unhealthy"          // Failed: retries checks in a row failed
+)
+
 func (e *blockedError) Error() string { return e.msg }
 func (e *blockedError) Unwrap() error { return e.err }
 
@@ -209,6 +221,9 @@ func tail(s string, n int) string {
 
 // containerKind adapts the podman driver. Privileged containers and the
 // host network need capabilities privileged_containers and host_network.
+// Observing a container with a health check runs the check when one is due
+// (it reads, it changes nothing of the container) and asks for the next
+// observation when the next one is due.
 type containerKind struct {
 	p                *containers.Podman
 	files            *files.Manager
@@ -265,6 +280,10 @@ func toContainerSpec(name string, s *v1.ContainerSpec, fm *files.Manager) contai
 	for _, v := range s.Volumes {
 		cs.Volumes = append(cs.Volumes, containers.Volume{HostPath: fm.Real(v.HostPath), ContainerPath: v.ContainerPath, ReadOnly: v.ReadOnly})
 	}
+	if h := s.HealthCheck; h != nil {
+		cs.HealthCheck = &containers.HealthCheck{Command: h.Command, Shell: h.Shell, Interval: secondsDuration(h.IntervalSeconds),
+			Timeout: secondsDuration(h.TimeoutSeconds), Retries: h.Retries, StartPeriod: secondsDuration(h.StartPeriodSeconds)}
+	}
 	return cs
 }
 
@@ -277,12 +296,38 @@ func (k containerKind) Observe(ctx context.Context, d Desired) (Observation, err
 	if err := k.installed(); err != nil {
 		return Observation{}, err
 	}
-	c, diff, err := k.p.Observe(ctx, k.desired(d))
+	cd := k.desired(d)
+	c, diff, err := k.p.Observe(ctx, cd)
 	if err != nil {
 		return Observation{}, err
 	}
-	return Observation{InSync: diff == "", Diff: diff,
-		Result: Result{Phase: v1.PhaseReady, Message: "running", Details: containers.Details(c)}}, nil
+	if diff != "" || cd.Spec.HealthCheck == nil {
+		return Observation{InSync: diff == "", Diff: diff,
+			Result: Result{Phase: v1.PhaseReady, Message: "running", Details: containers.Details(c)}}, nil
+	}
+	h, c, err := k.p.Health(ctx, cd, c)
+	if err != nil {
+		return Observation{Result: Result{Details: containers.Details(c)}}, err
+	}
+	return Observation{InSync: true, Result: healthResult(h, c)}, nil
+}
+
+// healthResult is the status of a running container with a health check:
+// Ready while healthy, Progressing until a check passes, Failed when
+// unhealthy (not restarted: restartPolicy is about exits).
+func healthResult(h containers.HealthState, c containers.Container) Result {
+	// No time of the last check in the details: the status is written
+	// when it changes, and that would change it at every check.
+	details := containers.Details(c)
+	details["health"] = h.Verdict
+	r := Result{Phase: v1.PhaseReady, Message: h.Message, Details: details, Recheck: h.Next}
+	switch h.Verdict {
+	case containers.HealthStarting:
+		r.Phase, details[detailReason] = v1.PhaseProgressing, ReasonHealthCheckPending
+	case containers.HealthUnhealthy:
+		r.Phase, details[detailReason] = v1.PhaseFailed, ReasonUnhealthy
+	}
+	return r
 }
 
 func (k containerKind) Apply(ctx context.Context, d Desired) error {

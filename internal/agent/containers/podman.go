@@ -57,6 +57,7 @@ type Spec struct {
 	StopTimeout   time.Duration
 	Privileged    bool
 	HostNetwork   bool
+	HealthCheck   *HealthCheck // nil: none
 }
 
 // Container is what podman reports.
@@ -68,6 +69,7 @@ type Container struct {
 	StartedAt       time.Time
 	ExitCode        int
 	Labels          map[string]string
+	Health          Health // the record of its health checks, if it has one
 }
 
 // Podman runs the podman CLI.
@@ -123,10 +125,13 @@ type inspectJSON struct {
 	Name      string `json:"Name"`
 	ImageName string `json:"ImageName"`
 	State     struct {
-		Status    string    `json:"Status"`
-		Running   bool      `json:"Running"`
-		StartedAt time.Time `json:"StartedAt"`
-		ExitCode  int       `json:"ExitCode"`
+		Status    string      `json:"Status"`
+		Running   bool        `json:"Running"`
+		StartedAt time.Time   `json:"StartedAt"`
+		ExitCode  int         `json:"ExitCode"`
+		Health    *healthJSON `json:"Health"`
+		// Healthcheck is where podman before 4 kept it.
+		Healthcheck *healthJSON `json:"Healthcheck"`
 	} `json:"State"`
 	RestartCount int `json:"RestartCount"`
 	Config       struct {
@@ -152,8 +157,13 @@ func (p *Podman) Inspect(ctx context.Context, name string) (Container, error) {
 		return Container{}, fmt.Errorf("podman container inspect %s: unexpected output: %v", name, err)
 	}
 	c := list[0]
+	health := c.State.Health
+	if health == nil {
+		health = c.State.Healthcheck
+	}
 	return Container{ID: c.ID, Name: c.Name, Image: c.ImageName, State: c.State.Status, Running: c.State.Running,
-		RestartCount: c.RestartCount, StartedAt: c.State.StartedAt, ExitCode: c.State.ExitCode, Labels: c.Config.Labels}, nil
+		RestartCount: c.RestartCount, StartedAt: c.State.StartedAt, ExitCode: c.State.ExitCode, Labels: c.Config.Labels,
+		Health: health.health()}, nil
 }
 
 // CreateArgs is the podman create command line of s; the same spec always
@@ -196,6 +206,9 @@ func CreateArgs(s Spec) []string {
 	}
 	if s.HostNetwork {
 		args = append(args, "--network", "host")
+	}
+	if s.HealthCheck != nil {
+		args = append(args, s.HealthCheck.createArgs()...)
 	}
 	if len(s.Command) > 0 {
 		ep, _ := json.Marshal(s.Command)
