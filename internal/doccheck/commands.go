@@ -29,7 +29,7 @@ func Commands(b Block) []Command {
 		}
 		words := Split(line)
 		words = trimPrefixWords(words)
-		if len(words) == 0 || words[0] != "harmony" {
+		if len(words) == 0 || !isHarmony(words[0]) {
 			continue
 		}
 		out = append(out, Command{Args: words[1:], Line: start, Text: strings.TrimSpace(line)})

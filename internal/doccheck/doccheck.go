@@ -57,9 +57,61 @@ var (
 
 // Parse returns the fenced blocks of markdown data (CommonMark's backtick
 // and tilde fences, also indented in list items). An unclosed block runs to
-// the end of the file. Indented (four-space) code blocks are not returned:
-// the docs use them for prose-level snippets only.
+// the end of the file. Of indented (four-space) code blocks, only the
+// harmony command lines are returned, each as a one-command "sh" block
+// (see indentedCommands).
 func Parse(file string, data []byte) []Block {
+	return append(fenced(file, data), indentedCommands(file, data)...)
+}
+
+// indentedCommands returns the harmony command lines of indented code
+// blocks (a line indented by four spaces or a tab after a blank line or
+// another such line, outside fenced blocks), with their backslash
+// continuations, as "sh" blocks.
+func indentedCommands(file string, data []byte) []Block {
+	var out []Block
+	lines := strings.Split(string(data), "\n")
+	inFence, prevBlankOrCode := "", true
+	for i := 0; i < len(lines); i++ {
+		line := lines[i]
+		if m := fenceRe.FindStringSubmatch(line); m != nil && (inFence == "" || strings.HasPrefix(strings.TrimSpace(line), inFence)) {
+			if inFence == "" {
+				inFence = m[2]
+			} else {
+				inFence = ""
+			}
+			prevBlankOrCode = false
+			continue
+		}
+		if inFence != "" {
+			continue
+		}
+		code := strings.HasPrefix(line, "    ") || strings.HasPrefix(line, "\t")
+		if code && prevBlankOrCode {
+			words := trimPrefixWords(Split(line))
+			if len(words) > 0 && isHarmony(words[0]) {
+				text := strings.TrimSpace(line) + "\n"
+				start := i
+				for strings.HasSuffix(strings.TrimRight(lines[i], " \t"), "\\") && i+1 < len(lines) {
+					i++
+					text += strings.TrimSpace(lines[i]) + "\n"
+				}
+				out = append(out, Block{File: file, Lang: "sh", Line: start + 1, Text: text})
+			}
+		}
+		prevBlankOrCode = code || strings.TrimSpace(line) == ""
+	}
+	return out
+}
+
+// isHarmony: the word runs the harmony binary (as installed, or as built
+// by make in bin/).
+func isHarmony(w string) bool {
+	return w == "harmony" || w == "bin/harmony" || w == "./bin/harmony"
+}
+
+// fenced returns the fenced code blocks of markdown data.
+func fenced(file string, data []byte) []Block {
 	var (
 		out       []Block
 		cur       *Block

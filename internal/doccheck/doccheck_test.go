@@ -135,3 +135,36 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestIndentedCommands: harmony lines of indented code blocks are found
+// (with their continuations), prose and fenced blocks' lines are not.
+func TestIndentedCommands(t *testing.T) {
+	md := "Run it:\n" + // 1
+		"\n" + // 2
+		"    harmony agent --id a \\\n" + // 3
+		"        --label x=y\n" + // 4
+		"    make run\n" + // 5
+		"\n" + // 6
+		"text harmony get devices\n" + // 7
+		"continued prose\n" + // 8
+		"    harmony not-code-after-prose\n" + // 9
+		"```sh\n" + // 10
+		"    harmony in-a-fence\n" + // 11
+		"```\n" + // 12
+		"\n" + // 13
+		"    bin/harmony get devices\n" // 14
+	var got []string
+	for _, b := range Parse("x.md", []byte(md)) {
+		for _, c := range Commands(b) {
+			got = append(got, b.Location(c.Line)+" "+c.Text)
+		}
+	}
+	want := []string{
+		"x.md:11 harmony in-a-fence",
+		"x.md:3 harmony agent --id a  --label x=y",
+		"x.md:14 bin/harmony get devices",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("commands\n got %q\nwant %q", got, want)
+	}
+}
