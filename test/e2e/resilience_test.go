@@ -20,6 +20,20 @@ import (
 	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
+// The three outage scenarios below mostly wait (a one-minute server
+// outage and a 30 s blackhole, five runs each: about 320 s and 160 s of
+// the package's run), so they run in parallel with each other, after the
+// package's serial tests (t.Parallel; at most -parallel at once, GOMAXPROCS
+// by default). They share nothing: each starts its own server and agents
+// (agent ids r1-r3, b1, s1) with data and state under its own t.TempDir,
+// on ports freePort never gives out twice, behind proxies on ports of
+// their own; they use no podman, systemd, PostgreSQL or network namespace
+// and set no environment variable (t.Setenv would forbid t.Parallel).
+// What they assert are generous bounds (30 s to recover, 9 s to notice a
+// blackhole, against agent timers of 2 s), not tight timings. The failover
+// and cluster scenarios stay serial: they assert who acknowledged a write
+// when, and a busier CPU shifts those timings.
+
 // resilienceRuns is how many times each outage scenario runs in a row (5 in
 // CI, HARMONY_RESILIENCE_RUNS to change it).
 func resilienceRuns(t *testing.T) int {
@@ -201,6 +215,7 @@ func (e *outageEnv) heartbeatRevs(kv store.KV) map[string]uint64 {
 // status on its own, within about two seconds of the server accepting
 // connections. Five runs in a row.
 func TestOutageServerStoppedAndRestarted(t *testing.T) {
+	t.Parallel()
 	outage := envDuration(t, "HARMONY_OUTAGE", time.Minute)
 	e := newOutageEnv(t, "r1", "r2", "r3")
 	e.apply(1)
@@ -285,6 +300,7 @@ func TestOutageServerStoppedAndRestarted(t *testing.T) {
 // is; a plain device's default is 30 s, docs/agent.md), then recovers on
 // its own. Five runs in a row.
 func TestOutageBlackholedLink(t *testing.T) {
+	t.Parallel()
 	hole := envDuration(t, "HARMONY_BLACKHOLE", 30*time.Second)
 	e := newOutageEnvWith(t, []string{"--mesh-ping-interval", "2s"}, "b1")
 	a := e.agents["b1"]
@@ -342,6 +358,7 @@ func TestOutageBlackholedLink(t *testing.T) {
 // cached desired state (repairs drift on its own) and joins when the
 // server appears. Five runs in a row.
 func TestOutageAgentStartsBeforeServer(t *testing.T) {
+	t.Parallel()
 	e := newOutageEnv(t, "s1")
 	a := e.agents["s1"]
 	e.apply(1)
