@@ -28,6 +28,12 @@ type Metadata struct {
 	Name       string            `json:"name"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Generation int64             `json:"generation,omitempty"`
+	// UID is set by the server when the deployment is created and never
+	// changes; a deployment deleted and created again under the same name
+	// gets a new one, so (UID, Generation) names one rendered generation
+	// for good, although the generation starts again at 1. What a user
+	// writes here is ignored. Empty for deployments created before UIDs.
+	UID string `json:"uid,omitempty"`
 }
 
 // DeploymentSpec is the declared part.

@@ -91,9 +91,12 @@ func DecodeDeviceInfo(data []byte) (DeviceInfo, error) {
 // DesiredState is the value of desired-state/<device>.<deployment>: what the
 // server rendered for one device.
 type DesiredState struct {
-	V          int        `json:"v"`
-	Device     string     `json:"device"`
-	Deployment string     `json:"deployment"`
+	V          int    `json:"v"`
+	Device     string `json:"device"`
+	Deployment string `json:"deployment"`
+	// UID is the deployment's (Metadata.UID): with Generation it names
+	// this desired state across the deployment's deletion and re-creation.
+	UID        string     `json:"uid,omitempty"`
 	Generation int64      `json:"generation"`
 	Resources  []Resource `json:"resources"`
 }
@@ -155,6 +158,10 @@ type DeviceState struct {
 	Device             string `json:"device"`
 	Deployment         string `json:"deployment"`
 	ObservedGeneration int64  `json:"observedGeneration"`
+	// UID is the deployment UID of ObservedGeneration (DesiredState.UID):
+	// a status of an earlier deployment of the same name says nothing
+	// about this one.
+	UID string `json:"uid,omitempty"`
 	// RefusedGeneration is the latest generation the agent refused as
 	// invalid while it keeps enforcing ObservedGeneration (0: none).
 	RefusedGeneration int64            `json:"refusedGeneration,omitempty"`

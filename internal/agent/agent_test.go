@@ -475,3 +475,33 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestShellJobOfARecreatedDeploymentRuns: a deployment deleted and created
+// again starts at generation 1 under a new UID; its job is another job and
+// runs, although a job of the same id ran at generation 1 of the old one.
+func TestShellJobOfARecreatedDeploymentRuns(t *testing.T) {
+	f := startFleet(t)
+	startAgent(t, agentConfig(t, f.srv.ClientURL(), t.TempDir(), t.TempDir()))
+	out := filepath.Join(t.TempDir(), "ran")
+	job := func(word string) json.RawMessage {
+		b, _ := json.Marshal(map[string]any{"command": []string{"sh", "-c", "echo " + word + " > " + out}})
+		return b
+	}
+	readyAs := func(uid string) func(v1.DeviceState) error {
+		return func(s v1.DeviceState) error {
+			if s.UID != uid || s.ObservedGeneration != 1 || s.Phase != v1.PhaseReady {
+				return fmt.Errorf("phase %s at generation %d of %q (%s)", s.Phase, s.ObservedGeneration, s.UID, s.Message)
+			}
+			return nil
+		}
+	}
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "jobs", UID: "OLD", Generation: 1,
+		Resources: []v1.Resource{{ID: "j", Kind: v1.KindShellJob, Spec: job("one")}}})
+	f.waitStatus(t, "jobs", readyAs("OLD"))
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "jobs", UID: "NEW", Generation: 1,
+		Resources: []v1.Resource{{ID: "j", Kind: v1.KindShellJob, Spec: job("two")}}})
+	f.waitStatus(t, "jobs", readyAs("NEW"))
+	if b, err := os.ReadFile(out); err != nil || string(b) != "two\n" {
+		t.Fatalf("the re-created deployment's job did not run: %q %v", b, err)
+	}
+}

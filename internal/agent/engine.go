@@ -230,7 +230,7 @@ func (e *engine) decode(ds v1.DesiredState) ([]Desired, []v1.ResourceStatus) {
 			continue
 		}
 		raw, _ := v1.Marshal(spec)
-		d := Desired{Deployment: ds.Deployment, Generation: ds.Generation, ID: r.ID, Kind: r.Kind, Spec: spec, Raw: raw}
+		d := Desired{Deployment: ds.Deployment, UID: ds.UID, Generation: ds.Generation, ID: r.ID, Kind: r.Kind, Spec: spec, Raw: raw}
 		claim, err := kind.Admit(d)
 		if err != nil {
 			field := prefix
@@ -358,7 +358,7 @@ func (e *engine) deploymentStatus(dep string, conflicts map[string]plan.Conflict
 	s := v1.DeviceState{V: v1.FormatVersion, Device: e.a.cfg.ID, Deployment: dep}
 	g, hasGood := e.good[dep]
 	if hasGood {
-		s.ObservedGeneration = g.ds.Generation
+		s.ObservedGeneration, s.UID = g.ds.Generation, g.ds.UID
 	}
 	counts := map[string]int{}
 	for _, d := range g.resources {

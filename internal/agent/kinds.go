@@ -20,6 +20,7 @@ import (
 // Desired is one decoded resource the agent should enforce.
 type Desired struct {
 	Deployment string
+	UID        string // the deployment's (DesiredState.UID)
 	Generation int64
 	ID         string
 	Kind       string
@@ -142,7 +143,7 @@ func (k shellJobKind) Admit(d Desired) (string, error) {
 
 func (k shellJobKind) jobSpec(d Desired) shelljob.Spec {
 	s := d.Spec.(*v1.ShellJobSpec)
-	return shelljob.Spec{Deployment: d.Deployment, Generation: d.Generation, ID: d.ID, Command: s.Command,
+	return shelljob.Spec{Deployment: d.Deployment, UID: d.UID, Generation: d.Generation, ID: d.ID, Command: s.Command,
 		Shell: s.Shell, Timeout: secondsDuration(s.TimeoutSeconds), Env: s.Env, Dir: k.dir}
 }
 
@@ -355,7 +356,7 @@ func (k containerKind) Logs(ctx context.Context, d Desired, lines int) (string, 
 // Logs implements LogReader: the recorded output tail of the job's run for
 // the current generation.
 func (k shellJobKind) Logs(_ context.Context, d Desired, lines int) (string, error) {
-	rec, ok, err := k.r.Done(shelljob.Spec{Deployment: d.Deployment, Generation: d.Generation, ID: d.ID})
+	rec, ok, err := k.r.Done(shelljob.Spec{Deployment: d.Deployment, UID: d.UID, Generation: d.Generation, ID: d.ID})
 	if err != nil {
 		return "", err
 	}

@@ -594,7 +594,13 @@ func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
 	if code, out, errOut := run(t, "apply", "-f", manifest(t, "web", "home", "broken"), "--server", f.url); code != 0 || !strings.Contains(out, "generation 1") {
 		t.Fatalf("apply: %d %s%s", code, out, errOut)
 	}
-	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
+	// A device reports for the deployment's UID, which the server made.
+	var created httpapi.DeploymentView
+	if _, out, _ := run(t, "describe", "deployment", "web", "-o", "json", "--server", f.url); json.Unmarshal([]byte(out), &created) != nil || created.Deployment.Metadata.UID == "" {
+		t.Fatalf("no deployment UID in:\n%s", out)
+	}
+	uid := created.Deployment.Metadata.UID
+	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web", UID: uid,
 		RefusedGeneration: 1, Phase: v1.PhaseFailed, Message: "generation 1 refused"})
 	retry.Until(t, 30*time.Second, func() error { // the server has seen the failure
 		_, out, _ := run(t, "describe", "deployment", "web", "-o", "json", "--server", f.url)
@@ -622,7 +628,7 @@ func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
 		}
 		return nil
 	})
-	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
+	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web", UID: uid,
 		ObservedGeneration: 2, Phase: v1.PhaseReady})
 	select {
 	case code := <-done:
@@ -645,7 +651,7 @@ func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
 		return nil
 	})
 	// As the agent reports it: generation 2 still enforced, 3 refused.
-	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web",
+	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web", UID: uid,
 		ObservedGeneration: 2, RefusedGeneration: 3, Phase: v1.PhaseFailed, Message: "generation 3 refused"})
 	select {
 	case code := <-done:

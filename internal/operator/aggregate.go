@@ -70,6 +70,7 @@ func Aggregate(s Snapshot) map[string]DeploymentStatus {
 			ds.Matched++
 			roll := DevRoll{Device: id, Online: s.Online(id), Phase: v1.PhasePending}
 			st, has := s.States[v1.DeviceKey(id, name)]
+			has = has && st.UID == d.Metadata.UID // not an earlier deployment's
 			if has {
 				roll.Phase, roll.ObservedGeneration, roll.Message = st.Phase, st.ObservedGeneration, st.Message
 			}

@@ -70,7 +70,8 @@ func (o *Operator) deploymentLines(name string, now time.Time) (v1.Deployment, D
 		st, has := o.states[v1.DeviceKey(id, name)]
 		online := o.onlineLocked(id, now)
 		s.Matched++
-		switch c := classify(st, has, gen); {
+		has = has && st.UID == d.Metadata.UID
+		switch c := classify(st, has, d); {
 		case !online:
 			s.Offline++
 		case c == clsSucceeded:

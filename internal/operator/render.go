@@ -76,7 +76,7 @@ func desiredBytes(id, name string, d v1.Deployment) ([]byte, error) {
 	if resources == nil {
 		resources = []v1.Resource{}
 	}
-	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name,
+	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name, UID: d.Metadata.UID,
 		Generation: d.Metadata.Generation, Resources: resources})
 }
 

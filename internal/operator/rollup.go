@@ -57,8 +57,11 @@ func newRollup(staleness time.Duration) *rollup {
 		stated: map[string]map[string]bool{}}
 }
 
-// classify is a pair's class from its device's status.
-func classify(st v1.DeviceState, has bool, gen int64) pairClass {
+// classify is a pair's class from its device's status. A status of an
+// earlier deployment of the same name (another UID) counts as none.
+func classify(st v1.DeviceState, has bool, d v1.Deployment) pairClass {
+	has = has && st.UID == d.Metadata.UID
+	gen := d.Metadata.Generation
 	switch {
 	case has && st.ObservedGeneration == gen && st.Phase == v1.PhaseReady:
 		return clsSucceeded
@@ -132,7 +135,7 @@ func (r *rollup) setPair(o *Operator, dev, dep string, match bool) {
 		r.byDevice[dev] = map[string]bool{}
 	}
 	st, has := o.states[key]
-	c := classify(st, has, o.deployments[dep].Metadata.Generation)
+	c := classify(st, has, o.deployments[dep])
 	r.matched[dep][dev], r.byDevice[dev][dep], r.class[key] = true, true, c
 	if c == clsFailed {
 		r.failed[key] = dev + ": " + st.Message

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -221,6 +222,7 @@ func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.Metadata.Generation, res.Result = 1, httpapi.ResultCreated
+		c.Metadata.UID = newUID()
 	case err != nil:
 		return res, err
 	default:
@@ -231,6 +233,10 @@ func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment
 			oldHash, _ = old.Deployment.SpecHash()
 		}
 		c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation+1, httpapi.ResultConfigured
+		// The UID stays (empty for a deployment created before UIDs: a new
+		// one would make the agents run its jobs again at the same
+		// generation).
+		c.Metadata.UID = old.Deployment.Metadata.UID
 		if derr == nil && oldHash == hash {
 			c.Metadata.Generation, res.Result = old.Deployment.Metadata.Generation, httpapi.ResultConfigured
 			if a, _ := v1.Marshal(old.Deployment.Metadata); string(a) == mustMarshal(c.Metadata) {
@@ -250,6 +256,12 @@ func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment
 	}
 	res.Generation = c.Metadata.Generation
 	return res, err
+}
+
+// newUID is a new deployment UID: crypto/rand.Text, 26 base32 characters
+// (more than 128 random bits).
+func newUID() string {
+	return rand.Text()
 }
 
 func mustMarshal(v any) string {

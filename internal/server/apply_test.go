@@ -117,3 +117,57 @@ func (alwaysUnknown) Create(context.Context, string, []byte) (uint64, error) {
 func (alwaysUnknown) Update(context.Context, string, []byte, uint64) (uint64, error) {
 	return 0, store.ErrOutcomeUnknown
 }
+
+// The deployment UID is the server's: made at creation, kept by every
+// update (whatever the user writes there), new after a deletion, so that a
+// re-created deployment's generation 1 is not the old one's.
+func TestDeploymentUIDIsNewOnlyAfterDeletion(t *testing.T) {
+	cfg := config.DefaultServer()
+	kv, err := memstore.New().Ensure(context.Background(), store.BucketConfig{Name: cfg.Buckets.Deployments, History: 8, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &handler{cfg: cfg, kvs: map[string]store.KV{cfg.Buckets.Deployments: kv}}
+	dep := func(content, uid string) v1.Deployment {
+		spec, _ := json.Marshal(map[string]string{"path": "/etc/x", "content": content})
+		return v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "web", UID: uid},
+			Spec: v1.DeploymentSpec{Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
+	}
+	stored := func() v1.Metadata {
+		t.Helper()
+		e, err := kv.Get(context.Background(), "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := v1.DecodeStoredDeployment(e.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Deployment.Metadata
+	}
+	apply := func(d v1.Deployment, want string) {
+		t.Helper()
+		res, err := h.applyOne(context.Background(), d)
+		if err != nil || res.Result != want {
+			t.Fatalf("apply: %+v %v, want %s", res, err, want)
+		}
+	}
+	apply(dep("a", ""), "created")
+	first := stored()
+	if len(first.UID) < 20 {
+		t.Fatalf("created with UID %q", first.UID)
+	}
+	apply(dep("b", ""), "configured")
+	apply(dep("b", "mine"), "unchanged")
+	apply(dep("c", "mine"), "configured")
+	if m := stored(); m.UID != first.UID || m.Generation != 3 {
+		t.Fatalf("after updates: %+v, want UID %s at generation 3", m, first.UID)
+	}
+	if err := h.deleteOne(context.Background(), "web"); err != nil {
+		t.Fatal(err)
+	}
+	apply(dep("a", first.UID), "created")
+	if m := stored(); m.UID == first.UID || m.UID == "" || m.Generation != 1 {
+		t.Fatalf("re-created: %+v, want a new UID at generation 1 (old %s)", m, first.UID)
+	}
+}

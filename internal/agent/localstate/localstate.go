@@ -202,9 +202,11 @@ func (l *Ledger) saveLocked() error {
 	return WriteFileAtomic(l.file(), b, 0o600)
 }
 
-// JobRecord says a ShellJob ran for one (deployment, generation, job id).
+// JobRecord says a ShellJob ran for one (deployment, deployment UID,
+// generation, job id).
 type JobRecord struct {
 	Deployment string `json:"deployment"`
+	UID        string `json:"uid,omitempty"`
 	Generation int64  `json:"generation"`
 	JobID      string `json:"jobId"`
 	ExitCode   int    `json:"exitCode"`
@@ -214,13 +216,19 @@ type JobRecord struct {
 	FinishedAt string `json:"finishedAt"`
 }
 
-func (d *Dir) jobFile(deployment string, generation int64, jobID string) string {
-	return filepath.Join(d.path, "jobs", fmt.Sprintf("%s.%d.%s.json", deployment, generation, jobID))
+// jobFile is where a run's record is. A deployment deleted and created
+// again starts at generation 1 under a new UID, so the UID is part of the
+// name; records of deployments created before UIDs keep the old name.
+func (d *Dir) jobFile(deployment, uid string, generation int64, jobID string) string {
+	if uid == "" {
+		return filepath.Join(d.path, "jobs", fmt.Sprintf("%s.%d.%s.json", deployment, generation, jobID))
+	}
+	return filepath.Join(d.path, "jobs", fmt.Sprintf("%s.%s.%d.%s.json", deployment, uid, generation, jobID))
 }
 
 // Job returns the record of a run, if there was one.
-func (d *Dir) Job(deployment string, generation int64, jobID string) (JobRecord, bool, error) {
-	b, err := os.ReadFile(d.jobFile(deployment, generation, jobID))
+func (d *Dir) Job(deployment, uid string, generation int64, jobID string) (JobRecord, bool, error) {
+	b, err := os.ReadFile(d.jobFile(deployment, uid, generation, jobID))
 	if errors.Is(err, os.ErrNotExist) {
 		return JobRecord{}, false, nil
 	}
@@ -240,5 +248,5 @@ func (d *Dir) RecordJob(r JobRecord) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(d.jobFile(r.Deployment, r.Generation, r.JobID), b, 0o600)
+	return WriteFileAtomic(d.jobFile(r.Deployment, r.UID, r.Generation, r.JobID), b, 0o600)
 }

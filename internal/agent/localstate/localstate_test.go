@@ -74,18 +74,34 @@ func TestLedgerPersists(t *testing.T) {
 
 func TestJobRecords(t *testing.T) {
 	d, _ := Open(t.TempDir())
-	if _, ok, err := d.Job("web", 3, "migrate"); ok || err != nil {
+	if _, ok, err := d.Job("web", "U1", 3, "migrate"); ok || err != nil {
 		t.Fatalf("missing job: ok=%v err=%v", ok, err)
 	}
-	r := JobRecord{Deployment: "web", Generation: 3, JobID: "migrate", ExitCode: 0, OutputTail: "done"}
+	r := JobRecord{Deployment: "web", UID: "U1", Generation: 3, JobID: "migrate", ExitCode: 0, OutputTail: "done"}
 	if err := d.RecordJob(r); err != nil {
 		t.Fatal(err)
 	}
-	got, ok, err := d.Job("web", 3, "migrate")
+	got, ok, err := d.Job("web", "U1", 3, "migrate")
 	if !ok || err != nil || got.OutputTail != "done" {
 		t.Fatalf("Job = %+v %v %v", got, ok, err)
 	}
-	if _, ok, _ := d.Job("web", 4, "migrate"); ok {
+	if _, ok, _ := d.Job("web", "U1", 4, "migrate"); ok {
 		t.Fatal("a new generation must run again")
+	}
+	// The deployment deleted and created again: generation 3 of another
+	// UID is another run.
+	if _, ok, _ := d.Job("web", "U2", 3, "migrate"); ok {
+		t.Fatal("a re-created deployment's generation matched the old one's record")
+	}
+	// Records from before UIDs are still found by deployments without one.
+	old := JobRecord{Deployment: "api", Generation: 2, JobID: "seed", OutputTail: "old"}
+	if err := d.RecordJob(old); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, _ := d.Job("api", "", 2, "seed"); !ok || got.OutputTail != "old" {
+		t.Fatalf("legacy record: %+v %v", got, ok)
+	}
+	if _, err := os.Stat(filepath.Join(d.path, "jobs", "api.2.seed.json")); err != nil {
+		t.Fatalf("a record without UID must keep the old file name: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 // Spec is one job.
 type Spec struct {
 	Deployment string
+	UID        string // the deployment's: a re-created deployment's generation 1 is another run
 	Generation int64
 	ID         string
 	Command    []string
@@ -49,7 +50,7 @@ func New(state *localstate.Dir, log *slog.Logger) *Runner {
 
 // Done returns the record of a job that already ran for this generation.
 func (r *Runner) Done(s Spec) (localstate.JobRecord, bool, error) {
-	return r.state.Job(s.Deployment, s.Generation, s.ID)
+	return r.state.Job(s.Deployment, s.UID, s.Generation, s.ID)
 }
 
 // Run runs the job unless it already ran for this generation, records the
@@ -82,7 +83,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (localstate.JobRecord, error) 
 	cmd.Dir = s.Dir
 	out := &tailBuffer{max: TailBytes}
 	cmd.Stdout, cmd.Stderr = out, out
-	rec := localstate.JobRecord{Deployment: s.Deployment, Generation: s.Generation, JobID: s.ID, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	rec := localstate.JobRecord{Deployment: s.Deployment, UID: s.UID, Generation: s.Generation, JobID: s.ID, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
 	r.log.Info("shell job starting", "deployment", s.Deployment, "generation", s.Generation, "job", s.ID, "command", args)
 	err := cmd.Run()
 	rec.FinishedAt = time.Now().UTC().Format(time.RFC3339Nano)
