@@ -505,3 +505,20 @@ func TestShellJobOfARecreatedDeploymentRuns(t *testing.T) {
 		t.Fatalf("the re-created deployment's job did not run: %q %v", b, err)
 	}
 }
+
+// TestRefusedFirstGenerationCarriesItsUID: a deployment whose very first
+// desired state is refused reports the refusal under that deployment's
+// UID, so the server counts it as failed (not as no status at all).
+func TestRefusedFirstGenerationCarriesItsUID(t *testing.T) {
+	f := startFleet(t)
+	startAgent(t, agentConfig(t, f.srv.ClientURL(), t.TempDir(), t.TempDir()))
+	outside := filepath.Join(t.TempDir(), "x")
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "web", UID: "FIRST", Generation: 1,
+		Resources: []v1.Resource{fileRes("conf", outside, "x", "")}})
+	f.waitStatus(t, "web", func(s v1.DeviceState) error {
+		if s.Phase != v1.PhaseFailed || s.UID != "FIRST" || s.RefusedGeneration != 1 || s.ObservedGeneration != 0 {
+			return fmt.Errorf("status %s uid %q refused %d observed %d (%s)", s.Phase, s.UID, s.RefusedGeneration, s.ObservedGeneration, s.Message)
+		}
+		return nil
+	})
+}

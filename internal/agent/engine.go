@@ -41,6 +41,7 @@ type goodState struct {
 // of the deployment keeps being enforced.
 type rejection struct {
 	generation int64
+	uid        string // the refused desired state's deployment UID
 	message    string
 	resources  []v1.ResourceStatus
 }
@@ -182,7 +183,7 @@ func (e *engine) admit(snap map[string]candidate) {
 		}
 		resources, problems := e.decode(c.ds)
 		if len(problems) > 0 {
-			e.rejected[dep] = rejection{generation: c.ds.Generation, resources: problems,
+			e.rejected[dep] = rejection{generation: c.ds.Generation, uid: c.ds.UID, resources: problems,
 				message: fmt.Sprintf("generation %d refused: %s", c.ds.Generation, problems[0].Message)}
 			e.a.log.Warn("desired state refused; last good state kept", "deployment", dep, "generation", c.ds.Generation, "problem", problems[0].Message)
 			continue
@@ -396,7 +397,14 @@ func (e *engine) deploymentStatus(dep string, conflicts map[string]plan.Conflict
 		s.Phase = v1.PhaseFailed
 		s.Message = rej.message
 		s.RefusedGeneration = rej.generation
-		if hasGood {
+		switch {
+		case rej.generation > 0 && (!hasGood || rej.uid != g.ds.UID):
+			// The first desired state of this deployment (or of a
+			// re-created one) was refused: the status is about it, and
+			// nothing of it is observed; whatever is still enforced
+			// belongs to an earlier deployment of the same name.
+			s.UID, s.ObservedGeneration = rej.uid, 0
+		case hasGood:
 			s.Message += fmt.Sprintf("; generation %d is still enforced", g.ds.Generation)
 		}
 	case counts[v1.PhaseConflict] > 0:

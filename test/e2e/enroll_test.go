@@ -354,9 +354,15 @@ func TestClusterSharesIdentities(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("d1's connection to member 3 is still open 10 s after its revocation through member 2")
 	}
+	// Every member follows the identities bucket on its own: each refuses
+	// d1 once it has seen the revocation (the one d1 was connected to has;
+	// the others within moments, not necessarily by now).
 	for i := range mc.members {
-		if _, err := connectAs(t, mc.clients[i].Addr(), "", seed, "d1"); err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
-			t.Errorf("d1 connects to member %d after its revocation: %v", i+1, err)
-		}
+		retry.Until(t, 10*time.Second, func() error {
+			if _, err := connectAs(t, mc.clients[i].Addr(), "", seed, "d1"); err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+				return fmt.Errorf("d1 connects to member %d after its revocation: %v", i+1, err)
+			}
+			return nil
+		})
 	}
 }
