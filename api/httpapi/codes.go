@@ -14,6 +14,7 @@ const (
 	CodeUnauthorized     Code = "unauthorized"
 	CodeForbidden        Code = "forbidden"
 	CodeNotFound         Code = "not_found"
+	CodeMethodNotAllowed Code = "method_not_allowed"
 	CodeConflict         Code = "conflict"
 	CodeDeviceEnrolled   Code = "device_enrolled"
 	CodeRateLimited      Code = "rate_limited"
@@ -40,6 +41,7 @@ func Codes() []CodeInfo {
 		{CodeUnauthorized, http.StatusUnauthorized, "no bearer token, an unknown one, or a wrong enrollment token"},
 		{CodeForbidden, http.StatusForbidden, "the token's role may not do this: only admin tokens change anything"},
 		{CodeNotFound, http.StatusNotFound, "no such deployment, device, enrollment request or identity (or a device has no such resource)"},
+		{CodeMethodNotAllowed, http.StatusMethodNotAllowed, "the path is the API's but not with this method; the Allow header lists the methods it takes"},
 		{CodeConflict, http.StatusConflict, "the value changed meanwhile (try again), or the request contradicts the current state"},
 		{CodeDeviceEnrolled, http.StatusConflict, "the device has an identity this call may not replace (enroll with a token made for it, or approve with replace)"},
 		{CodeTooLarge, http.StatusRequestEntityTooLarge, "the request body is larger than the API accepts"},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,6 +49,27 @@ func (h *handler) routesAPI() {
 	for route, f := range h.apiRoutes() {
 		h.mux.HandleFunc(route, f)
 	}
+}
+
+// noRoute answers a request under /api/ that no route takes, in the API's
+// error envelope: 405 with Allow when the path is a route's with another
+// method, 404 otherwise.
+func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, route := range httpapi.Routes() {
+		method, pattern, _ := strings.Cut(route, " ")
+		probe := http.NewServeMux()
+		probe.HandleFunc(pattern, func(http.ResponseWriter, *http.Request) {})
+		if _, matched := probe.Handler(r); matched != "" {
+			allow = append(allow, method)
+		}
+	}
+	if len(allow) == 0 {
+		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "%s: no such API path (docs/openapi.yaml lists them)", r.URL.Path))
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	apiError(w, httpapi.Errorf(httpapi.CodeMethodNotAllowed, "%s %s: this path takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
 }
 
 // apiError answers with an error of the catalogue, with its code's status.

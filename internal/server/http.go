@@ -132,7 +132,8 @@ func newHandler(nc *nats.Conn, ns *mesh.Server, st store.Store, op *operator.Ope
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	h.routesAPI()
-	h.mux.Handle("/", dash) // every other path is the dashboard's
+	h.mux.HandleFunc("/api/", h.noRoute) // the API's own 404 and 405, in JSON
+	h.mux.Handle("/", dash)              // every other path is the dashboard's
 	return h
 }
 
