@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-
-	"sigs.k8s.io/yaml"
 )
 
 // Deployment is what an owner declares: resources for the devices its
@@ -117,7 +115,7 @@ func ParseDeployments(data []byte) ([]Deployment, error) {
 			continue
 		}
 		var d Deployment
-		if err := yaml.UnmarshalStrict(doc.text, &d); err != nil {
+		if err := decodeKeepingText(doc.text, &d); err != nil {
 			line, reason := explainYAML(doc.text, doc.line, reflect.TypeFor[Deployment](), err)
 			if line > 0 {
 				return nil, fmt.Errorf("document %d line %d: %s", i+1, line, reason)

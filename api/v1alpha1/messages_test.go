@@ -27,6 +27,12 @@ func TestErrorsSpeakYAML(t *testing.T) {
 			`spec.resources[3].spec.command: want a list of strings, got a string ("echo hi")`},
 		{"text for a number", "containerPort: 80", "containerPort: eighty",
 			`spec.resources[1].spec.ports[0].containerPort: want a whole number, got a string ("eighty")`},
+		{"a number for a string in a spec", `mode: "0640"`, `mode: 644`,
+			`spec.resources[0].spec.mode: want a string, got a number (644); in YAML, quote it: a bare number, yes, no, on or off is not text`},
+		{"a YAML boolean for a string in a spec", "{path: /etc/harmony/motd, content:", "{path: /etc/harmony/motd, content: yes, owner:",
+			`spec.resources[0].spec.content: want a string, got a boolean (true); in YAML, quote it: a bare number, yes, no, on or off is not text`},
+		{"a number in a map of strings in a spec", `env: {B: "2", A: "1"}`, `env: {PORT: 8080}`,
+			`spec.resources[1].spec.env.PORT: want a string, got a number (8080); in YAML, quote it: a bare number, yes, no, on or off is not text`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := strings.Replace(goodYAML, tc.from, tc.to, 1)
@@ -54,6 +60,21 @@ func TestErrorsSpeakYAML(t *testing.T) {
 	d := mustParse(t, strings.Replace(goodYAML, `mode: "0640"`, `mode: "0640", foo: 1`, 1))
 	if fe, ok := First(d.Validate()); !ok || fe.Field != "spec.resources[0].spec.foo" {
 		t.Fatalf("First = %+v", fe)
+	}
+}
+
+// Outside resource specs a string field keeps the text as written, where
+// YAML 1.1 would read it as a boolean or a number: `name: y` is the
+// deployment "y" (it was "true", and `name: yes` then overwrote it).
+func TestStringFieldsKeepTheirText(t *testing.T) {
+	d := mustParse(t, strings.NewReplacer("name: web", "name: y", "{team: edge}", "{enabled: on, tier: 1.0}",
+		"{site: home}", "{site: no}").Replace(goodYAML))
+	if d.Metadata.Name != "y" || d.Metadata.Labels["enabled"] != "on" || d.Metadata.Labels["tier"] != "1.0" ||
+		d.Spec.Selector.MatchLabels["site"] != "no" {
+		t.Fatalf("metadata %+v, selector %+v", d.Metadata, d.Spec.Selector)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

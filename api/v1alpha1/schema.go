@@ -35,7 +35,7 @@ func explainYAML(doc []byte, first int, t reflect.Type, decodeErr error) (line i
 		return 0, cleanYAMLError(decodeErr)
 	}
 	lines := schema.NewLines(doc)
-	_, serr := schema.Check(tree, t, schema.Options{Text: lines.Scalar})
+	_, serr := schema.Check(tree, t, schema.Options{Text: schema.NewText(doc).Scalar})
 	if serr == nil {
 		return 0, cleanYAMLError(decodeErr)
 	}
@@ -47,6 +47,37 @@ func explainYAML(doc []byte, first int, t reflect.Type, decodeErr error) (line i
 
 var syntaxLineRe = regexp.MustCompile(`^line (\d+): `)
 
+// decodeKeepingText decodes one YAML document into d strictly, giving each
+// string field the text written for it: YAML 1.1 reads a bare y, no, on or
+// 0644 as a boolean or a number, which would make `name: y` the deployment
+// "true". Resource specs stay raw (their kind says their type); a bare
+// scalar there where a string is wanted is refused by DecodeSpec.
+func decodeKeepingText(doc []byte, d *Deployment) error {
+	js, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return err
+	}
+	var tree any
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	if err := dec.Decode(&tree); err != nil {
+		return err
+	}
+	if tree == nil {
+		return yaml.UnmarshalStrict(doc, d) // as before: what an empty document decodes to
+	}
+	tree, serr := schema.Check(tree, reflect.TypeFor[Deployment](), schema.Options{Text: schema.NewText(doc).Scalar})
+	if serr != nil {
+		return serr
+	}
+	if js, err = json.Marshal(tree); err != nil {
+		return err
+	}
+	dec = json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	return dec.Decode(d)
+}
+
 // explainJSON says why strict decoding of raw into a value of type t
 // failed, as a field error under prefix (e.g. "spec.resources[0].spec").
 func explainJSON(prefix string, raw []byte, t reflect.Type, decodeErr error) *FieldError {
@@ -54,7 +85,7 @@ func explainJSON(prefix string, raw []byte, t reflect.Type, decodeErr error) *Fi
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if dec.Decode(&tree) == nil {
-		if _, serr := schema.Check(tree, t, schema.Options{}); serr != nil {
+		if _, serr := schema.Check(tree, t, schema.Options{StrictStrings: true}); serr != nil {
 			fe := fieldReason(serr)
 			fe.Field = joinPath(prefix, fe.Field)
 			return fe

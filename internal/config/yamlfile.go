@@ -41,7 +41,7 @@ func Parse(name string, data []byte, v any) error {
 	tree, serr := schema.Check(tree, reflect.TypeOf(v).Elem(), schema.Options{
 		CommaLists: true,
 		Leaves:     map[reflect.Type]func(any) string{reflect.TypeFor[Duration](): checkDuration},
-		Text:       lines.Scalar,
+		Text:       schema.NewText(data).Scalar,
 	})
 	if serr != nil {
 		return &FileError{File: name, Line: lines.Find(serr.At()), Path: schema.PathString(serr.Path), Reason: serr.Reason}

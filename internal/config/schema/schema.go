@@ -75,6 +75,12 @@ type Options struct {
 	// known: a string setting written `off` or `8080`, which YAML reads as
 	// a boolean or a number, then gets that text.
 	Text func(path []any) (string, bool)
+	// StrictStrings refuses a number or a boolean where a string is
+	// wanted, when Text does not give what was written (JSON input, or a
+	// spec kept raw): YAML reads a bare 0644, yes or off as a number or a
+	// boolean, and turning it back into text would not give what the user
+	// wrote (420, "true").
+	StrictStrings bool
 }
 
 var (
@@ -182,6 +188,9 @@ func (w walker) check(v any, t reflect.Type, path []any) (any, *Error) {
 				if raw, ok := w.opts.Text(path); ok {
 					return raw, nil
 				}
+			}
+			if w.opts.StrictStrings {
+				return fail("want a string, got %s; in YAML, quote it: a bare number, yes, no, on or off is not text", Describe(v))
 			}
 			return fmt.Sprint(v), nil
 		default:
