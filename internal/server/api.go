@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,7 +142,43 @@ func bodyError(err error) *httpapi.Error {
 	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 		return httpapi.Errorf(httpapi.CodeTooLarge, "body: larger than %d bytes", mbe.Limit)
 	}
-	return httpapi.Errorf(httpapi.CodeInvalid, "body: %v", err)
+	// A value of the wrong kind: name the field and what it takes, in
+	// JSON's terms, not the Go type it was to be decoded into.
+	if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "body"
+		}
+		return httpapi.Errorf(httpapi.CodeInvalid, "%s: want %s, got %s", field, jsonNoun(te.Type), te.Value).WithField(te.Field)
+	}
+	if se := (*json.SyntaxError)(nil); errors.As(err, &se) {
+		return httpapi.Errorf(httpapi.CodeInvalid, "body: not valid JSON at byte %d: %v", se.Offset, err)
+	}
+	return httpapi.Errorf(httpapi.CodeInvalid, "body: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// jsonNoun says what a Go type takes in JSON: "a string", "a list of
+// strings", "an object of strings", ...
+func jsonNoun(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(jsonNoun(t.Elem()), "a "), "an ") + "s"
+	case reflect.Map:
+		return "an object of " + strings.TrimPrefix(strings.TrimPrefix(jsonNoun(t.Elem()), "a "), "an ") + "s"
+	}
+	return "an object"
 }
 
 // applyDocs parses, validates and stores a document stream; on failure it
