@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"github.com/harmony-fleet/harmony/internal/agent"
 	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/testutil/podmantest"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
 )
 
 // A Container with a health check, on real podman, with a resync of an
@@ -82,4 +84,37 @@ func TestContainerHealthCheckStatus(t *testing.T) {
 	if s.Resources[0].Details["containerId"] == id {
 		t.Fatalf("the changed check did not replace the container: %+v", s.Resources[0])
 	}
+}
+
+// A container created but never started (its command is not in the image)
+// is the agent's all the same: removing the deployment removes it.
+func TestContainerThatNeverStartedIsRemoved(t *testing.T) {
+	if err := podmantest.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	n := podmantest.Name(t)
+	t.Cleanup(func() { _ = exec.Command("podman", "rm", "-f", "-t", "0", n).Run() })
+	f := startFleet(t)
+	startAgent(t, agentConfig(t, f.srv.ClientURL(), t.TempDir(), t.TempDir()))
+	spec, _ := json.Marshal(map[string]any{"name": n, "image": podmantest.Image, "command": []string{"/no/such/program"}, "stopTimeoutSeconds": 1})
+	f.putDesired(t, v1.DesiredState{V: 1, Device: "dev-1", Deployment: "broken", Generation: 1,
+		Resources: []v1.Resource{{ID: "app", Kind: v1.KindContainer, Spec: spec}}})
+	f.waitStatus(t, "broken", func(s v1.DeviceState) error {
+		if len(s.Resources) != 1 || s.Resources[0].Phase != v1.PhaseFailed {
+			return fmt.Errorf("status %+v", s)
+		}
+		return nil
+	})
+	if out, err := exec.Command("podman", "container", "exists", n).CombinedOutput(); err != nil {
+		t.Fatalf("the failed container is not there to remove (%v: %s)", err, out)
+	}
+	if err := f.kvs["desired-state"].Delete(context.Background(), v1.DeviceKey("dev-1", "broken"), 0); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		if exec.Command("podman", "container", "exists", n).Run() == nil {
+			return fmt.Errorf("container %s is still there after its deployment was removed", n)
+		}
+		return nil
+	})
 }

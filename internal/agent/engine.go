@@ -286,6 +286,9 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 		return
 	}
 	if err != nil {
+		if errors.As(err, new(madeError)) {
+			e.own(d)
+		}
 		rs.set(v1.PhaseFailed, err.Error(), res.Details)
 		if isPermanent(err) {
 			rs.permanent = true
@@ -302,12 +305,19 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 		e.a.log.Warn("resource failed", "deployment", d.Deployment, "resource", d.ID, "kind", d.Kind, "message", res.Message)
 	}
 	rs.set(res.Phase, res.Message, res.Details)
-	if d.Claim != "" {
-		o := localstate.Owned{Kind: d.Kind, Claim: d.Claim, Deployment: d.Deployment, ResourceID: d.ID, Spec: d.Raw}
-		if cur, ok := e.a.ledger.Get(d.Kind, d.Claim); !ok || cur.Deployment != o.Deployment || cur.ResourceID != o.ResourceID || !bytes.Equal(cur.Spec, o.Spec) {
-			if err := e.a.ledger.Put(o); err != nil {
-				e.a.log.Error("ledger", "err", err)
-			}
+	e.own(d)
+}
+
+// own records in the ledger that the agent made d's thing, so that it
+// removes it when d is no longer desired.
+func (e *engine) own(d Desired) {
+	if d.Claim == "" {
+		return
+	}
+	o := localstate.Owned{Kind: d.Kind, Claim: d.Claim, Deployment: d.Deployment, ResourceID: d.ID, Spec: d.Raw}
+	if cur, ok := e.a.ledger.Get(d.Kind, d.Claim); !ok || cur.Deployment != o.Deployment || cur.ResourceID != o.ResourceID || !bytes.Equal(cur.Spec, o.Spec) {
+		if err := e.a.ledger.Put(o); err != nil {
+			e.a.log.Error("ledger", "err", err)
 		}
 	}
 }

@@ -29,6 +29,14 @@ type Desired struct {
 	Raw        json.RawMessage // canonical spec, kept in the ledger
 }
 
+// madeError is an Apply that failed after making the thing (a container
+// created but not started): the agent owns what it made, so the engine
+// records it in the ledger, and removing the resource removes it.
+type madeError struct{ err error }
+
+func (e madeError) Error() string { return e.err.Error() }
+func (e madeError) Unwrap() error { return e.err }
+
 // Result is what a reconciler saw after doing its work.
 type Result struct {
 	// Phase is v1.PhaseReady or v1.PhaseProgressing, or v1.PhaseFailed
@@ -332,7 +340,13 @@ func healthResult(h containers.HealthState, c containers.Container) Result {
 }
 
 func (k containerKind) Apply(ctx context.Context, d Desired) error {
-	_, err := k.p.Reconcile(ctx, k.desired(d))
+	obs, err := k.p.Reconcile(ctx, k.desired(d))
+	if err != nil && obs.Container.Labels[containers.LabelDeployment] == d.Deployment &&
+		obs.Container.Labels[containers.LabelResource] == d.ID {
+		// Created (or found from an earlier try) with this resource's
+		// labels, but not running: it is ours to remove all the same.
+		return madeError{err}
+	}
 	return err
 }
 
