@@ -39,7 +39,7 @@ goarch = $(if $(filter armv6,$(1)),GOARCH=arm GOARM=6,GOARCH=$(1))
 release: ## static full and agent-only binaries for linux amd64, arm64, armv6 in dist/, with SHA256SUMS
 	@mkdir -p $(DIST) && rm -f $(DIST)/harmony-linux-* $(DIST)/harmony-agent-linux-* $(DIST)/SHA256SUMS
 	$(foreach a,$(RELEASE_ARCHS),$(call release-build,$(a),,harmony)$(call release-build,$(a), -tags agent,harmony-agent))
-	cd $(DIST) && files=$$(ls) && sha256sum -- $$files > SHA256SUMS
+	cd $(DIST) && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\0' | LC_ALL=C sort -z | xargs -0 sha256sum -- > SHA256SUMS
 
 # release-build,arch, flags,name: one line of the release recipe.
 define release-build

@@ -24,7 +24,7 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		{"unknown spec field", `mode: "0640"`, `mode: "0640", foo: 1`,
 			"spec.resources[0].spec.foo: unknown field (known: content, group, mode, owner, path)"},
 		{"string for a list", "command: [echo, hi]", "command: echo hi",
-			`spec.resources[3].spec.command: want a list of strings, got a string ("echo hi")`},
+			`spec.resources[3].spec.command: want a list of strings, got a string ("echo hi"); write a list: ["echo hi"]`},
 		{"text for a number", "containerPort: 80", "containerPort: eighty",
 			`spec.resources[1].spec.ports[0].containerPort: want a whole number, got a string ("eighty")`},
 		{"a number for a string in a spec", `mode: "0640"`, `mode: 644`,

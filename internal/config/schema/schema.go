@@ -168,6 +168,9 @@ func (w walker) check(v any, t reflect.Type, path []any) (any, *Error) {
 			if w.opts.CommaLists && t.Elem().Kind() == reflect.String {
 				return fail("want a list of strings (or one comma-separated string), got %s", Describe(v))
 			}
+			if s, ok := v.(string); ok && t.Elem().Kind() == reflect.String {
+				return fail("want a list of strings, got %s; write a list: [%q]", Describe(v), s)
+			}
 			return fail("want a list of %s, got %s", noun(t.Elem()), Describe(v))
 		}
 		for i := range list {

@@ -43,7 +43,7 @@ func TestCheck(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got.(map[string]any)["list"], []any{"a", "b", "c"}) {
 		t.Fatalf("comma list: %v %v", got, err)
 	}
-	if _, err := Check(map[string]any{"list": "a"}, reflect.TypeFor[cfg](), Options{}); err == nil || err.Error() != `list: want a list of strings, got a string ("a")` {
+	if _, err := Check(map[string]any{"list": "a"}, reflect.TypeFor[cfg](), Options{}); err == nil || err.Error() != `list: want a list of strings, got a string ("a"); write a list: ["a"]` {
 		t.Errorf("no comma lists: %v", err)
 	}
 	_, err = Check(map[string]any{"items": []any{map[string]any{"n": 1.0}, map[string]any{"x": 1.0}}}, reflect.TypeFor[cfg](), Options{})
