@@ -171,7 +171,9 @@ func TestCollectsExceptionsAndConsoleErrors(t *testing.T) {
 
 func TestWaitTextTimesOutWithCurrentText(t *testing.T) {
 	t.Parallel()
-	b := browsertest.Start(t, browsertest.WithTimeout(500*time.Millisecond))
+	// The timeout bounds the navigation too: long enough for a loaded CI
+	// machine to load a data: URL, short enough to wait out twice.
+	b := browsertest.Start(t, browsertest.WithTimeout(3*time.Second))
 
 	if err := b.Run(chromedp.Navigate(`data:text/html,<p id="status">still loading</p>`)); err != nil {
 		t.Fatal(err)
