@@ -1,6 +1,9 @@
 package cli_test
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -78,5 +81,25 @@ func TestCheckCommandLine(t *testing.T) {
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Errorf("harmony %s: got %v, want an error containing %q", tc.args, err, tc.wantErr)
 		}
+	}
+}
+
+// harmony exec ends with the exit code of the command on the device, after
+// printing its output, as ssh does.
+func TestExecExitsWithTheCommandsCode(t *testing.T) {
+	clearEnv(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/api/v1/devices/d1/exec" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, `{"error":{"code":"device_error","message":"d1: exit status 3","reply":{"ok":false,"output":"partial\n","exitCode":3}}}`)
+	}))
+	t.Cleanup(srv.Close)
+	code, stdout, stderr := run(t, "exec", "d1", "--server", srv.URL, "--", "false")
+	if code != 3 || stdout != "partial\n" || !strings.Contains(stderr, "exit status 3") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 3, the output and the error", code, stdout, stderr)
 	}
 }

@@ -412,8 +412,12 @@ func newExecCmd(stdout io.Writer) *cobra.Command {
 			reply, err := c.Exec(cmd.Context(), args[0], httpapi.ExecRequest{Command: args[1:]})
 			var e *httpapi.Error
 			if errors.As(err, &e) && e.Reply != nil {
-				// The command ran and failed: its output still helps.
+				// The command ran and failed: its output still helps, and
+				// its exit code is ours, as with ssh.
 				io.WriteString(stdout, e.Reply.Output)
+				if e.Reply.ExitCode > 0 {
+					return exitCodeError{code: min(e.Reply.ExitCode, 255), err: err}
+				}
 				return err
 			}
 			if err != nil {
