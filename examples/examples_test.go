@@ -76,6 +76,10 @@ func TestExamplesRunOnHarmonyDev(t *testing.T) {
 
 	sd := systemdtest.Start(t)
 	dev := startDev(t, "--systemd-bus", sd.BusAddress, "--systemd-unit-dir", sd.UnitDir)
+	// The secret secrets.yaml and docs/agent.md use, made as they say.
+	if out, err := dev.harmony("secret", "create", "db", "--from-literal", "password=s3cret"); err != nil {
+		t.Fatalf("secret create: %v\n%s", err, out)
+	}
 	for _, c := range cases {
 		out, err := dev.harmony("apply", "-f", c.path, "--wait", "--timeout", "60s")
 		for _, name := range c.names {

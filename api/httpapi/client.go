@@ -316,3 +316,33 @@ func (c *Client) Approve(ctx context.Context, id string, r ApproveRequest) (Appr
 func (c *Client) Revoke(ctx context.Context, id string) error {
 	return c.do(ctx, call{route: RouteRevoke, args: []string{id}}, nil)
 }
+
+// Secrets lists the secrets: names, keys and versions, never values.
+func (c *Client) Secrets(ctx context.Context) (SecretList, error) {
+	var out SecretList
+	return out, c.do(ctx, call{route: RouteSecrets}, &out)
+}
+
+// CreateSecret stores a new secret (conflict when the name is taken). The
+// body carries values, which the plain-HTTP guard protects like a token.
+func (c *Client) CreateSecret(ctx context.Context, w SecretWrite) (SecretInfo, error) {
+	var out SecretInfo
+	req := call{route: RouteCreateSecret}.withJSON(w)
+	req.secret = true
+	return out, c.do(ctx, req, &out)
+}
+
+// ReplaceSecret replaces every key of an existing secret (not_found when
+// there is none): the devices that use it get the new values.
+func (c *Client) ReplaceSecret(ctx context.Context, name string, w SecretWrite) (SecretInfo, error) {
+	var out SecretInfo
+	req := call{route: RouteReplaceSecret, args: []string{name}}.withJSON(w)
+	req.secret = true
+	return out, c.do(ctx, req, &out)
+}
+
+// DeleteSecret deletes a secret no deployment uses.
+func (c *Client) DeleteSecret(ctx context.Context, name string) (SecretInfo, error) {
+	var out SecretInfo
+	return out, c.do(ctx, call{route: RouteDeleteSecret, args: []string{name}}, &out)
+}

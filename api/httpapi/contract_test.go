@@ -143,6 +143,7 @@ func TestOpenAPISchemasMatchTheTypes(t *testing.T) {
 		"TokenRequest": httpapi.TokenRequest{}, "EnrollmentToken": httpapi.EnrollmentToken{}, "EnrollRequest": httpapi.EnrollRequest{},
 		"EnrollStatus": httpapi.EnrollStatus{}, "Identities": httpapi.Identities{}, "Identity": httpapi.Identity{},
 		"PendingRequest": httpapi.PendingRequest{}, "ApproveRequest": httpapi.ApproveRequest{}, "Approval": httpapi.Approval{},
+		"SecretWrite": httpapi.SecretWrite{}, "SecretInfo": httpapi.SecretInfo{}, "SecretList": httpapi.SecretList{},
 	}
 	opaque := map[string]bool{"Deployment": true, "DeviceState": true, "ErrorCode": true}
 	schemas := readOpenAPI(t).Components.Schemas

@@ -22,13 +22,18 @@ const (
 	RouteIdentities       = "GET /api/v1/identities"
 	RouteApprove          = "POST /api/v1/devices/{id}/approve"
 	RouteRevoke           = "DELETE /api/v1/devices/{id}/identity"
+	RouteSecrets          = "GET /api/v1/secrets"
+	RouteCreateSecret     = "POST /api/v1/secrets"
+	RouteReplaceSecret    = "PUT /api/v1/secrets/{name}"
+	RouteDeleteSecret     = "DELETE /api/v1/secrets/{name}"
 )
 
 // Routes lists every route of the API.
 func Routes() []string {
 	return []string{RouteStatus, RouteDeployments, RouteApply, RouteDeployment, RouteDeleteDeployment,
 		RouteDevices, RouteDevice, RouteLabels, RouteLogs, RouteExec, RouteOrphans, RouteReleaseOrphans,
-		RouteEnrollmentTokens, RouteEnroll, RouteEnrollStatus, RouteIdentities, RouteApprove, RouteRevoke}
+		RouteEnrollmentTokens, RouteEnroll, RouteEnrollStatus, RouteIdentities, RouteApprove, RouteRevoke,
+		RouteSecrets, RouteCreateSecret, RouteReplaceSecret, RouteDeleteSecret}
 }
 
 // NoToken reports the routes a device calls without a bearer token: its

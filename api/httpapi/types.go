@@ -309,3 +309,36 @@ type Approval struct {
 type ErrorBody struct {
 	Error *Error `json:"error"`
 }
+
+// SecretWrite is the body of POST /api/v1/secrets (Name required) and of
+// PUT /api/v1/secrets/{name} (Name empty or the path's): the whole set of
+// keys and values. Values travel only in this direction: no answer of the
+// API carries one.
+type SecretWrite struct {
+	Name string            `json:"name,omitempty"`
+	Data map[string]string `json:"data"`
+}
+
+// SecretInfo is what the API shows of a secret: never a value.
+type SecretInfo struct {
+	Name string   `json:"name"`
+	Keys []string `json:"keys"`
+	// Version is a keyed hash of the values (it changes with any of
+	// them and tells nothing about them).
+	Version   string    `json:"version"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	// UsedBy lists the deployments whose resources take values from it.
+	UsedBy []string `json:"usedBy"`
+	// Result is created, replaced or deleted in a write's answer.
+	Result string `json:"result,omitempty"`
+}
+
+// SecretList is GET /api/v1/secrets.
+type SecretList struct {
+	Items []SecretInfo `json:"items"`
+}
+
+// Results of secret writes.
+const (
+	ResultReplaced = "replaced"
+)

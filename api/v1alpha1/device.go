@@ -99,6 +99,11 @@ type DesiredState struct {
 	UID        string     `json:"uid,omitempty"`
 	Generation int64      `json:"generation"`
 	Resources  []Resource `json:"resources"`
+	// Secrets are the versions of the secrets the resources use, by
+	// name: a rotated secret changes them, and so rolls to the device.
+	// Values are never here; the device reads them from the secrets
+	// bucket, which lets it read only the secrets named here.
+	Secrets map[string]string `json:"secrets,omitempty"`
 }
 
 // Validate checks the envelope and every resource. Resources of unknown kind
@@ -116,6 +121,14 @@ func (d *DesiredState) Validate() error {
 	}
 	if len(d.Resources) > MaxResources {
 		e.at("resources").add("%d resources is more than the limit of %d", len(d.Resources), MaxResources)
+	}
+	for _, name := range sortedKeys(d.Secrets) {
+		if err := ValidateSecretName(name); err != nil {
+			e.at("secrets").at(name).add("%v", err)
+		}
+		if v := d.Secrets[name]; len(v) > 64 {
+			e.at("secrets").at(name).add("version of %d characters is longer than 64", len(v))
+		}
 	}
 	ids := map[string]bool{}
 	for i, r := range d.Resources {

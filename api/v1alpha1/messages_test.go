@@ -22,7 +22,7 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		{"syntax", "  name: web", "  name: [web", "document 1 line 4: not valid YAML: did not find expected ',' or ']'"},
 		{"missing name", "  name: web\n", "", "metadata.name: required"},
 		{"unknown spec field", `mode: "0640"`, `mode: "0640", foo: 1`,
-			"spec.resources[0].spec.foo: unknown field (known: content, group, mode, owner, path)"},
+			"spec.resources[0].spec.foo: unknown field (known: content, contentFrom, group, mode, owner, path)"},
 		{"string for a list", "command: [echo, hi]", "command: echo hi",
 			`spec.resources[3].spec.command: want a list of strings, got a string ("echo hi"); write a list: ["echo hi"]`},
 		{"text for a number", "containerPort: 80", "containerPort: eighty",

@@ -31,9 +31,12 @@ type Resource struct {
 type FileSpec struct {
 	Path    string `json:"path"`
 	Content string `json:"content"`
-	Mode    string `json:"mode,omitempty"` // octal, e.g. "0644" (default)
-	Owner   string `json:"owner,omitempty"`
-	Group   string `json:"group,omitempty"`
+	// ContentFrom takes the content from a secret instead; the file is
+	// then written with mode 0600 unless mode says otherwise.
+	ContentFrom *SecretKeyRef `json:"contentFrom,omitempty"`
+	Mode        string        `json:"mode,omitempty"` // octal, e.g. "0644" (default)
+	Owner       string        `json:"owner,omitempty"`
+	Group       string        `json:"group,omitempty"`
 }
 
 // FileMode parses Mode (validated).
@@ -72,6 +75,9 @@ type ContainerSpec struct {
 	Privileged         bool              `json:"privileged,omitempty"`
 	HostNetwork        bool              `json:"hostNetwork,omitempty"`
 	HealthCheck        *HealthCheck      `json:"healthCheck,omitempty"`
+	// SecretEnv sets variables from secrets; they are handed to podman
+	// in a file, never on its command line.
+	SecretEnv map[string]SecretKeyRef `json:"secretEnv,omitempty"`
 }
 
 // HealthCheck is a command run inside a running container, every
@@ -105,6 +111,9 @@ type ShellJobSpec struct {
 	Shell          bool              `json:"shell,omitempty"`
 	TimeoutSeconds int               `json:"timeoutSeconds,omitempty"` // default 300
 	Env            map[string]string `json:"env,omitempty"`
+	// SecretEnv sets variables from secrets (never written to the audit
+	// log).
+	SecretEnv map[string]SecretKeyRef `json:"secretEnv,omitempty"`
 }
 
 var (
@@ -190,6 +199,9 @@ func CanonicalResource(prefix string, r Resource) (Resource, error) {
 func (s *FileSpec) setDefaults() {
 	if s.Mode == "" {
 		s.Mode = "0644"
+		if s.ContentFrom != nil {
+			s.Mode = "0600"
+		}
 	}
 }
 
@@ -208,6 +220,12 @@ func (s *FileSpec) validate(e errs) {
 	}
 	if len(s.Content) > MaxFileContentBytes {
 		e.at("content").add("%d bytes is more than the limit of %d", len(s.Content), MaxFileContentBytes)
+	}
+	if s.ContentFrom != nil {
+		if s.Content != "" {
+			e.at("contentFrom").add("give content or contentFrom, not both")
+		}
+		s.ContentFrom.validate(e.at("contentFrom"))
 	}
 	if _, err := parseMode(s.Mode); err != nil {
 		e.at("mode").add("%v", err)
@@ -293,11 +311,7 @@ func (s *ContainerSpec) validate(e errs) {
 	} else if !imageRe.MatchString(s.Image) || len(s.Image) > 255 {
 		e.at("image").add("%q is not an image reference", s.Image)
 	}
-	for _, k := range sortedKeys(s.Env) {
-		if !envNameRe.MatchString(k) {
-			e.at("env").at(k).add("is not an environment variable name")
-		}
-	}
+	validateEnv(e, s.Env, s.SecretEnv)
 	for i, p := range s.Ports {
 		pe := e.at("ports").index(i)
 		if p.ContainerPort < 1 || p.ContainerPort > 65535 {
@@ -412,9 +426,23 @@ func (s *ShellJobSpec) validate(e errs) {
 	if s.TimeoutSeconds < 1 || s.TimeoutSeconds > 86400 {
 		e.at("timeoutSeconds").add("%d: must be 1 to 86400", s.TimeoutSeconds)
 	}
-	for _, k := range sortedKeys(s.Env) {
+	validateEnv(e, s.Env, s.SecretEnv)
+}
+
+// validateEnv checks variable names of env and secretEnv, and that no
+// variable is set by both.
+func validateEnv(e errs, env map[string]string, secretEnv map[string]SecretKeyRef) {
+	for _, k := range sortedKeys(env) {
 		if !envNameRe.MatchString(k) {
 			e.at("env").at(k).add("is not an environment variable name")
 		}
+	}
+	for _, k := range sortedKeys(secretEnv) {
+		if !envNameRe.MatchString(k) {
+			e.at("secretEnv").at(k).add("is not an environment variable name")
+		} else if _, both := env[k]; both {
+			e.at("secretEnv").at(k).add("is also set in env: set it in one of them")
+		}
+		secretEnv[k].validate(e.at("secretEnv").at(k))
 	}
 }

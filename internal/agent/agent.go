@@ -55,6 +55,7 @@ type Agent struct {
 
 	desired *desiredSet
 	engine  *engine
+	secrets *secretSource
 	status  *statusWriter
 
 	retry   retryPolicy
@@ -101,6 +102,7 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 	a.desired = newDesiredSet(cfg.ID, st, log, a.retry, a.health)
 	a.status = newStatusWriter(cfg.ID, log, a.retry)
 	a.engine = newEngine(a)
+	a.secrets = newSecretSource(st, cfg.Buckets.Secrets)
 	return a, nil
 }
 
@@ -163,6 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.secrets.setStore(st)
 	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.engine.run(ctx) })

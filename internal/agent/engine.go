@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -30,6 +31,8 @@ type engine struct {
 	rejected map[string]rejection // the latest candidate that was refused
 	res      map[string]*resState // by deployment/id
 	seen     map[string][]byte    // raw candidate last evaluated, by deployment
+	// keptSecrets: the secrets kept when last looked (nil: not yet).
+	keptSecrets map[string]bool
 }
 
 type goodState struct {
@@ -98,6 +101,7 @@ func (e *engine) run(ctx context.Context) error {
 func (e *engine) pass(ctx context.Context) time.Time {
 	now := time.Now()
 	e.admit(e.a.desired.snapshot())
+	e.forgetSecrets()
 
 	var want []plan.Resource
 	byKey := map[string]Desired{}
@@ -231,7 +235,8 @@ func (e *engine) decode(ds v1.DesiredState) ([]Desired, []v1.ResourceStatus) {
 			continue
 		}
 		raw, _ := v1.Marshal(spec)
-		d := Desired{Deployment: ds.Deployment, UID: ds.UID, Generation: ds.Generation, ID: r.ID, Kind: r.Kind, Spec: spec, Raw: raw}
+		d := Desired{Deployment: ds.Deployment, UID: ds.UID, Generation: ds.Generation, ID: r.ID, Kind: r.Kind, Spec: spec, Raw: raw,
+			Secrets: ds.Secrets}
 		claim, err := kind.Admit(d)
 		if err != nil {
 			field := prefix
@@ -246,6 +251,25 @@ func (e *engine) decode(ds v1.DesiredState) ([]Desired, []v1.ResourceStatus) {
 		out = append(out, d)
 	}
 	return out, problems
+}
+
+// forgetSecrets drops the kept secrets that no enforced desired state
+// names any more (looked at only when that set changes).
+func (e *engine) forgetSecrets() {
+	keep := map[string]bool{}
+	for _, g := range e.good {
+		for name := range g.ds.Secrets {
+			keep[name] = true
+		}
+	}
+	if e.keptSecrets != nil && maps.Equal(keep, e.keptSecrets) {
+		return
+	}
+	if err := e.a.secrets.forgetExcept(keep); err != nil {
+		e.a.log.Warn("drop secrets no longer used", "err", err)
+		return
+	}
+	e.keptSecrets = keep
 }
 
 func errReason(err error) string {
@@ -270,7 +294,19 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 	if rs.permanent || (!rs.nextRetry.IsZero() && time.Now().Before(rs.nextRetry)) {
 		return
 	}
-	res, err := e.observeApply(ctx, d)
+	// Values from secrets are filled in here, for this pass only: what
+	// the engine keeps (good, the ledger) holds references.
+	resolved, err := e.a.secrets.resolve(ctx, d)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		rs.set(v1.PhaseFailed, err.Error(), map[string]string{detailReason: ReasonSecretUnavailable})
+		rs.nextRetry = time.Now().Add(rs.bo.NextBackOff())
+		e.a.log.Warn("resource failed", "deployment", d.Deployment, "resource", d.ID, "kind", d.Kind, "err", err, "next_retry", rs.nextRetry)
+		return
+	}
+	res, err := e.observeApply(ctx, resolved)
 	if ctx.Err() != nil {
 		return
 	}

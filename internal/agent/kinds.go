@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -27,6 +28,12 @@ type Desired struct {
 	Spec       any // *v1.FileSpec, *v1.ContainerSpec, ...
 	Claim      string
 	Raw        json.RawMessage // canonical spec, kept in the ledger
+	// Secrets are the versions of the secrets the desired state uses
+	// (DesiredState.Secrets); SecretEnv, filled just before the kind
+	// sees it (secretSource.resolve), the values of a spec's secretEnv.
+	// Neither is kept anywhere.
+	Secrets   map[string]string
+	SecretEnv map[string]string
 }
 
 // madeError is an Apply that failed after making the thing (a container
@@ -117,12 +124,19 @@ func (k fileKind) Admit(d Desired) (string, error) {
 }
 
 func (k fileKind) Observe(_ context.Context, d Desired) (Observation, error) {
-	o, err := k.m.Observe(fileSpec(d.Spec.(*v1.FileSpec)))
+	s := d.Spec.(*v1.FileSpec)
+	o, err := k.m.Observe(fileSpec(s))
 	if err != nil {
 		return Observation{}, err
 	}
+	details := map[string]string{"sha256": o.SHA256}
+	if s.ContentFrom != nil {
+		// A hash of a secret is no one's business (a short password's
+		// would give it away): the secret's version says what is there.
+		details = map[string]string{"secret": s.ContentFrom.Secret, "secretVersion": d.Secrets[s.ContentFrom.Secret]}
+	}
 	return Observation{InSync: o.InSync, Diff: strings.Join(o.Diff, ", "),
-		Result: Result{Phase: v1.PhaseReady, Message: "in sync", Details: map[string]string{"sha256": o.SHA256}}}, nil
+		Result: Result{Phase: v1.PhaseReady, Message: "in sync", Details: details}}, nil
 }
 
 func (k fileKind) Apply(_ context.Context, d Desired) error {
@@ -151,8 +165,18 @@ func (k shellJobKind) Admit(d Desired) (string, error) {
 
 func (k shellJobKind) jobSpec(d Desired) shelljob.Spec {
 	s := d.Spec.(*v1.ShellJobSpec)
+	env := s.Env
+	var redact []string
+	if len(d.SecretEnv) > 0 {
+		env = map[string]string{}
+		maps.Copy(env, s.Env)
+		for k, v := range d.SecretEnv {
+			env[k] = v
+			redact = append(redact, v)
+		}
+	}
 	return shelljob.Spec{Deployment: d.Deployment, UID: d.UID, Generation: d.Generation, ID: d.ID, Command: s.Command,
-		Shell: s.Shell, Timeout: secondsDuration(s.TimeoutSeconds), Env: s.Env, Dir: k.dir}
+		Shell: s.Shell, Timeout: secondsDuration(s.TimeoutSeconds), Env: env, Dir: k.dir, Redact: redact}
 }
 
 // Observe: a job is in sync once it ran for this generation. A run that
@@ -205,6 +229,11 @@ const (
 	ReasonSystemdUnavailable = "SystemdUnavailable"
 	detailReason             = "reason"
 )
+
+// ReasonSecretUnavailable: a secret the resource takes a value from could
+// not be read (it does not exist, or the store cannot be reached and no
+// copy is kept); retried with backoff.
+const ReasonSecretUnavailable = "SecretUnavailable"
 
 // Reasons of a running container with a health check that is not Ready.
 const (
@@ -297,8 +326,25 @@ func toContainerSpec(name string, s *v1.ContainerSpec, fm *files.Manager) contai
 }
 
 func (k containerKind) desired(d Desired) containers.Desired {
-	return containers.Desired{Deployment: d.Deployment, Resource: d.ID,
-		Spec: toContainerSpec(k.podmanName(containerName(d)), d.Spec.(*v1.ContainerSpec), k.files), Canonical: d.Raw}
+	spec := toContainerSpec(k.podmanName(containerName(d)), d.Spec.(*v1.ContainerSpec), k.files)
+	spec.SecretEnv = d.SecretEnv
+	return containers.Desired{Deployment: d.Deployment, Resource: d.ID, Spec: spec, Canonical: withSecretVersions(d)}
+}
+
+// withSecretVersions is what identifies a container's spec: its canonical
+// spec and, when it takes values from secrets, their versions (so that a
+// rotated secret replaces the container, and its spec hash tells nothing
+// about the values).
+func withSecretVersions(d Desired) []byte {
+	names := map[string]string{}
+	for _, u := range v1.SecretUses("", d.Spec) {
+		names[u.Ref.Secret] = d.Secrets[u.Ref.Secret]
+	}
+	if len(names) == 0 {
+		return d.Raw
+	}
+	v, _ := v1.Marshal(names)
+	return append(append(append([]byte{}, d.Raw...), '\n'), v...)
 }
 
 func (k containerKind) Observe(ctx context.Context, d Desired) (Observation, error) {

@@ -91,6 +91,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newEnrollCmd(stdout, stderr),
 		newDeviceCmd(stdout),
 		newOrphansCmd(stdout),
+		newSecretCmd(stdout),
 		newGuardCmd(stderr),
 	)
 	// The control plane's commands, left out of an agent-only build

@@ -25,6 +25,10 @@ type Buckets struct {
 	// Identities holds the devices' NATS identities, enrollment requests
 	// and enrollment tokens (hashed); only the control plane reads it.
 	Identities string `json:"identities"`
+	// Secrets holds the secrets resources reference by name
+	// (docs/adr/0025-secrets.md); devices read only those their desired
+	// state names.
+	Secrets string `json:"secrets"`
 }
 
 // Server is the configuration of `harmony server`.
@@ -131,6 +135,7 @@ func DefaultServer() Server {
 			DevicePresence:  "device-presence",
 			Leases:          "leases",
 			Identities:      "identities",
+			Secrets:         "secrets",
 		},
 	}
 }
@@ -270,7 +275,7 @@ func (c *Server) Validate() error {
 		"buckets.device_info": c.Buckets.DeviceInfo, "buckets.device_state": c.Buckets.DeviceState,
 		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat, "buckets.device_labels": c.Buckets.DeviceLabels,
 		"buckets.leases": c.Buckets.Leases, "buckets.identities": c.Buckets.Identities,
-		"buckets.device_presence": c.Buckets.DevicePresence,
+		"buckets.device_presence": c.Buckets.DevicePresence, "buckets.secrets": c.Buckets.Secrets,
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)

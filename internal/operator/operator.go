@@ -39,12 +39,19 @@ type Buckets struct {
 	// DevicePresence holds the relays' records of the beats they answered
 	// (nil: devices beat only through their own heartbeat keys).
 	DevicePresence store.KV
+	// Secrets (nil: none) gives the versions of secrets, which desired
+	// state carries so that a rotation rolls out; the operator keeps no
+	// value.
+	Secrets store.KV
 }
 
 func (b Buckets) all() []store.KV {
 	all := []store.KV{b.Deployments, b.DesiredState, b.DeviceInfo, b.DeviceState, b.DeviceHeartbeat, b.DeviceLabels}
 	if b.DevicePresence != nil {
 		all = append(all, b.DevicePresence)
+	}
+	if b.Secrets != nil {
+		all = append(all, b.Secrets)
 	}
 	return all
 }
@@ -138,11 +145,15 @@ type Operator struct {
 	// presenceKeys: the presence records seen (their next ones are live).
 	legacy       map[string]v1.Heartbeat
 	presenceKeys map[string]bool
-	renders      int // render passes, for tests and metrics
-	writes       int // desired-state writes done
-	orphanSince  map[string]orphanMark
-	dirty        work // what changed since the last render pass
-	guard        *guard
+	// secretVersions: the version of every secret, by name; secretUses:
+	// the secrets each deployment uses.
+	secretVersions map[string]string
+	secretUses     map[string][]string
+	renders        int // render passes, for tests and metrics
+	writes         int // desired-state writes done
+	orphanSince    map[string]orphanMark
+	dirty          work // what changed since the last render pass
+	guard          *guard
 	// releasesReplayed: the release record (Options.Releases) was read
 	// once; records read before are older than any hold of this operator.
 	releasesReplayed bool
@@ -193,6 +204,7 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 		deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
 		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{},
 		legacy: map[string]v1.Heartbeat{}, presenceKeys: map[string]bool{},
+		secretVersions: map[string]string{}, secretUses: map[string][]string{},
 		orphanSince: map[string]orphanMark{}, dirty: newWork(true), want: map[string][]byte{}, roll: newRollup(opts.Staleness),
 		guard: newGuard(GuardLimits{Min: opts.OrphanHoldMin, Fraction: opts.OrphanHoldFraction, Window: opts.OrphanWindow})}
 	for _, kv := range b.all() {
@@ -276,6 +288,7 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 	switch bucket {
 	case o.b.Deployments.Bucket():
 		delete(o.deployments, e.Key)
+		delete(o.secretUses, e.Key)
 		if !del {
 			sd, err := v1.DecodeStoredDeployment(e.Value)
 			if err != nil {
@@ -283,6 +296,27 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 				break
 			}
 			o.deployments[e.Key] = sd.Deployment
+			if names := sd.Deployment.SecretNames(); len(names) > 0 {
+				o.secretUses[e.Key] = names
+			}
+		}
+	case o.secretsBucket():
+		// Only the version is kept: it is all that desired state needs.
+		delete(o.secretVersions, e.Key)
+		if !del {
+			sec, err := v1.DecodeSecret(e.Value)
+			if err != nil || sec.Name != e.Key {
+				o.log.Warn("ignoring an undecodable secret", "key", e.Key, "err", err)
+			} else {
+				o.secretVersions[e.Key] = sec.Version
+			}
+		}
+		for dep, names := range o.secretUses {
+			for _, n := range names {
+				if n == e.Key {
+					o.dirty.deployments[dep] = true
+				}
+			}
 		}
 	case o.b.DeviceInfo.Bucket():
 		delete(o.devices, e.Key)
@@ -381,10 +415,34 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 		o.dirty.devices[e.Key] = true
 	case o.b.DesiredState.Bucket():
 		o.dirty.keys[e.Key] = true
+	case o.secretsBucket():
 	default:
 		return
 	}
 	o.poke()
+}
+
+// secretsBucket is the secrets bucket's name ("" when the operator has
+// none).
+func (o *Operator) secretsBucket() string {
+	if o.b.Secrets == nil {
+		return ""
+	}
+	return o.b.Secrets.Bucket()
+}
+
+// secretVersionsLocked returns, by deployment, the versions of the secrets
+// it uses ("" for a secret that does not exist). o.mu is held.
+func (o *Operator) secretVersionsLocked() map[string]map[string]string {
+	out := make(map[string]map[string]string, len(o.secretUses))
+	for dep, names := range o.secretUses {
+		m := make(map[string]string, len(names))
+		for _, n := range names {
+			m[n] = o.secretVersions[n]
+		}
+		out[dep] = m
+	}
+	return out
 }
 
 func (o *Operator) poke() {

@@ -34,6 +34,8 @@ func (o *Operator) renderLoop(ctx context.Context) error {
 type passInput struct {
 	work        work
 	deployments map[string]v1.Deployment
+	// secrets: by deployment, the versions of the secrets it uses.
+	secrets map[string]map[string]string
 	// devices: every device when the pass is full or deployments changed,
 	// else the changed ones.
 	devices map[string]Device
@@ -57,7 +59,7 @@ func (o *Operator) render(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	change, err := planWant(in.work, in.deployments, in.devices, o.want)
+	change, err := planWant(in.work, in.deployments, in.secrets, in.devices, o.want)
 	if err != nil {
 		o.giveBack(in.work) // want is unchanged: the next pass does it all again
 		return err
@@ -84,6 +86,7 @@ func (o *Operator) takeWork() (in passInput, ok bool) {
 	for k, v := range o.deployments {
 		in.deployments[k] = v
 	}
+	in.secrets = o.secretVersionsLocked()
 	if w.full || len(w.deployments) > 0 {
 		for k, v := range o.devices {
 			in.devices[k] = Device{Info: v, Overrides: o.overrides[k]}

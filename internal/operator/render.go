@@ -35,9 +35,11 @@ func (d Device) Labels() map[string]string {
 }
 
 // Render returns, for every (device, deployment) match, the desired-state
-// key and its canonical bytes. It is pure: the same deployments and devices
-// always give the same bytes, so several operators render identically.
-func Render(deployments map[string]v1.Deployment, devices map[string]Device) (map[string][]byte, error) {
+// key and its canonical bytes. It is pure: the same deployments, secret
+// versions and devices always give the same bytes, so several operators
+// render identically. secrets holds, by deployment, the versions of the
+// secrets it uses (nil: none).
+func Render(deployments map[string]v1.Deployment, secrets map[string]map[string]string, devices map[string]Device) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	names := make([]string, 0, len(deployments))
 	for n := range deployments {
@@ -51,7 +53,7 @@ func Render(deployments map[string]v1.Deployment, devices map[string]Device) (ma
 			if !d.Spec.Selector.Matches(labels) {
 				continue
 			}
-			b, err := desiredBytes(id, n, d)
+			b, err := desiredBytes(id, n, d, secrets[n])
 			if err != nil {
 				return nil, err
 			}
@@ -70,14 +72,16 @@ func sortedDeviceIDs(devices map[string]Device) []string {
 	return ids
 }
 
-// desiredBytes is the canonical desired-state value of one match.
-func desiredBytes(id, name string, d v1.Deployment) ([]byte, error) {
+// desiredBytes is the canonical desired-state value of one match; secrets
+// are the versions of the secrets the deployment uses ("" for one that
+// does not exist).
+func desiredBytes(id, name string, d v1.Deployment, secrets map[string]string) ([]byte, error) {
 	resources := d.Spec.Resources
 	if resources == nil {
 		resources = []v1.Resource{}
 	}
 	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name, UID: d.Metadata.UID,
-		Generation: d.Metadata.Generation, Resources: resources})
+		Generation: d.Metadata.Generation, Resources: resources, Secrets: secrets})
 }
 
 // A render pass is a plan and its application (pass.go). The plan is pure:
@@ -101,9 +105,9 @@ type wantChange struct {
 // devices holds every device when the pass is full or deployments
 // changed, else only the changed devices that still exist. want is only
 // read.
-func planWant(w work, deployments map[string]v1.Deployment, devices map[string]Device, want map[string][]byte) (wantChange, error) {
+func planWant(w work, deployments map[string]v1.Deployment, secrets map[string]map[string]string, devices map[string]Device, want map[string][]byte) (wantChange, error) {
 	if w.full {
-		set, err := Render(deployments, devices)
+		set, err := Render(deployments, secrets, devices)
 		return wantChange{replace: true, set: set}, err
 	}
 	c := wantChange{set: map[string][]byte{}}
@@ -122,7 +126,7 @@ func planWant(w work, deployments map[string]v1.Deployment, devices map[string]D
 			}
 			return nil
 		}
-		b, err := desiredBytes(id, name, dep)
+		b, err := desiredBytes(id, name, dep, secrets[name])
 		if err != nil {
 			return err
 		}

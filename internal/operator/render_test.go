@@ -63,7 +63,7 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 			}
 		}
 		before := maps.Clone(want)
-		c, err := planWant(w, deps, in, want)
+		c, err := planWant(w, deps, nil, in, want)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +71,7 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 			t.Fatalf("step %d: planWant changed want", step)
 		}
 		want = c.applyTo(want)
-		full, _ := Render(deps, devs)
+		full, _ := Render(deps, nil, devs)
 		if !reflect.DeepEqual(keys(want), keys(full)) {
 			t.Fatalf("step %d: want %v, a full render %v", step, keys(want), keys(full))
 		}
@@ -86,7 +86,7 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 func TestPlanWrites(t *testing.T) {
 	deps := map[string]v1.Deployment{"web": deployment("web", 2, nil)}
 	gen := func(g int64) []byte {
-		b, _ := desiredBytes("a", "web", deployment("web", g, nil))
+		b, _ := desiredBytes("a", "web", deployment("web", g, nil), nil)
 		return b
 	}
 	want := map[string][]byte{"a.web": gen(2), "b.web": gen(2), "c.web": gen(2), "d.web": gen(2)}

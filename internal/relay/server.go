@@ -22,6 +22,9 @@ import (
 // Fleet are the buckets a device reaches through the relay.
 type Fleet struct {
 	DesiredState, DeviceInfo, DeviceState, DeviceHeartbeat store.KV
+	// Secrets (nil: none) is read by a device only for the secrets its
+	// desired state names (docs/adr/0025-secrets.md).
+	Secrets store.KV
 }
 
 // Limits bound what one device may cost the control plane. Every figure
@@ -420,6 +423,11 @@ func (s *Server) do(ctx context.Context, j job, op string) (*nats.Msg, error) {
 			return nil, err
 		}
 	}
+	if role == roleSecret {
+		if err := s.usesSecret(ctx, j.id, key); err != nil {
+			return nil, err
+		}
+	}
 	if op == OpUpdate && role == roleInfo {
 		if err := samePinnedLabels(ctx, kv, key, value); err != nil {
 			return nil, err
@@ -501,6 +509,7 @@ const (
 	roleState     = "state"
 	roleHeartbeat = "heartbeat"
 	roleMember    = "failover"
+	roleSecret    = "secrets"
 )
 
 func (s *Server) bucketFor(ctx context.Context, id, bucket string) (store.KV, string, error) {
@@ -514,6 +523,9 @@ func (s *Server) bucketFor(ctx context.Context, id, bucket string) (store.KV, st
 		return f.DeviceState, roleState, nil
 	case f.DeviceHeartbeat.Bucket():
 		return f.DeviceHeartbeat, roleHeartbeat, nil
+	}
+	if f.Secrets != nil && bucket == f.Secrets.Bucket() {
+		return f.Secrets, roleSecret, nil
 	}
 	if s.opts.MemberBucket == nil || s.opts.OpenBucket == nil || bucket == "" {
 		return nil, "", refuse("bucket %q: not one this device may use", bucket)
@@ -590,6 +602,7 @@ func allowed(role, op, id, key string) error {
 		roleHeartbeat: {OpGet, OpCreate, OpUpdate},
 		roleState:     {OpGet, OpCreate, OpUpdate, OpDelete},
 		roleMember:    {OpGet, OpCreate, OpUpdate, OpDelete, OpHistory},
+		roleSecret:    {OpGet},
 	}[role]
 	ok := false
 	for _, o := range ops {
@@ -603,6 +616,10 @@ func allowed(role, op, id, key string) error {
 		if !memberKey(key) {
 			return refuse("key %q: not a failover key (cluster-state, switchover, heartbeat.<node>, event.<kind>.<node>.<epoch>)", key)
 		}
+	case roleSecret:
+		if v1.ValidateSecretName(key) != nil {
+			return refuse("key %q: not a secret name", key)
+		}
 	case roleInfo, roleHeartbeat:
 		if key != id {
 			return refuse("key %q: a device writes only its own key %q", key, id)
@@ -614,6 +631,27 @@ func allowed(role, op, id, key string) error {
 		}
 	}
 	return nil
+}
+
+// usesSecret checks that one of the device's desired states names the
+// secret: a device reads only the secrets it was given. A secret that does
+// not exist gets the same answer as one not given, so that a device cannot
+// learn which names exist.
+func (s *Server) usesSecret(ctx context.Context, id, name string) error {
+	es, err := list(ctx, s.fleet.DesiredState, id+".*")
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		ds, err := v1.DecodeDesiredState(e.Value)
+		if err != nil || ds.Device != id {
+			continue
+		}
+		if _, ok := ds.Secrets[name]; ok {
+			return nil
+		}
+	}
+	return refuse("secret %q: no desired state of this device uses it", name)
 }
 
 // Bounds of what one request may ask.

@@ -43,6 +43,10 @@ func (h *handler) apiRoutes() map[string]http.HandlerFunc {
 		httpapi.RouteIdentities:       h.listIdentities,
 		httpapi.RouteApprove:          h.approve,
 		httpapi.RouteRevoke:           h.revoke,
+		httpapi.RouteSecrets:          h.listSecrets, // secrets.go
+		httpapi.RouteCreateSecret:     h.createSecret,
+		httpapi.RouteReplaceSecret:    h.replaceSecret,
+		httpapi.RouteDeleteSecret:     h.deleteSecret,
 	}
 }
 
@@ -205,6 +209,15 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyRe
 			return nil, e
 		}
 		seen[docs[i].Metadata.Name] = i + 1
+		fe, err := h.checkSecretRefs(ctx, docs[i])
+		if err != nil {
+			return nil, storeErrorOf(err)
+		}
+		if fe != nil {
+			e := httpapi.Errorf(httpapi.CodeInvalid, "document %d: %v", i+1, fe)
+			e.Document, e.Field = i+1, fe.Field
+			return nil, e
+		}
 	}
 	var results []httpapi.ApplyResult
 	for _, d := range docs {

@@ -51,6 +51,8 @@ func FleetBuckets(c config.Server) []store.BucketConfig {
 			Description: "Harmony device liveness as each server's relay heard it, written by the servers"},
 		{Name: b.Identities, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
 			Description: "Harmony device identities, enrollment requests and hashed enrollment tokens"},
+		{Name: b.Secrets, History: 1, Replicas: c.Replicas, MaxValueSize: v1.MaxSecretBytes + 4096,
+			Description: "Harmony secrets, written by the server, read by the devices whose desired state names them"},
 		{Name: b.Leases, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
 			Description: "Harmony servers' leases on once-only work (orphan collection)"},
 	}

@@ -225,7 +225,12 @@ func enrollError(w http.ResponseWriter, err error) {
 // decodeBody reads a small JSON body, refusing unknown fields; with
 // optional, an empty body leaves v as it is.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
-	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxEnrollBody))
+	return decodeBodyUpTo(w, r, v, optional, maxEnrollBody)
+}
+
+// decodeBodyUpTo is decodeBody with a limit of its own.
+func decodeBodyUpTo(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) bool {
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
 		if optional && errors.Is(err, io.EOF) {

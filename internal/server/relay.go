@@ -79,7 +79,7 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 	}
 	rl := relay.NewServer(rnc, relay.Fleet{
 		DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
-		DeviceState: own[b.DeviceState], DeviceHeartbeat: own[b.DeviceHeartbeat],
+		DeviceState: own[b.DeviceState], DeviceHeartbeat: own[b.DeviceHeartbeat], Secrets: kvs[b.Secrets],
 	}, log.With("component", "relay"), relay.Options{
 		MemberBucket: func(ctx context.Context, device string) (string, error) {
 			return memberBucket(ctx, ids, device)

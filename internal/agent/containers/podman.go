@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -58,6 +59,11 @@ type Spec struct {
 	Privileged    bool
 	HostNetwork   bool
 	HealthCheck   *HealthCheck // nil: none
+	// SecretEnv are variables whose values come from secrets: podman
+	// reads them from a file only it and root can read, removed once the
+	// container is created, so that they never show on a command line
+	// (nor in the errors that quote one).
+	SecretEnv map[string]string
 }
 
 // Container is what podman reports.
@@ -223,8 +229,44 @@ func (p *Podman) Create(ctx context.Context, s Spec) error {
 	if s.Name == "" || s.Image == "" {
 		return errors.New("container name and image are required")
 	}
-	_, err := p.run(ctx, CreateArgs(s)...)
+	args := CreateArgs(s)
+	if len(s.SecretEnv) > 0 {
+		f, err := writeEnvFile(s.SecretEnv)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f)
+		// Before the image: "create [flags] IMAGE [COMMAND...]".
+		args = append([]string{args[0], "--env-file", f}, args[1:]...)
+	}
+	_, err := p.run(ctx, args...)
 	return err
+}
+
+// writeEnvFile writes KEY=VALUE lines to a new file of mode 0600. podman's
+// env files hold one line per variable, so a value may not span lines.
+func writeEnvFile(env map[string]string) (string, error) {
+	var b strings.Builder
+	for _, k := range sortedKeys(env) {
+		if strings.ContainsAny(env[k], "\n\r\x00") {
+			return "", fmt.Errorf("secretEnv %s: a value given to a container's environment must be one line (use a File with contentFrom for more)", k)
+		}
+		b.WriteString(k + "=" + env[k] + "\n")
+	}
+	f, err := os.CreateTemp("", "harmony-env-*")
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // Start starts a container.

@@ -24,7 +24,7 @@ type Dir struct {
 
 // Open creates the directory layout under path when missing.
 func Open(path string) (*Dir, error) {
-	for _, sub := range []string{"desired", "ledger", "jobs"} {
+	for _, sub := range []string{"desired", "ledger", "jobs", "secrets"} {
 		if err := os.MkdirAll(filepath.Join(path, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("state dir: %w", err)
 		}
@@ -76,6 +76,43 @@ func (d *Dir) SaveDesired(deployment string, value []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return WriteFileAtomic(filepath.Join(d.path, "desired", deployment+".json"), value, 0o600)
+}
+
+// SaveSecret keeps a secret the desired state uses (the stored record,
+// mode 0600 in a 0700 directory), so that an agent started without the
+// mesh can still enforce what takes values from it.
+func (d *Dir) SaveSecret(name string, value []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return WriteFileAtomic(filepath.Join(d.path, "secrets", name+".json"), value, 0o600)
+}
+
+// LoadSecret reads a kept secret (os.ErrNotExist when none is kept).
+func (d *Dir) LoadSecret(name string) ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return os.ReadFile(filepath.Join(d.path, "secrets", name+".json"))
+}
+
+// DropSecretsExcept removes the kept secrets not named in keep.
+func (d *Dir) DropSecretsExcept(keep map[string]bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dir := filepath.Join(d.path, "secrets")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if filepath.Ext(name) != ".json" || keep[name[:len(name)-len(".json")]] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // DropDesired forgets a deployment's desired state.

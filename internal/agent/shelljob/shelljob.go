@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,9 @@ type Spec struct {
 	Timeout    time.Duration
 	Env        map[string]string
 	Dir        string // working directory ("": the agent's)
+	// Redact are values (from secrets) never to show: they are cut out
+	// of the output kept, logged and reported.
+	Redact []string
 }
 
 // TailBytes is how much of a job's output is kept in its record.
@@ -87,7 +91,7 @@ func (r *Runner) Run(ctx context.Context, s Spec) (localstate.JobRecord, error) 
 	r.log.Info("shell job starting", "deployment", s.Deployment, "generation", s.Generation, "job", s.ID, "command", args)
 	err := cmd.Run()
 	rec.FinishedAt = time.Now().UTC().Format(time.RFC3339Nano)
-	rec.OutputTail = out.String()
+	rec.OutputTail = redact(out.String(), s.Redact)
 	rec.ExitCode = cmd.ProcessState.ExitCode()
 	switch {
 	case ctx.Err() != nil:
@@ -103,6 +107,16 @@ func (r *Runner) Run(ctx context.Context, s Spec) (localstate.JobRecord, error) 
 		return rec, fmt.Errorf("record job: %w", err)
 	}
 	return rec, nil
+}
+
+// redact replaces every value of values found in s with "[redacted]".
+func redact(s string, values []string) string {
+	for _, v := range values {
+		if v != "" {
+			s = strings.ReplaceAll(s, v, "[redacted]")
+		}
+	}
+	return s
 }
 
 func envList(env map[string]string) []string {
