@@ -139,6 +139,8 @@ func DecodeSpec(prefix string, r Resource) (any, error) {
 		spec = &SystemdUnitSpec{}
 	case KindShellJob:
 		spec = &ShellJobSpec{}
+	case KindPostgresCluster:
+		spec = &PostgresClusterSpec{}
 	default:
 		return nil, &UnknownKindError{Field: e.at("kind").path, Kind: r.Kind}
 	}
@@ -164,6 +166,9 @@ func DecodeSpec(prefix string, r Resource) (any, error) {
 		s.setDefaults()
 		s.validate(es)
 	case *ShellJobSpec:
+		s.setDefaults()
+		s.validate(es)
+	case *PostgresClusterSpec:
 		s.setDefaults()
 		s.validate(es)
 	}

@@ -161,6 +161,15 @@ func SecretUses(prefix string, spec any) []SecretUse {
 		envUses("secretEnv", s.SecretEnv)
 	case *ShellJobSpec:
 		envUses("secretEnv", s.SecretEnv)
+	case *PostgresClusterSpec:
+		if s.SuperuserPassword != nil {
+			out = append(out, SecretUse{Field: prefix + ".spec.superuserPassword", Ref: *s.SuperuserPassword})
+		}
+		for i, r := range s.Roles {
+			if r.Password != nil {
+				out = append(out, SecretUse{Field: fmt.Sprintf("%s.spec.roles[%d].password", prefix, i), Ref: *r.Password})
+			}
+		}
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,7 @@ type Agent struct {
 	desired *desiredSet
 	engine  *engine
 	secrets *secretSource
+	members *members // declared PostgreSQL members (postgres.go)
 	status  *statusWriter
 
 	retry   retryPolicy
@@ -103,6 +105,8 @@ func New(cfg config.Agent, log *slog.Logger, opts Options) (*Agent, error) {
 	a.status = newStatusWriter(cfg.ID, log, a.retry)
 	a.engine = newEngine(a)
 	a.secrets = newSecretSource(st, cfg.Buckets.Secrets)
+	a.members = newMembers(a)
+	a.kinds[v1.KindPostgresCluster] = postgresKind{m: a.members}
 	return a, nil
 }
 
@@ -166,9 +170,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.secrets.setStore(st)
+	a.members.setStore(st)
 	parent := ctx
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.engine.run(ctx) })
+	g.Go(func() error { return a.members.run(ctx) })
 	g.Go(func() error { return a.meshLoop(ctx, nc, st) })
 	if ln != nil {
 		g.Go(func() error { return a.serveHTTP(ctx, ln) })
@@ -245,8 +251,16 @@ func (a *Agent) openStore(nc *nats.Conn) (store.Store, error) {
 		fb := failover.BucketName(f.Cluster)
 		republish[fb] = store.RepublishPrefix(fb)
 	}
+	// A failover bucket is republished under its own prefix, whichever
+	// cluster a declared member (postgres.go) turns out to be in.
+	republishOf := func(bucket string) (string, bool) {
+		if !strings.HasPrefix(bucket, failover.BucketName("")) {
+			return "", false
+		}
+		return store.RepublishPrefix(bucket), true
+	}
 	return relay.NewClient(nc, relay.ClientOptions{Device: a.cfg.ID, Timeout: a.cfg.StoreTimeout.Std(),
-		Republish: republish, Recheck: recheck, OnSpread: func(d time.Duration) { a.spread.Store(int64(d)) }}), nil
+		Republish: republish, RepublishOf: republishOf, Recheck: recheck, OnSpread: func(d time.Duration) { a.spread.Store(int64(d)) }}), nil
 }
 
 // ErrIdentityRotated ends Run when the device's identity file (nats_nkey)

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/harmony-fleet/harmony/internal/config"
 	"github.com/harmony-fleet/harmony/internal/failover"
 	"github.com/harmony-fleet/harmony/internal/failover/guard"
 	"github.com/harmony-fleet/harmony/internal/failover/peer"
@@ -22,12 +23,24 @@ import (
 // is a primary), its failsafe listener, guard and HTTP endpoints, until
 // ctx ends.
 func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
-	f := a.cfg.Failover
+	return a.runMember(ctx, st, a.cfg.Failover, failoverExtras{})
+}
+
+// failoverExtras are what a declared member (postgres.go) adds to a
+// failover section: its password file and log file, and who wants its
+// loop once it exists.
+type failoverExtras struct {
+	passFile, logFile string
+	started           func(*failover.Loop)
+}
+
+// runMember runs one failover member until ctx ends.
+func (a *Agent) runMember(ctx context.Context, st store.Store, f *config.Failover, x failoverExtras) error {
 	log := a.log.With("component", "failover", "cluster", f.Cluster, "node", f.Node)
 	t := f.Timings()
 	in := &pg.Instance{Name: f.Node, BinDir: f.Postgres.BinDir, DataDir: f.Postgres.DataDir, Port: f.Postgres.Port,
 		SocketDir: f.Postgres.SocketDir, OSUser: f.Postgres.OSUser, Superuser: f.Postgres.Superuser,
-		MaxSlotWALKeep: f.Postgres.MaxSlotWALKeepSize}
+		MaxSlotWALKeep: f.Postgres.MaxSlotWALKeepSize, PassFile: x.passFile, LogFile: x.logFile}
 	strategy := failover.Strategy(f.Strategy)
 
 	// A node whose PostgreSQL is a primary when the agent starts names
@@ -49,7 +62,8 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 	// its machine decides (an AbsoluteConsistency primary that cannot read
 	// cluster-state fences until it can).
 	lc := failover.LoopConfig{Cluster: f.Cluster, Node: f.Node, Timings: t, Strategy: strategy,
-		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover), Open: open, Bootstrap: startedPrimary}
+		PG: in, AdvertiseHost: f.Postgres.Host, MaxLag: uint64(f.MaxLagOnFailover), Open: open, Bootstrap: startedPrimary,
+		PassFile: x.passFile}
 	var peerLn net.Listener
 	var id peer.Identity
 	var err error
@@ -87,6 +101,9 @@ func (a *Agent) runFailover(ctx context.Context, st store.Store) error {
 	loop, err := failover.NewLoop(lc, nil, log)
 	if err != nil {
 		return err
+	}
+	if x.started != nil {
+		x.started(loop)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return loop.Run(ctx) })

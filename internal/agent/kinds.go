@@ -34,6 +34,10 @@ type Desired struct {
 	// Neither is kept anywhere.
 	Secrets   map[string]string
 	SecretEnv map[string]string
+	// SecretValues are every value the spec takes from secrets, by the
+	// field that names it (v1.SecretUses with no prefix, e.g.
+	// ".spec.superuserPassword").
+	SecretValues map[string]string
 }
 
 // madeError is an Apply that failed after making the thing (a container

@@ -141,6 +141,10 @@ func (s *secretSource) resolve(ctx context.Context, d Desired) (Desired, error) 
 		}
 		values[i] = v
 	}
+	d.SecretValues = make(map[string]string, len(uses))
+	for i, u := range uses {
+		d.SecretValues[u.Field] = values[i]
+	}
 	switch sp := d.Spec.(type) {
 	case *v1.FileSpec:
 		c := *sp

@@ -220,6 +220,9 @@ type LoopConfig struct {
 	// Peers override where the other members' PostgreSQL is; by default
 	// it is learnt from their heartbeats.
 	Peers map[string]*pg.Instance
+	// PassFile gives the passwords of connections to the other members
+	// ("": none needed).
+	PassFile string
 }
 
 // Loop carries out the decisions of one node's machine against the store
@@ -1181,7 +1184,7 @@ func (l *Loop) peer(name string) (*pg.Instance, bool) {
 	if user == "" {
 		user = l.cfg.User
 	}
-	return &pg.Instance{Name: name, SocketDir: hb.Host, Port: hb.Port, Superuser: user}, true
+	return &pg.Instance{Name: name, SocketDir: hb.Host, Port: hb.Port, Superuser: user, PassFile: l.cfg.PassFile}, true
 }
 
 // handOff is a planned switchover: a clean stop first (a fast shutdown

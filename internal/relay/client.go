@@ -23,6 +23,9 @@ type ClientOptions struct {
 	// Republish says, per bucket, where the bucket republishes its writes
 	// (a watch follows those subjects); a bucket not named cannot be watched.
 	Republish map[string]string
+	// RepublishOf, when set, is asked about a bucket Republish does not
+	// name (the failover bucket of a cluster declared later).
+	RepublishOf func(bucket string) (string, bool)
 	// Recheck is how often a watch reads its keys again (0: never).
 	Recheck time.Duration
 	// OnSpread, when set, hears the reconnection window the control
@@ -214,6 +217,9 @@ func (k *clientKV) entries(ctx context.Context, op, key string) ([]store.Entry, 
 // updates-only watches need a consumer, which a device may not make.
 func (k *clientKV) Watch(ctx context.Context, filter string, opts store.WatchOptions) (store.Watcher, error) {
 	prefix, ok := k.c.opts.Republish[k.bucket]
+	if !ok && k.c.opts.RepublishOf != nil {
+		prefix, ok = k.c.opts.RepublishOf(k.bucket)
+	}
 	if !ok || opts.ResumeFrom > 0 || opts.UpdatesOnly {
 		return nil, fmt.Errorf("store: watch %s/%s (relayed): %w: only a republished bucket can be watched, from its current values", k.bucket, filter, store.ErrRefused)
 	}

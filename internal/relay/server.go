@@ -668,7 +668,8 @@ const (
 )
 
 // memberKey reports whether key is one the failover role writes:
-// cluster-state, switchover, heartbeat.<node>, event.<kind>.<node>.<epoch>
+// cluster-state, switchover, bootstrap, heartbeat.<node>,
+// event.<kind>.<node>.<epoch>
 // (failover/loop.go).
 func memberKey(key string) bool {
 	if len(key) > maxMemberKey {
@@ -676,7 +677,7 @@ func memberKey(key string) bool {
 	}
 	toks := strings.Split(key, ".")
 	switch toks[0] {
-	case "cluster-state", "switchover":
+	case "cluster-state", "switchover", "bootstrap":
 		return len(toks) == 1
 	case "heartbeat":
 		return len(toks) == 2

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"log/slog"
 	"time"
 
@@ -82,7 +84,10 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 		DeviceState: own[b.DeviceState], DeviceHeartbeat: own[b.DeviceHeartbeat], Secrets: kvs[b.Secrets],
 	}, log.With("component", "relay"), relay.Options{
 		MemberBucket: func(ctx context.Context, device string) (string, error) {
-			return memberBucket(ctx, ids, device)
+			return memberBucket(ctx, ids, kvs[b.DesiredState], device, func(ctx context.Context, cluster string) error {
+				_, err := failover.EnsureBucket(ctx, st, cluster, cfg.Replicas)
+				return err
+			}, log)
 		},
 		OpenBucket: func(ctx context.Context, bucket string) (store.KV, error) { return st.Open(ctx, bucket) },
 		Timeout:    cfg.StoreTimeout.Std(),
@@ -101,7 +106,7 @@ func startRelay(cfg config.Server, ns *mesh.Server, self nkeys.KeyPair, st store
 
 // memberBucket is the failover bucket a device's identity was granted
 // ("" when none, or when the device has no identity record).
-func memberBucket(ctx context.Context, ids store.KV, device string) (string, error) {
+func memberBucket(ctx context.Context, ids, desired store.KV, device string, ensure func(context.Context, string) error, log *slog.Logger) (string, error) {
 	if ids == nil {
 		return "", nil
 	}
@@ -113,10 +118,61 @@ func memberBucket(ctx context.Context, ids store.KV, device string) (string, err
 		return "", err
 	}
 	r, err := identity.DecodeRecord(e.Value)
-	if err != nil || r.Cluster == "" {
-		return "", nil // unreadable or no cluster: no bucket
+	if err != nil {
+		return "", nil // unreadable: no bucket
 	}
-	return failover.BucketName(r.Cluster), nil
+	if r.Cluster != "" {
+		return failover.BucketName(r.Cluster), nil
+	}
+	// A member declared by a deployment (a PostgresCluster resource in
+	// its desired state) is granted its cluster the first time it asks:
+	// the record says so from then on, and its NATS permissions follow
+	// (identity.Follow).
+	cluster, err := declaredCluster(ctx, desired, device)
+	if err != nil || cluster == "" {
+		return "", err
+	}
+	if err := ensure(ctx, cluster); err != nil {
+		return "", err
+	}
+	r.Cluster = cluster
+	b, err := json.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	if _, err := ids.Update(ctx, identity.DeviceKey(device), b, e.Revision); err != nil {
+		return "", err
+	}
+	log.Info("device granted the failover cluster its desired state declares", "device", device, "cluster", cluster)
+	return failover.BucketName(cluster), nil
+}
+
+// declaredCluster is the cluster of the PostgresCluster resource in the
+// device's desired state ("" when there is none).
+func declaredCluster(ctx context.Context, desired store.KV, device string) (string, error) {
+	if desired == nil {
+		return "", nil
+	}
+	es, err := desired.List(ctx, device+".*")
+	if err != nil {
+		return "", err
+	}
+	for _, e := range es {
+		ds, err := v1.DecodeDesiredState(e.Value)
+		if err != nil || ds.Device != device {
+			continue
+		}
+		for i, r := range ds.Resources {
+			if r.Kind != v1.KindPostgresCluster {
+				continue
+			}
+			spec, err := v1.DecodeSpec(fmt.Sprintf("resources[%d]", i), r)
+			if err == nil {
+				return spec.(*v1.PostgresClusterSpec).Cluster, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // registerMetrics adds collectors to the server's /metrics.

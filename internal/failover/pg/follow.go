@@ -260,7 +260,11 @@ func (i *Instance) rebuild(ctx context.Context, primary *Instance) error {
 // conninfo is how this node connects to primary for streaming: under its
 // node name, which synchronous_standby_names refers to.
 func (i *Instance) conninfo(primary *Instance) string {
-	return fmt.Sprintf("host=%s port=%d user=%s application_name=%s", primary.SocketDir, primary.Port, primary.Superuser, i.Name)
+	s := fmt.Sprintf("host=%s port=%d user=%s application_name=%s", primary.SocketDir, primary.Port, primary.Superuser, i.Name)
+	if i.PassFile != "" {
+		s += " passfile=" + i.PassFile
+	}
+	return s
 }
 
 // ConfigureStandby points the (stopped) instance at primary, under its own

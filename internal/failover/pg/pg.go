@@ -41,6 +41,12 @@ type Instance struct {
 	// RetainRewindWAL sets max_slot_wal_keep_size to it when the server
 	// leaves it unbounded (-1). 0: DefaultMaxSlotWALKeep.
 	MaxSlotWALKeep int64
+	// PassFile (a libpq password file readable by OSUser) gives the
+	// passwords of connections to the other members ("": none needed).
+	PassFile string
+	// LogFile is where the server's own log goes (default: server.log in
+	// the data directory).
+	LogFile string
 
 	// retain: the checkpoints RetainRewindWAL has seen.
 	retain retention
@@ -60,9 +66,16 @@ func (i *Instance) command(ctx context.Context, prog string, args ...string) *ex
 	path := filepath.Join(i.BinDir, prog)
 	if i.OSUser != "" && os.Geteuid() == 0 {
 		args = append([]string{"-u", i.OSUser, "--", path}, args...)
-		return exec.CommandContext(ctx, "runuser", args...)
+		return i.withPassFile(exec.CommandContext(ctx, "runuser", args...))
 	}
-	return exec.CommandContext(ctx, path, args...)
+	return i.withPassFile(exec.CommandContext(ctx, path, args...))
+}
+
+func (i *Instance) withPassFile(cmd *exec.Cmd) *exec.Cmd {
+	if i.PassFile != "" {
+		cmd.Env = append(os.Environ(), "PGPASSFILE="+i.PassFile)
+	}
+	return cmd
 }
 
 // CommandError is a PostgreSQL program that failed: its exit and the tail
@@ -108,7 +121,11 @@ func (i *Instance) run(ctx context.Context, prog string, args ...string) error {
 
 // ConnString is a pgx connection string for database db.
 func (i *Instance) ConnString(db string) string {
-	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=2", i.SocketDir, i.Port, i.Superuser, db)
+	s := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=2", i.SocketDir, i.Port, i.Superuser, db)
+	if i.PassFile != "" {
+		s += " passfile=" + i.PassFile
+	}
+	return s
 }
 
 func (i *Instance) connect(ctx context.Context) (*pgx.Conn, error) {
@@ -117,8 +134,15 @@ func (i *Instance) connect(ctx context.Context) (*pgx.Conn, error) {
 
 // Start starts the server and waits until it accepts connections.
 func (i *Instance) Start(ctx context.Context) error {
-	return i.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", i.DataDir, "-l", filepath.Join(i.DataDir, "server.log"),
+	return i.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", i.DataDir, "-l", i.logFile(),
 		"-o", fmt.Sprintf("-p %d -k %s", i.Port, i.SocketDir))
+}
+
+func (i *Instance) logFile() string {
+	if i.LogFile != "" {
+		return i.LogFile
+	}
+	return filepath.Join(i.DataDir, "server.log")
 }
 
 // Role asks the server whether it is in recovery.

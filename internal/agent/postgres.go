@@ -1,0 +1,640 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/agent/localstate"
+	"github.com/harmony-fleet/harmony/internal/config"
+	"github.com/harmony-fleet/harmony/internal/failover"
+	"github.com/harmony-fleet/harmony/internal/failover/pg"
+	"github.com/harmony-fleet/harmony/internal/store"
+)
+
+// A PostgresCluster resource runs one member of a declared PostgreSQL
+// cluster on this device (docs/postgres.md,
+// docs/adr/0026-declared-postgres-clusters.md): the first member to win
+// the compare-and-set on the bucket's "bootstrap" key initialises the
+// cluster and becomes its first primary; every other member clones itself
+// from the current primary. Then the failover role runs as for a member
+// of a hand-built cluster (failover.go).
+
+// KeyBootstrap is the failover bucket's key the first member claims.
+const KeyBootstrap = "bootstrap"
+
+// bootstrapRecord is the value of KeyBootstrap.
+type bootstrapRecord struct {
+	Node string `json:"node"`
+	// SystemID is the cluster's database system identifier, once initdb
+	// ran: a data directory with another one holds another cluster.
+	SystemID string    `json:"systemId,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Reasons of a member that is not Ready (its status details' "reason").
+const (
+	ReasonBootstrapping  = "Bootstrapping"
+	ReasonCloning        = "Cloning"
+	ReasonStarting       = "Starting"
+	ReasonWaitingPrimary = "WaitingForPrimary"
+	ReasonOtherCluster   = "DataDirectoryHoldsAnotherCluster"
+	ReasonVersion        = "VersionMismatch"
+	ReasonPortInUse      = "PortInUse"
+	ReasonMemberFailed   = "MemberFailed"
+	ReasonNotStreaming   = "NotStreaming"
+)
+
+// postgresKind adapts the agent's members.
+type postgresKind struct{ m *members }
+
+func (k postgresKind) Admit(d Desired) (string, error) {
+	s := d.Spec.(*v1.PostgresClusterSpec)
+	if f := k.m.a.cfg.Failover; f != nil {
+		return "", &v1.FieldError{Field: "spec.cluster", Reason: fmt.Sprintf(
+			"this device runs a member of cluster %q from its agent config (failover section): one member per device", f.Cluster)}
+	}
+	if _, err := os.Stat(filepath.Join(s.BinDir, "postgres")); err != nil {
+		return "", &v1.FieldError{Field: "spec.binDir", Reason: fmt.Sprintf("%s: no PostgreSQL %d here (%v)", s.BinDir, s.Version, err)}
+	}
+	// One member per device: the claim makes two of them a Conflict.
+	return "postgres-member", nil
+}
+
+func (k postgresKind) Observe(ctx context.Context, d Desired) (Observation, error) {
+	want := k.m.wanted(d)
+	mb := k.m.get(want.spec.Cluster)
+	if mb == nil || mb.key != want.key {
+		return Observation{Diff: "member not running with this spec"}, nil
+	}
+	return Observation{InSync: true, Result: mb.result(ctx)}, nil
+}
+
+func (k postgresKind) Apply(_ context.Context, d Desired) error {
+	return k.m.ensure(k.m.wanted(d))
+}
+
+func (k postgresKind) Delete(ctx context.Context, o localstate.Owned) error {
+	var s v1.PostgresClusterSpec
+	if err := json.Unmarshal(o.Spec, &s); err != nil {
+		return err
+	}
+	return k.m.remove(ctx, s.Member(k.m.a.cfg.ID))
+}
+
+// members runs the declared members of this device (at most one), each
+// in a goroutine owned by run.
+type members struct {
+	a *Agent
+
+	mu      sync.Mutex
+	ctx     context.Context // run's; nil until it runs
+	st      store.Store
+	running map[string]*member // by cluster
+	wg      sync.WaitGroup
+}
+
+func newMembers(a *Agent) *members { return &members{a: a, running: map[string]*member{}} }
+
+func (m *members) setStore(st store.Store) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st = st
+}
+
+// run owns the members' goroutines: when ctx ends, they stop (the
+// failover loops with them; PostgreSQL keeps running, as when the agent
+// of a hand-built member stops).
+func (m *members) run(ctx context.Context) error {
+	m.mu.Lock()
+	m.ctx = ctx
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.wg.Wait()
+	return nil
+}
+
+// memberWant is what one member should run with.
+type memberWant struct {
+	spec      v1.PostgresClusterSpec // with this device's overrides
+	password  string
+	roles     []pg.LoginRole
+	databases []pg.Database
+	// key identifies everything but the parameters (which a reload or a
+	// restart applies without restarting the member).
+	key string
+}
+
+func (m *members) wanted(d Desired) memberWant {
+	s := d.Spec.(*v1.PostgresClusterSpec).Member(m.a.cfg.ID)
+	w := memberWant{spec: s, password: d.SecretValues[".spec.superuserPassword"]}
+	for i, r := range s.Roles {
+		w.roles = append(w.roles, pg.LoginRole{Name: r.Name, Options: r.Options,
+			Password: d.SecretValues[fmt.Sprintf(".spec.roles[%d].password", i)]})
+	}
+	for _, db := range s.Databases {
+		w.databases = append(w.databases, pg.Database{Name: db.Name, Owner: db.Owner})
+	}
+	keyed := s
+	keyed.Parameters, keyed.Roles, keyed.Databases = nil, nil, nil
+	b, _ := v1.Marshal(struct {
+		Spec    v1.PostgresClusterSpec
+		Secrets map[string]string
+	}{keyed, d.Secrets})
+	w.key = string(b)
+	return w
+}
+
+func (m *members) get(cluster string) *member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running[cluster]
+}
+
+// ensure starts the member, or restarts it with a changed spec; a change
+// of parameters, roles or databases only is handed to the running member.
+func (m *members) ensure(w memberWant) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx == nil || m.st == nil {
+		return errors.New("the agent is still starting: not connected to the control plane yet")
+	}
+	if cur := m.running[w.spec.Cluster]; cur != nil {
+		if cur.key == w.key {
+			cur.update(w)
+			return nil
+		}
+		cur.stop()
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	mb := &member{a: m.a, st: m.st, key: w.key, cancel: cancel, done: make(chan struct{}), want: w, phase: ReasonStarting}
+	m.running[w.spec.Cluster] = mb
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(mb.done)
+		mb.run(ctx)
+	}()
+	return nil
+}
+
+// remove stops the member and its PostgreSQL (its data directory stays).
+func (m *members) remove(ctx context.Context, s v1.PostgresClusterSpec) error {
+	m.mu.Lock()
+	cur := m.running[s.Cluster]
+	delete(m.running, s.Cluster)
+	m.mu.Unlock()
+	if cur != nil {
+		cur.stop()
+	}
+	in := instanceOf(m.a.cfg.ID, s)
+	if running, _ := in.Running(); running {
+		return in.Fence(ctx, 0)
+	}
+	return nil
+}
+
+// member is one declared member's goroutine and what it reports.
+type member struct {
+	a      *Agent
+	st     store.Store
+	key    string
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	want    memberWant
+	phase   string // a Reason* while setting up; "" once the failover role runs
+	failed  bool   // phase is a failure (with message)
+	message string
+	loop    *failover.Loop
+	ensured string // the roles and databases last made, as a key
+}
+
+func (mb *member) stop() {
+	mb.cancel()
+	<-mb.done
+}
+
+func (mb *member) update(w memberWant) {
+	mb.mu.Lock()
+	mb.want = w
+	mb.mu.Unlock()
+}
+
+func (mb *member) set(phase string, failed bool, msg string) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.phase != phase || mb.message != msg {
+		mb.a.log.Info("postgres member", "cluster", mb.want.spec.Cluster, "phase", phase, "message", msg)
+	}
+	mb.phase, mb.failed, mb.message = phase, failed, msg
+}
+
+// instanceOf is the local PostgreSQL of a declared member.
+func instanceOf(node string, s v1.PostgresClusterSpec) *pg.Instance {
+	return &pg.Instance{Name: node, BinDir: s.BinDir, DataDir: s.DataDir, Port: s.Port, SocketDir: s.SocketDir,
+		OSUser: s.OSUser, Superuser: s.Superuser, PassFile: s.DataDir + ".pgpass",
+		LogFile: filepath.Join(s.LogDir, "postgresql.log")}
+}
+
+// failoverConfig is the failover section a declared member runs with.
+func (mb *member) failoverConfig(s v1.PostgresClusterSpec) *config.Failover {
+	f := config.DefaultFailover()
+	f.Cluster, f.Node, f.Strategy, f.Profile, f.HTTP = s.Cluster, mb.a.cfg.ID, s.Strategy, s.Profile, s.HTTP
+	f.Peer = s.Peer
+	if f.Peer == "off" {
+		f.Peer = ""
+	}
+	host := s.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	f.Postgres = config.FailoverPostgres{BinDir: s.BinDir, DataDir: s.DataDir, Port: s.Port, SocketDir: s.SocketDir,
+		Host: host, OSUser: s.OSUser, Superuser: s.Superuser}
+	return &f
+}
+
+// setupError is a failure of setting the member up; permanent ones
+// (another cluster's data, a version mismatch) are not retried until the
+// spec changes.
+type setupError struct {
+	reason    string
+	permanent bool
+	err       error
+}
+
+func (e *setupError) Error() string { return e.err.Error() }
+
+func (mb *member) run(ctx context.Context) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 500*time.Millisecond, 10*time.Second
+	for ctx.Err() == nil {
+		err := mb.setup(ctx)
+		if err == nil {
+			mb.set("", false, "")
+			bo.Reset()
+			err = mb.serve(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			mb.set(ReasonMemberFailed, true, fmt.Sprintf("failover role stopped: %v", err))
+		} else if ctx.Err() != nil {
+			return
+		} else {
+			var se *setupError
+			if !errors.As(err, &se) {
+				se = &setupError{reason: ReasonMemberFailed, err: err}
+			}
+			mb.set(se.reason, true, se.Error())
+			if se.permanent {
+				<-ctx.Done()
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(bo.NextBackOff()):
+		}
+	}
+}
+
+// serve runs the failover role and, while this member is the primary,
+// keeps the declared roles and databases.
+func (mb *member) serve(ctx context.Context) error {
+	mb.mu.Lock()
+	w := mb.want
+	mb.mu.Unlock()
+	s := w.spec
+	in := instanceOf(mb.a.cfg.ID, s)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	started := func(l *failover.Loop) {
+		mb.mu.Lock()
+		mb.loop = l
+		mb.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mb.keepPrimary(ctx, in, l)
+		}()
+	}
+	defer func() {
+		mb.mu.Lock()
+		mb.loop = nil
+		mb.mu.Unlock()
+	}()
+	return mb.a.runMember(ctx, mb.st, mb.failoverConfig(s), failoverExtras{passFile: in.PassFile, logFile: in.LogFile, started: started})
+}
+
+// keepPrimary makes the declared roles and databases, and applies changed
+// parameters (a reload), while this member is the primary; a replica
+// applies its parameters by reload too.
+func (mb *member) keepPrimary(ctx context.Context, in *pg.Instance, l *failover.Loop) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	params := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		mb.mu.Lock()
+		w := mb.want
+		done := mb.ensured
+		mb.mu.Unlock()
+		if p, _ := v1.Marshal(w.spec.Parameters); string(p) != params {
+			if err := in.WriteSettings(w.spec.Parameters); err == nil {
+				if running, _ := in.Running(); running {
+					if err := in.Reload(ctx); err != nil {
+						mb.a.log.Warn("postgres member: reload", "err", err)
+						continue
+					}
+				}
+				params = string(p)
+			}
+		}
+		if l.Node().Status != failover.StatusPrimary {
+			continue
+		}
+		b, _ := v1.Marshal(struct {
+			R []pg.LoginRole
+			D []pg.Database
+		}{w.roles, w.databases})
+		if string(b) == done || len(w.roles)+len(w.databases) == 0 && done == "" {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := in.EnsureRolesAndDatabases(rctx, w.roles, w.databases)
+		cancel()
+		if err != nil {
+			mb.a.log.Warn("postgres member: roles and databases", "err", err)
+			continue
+		}
+		mb.mu.Lock()
+		mb.ensured = string(b)
+		mb.mu.Unlock()
+	}
+}
+
+// setup brings the data directory to a cluster member: kept when it holds
+// this cluster, made by initdb on the member that wins the bootstrap,
+// cloned from the primary on the others.
+func (mb *member) setup(ctx context.Context) error {
+	mb.mu.Lock()
+	w := mb.want
+	mb.mu.Unlock()
+	s := w.spec
+	in := instanceOf(mb.a.cfg.ID, s)
+	if w.password == "" {
+		return &setupError{reason: ReasonMemberFailed, err: errors.New("spec.superuserPassword: no value (the secret's key is empty)")}
+	}
+	if err := in.WriteOwned(in.PassFile, []byte(pg.PassFileLine(s.Superuser, w.password))); err != nil {
+		return fmt.Errorf("password file: %w", err)
+	}
+	if err := in.PrepareDirs(); err != nil {
+		return fmt.Errorf("spec.logDir or spec.socketDir: %w", err)
+	}
+	kv, err := mb.openBucket(ctx, s)
+	if err != nil {
+		return &setupError{reason: ReasonStarting, err: fmt.Errorf("failover bucket of cluster %s: %w", s.Cluster, err)}
+	}
+	boot, bootRev, err := readBootstrap(ctx, kv)
+	if err != nil {
+		return err
+	}
+	have, err := in.Initialized()
+	if err != nil {
+		return err
+	}
+	if have {
+		return mb.check(ctx, in, s, kv, boot, bootRev)
+	}
+	if boot == nil || (boot.Node == mb.a.cfg.ID && boot.SystemID == "") {
+		if boot == nil {
+			b, _ := json.Marshal(bootstrapRecord{Node: mb.a.cfg.ID, At: time.Now().UTC()})
+			rev, err := kv.Create(ctx, KeyBootstrap, b)
+			if errors.Is(err, store.ErrConflict) {
+				return &setupError{reason: ReasonWaitingPrimary, err: errors.New("another member is initialising the cluster")}
+			}
+			if err != nil {
+				return err
+			}
+			bootRev = rev
+		}
+		return mb.initialise(ctx, in, s, w, kv, bootRev)
+	}
+	return mb.clone(ctx, in, s, kv, boot)
+}
+
+func (mb *member) openBucket(ctx context.Context, s v1.PostgresClusterSpec) (store.KV, error) {
+	if mb.a.cfg.NATSNkey != "" {
+		// The server grants this device its cluster when it first asks
+		// (its desired state declares the member).
+		return mb.st.Open(ctx, failover.BucketName(s.Cluster))
+	}
+	return failover.EnsureBucket(ctx, mb.st, s.Cluster, 1)
+}
+
+func readBootstrap(ctx context.Context, kv store.KV) (*bootstrapRecord, uint64, error) {
+	e, err := kv.Get(ctx, KeyBootstrap)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var r bootstrapRecord
+	if err := json.Unmarshal(e.Value, &r); err != nil {
+		return nil, 0, fmt.Errorf("bootstrap record: %w", err)
+	}
+	return &r, e.Revision, nil
+}
+
+// check refuses a data directory that holds another cluster or another
+// version, and writes this member's settings.
+func (mb *member) check(ctx context.Context, in *pg.Instance, s v1.PostgresClusterSpec, kv store.KV, boot *bootstrapRecord, rev uint64) error {
+	if v, err := in.Version(); err == nil && v != s.Version {
+		return &setupError{reason: ReasonVersion, permanent: true,
+			err: fmt.Errorf("spec.version: %d, but the data directory %s holds a PostgreSQL %d cluster; nothing was changed", s.Version, s.DataDir, v)}
+	}
+	id, err := in.SystemID(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case boot == nil:
+		// A data directory made before the cluster was declared: it
+		// becomes the cluster's (its agent config said so before).
+		b, _ := json.Marshal(bootstrapRecord{Node: mb.a.cfg.ID, SystemID: id, At: time.Now().UTC()})
+		if _, err := kv.Create(ctx, KeyBootstrap, b); err != nil && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	case boot.SystemID == "" && boot.Node == mb.a.cfg.ID:
+		boot.SystemID = id
+		b, _ := json.Marshal(boot)
+		if _, err := kv.Update(ctx, KeyBootstrap, b, rev); err != nil {
+			return err
+		}
+	case boot.SystemID != "" && boot.SystemID != id:
+		return &setupError{reason: ReasonOtherCluster, permanent: true,
+			err: fmt.Errorf("spec.dataDir: %s holds another cluster (system identifier %s; cluster %s's is %s); nothing was changed", s.DataDir, id, s.Cluster, boot.SystemID)}
+	}
+	return in.WriteSettings(s.Parameters)
+}
+
+// initialise runs initdb, starts the first primary and names it so.
+func (mb *member) initialise(ctx context.Context, in *pg.Instance, s v1.PostgresClusterSpec, w memberWant, kv store.KV, rev uint64) error {
+	mb.set(ReasonBootstrapping, false, "initialising the cluster (initdb)")
+	if err := portFree(s.Port); err != nil {
+		return err
+	}
+	// A half-made directory from an earlier attempt goes.
+	if err := os.RemoveAll(s.DataDir); err != nil {
+		return err
+	}
+	if err := in.Init(ctx, w.password); err != nil {
+		return err
+	}
+	if err := in.WriteSettings(s.Parameters); err != nil {
+		return err
+	}
+	if err := in.Start(ctx); err != nil {
+		return &setupError{reason: ReasonMemberFailed, err: fmt.Errorf("first start: %w (log: %s)", err, in.LogFile)}
+	}
+	id, err := in.SystemID(ctx)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(bootstrapRecord{Node: mb.a.cfg.ID, SystemID: id, At: time.Now().UTC()})
+	if _, err := kv.Update(ctx, KeyBootstrap, b, rev); err != nil {
+		return err
+	}
+	// The first primary: the failover role names it when it starts (it
+	// finds its PostgreSQL a primary and no cluster-state).
+	return failover.Bootstrap(ctx, kv, mb.a.cfg.ID, "")
+}
+
+// clone copies the current primary's data and starts as its standby.
+func (mb *member) clone(ctx context.Context, in *pg.Instance, s v1.PostgresClusterSpec, kv store.KV, boot *bootstrapRecord) error {
+	primary, err := currentPrimary(ctx, kv, s)
+	if err != nil {
+		return &setupError{reason: ReasonWaitingPrimary, err: fmt.Errorf("waiting for the primary (the cluster was initialised by %s): %w", boot.Node, err)}
+	}
+	if err := portFree(s.Port); err != nil {
+		return err
+	}
+	mb.set(ReasonCloning, false, "cloning from "+primary.Name)
+	primary.PassFile = in.PassFile
+	if err := in.Clone(ctx, primary); err != nil {
+		return &setupError{reason: ReasonCloning, err: fmt.Errorf("clone from %s: %w", primary.Name, err)}
+	}
+	if err := in.WriteSettings(s.Parameters); err != nil {
+		return err
+	}
+	if err := in.Start(ctx); err != nil {
+		return &setupError{reason: ReasonMemberFailed, err: fmt.Errorf("first start: %w (log: %s)", err, in.LogFile)}
+	}
+	return nil
+}
+
+// currentPrimary is where the primary that cluster-state names is, from
+// its heartbeat.
+func currentPrimary(ctx context.Context, kv store.KV, s v1.PostgresClusterSpec) (*pg.Instance, error) {
+	e, err := kv.Get(ctx, failover.KeyClusterState)
+	if err != nil {
+		return nil, fmt.Errorf("no cluster-state yet: %w", err)
+	}
+	cs, _, err := failover.DecodeState(e)
+	if err != nil {
+		return nil, err
+	}
+	hbe, err := kv.Get(ctx, failover.HeartbeatPrefix+cs.Primary)
+	if err != nil {
+		return nil, fmt.Errorf("no heartbeat of %s yet: %w", cs.Primary, err)
+	}
+	hb, err := failover.DecodeHeartbeat(hbe.Value)
+	if err != nil {
+		return nil, err
+	}
+	if hb.Status != failover.StatusPrimary || hb.Host == "" || hb.Port == 0 {
+		return nil, fmt.Errorf("%s is %s, not serving as primary yet", cs.Primary, hb.Status)
+	}
+	user := hb.User
+	if user == "" {
+		user = s.Superuser
+	}
+	return &pg.Instance{Name: cs.Primary, SocketDir: hb.Host, Port: hb.Port, Superuser: user}, nil
+}
+
+// portFree refuses to start on a port another program listens on.
+func portFree(port int) error {
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		return &setupError{reason: ReasonPortInUse, err: fmt.Errorf("spec.port: %d is in use by another program on this device", port)}
+	}
+	return ln.Close()
+}
+
+// result is the member's status, from its setup phase or its failover
+// role.
+func (mb *member) result(ctx context.Context) Result {
+	mb.mu.Lock()
+	phase, failed, msg, loop, s := mb.phase, mb.failed, mb.message, mb.loop, mb.want.spec
+	mb.mu.Unlock()
+	details := map[string]string{"cluster": s.Cluster, "port": strconv.Itoa(s.Port)}
+	switch {
+	case failed:
+		details[detailReason] = phase
+		return Result{Phase: v1.PhaseFailed, Message: msg, Details: details}
+	case phase != "" || loop == nil:
+		details[detailReason] = phase
+		if phase == "" {
+			details[detailReason] = ReasonStarting
+		}
+		return Result{Phase: v1.PhaseProgressing, Message: strings.TrimSpace(msg + " "), Details: details}
+	}
+	snap := loop.Snapshot()
+	n := snap.Node
+	details["role"], details["primary"], details["epoch"] = string(n.Status), n.CS.Primary, strconv.FormatUint(n.CS.Epoch, 10)
+	if n.CS.Sync != "" {
+		details["syncStandby"] = n.CS.Sync
+	}
+	in := instanceOf(mb.a.cfg.ID, s)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	pending, perr := in.PendingRestart(pctx)
+	cancel()
+	if perr == nil && len(pending) > 0 {
+		details["pendingRestart"] = strings.Join(pending, ",")
+	}
+	switch n.Status {
+	case failover.StatusPrimary:
+		return Result{Phase: v1.PhaseReady, Message: fmt.Sprintf("primary of %s (epoch %d)", s.Cluster, n.CS.Epoch), Details: details}
+	case failover.StatusReplica:
+		if snap.Healthy {
+			return Result{Phase: v1.PhaseReady, Message: fmt.Sprintf("replica of %s", n.CS.Primary), Details: details}
+		}
+		details[detailReason] = ReasonNotStreaming
+		return Result{Phase: v1.PhaseProgressing, Message: fmt.Sprintf("replica of %s, not healthy yet", n.CS.Primary), Details: details}
+	case failover.StatusFailed:
+		details[detailReason] = ReasonMemberFailed
+		return Result{Phase: v1.PhaseFailed, Message: "member failed its checks", Details: details}
+	}
+	details[detailReason] = string(n.Status)
+	return Result{Phase: v1.PhaseProgressing, Message: strings.ToLower(string(n.Status)), Details: details}
+}
