@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // KindPostgresCluster is a member of a PostgreSQL high-availability
@@ -48,7 +49,7 @@ type PostgresClusterSpec struct {
 	HTTP string `json:"http,omitempty"`
 	Peer string `json:"peer,omitempty"`
 	// Parameters are the cluster's postgresql.conf settings.
-	Parameters map[string]string `json:"parameters,omitempty"`
+	Parameters map[string]string  `json:"parameters,omitempty"`
 	Roles      []PostgresRole     `json:"roles,omitempty"`
 	Databases  []PostgresDatabase `json:"databases,omitempty"`
 	// Members override, per device id, what differs between members
@@ -84,7 +85,7 @@ type PostgresMemberOverride struct {
 
 var (
 	pgNameRe  = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-	pgParamRe = regexp.MustCompile(`^[a-z_][a-z0-9_.]{0,62}$`)
+	pgParamRe = regexp.MustCompile(`^[a-z_][a-z0-9_.]{0,126}$`)
 	pgOptRe   = regexp.MustCompile(`^(NO)?(SUPERUSER|CREATEDB|CREATEROLE|INHERIT|REPLICATION|BYPASSRLS)$`)
 )
 
@@ -168,11 +169,16 @@ func (s *PostgresClusterSpec) validate(e errs) {
 	}
 	pgListen(e.at("http"), s.HTTP, false)
 	pgListen(e.at("peer"), s.Peer, true)
+	catalogue := PGSettings(s.Version)
 	for _, k := range sortedKeys(s.Parameters) {
 		pe := e.at("parameters").at(k)
-		if !pgParamRe.MatchString(k) {
+		lower := strings.ToLower(k)
+		setting, known := catalogue[lower]
+		if !pgParamRe.MatchString(lower) {
 			pe.add("is not a parameter name")
-		} else if owner, managed := pgManagedParams[k]; managed {
+		} else if catalogue != nil && !known && !strings.Contains(lower, ".") {
+			pe.add("is not a PostgreSQL %d parameter%s", s.Version, didYouMean(lower, catalogue))
+		} else if owner, managed := pgManagedParams[lower]; managed {
 			if owner != "" {
 				pe.add("is set by the agent: use %s", owner)
 			} else {
@@ -181,6 +187,10 @@ func (s *PostgresClusterSpec) validate(e errs) {
 		}
 		if len(s.Parameters[k]) > 1024 {
 			pe.add("value of %d bytes is longer than 1024", len(s.Parameters[k]))
+		} else if known {
+			if why := checkPGValue(setting, s.Parameters[k]); why != "" {
+				pe.add("%s", why)
+			}
 		}
 	}
 	roles := map[string]bool{s.Superuser: true}
@@ -294,4 +304,39 @@ func (s PostgresClusterSpec) Member(device string) PostgresClusterSpec {
 		s.Port = m.Port
 	}
 	return s
+}
+
+// didYouMean names the catalogue's setting closest to name, when one is
+// close enough to be a typo.
+func didYouMean(name string, catalogue map[string]PGSetting) string {
+	best, bestD := "", 3
+	for k := range catalogue {
+		if d := editDistance(name, k); d < bestD || d == bestD && k < best {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

@@ -2,12 +2,16 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +58,9 @@ const (
 	ReasonPortInUse      = "PortInUse"
 	ReasonMemberFailed   = "MemberFailed"
 	ReasonNotStreaming   = "NotStreaming"
+	// ReasonInvalidParameter: PostgreSQL refuses a value of
+	// spec.parameters; the member keeps running with the previous ones.
+	ReasonInvalidParameter = "InvalidParameter"
 )
 
 // postgresKind adapts the agent's members.
@@ -68,6 +75,9 @@ func (k postgresKind) Admit(d Desired) (string, error) {
 	if _, err := os.Stat(filepath.Join(s.BinDir, "postgres")); err != nil {
 		return "", &v1.FieldError{Field: "spec.binDir", Reason: fmt.Sprintf("%s: no PostgreSQL %d here (%v)", s.BinDir, s.Version, err)}
 	}
+	if v, err := binaryVersion(s.BinDir); err == nil && v != s.Version {
+		return "", &v1.FieldError{Field: "spec.version", Reason: fmt.Sprintf("%d, but %s/postgres on this device is PostgreSQL %d", s.Version, s.BinDir, v)}
+	}
 	// One member per device: the claim makes two of them a Conflict.
 	return "postgres-member", nil
 }
@@ -75,8 +85,11 @@ func (k postgresKind) Admit(d Desired) (string, error) {
 func (k postgresKind) Observe(ctx context.Context, d Desired) (Observation, error) {
 	want := k.m.wanted(d)
 	mb := k.m.get(want.spec.Cluster)
-	if mb == nil || mb.key != want.key {
+	switch {
+	case mb == nil || mb.key != want.key:
 		return Observation{Diff: "member not running with this spec"}, nil
+	case mb.wantKey() != want.full:
+		return Observation{Diff: "parameters, roles or databases changed"}, nil
 	}
 	return Observation{InSync: true, Result: mb.result(ctx)}, nil
 }
@@ -91,6 +104,21 @@ func (k postgresKind) Delete(ctx context.Context, o localstate.Owned) error {
 		return err
 	}
 	return k.m.remove(ctx, s.Member(k.m.a.cfg.ID))
+}
+
+// binaryVersion is the major version of the postgres program in binDir
+// ("postgres (PostgreSQL) 15.10 (Debian 15.10-0+deb12u1)" is 15).
+func binaryVersion(binDir string) (int, error) {
+	out, err := osexec.Command(filepath.Join(binDir, "postgres"), "-V").Output()
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return 0, fmt.Errorf("postgres -V: %q", out)
+	}
+	major, _, _ := strings.Cut(f[2], ".")
+	return strconv.Atoi(major)
 }
 
 // members runs the declared members of this device (at most one), each
@@ -131,9 +159,9 @@ type memberWant struct {
 	password  string
 	roles     []pg.LoginRole
 	databases []pg.Database
-	// key identifies everything but the parameters (which a reload or a
-	// restart applies without restarting the member).
-	key string
+	// key identifies everything but the parameters, roles and databases
+	// (which the running member applies); full identifies everything.
+	key, full string
 }
 
 func (m *members) wanted(d Desired) memberWant {
@@ -153,6 +181,11 @@ func (m *members) wanted(d Desired) memberWant {
 		Secrets map[string]string
 	}{keyed, d.Secrets})
 	w.key = string(b)
+	f, _ := v1.Marshal(struct {
+		Spec    v1.PostgresClusterSpec
+		Secrets map[string]string
+	}{s, d.Secrets})
+	w.full = string(f)
 	return w
 }
 
@@ -189,20 +222,86 @@ func (m *members) ensure(w memberWant) error {
 	return nil
 }
 
-// remove stops the member and its PostgreSQL (its data directory stays).
+// remove takes the member out of the cluster: a primary first hands over
+// to its synchronous standby (a switchover), then the failover role stops,
+// its keys go from the bucket (so the primary drops its slot), and its
+// PostgreSQL stops. Its data directory stays.
 func (m *members) remove(ctx context.Context, s v1.PostgresClusterSpec) error {
-	m.mu.Lock()
-	cur := m.running[s.Cluster]
-	delete(m.running, s.Cluster)
-	m.mu.Unlock()
+	cur := m.get(s.Cluster)
 	if cur != nil {
+		if err := cur.handOver(ctx); err != nil {
+			return err
+		}
+		m.mu.Lock()
+		delete(m.running, s.Cluster)
+		m.mu.Unlock()
 		cur.stop()
+		cur.forget(ctx)
 	}
 	in := instanceOf(m.a.cfg.ID, s)
 	if running, _ := in.Running(); running {
 		return in.Fence(ctx, 0)
 	}
 	return nil
+}
+
+// handOverWait bounds how long a leaving primary waits for its
+// switchover.
+const handOverWait = 60 * time.Second
+
+// handOver: a primary leaving the cluster hands over to its synchronous
+// standby first. With no standby streaming (the whole cluster is being
+// removed, or it has no replica) it leaves as it is.
+func (mb *member) handOver(ctx context.Context) error {
+	mb.mu.Lock()
+	l := mb.loop
+	mb.mu.Unlock()
+	if l == nil || l.Node().Status != failover.StatusPrimary {
+		return nil
+	}
+	cs := l.Node().CS
+	kv, err := mb.openBucket(ctx, mb.spec())
+	if err != nil {
+		return err
+	}
+	if cs.Sync == "" {
+		return nil
+	}
+	if e, err := kv.Get(ctx, failover.HeartbeatPrefix+cs.Sync); err != nil {
+		return nil
+	} else if hb, err := failover.DecodeHeartbeat(e.Value); err != nil || hb.Status != failover.StatusReplica || !hb.Streaming {
+		return nil
+	}
+	mb.a.log.Info("postgres member: leaving the cluster; handing over first", "to", cs.Sync)
+	req, _ := json.Marshal(failover.SwitchoverRequest{To: cs.Sync, Epoch: cs.Epoch})
+	if err := putKey(ctx, kv, failover.KeySwitchover, req); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(handOverWait)
+	for time.Now().Before(deadline) {
+		if n := l.Node(); n.CS.Epoch > cs.Epoch && n.CS.Primary != mb.a.cfg.ID {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("leaving the cluster: the switchover to %s did not happen within %s; still the primary", cs.Sync, handOverWait)
+}
+
+// forget removes the member's keys from the bucket.
+func (mb *member) forget(ctx context.Context) {
+	kv, err := mb.openBucket(ctx, mb.spec())
+	if err != nil {
+		return
+	}
+	for _, key := range []string{failover.HeartbeatPrefix + mb.a.cfg.ID, memberPrefix + mb.a.cfg.ID} {
+		if e, err := kv.Get(ctx, key); err == nil {
+			_ = kv.Delete(ctx, key, e.Revision)
+		}
+	}
 }
 
 // member is one declared member's goroutine and what it reports.
@@ -219,12 +318,26 @@ type member struct {
 	failed  bool   // phase is a failure (with message)
 	message string
 	loop    *failover.Loop
-	ensured string // the roles and databases last made, as a key
+	ensured string    // the roles and databases last made, as a key
+	askedAt time.Time // when this primary last asked to hand over (keep's goroutine only)
+	refused string    // PostgreSQL's refusal of the parameters ("": none)
 }
 
 func (mb *member) stop() {
 	mb.cancel()
 	<-mb.done
+}
+
+func (mb *member) wantKey() string {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return mb.want.full
+}
+
+func (mb *member) spec() v1.PostgresClusterSpec {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return mb.want.spec
 }
 
 func (mb *member) update(w memberWant) {
@@ -289,6 +402,9 @@ func (mb *member) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if ok, ierr := instanceOf(mb.a.cfg.ID, mb.spec()).Initialized(); ierr == nil && !ok {
+				continue // the data directory went: set it up again (a clone)
+			}
 			mb.set(ReasonMemberFailed, true, fmt.Sprintf("failover role stopped: %v", err))
 		} else if ctx.Err() != nil {
 			return
@@ -323,6 +439,10 @@ func (mb *member) serve(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	kv, err := mb.openBucket(ctx, s)
+	if err != nil {
+		return err
+	}
 	started := func(l *failover.Loop) {
 		mb.mu.Lock()
 		mb.loop = l
@@ -330,7 +450,7 @@ func (mb *member) serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mb.keepPrimary(ctx, in, l)
+			mb.keep(ctx, in, l, func() store.KV { return kv }, cancel)
 		}()
 	}
 	defer func() {
@@ -341,13 +461,61 @@ func (mb *member) serve(ctx context.Context) error {
 	return mb.a.runMember(ctx, mb.st, mb.failoverConfig(s), failoverExtras{passFile: in.PassFile, logFile: in.LogFile, started: started})
 }
 
-// keepPrimary makes the declared roles and databases, and applies changed
-// parameters (a reload), while this member is the primary; a replica
-// applies its parameters by reload too.
-func (mb *member) keepPrimary(ctx context.Context, in *pg.Instance, l *failover.Loop) {
+// Keys a declared member writes in its cluster's bucket besides the
+// failover role's: its own record, and the lock a replica holds while it
+// restarts.
+const (
+	memberPrefix = "member."
+	keyRestart   = "restart"
+)
+
+// memberRecord is what a member tells the others (member.<node>).
+type memberRecord struct {
+	// Params identifies the parameters the member has applied (a hash):
+	// the primary hands over only once every member has the ones it has.
+	Params string `json:"params"`
+	// PendingRestart: parameters changed that wait for a restart.
+	PendingRestart []string  `json:"pendingRestart,omitempty"`
+	At             time.Time `json:"at"`
+}
+
+// restartLock is the value of keyRestart.
+type restartLock struct {
+	Node string    `json:"node"`
+	At   time.Time `json:"at"`
+}
+
+// switchoverRetry: a primary that asked for a switchover (to restart) and
+// is still the primary asks again after this long (the target was not
+// ready, say).
+const switchoverRetry = 15 * time.Second
+
+// paramsHash identifies a set of parameters (their canonical JSON).
+func paramsHash(canonical string) string {
+	h := sha256.Sum256([]byte(canonical))
+	return hex.EncodeToString(h[:8])
+}
+
+// staleRestartLock: a lock older than this is taken over (its holder
+// died mid-restart).
+const staleRestartLock = 2 * time.Minute
+
+// keep applies the cluster's parameters, rolls restarts through the
+// cluster, and, on the primary, makes the declared roles and databases.
+//
+// A changed parameter is written to the member's settings file only if
+// PostgreSQL takes its value (else the old file stays and the member
+// reports the refusal), then reloaded. What needs a restart is rolled:
+// replicas restart one at a time (a lock key), and the primary, once no
+// replica waits for a restart, hands over to its synchronous standby (a
+// switchover, the only write pause) and restarts as a replica when it
+// rejoins.
+func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, kv func() store.KV, stop func()) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	params := ""
+	tickN := 0
+	var published *memberRecord
 	for {
 		select {
 		case <-ctx.Done():
@@ -358,38 +526,206 @@ func (mb *member) keepPrimary(ctx context.Context, in *pg.Instance, l *failover.
 		w := mb.want
 		done := mb.ensured
 		mb.mu.Unlock()
+		if ok, err := in.Initialized(); err == nil && !ok {
+			// The data directory is gone (a disk replaced, a mistake):
+			// stop what still runs from it and set the member up again,
+			// which clones it from the primary.
+			n := in.KillOrphanedServer()
+			mb.a.log.Warn("postgres member: data directory gone; cloning it again", "data_dir", in.DataDir, "killed", n)
+			mb.set(ReasonCloning, false, "data directory gone: cloning it again")
+			stop()
+			return
+		}
+		if running, _ := in.Running(); !running {
+			continue
+		}
 		if p, _ := v1.Marshal(w.spec.Parameters); string(p) != params {
-			if err := in.WriteSettings(w.spec.Parameters); err == nil {
-				if running, _ := in.Running(); running {
-					if err := in.Reload(ctx); err != nil {
-						mb.a.log.Warn("postgres member: reload", "err", err)
-						continue
-					}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			refused, err := in.TrySettings(rctx, w.spec.Parameters)
+			if err == nil && len(refused) == 0 {
+				err = in.Reload(rctx)
+			}
+			cancel()
+			switch {
+			case err != nil:
+				mb.a.log.Warn("postgres member: parameters", "err", err)
+				continue
+			case len(refused) > 0:
+				mb.setRefused("PostgreSQL refuses spec.parameters: " + strings.Join(refused, "; ") + " (the previous parameters stay)")
+			default:
+				mb.setRefused("")
+			}
+			params = string(p)
+		}
+		b := kv()
+		if b == nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pending, err := in.PendingRestart(rctx)
+		if err != nil {
+			mb.a.log.Warn("postgres member: pending restarts", "err", err)
+		}
+		if err == nil {
+			rec := memberRecord{Params: paramsHash(params), PendingRestart: pending, At: time.Now().UTC()}
+			if published == nil || published.Params != rec.Params || !slices.Equal(published.PendingRestart, rec.PendingRestart) {
+				v, _ := json.Marshal(rec)
+				if putKey(rctx, b, memberPrefix+mb.a.cfg.ID, v) == nil {
+					published = &rec
 				}
-				params = string(p)
+			}
+			if len(pending) > 0 {
+				mb.roll(rctx, in, l, b, pending, rec.Params)
 			}
 		}
+		cancel()
 		if l.Node().Status != failover.StatusPrimary {
 			continue
 		}
-		b, _ := v1.Marshal(struct {
+		if tickN++; tickN%10 == 0 {
+			mb.dropLeftSlots(ctx, in, b)
+		}
+		rb, _ := v1.Marshal(struct {
 			R []pg.LoginRole
 			D []pg.Database
 		}{w.roles, w.databases})
-		if string(b) == done || len(w.roles)+len(w.databases) == 0 && done == "" {
+		if string(rb) == done || len(w.roles)+len(w.databases) == 0 && done == "" {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := in.EnsureRolesAndDatabases(rctx, w.roles, w.databases)
+		rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		err = in.EnsureRolesAndDatabases(rctx, w.roles, w.databases)
 		cancel()
 		if err != nil {
 			mb.a.log.Warn("postgres member: roles and databases", "err", err)
 			continue
 		}
 		mb.mu.Lock()
-		mb.ensured = string(b)
+		mb.ensured = string(rb)
 		mb.mu.Unlock()
 	}
+}
+
+// roll takes this member's step of a rolling restart.
+func (mb *member) roll(ctx context.Context, in *pg.Instance, l *failover.Loop, kv store.KV, pending []string, params string) {
+	snap := l.Snapshot()
+	switch snap.Node.Status {
+	case failover.StatusReplica:
+		if !snap.Healthy || !mb.lockRestart(ctx, kv) {
+			return
+		}
+		mb.a.log.Info("postgres member: restarting for its parameters (rolling restart)", "parameters", strings.Join(pending, ","))
+		if err := in.Restart(ctx); err != nil {
+			mb.a.log.Warn("postgres member: restart", "err", err)
+		}
+		if e, err := kv.Get(ctx, keyRestart); err == nil {
+			_ = kv.Delete(ctx, keyRestart, e.Revision)
+		}
+	case failover.StatusPrimary:
+		cs := snap.Node.CS
+		if cs.Sync == "" || !mb.othersDone(ctx, kv, cs.Primary, params) {
+			return
+		}
+		if time.Since(mb.askedAt) < switchoverRetry {
+			return // asked already; the primary's loop is on it
+		}
+		mb.a.log.Info("postgres member: handing over to restart for its parameters (rolling restart)", "to", cs.Sync, "parameters", strings.Join(pending, ","))
+		req, _ := json.Marshal(failover.SwitchoverRequest{To: cs.Sync, Epoch: cs.Epoch})
+		if putKey(ctx, kv, failover.KeySwitchover, req) == nil {
+			mb.askedAt = time.Now()
+		}
+	}
+}
+
+// dropLeftSlots drops, on the primary, the slots of members that left
+// (their heartbeat key was removed when they did).
+func (mb *member) dropLeftSlots(ctx context.Context, in *pg.Instance, kv store.KV) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	es, err := kv.List(ctx, failover.HeartbeatPrefix+"*")
+	if err != nil {
+		return
+	}
+	var members []string
+	for _, e := range es {
+		members = append(members, strings.TrimPrefix(e.Key, failover.HeartbeatPrefix))
+	}
+	if dropped, err := in.DropSlotsExcept(ctx, members); err != nil {
+		mb.a.log.Warn("postgres member: drop the slots of members that left", "err", err)
+	} else if len(dropped) > 0 {
+		mb.a.log.Info("postgres member: dropped the slots of members that left", "slots", strings.Join(dropped, ","))
+	}
+}
+
+// lockRestart takes the restart lock (one replica restarts at a time).
+func (mb *member) lockRestart(ctx context.Context, kv store.KV) bool {
+	v, _ := json.Marshal(restartLock{Node: mb.a.cfg.ID, At: time.Now().UTC()})
+	e, err := kv.Get(ctx, keyRestart)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		_, err = kv.Create(ctx, keyRestart, v)
+		return err == nil
+	case err != nil:
+		return false
+	}
+	var cur restartLock
+	if json.Unmarshal(e.Value, &cur) == nil && cur.Node != mb.a.cfg.ID && time.Since(cur.At) < staleRestartLock {
+		return false
+	}
+	_, err = kv.Update(ctx, keyRestart, v, e.Revision)
+	return err == nil
+}
+
+// othersDone: every other member has no restart pending and its
+// heartbeat says it is a healthy replica.
+func (mb *member) othersDone(ctx context.Context, kv store.KV, self, params string) bool {
+	es, err := kv.List(ctx, failover.HeartbeatPrefix+"*")
+	if err != nil {
+		return false
+	}
+	replicas := 0
+	for _, e := range es {
+		node := strings.TrimPrefix(e.Key, failover.HeartbeatPrefix)
+		if node == self {
+			continue
+		}
+		hb, err := failover.DecodeHeartbeat(e.Value)
+		if err != nil || hb.Status != failover.StatusReplica || !hb.Streaming {
+			return false
+		}
+		me, err := kv.Get(ctx, memberPrefix+node)
+		if err != nil {
+			return false
+		}
+		var r memberRecord
+		if json.Unmarshal(me.Value, &r) != nil || r.Params != params || len(r.PendingRestart) > 0 {
+			return false
+		}
+		replicas++
+	}
+	return replicas > 0
+}
+
+// putKey writes key whatever its current revision.
+func putKey(ctx context.Context, kv store.KV, key string, value []byte) error {
+	for range 5 {
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			_, err = kv.Create(ctx, key, value)
+		case err == nil:
+			_, err = kv.Update(ctx, key, value, e.Revision)
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return store.ErrConflict
+}
+
+func (mb *member) setRefused(msg string) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	mb.refused = msg
 }
 
 // setup brings the data directory to a cluster member: kept when it holds
@@ -595,7 +931,7 @@ func portFree(port int) error {
 // role.
 func (mb *member) result(ctx context.Context) Result {
 	mb.mu.Lock()
-	phase, failed, msg, loop, s := mb.phase, mb.failed, mb.message, mb.loop, mb.want.spec
+	phase, failed, msg, loop, s, refused := mb.phase, mb.failed, mb.message, mb.loop, mb.want.spec, mb.refused
 	mb.mu.Unlock()
 	details := map[string]string{"cluster": s.Cluster, "port": strconv.Itoa(s.Port)}
 	switch {
@@ -621,6 +957,10 @@ func (mb *member) result(ctx context.Context) Result {
 	cancel()
 	if perr == nil && len(pending) > 0 {
 		details["pendingRestart"] = strings.Join(pending, ",")
+	}
+	if refused != "" {
+		details[detailReason] = ReasonInvalidParameter
+		return Result{Phase: v1.PhaseFailed, Message: refused, Details: details}
 	}
 	switch n.Status {
 	case failover.StatusPrimary:

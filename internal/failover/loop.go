@@ -911,6 +911,7 @@ func (l *Loop) beatOnce(ctx context.Context) Event {
 		}
 		l.mu.Unlock()
 		if err != nil {
+			l.beatFailed(n, "PostgreSQL check", err)
 			ev.Result = ResultUnhealthy
 			return ev
 		}
@@ -934,6 +935,7 @@ func (l *Loop) beatOnce(ctx context.Context) Event {
 	if holds {
 		cs, err := l.readState(ctx)
 		if err != nil {
+			l.beatFailed(n, "read cluster-state", err)
 			ev.Result = classify(err)
 			return ev
 		}
@@ -957,6 +959,7 @@ func (l *Loop) beatOnce(ctx context.Context) Event {
 		case errors.Is(err, store.ErrNotFound):
 			l.hbRev, l.hbKnow = 0, true
 		case err != nil:
+			l.beatFailed(n, "read heartbeat", err)
 			ev.Result = classify(err)
 			return ev
 		default:
@@ -971,6 +974,7 @@ func (l *Loop) beatOnce(ctx context.Context) Event {
 		rev, err = l.kv.Update(wctx, key, b, l.hbRev)
 	}
 	if err != nil {
+		l.beatFailed(n, "write heartbeat", err)
 		l.hbKnow = false
 		ev.Result = classify(err)
 		return ev
@@ -982,6 +986,14 @@ func (l *Loop) beatOnce(ctx context.Context) Event {
 	}
 	ev.Result = ResultOK
 	return ev
+}
+
+// beatFailed says why a primary's beat failed: enough of them in a row
+// fence it, and whoever reads the log should know which step failed.
+func (l *Loop) beatFailed(n Node, step string, err error) {
+	if n.Status == StatusPrimary {
+		l.log.Warn("primary's beat failed", "step", step, "err", err, "failures_before", n.Failures)
+	}
 }
 
 // members2standbys splits the replication connections streaming from this

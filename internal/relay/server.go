@@ -668,8 +668,9 @@ const (
 )
 
 // memberKey reports whether key is one the failover role writes:
-// cluster-state, switchover, bootstrap, heartbeat.<node>,
-// event.<kind>.<node>.<epoch>
+// cluster-state, switchover, bootstrap, restart, heartbeat.<node>,
+// member.<node>, event.<kind>.<node>.<epoch> (failover/loop.go,
+// agent/postgres.go)
 // (failover/loop.go).
 func memberKey(key string) bool {
 	if len(key) > maxMemberKey {
@@ -677,9 +678,9 @@ func memberKey(key string) bool {
 	}
 	toks := strings.Split(key, ".")
 	switch toks[0] {
-	case "cluster-state", "switchover", "bootstrap":
+	case "cluster-state", "switchover", "bootstrap", "restart":
 		return len(toks) == 1
-	case "heartbeat":
+	case "heartbeat", "member":
 		return len(toks) == 2
 	case "event":
 		return len(toks) >= 3 && len(toks) <= 5

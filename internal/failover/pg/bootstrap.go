@@ -162,6 +162,59 @@ host    replication  %[1]s        all       scram-sha-256
 // makes postgresql.conf include it. Run before every start: a clone
 // brings the primary's file.
 func (i *Instance) WriteSettings(params map[string]string) error {
+	_, err := i.writeSettings(params)
+	return err
+}
+
+// TrySettings writes the settings file and asks PostgreSQL whether it
+// takes every value (pg_file_settings); when it does not, the previous
+// file is put back and the refusals are returned, so that a bad value is
+// never reloaded nor met at the next start.
+func (i *Instance) TrySettings(ctx context.Context, params map[string]string) ([]string, error) {
+	old, err := i.writeSettings(params)
+	if err != nil {
+		return nil, err
+	}
+	c, err := i.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(context.Background())
+	// "setting could not be applied" is a good value that waits for a
+	// restart; every other error is PostgreSQL refusing the value.
+	rows, err := c.Query(ctx, `SELECT name || ': ' || error FROM pg_file_settings
+		WHERE error IS NOT NULL AND error <> 'setting could not be applied' AND sourcefile LIKE $1 ORDER BY seqno`,
+		"%/"+SettingsFile)
+	if err != nil {
+		return nil, err
+	}
+	var refused []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		refused = append(refused, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(refused) > 0 {
+		if err := i.writeAsOwner(filepath.Join(i.DataDir, SettingsFile), old); err != nil {
+			return refused, err
+		}
+	}
+	return refused, nil
+}
+
+// Restart restarts the server (a clean, fast shutdown first).
+func (i *Instance) Restart(ctx context.Context) error {
+	return i.run(ctx, "pg_ctl", "restart", "-w", "-t", "60", "-m", "fast", "-D", i.DataDir, "-l", i.logFile(),
+		"-o", fmt.Sprintf("-p %d -k %s", i.Port, i.SocketDir))
+}
+
+func (i *Instance) writeSettings(params map[string]string) ([]byte, error) {
+	old, _ := os.ReadFile(filepath.Join(i.DataDir, SettingsFile))
 	lines := []string{"# Written by harmony: the cluster's parameters (spec.parameters) and this member's own.",
 		"listen_addresses = '*'", fmt.Sprintf("port = %d", i.Port), "unix_socket_directories = " + quoteLiteral(i.SocketDir)}
 	keys := make([]string, 0, len(params))
@@ -173,19 +226,19 @@ func (i *Instance) WriteSettings(params map[string]string) error {
 		lines = append(lines, k+" = "+quoteLiteral(params[k]))
 	}
 	if err := i.writeAsOwner(filepath.Join(i.DataDir, SettingsFile), []byte(strings.Join(lines, "\n")+"\n")); err != nil {
-		return err
+		return old, err
 	}
 	conf := filepath.Join(i.DataDir, "postgresql.conf")
 	b, err := os.ReadFile(conf)
 	if err != nil {
-		return err
+		return old, err
 	}
 	include := "include_if_exists = '" + SettingsFile + "'"
 	if bytes.Contains(b, []byte(include)) {
-		return nil
+		return old, nil
 	}
 	b = append(b, []byte("\n# harmony's settings (last, so they win)\n"+include+"\n")...)
-	return i.writeAsOwner(conf, b)
+	return old, i.writeAsOwner(conf, b)
 }
 
 // Clone copies the primary's data directory (pg_basebackup, WAL streamed)

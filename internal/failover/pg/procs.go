@@ -82,3 +82,34 @@ func (i *Instance) reapOrphans(ctx context.Context, wait time.Duration) {
 		}
 	}
 }
+
+// KillOrphanedServer kills the server processes still running in the data
+// directory after it was removed (their working directory reads
+// "<dir> (deleted)"), and returns how many it found: a server whose files
+// are gone must not keep answering.
+func (i *Instance) KillOrphanedServer() int {
+	prog, err := filepath.EvalSymlinks(filepath.Join(i.BinDir, "postgres"))
+	if err != nil {
+		return 0
+	}
+	want := filepath.Clean(i.DataDir) + " (deleted)"
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		base := filepath.Join("/proc", e.Name())
+		if exe, err := os.Readlink(filepath.Join(base, "exe")); err != nil || exe != prog {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join(base, "cwd")); err != nil || cwd != want {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
+}

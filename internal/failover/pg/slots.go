@@ -243,3 +243,34 @@ func (i *Instance) boundSlotWAL(ctx context.Context, c *pgx.Conn) error {
 }
 
 func formatLSN(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }
+
+// DropSlotsExcept drops the inactive member slots of nodes not in members
+// (a member that left the cluster), never the rewind slot: a slot nobody
+// streams through would hold WAL back until its bound. It returns the
+// slots dropped.
+func (i *Instance) DropSlotsExcept(ctx context.Context, members []string) ([]string, error) {
+	c, err := i.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(context.Background())
+	slots, err := readSlots(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{RewindSlot: true}
+	for _, m := range members {
+		keep[SlotName(m)] = true
+	}
+	var dropped []string
+	for name, s := range slots {
+		if keep[name] || s.active {
+			continue
+		}
+		if err := dropSlot(ctx, c, name); err != nil {
+			return dropped, err
+		}
+		dropped = append(dropped, name)
+	}
+	return dropped, nil
+}
