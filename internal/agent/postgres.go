@@ -176,10 +176,10 @@ func (m *members) wanted(d Desired) memberWant {
 	}
 	keyed := s
 	keyed.Parameters, keyed.Roles, keyed.Databases = nil, nil, nil
-	b, _ := v1.Marshal(struct {
-		Spec    v1.PostgresClusterSpec
-		Secrets map[string]string
-	}{keyed, d.Secrets})
+	// Not the secrets' versions: a rotated password is applied by the
+	// running member (its password file, ALTER ROLE on the primary),
+	// never by restarting its failover role.
+	b, _ := v1.Marshal(keyed)
 	w.key = string(b)
 	f, _ := v1.Marshal(struct {
 		Spec    v1.PostgresClusterSpec
@@ -297,7 +297,7 @@ func (mb *member) forget(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	for _, key := range []string{failover.HeartbeatPrefix + mb.a.cfg.ID, memberPrefix + mb.a.cfg.ID} {
+	for _, key := range []string{failover.HeartbeatPrefix + mb.a.cfg.ID, failover.MemberPrefix + mb.a.cfg.ID, failover.OpPrefix + mb.a.cfg.ID} {
 		if e, err := kv.Get(ctx, key); err == nil {
 			_ = kv.Delete(ctx, key, e.Revision)
 		}
@@ -321,6 +321,7 @@ type member struct {
 	ensured string    // the roles and databases last made, as a key
 	askedAt time.Time // when this primary last asked to hand over (keep's goroutine only)
 	refused string    // PostgreSQL's refusal of the parameters ("": none)
+	kv      store.KV  // the cluster's bucket, once setup opened it
 }
 
 func (mb *member) stop() {
@@ -348,11 +349,22 @@ func (mb *member) update(w memberWant) {
 
 func (mb *member) set(phase string, failed bool, msg string) {
 	mb.mu.Lock()
-	defer mb.mu.Unlock()
-	if mb.phase != phase || mb.message != msg {
+	changed := mb.phase != phase || mb.message != msg || mb.failed != failed
+	if changed {
 		mb.a.log.Info("postgres member", "cluster", mb.want.spec.Cluster, "phase", phase, "message", msg)
 	}
 	mb.phase, mb.failed, mb.message = phase, failed, msg
+	kv := mb.kv
+	mb.mu.Unlock()
+	// While it sets up, the member tells the others and people what it is
+	// doing (the cluster page, harmony failover status); once its
+	// failover role runs, keep publishes its parameters instead.
+	if changed && kv != nil && phase != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		v, _ := json.Marshal(failover.MemberRecord{Phase: phase, Failed: failed, Message: msg, At: time.Now().UTC()})
+		_ = putKey(ctx, kv, failover.MemberPrefix+mb.a.cfg.ID, v)
+	}
 }
 
 // instanceOf is the local PostgreSQL of a declared member.
@@ -461,23 +473,10 @@ func (mb *member) serve(ctx context.Context) error {
 	return mb.a.runMember(ctx, mb.st, mb.failoverConfig(s), failoverExtras{passFile: in.PassFile, logFile: in.LogFile, started: started})
 }
 
-// Keys a declared member writes in its cluster's bucket besides the
-// failover role's: its own record, and the lock a replica holds while it
-// restarts.
-const (
-	memberPrefix = "member."
-	keyRestart   = "restart"
-)
-
-// memberRecord is what a member tells the others (member.<node>).
-type memberRecord struct {
-	// Params identifies the parameters the member has applied (a hash):
-	// the primary hands over only once every member has the ones it has.
-	Params string `json:"params"`
-	// PendingRestart: parameters changed that wait for a restart.
-	PendingRestart []string  `json:"pendingRestart,omitempty"`
-	At             time.Time `json:"at"`
-}
+// keyRestart is the lock a replica holds in its cluster's bucket while it
+// restarts (one at a time); a member's own record is
+// failover.MemberPrefix + node (failover.MemberRecord).
+const keyRestart = "restart"
 
 // restartLock is the value of keyRestart.
 type restartLock struct {
@@ -513,9 +512,9 @@ const staleRestartLock = 2 * time.Minute
 func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, kv func() store.KV, stop func()) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	params := ""
+	params, passLine := "", ""
 	tickN := 0
-	var published *memberRecord
+	var published *failover.MemberRecord
 	for {
 		select {
 		case <-ctx.Done():
@@ -535,6 +534,13 @@ func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 			mb.set(ReasonCloning, false, "data directory gone: cloning it again")
 			stop()
 			return
+		}
+		if line := pg.PassFileLine(w.spec.Superuser, w.password); line != passLine {
+			if err := in.WriteOwned(in.PassFile, []byte(line)); err != nil {
+				mb.a.log.Warn("postgres member: password file", "err", err)
+			} else {
+				passLine = line
+			}
 		}
 		if running, _ := in.Running(); !running {
 			continue
@@ -567,10 +573,10 @@ func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 			mb.a.log.Warn("postgres member: pending restarts", "err", err)
 		}
 		if err == nil {
-			rec := memberRecord{Params: paramsHash(params), PendingRestart: pending, At: time.Now().UTC()}
+			rec := failover.MemberRecord{Params: paramsHash(params), PendingRestart: pending, At: time.Now().UTC()}
 			if published == nil || published.Params != rec.Params || !slices.Equal(published.PendingRestart, rec.PendingRestart) {
 				v, _ := json.Marshal(rec)
-				if putKey(rctx, b, memberPrefix+mb.a.cfg.ID, v) == nil {
+				if putKey(rctx, b, failover.MemberPrefix+mb.a.cfg.ID, v) == nil {
 					published = &rec
 				}
 			}
@@ -579,6 +585,9 @@ func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 			}
 		}
 		cancel()
+		if mb.operate(ctx, in, l, b, stop) {
+			return
+		}
 		if l.Node().Status != failover.StatusPrimary {
 			continue
 		}
@@ -588,12 +597,18 @@ func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 		rb, _ := v1.Marshal(struct {
 			R []pg.LoginRole
 			D []pg.Database
-		}{w.roles, w.databases})
-		if string(rb) == done || len(w.roles)+len(w.databases) == 0 && done == "" {
+			S string
+		}{w.roles, w.databases, w.password})
+		if string(rb) == done {
 			continue
 		}
 		rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		err = in.EnsureRolesAndDatabases(rctx, w.roles, w.databases)
+		// The superuser's password follows its secret (the other members'
+		// password files already have the new one), then the roles.
+		err = in.SetSuperuserPassword(rctx, w.password)
+		if err == nil {
+			err = in.EnsureRolesAndDatabases(rctx, w.roles, w.databases)
+		}
 		cancel()
 		if err != nil {
 			mb.a.log.Warn("postgres member: roles and databases", "err", err)
@@ -656,6 +671,120 @@ func (mb *member) dropLeftSlots(ctx context.Context, in *pg.Instance, kv store.K
 	}
 }
 
+// operate carries out (or refuses) an operator's request for this member
+// (op.<node>). It reports whether the member is stopping to clone itself
+// again (reinit).
+func (mb *member) operate(ctx context.Context, in *pg.Instance, l *failover.Loop, kv store.KV, stop func()) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	key := failover.OpPrefix + mb.a.cfg.ID
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return false
+	}
+	var op failover.Operation
+	if json.Unmarshal(e.Value, &op) != nil || op.Done || op.ID == "" {
+		return false
+	}
+	answer := func(refused bool, format string, args ...any) {
+		op.Done, op.Refused, op.Result = true, refused, fmt.Sprintf(format, args...)
+		v, _ := json.Marshal(op)
+		if _, err := kv.Update(ctx, key, v, e.Revision); err != nil {
+			mb.a.log.Warn("postgres member: answer an operation", "op", op.Op, "err", err)
+		}
+		mb.a.log.Info("postgres member: operation", "op", op.Op, "refused", refused, "result", op.Result)
+	}
+	snap := l.Snapshot()
+	n := snap.Node
+	switch op.Op {
+	case failover.OpReload:
+		if err := in.Reload(ctx); err != nil {
+			answer(true, "reload failed: %v", err)
+		} else {
+			answer(false, "reloaded")
+		}
+	case failover.OpRestart:
+		switch n.Status {
+		case failover.StatusPrimary:
+			if n.CS.Sync == "" {
+				answer(true, "%s is the primary and has no synchronous standby to hand over to: a restart would stop every write", mb.a.cfg.ID)
+				return false
+			}
+			req, _ := json.Marshal(failover.SwitchoverRequest{To: n.CS.Sync, Epoch: n.CS.Epoch})
+			if err := putKey(ctx, kv, failover.KeySwitchover, req); err != nil {
+				answer(true, "switchover request: %v", err)
+				return false
+			}
+			answer(false, "handing over to %s first; %s restarts as it rejoins as a replica", n.CS.Sync, mb.a.cfg.ID)
+		case failover.StatusReplica:
+			if why := mb.onlyStandby(ctx, kv, n); why != "" {
+				answer(true, "%s", why)
+				return false
+			}
+			if !mb.lockRestart(ctx, kv) {
+				answer(true, "another member is restarting; try again in a moment")
+				return false
+			}
+			err := in.Restart(ctx)
+			if e, gerr := kv.Get(ctx, keyRestart); gerr == nil {
+				_ = kv.Delete(ctx, keyRestart, e.Revision)
+			}
+			if err != nil {
+				answer(true, "restart failed: %v", err)
+			} else {
+				answer(false, "restarted")
+			}
+		default:
+			answer(true, "%s is %s: restart it once it is a primary or a replica again", mb.a.cfg.ID, n.Status)
+		}
+	case failover.OpReinit:
+		if n.Status == failover.StatusPrimary || n.CS.Primary == mb.a.cfg.ID {
+			answer(true, "%s is the primary: switch over first (harmony failover switchover --to NODE --cluster %s)", mb.a.cfg.ID, mb.spec().Cluster)
+			return false
+		}
+		if why := mb.onlyStandby(ctx, kv, n); why != "" {
+			answer(true, "%s", why)
+			return false
+		}
+		answer(false, "removing the data directory and cloning it again from %s", n.CS.Primary)
+		if running, _ := in.Running(); running {
+			_ = in.Fence(ctx, 0)
+		}
+		if err := os.RemoveAll(in.DataDir); err != nil {
+			mb.a.log.Warn("postgres member: reinit", "err", err)
+			return false
+		}
+		mb.set(ReasonCloning, false, "re-initialising: cloning again")
+		stop()
+		return true
+	default:
+		answer(true, "unknown operation %q (restart, reload or reinit)", op.Op)
+	}
+	return false
+}
+
+// onlyStandby says why taking this replica down would stop writes (it is
+// the only synchronous standby of an AbsoluteConsistency cluster), or "".
+func (mb *member) onlyStandby(ctx context.Context, kv store.KV, n failover.Node) string {
+	if n.Strategy != failover.AbsoluteConsistency || n.CS.Sync != mb.a.cfg.ID {
+		return ""
+	}
+	es, err := kv.List(ctx, failover.HeartbeatPrefix+"*")
+	if err != nil {
+		return fmt.Sprintf("cannot tell whether another standby streams: %v", err)
+	}
+	for _, e := range es {
+		node := strings.TrimPrefix(e.Key, failover.HeartbeatPrefix)
+		if node == mb.a.cfg.ID || node == n.CS.Primary {
+			continue
+		}
+		if hb, err := failover.DecodeHeartbeat(e.Value); err == nil && hb.Status == failover.StatusReplica && hb.Streaming {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%s is the only synchronous standby of an AbsoluteConsistency cluster and no other replica streams: taking it down would stop every write until it is back", mb.a.cfg.ID)
+}
+
 // lockRestart takes the restart lock (one replica restarts at a time).
 func (mb *member) lockRestart(ctx context.Context, kv store.KV) bool {
 	v, _ := json.Marshal(restartLock{Node: mb.a.cfg.ID, At: time.Now().UTC()})
@@ -692,11 +821,11 @@ func (mb *member) othersDone(ctx context.Context, kv store.KV, self, params stri
 		if err != nil || hb.Status != failover.StatusReplica || !hb.Streaming {
 			return false
 		}
-		me, err := kv.Get(ctx, memberPrefix+node)
+		me, err := kv.Get(ctx, failover.MemberPrefix+node)
 		if err != nil {
 			return false
 		}
-		var r memberRecord
+		var r failover.MemberRecord
 		if json.Unmarshal(me.Value, &r) != nil || r.Params != params || len(r.PendingRestart) > 0 {
 			return false
 		}
@@ -750,6 +879,9 @@ func (mb *member) setup(ctx context.Context) error {
 	if err != nil {
 		return &setupError{reason: ReasonStarting, err: fmt.Errorf("failover bucket of cluster %s: %w", s.Cluster, err)}
 	}
+	mb.mu.Lock()
+	mb.kv = kv
+	mb.mu.Unlock()
 	boot, bootRev, err := readBootstrap(ctx, kv)
 	if err != nil {
 		return err

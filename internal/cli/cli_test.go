@@ -595,10 +595,15 @@ func TestApplyWaitIgnoresAnOlderGenerationsFailure(t *testing.T) {
 		t.Fatalf("apply: %d %s%s", code, out, errOut)
 	}
 	// A device reports for the deployment's UID, which the server made.
+	// (describe reads the operator's view, which sees the apply a moment
+	// after the store has it.)
 	var created httpapi.DeploymentView
-	if _, out, _ := run(t, "describe", "deployment", "web", "-o", "json", "--server", f.url); json.Unmarshal([]byte(out), &created) != nil || created.Deployment.Metadata.UID == "" {
-		t.Fatalf("no deployment UID in:\n%s", out)
-	}
+	retry.Until(t, 30*time.Second, func() error {
+		if _, out, _ := run(t, "describe", "deployment", "web", "-o", "json", "--server", f.url); json.Unmarshal([]byte(out), &created) != nil || created.Deployment.Metadata.UID == "" {
+			return fmt.Errorf("no deployment UID in:\n%s", out)
+		}
+		return nil
+	})
 	uid := created.Deployment.Metadata.UID
 	f.put(t, "device-state", "dev-1.web", v1.DeviceState{V: v1.FormatVersion, Device: "dev-1", Deployment: "web", UID: uid,
 		RefusedGeneration: 1, Phase: v1.PhaseFailed, Message: "generation 1 refused"})

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -109,7 +111,66 @@ func newFailoverCmd(stdout io.Writer) *cobra.Command {
 	resume := &cobra.Command{Use: "resume", Short: "Turn automatic failover back on", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return failoverPause(cmd.Context(), &f, false, stdout) }}
 	cmd.AddCommand(status, history, switchover, pause, resume)
+	var wait time.Duration
+	for _, o := range []struct{ op, short string }{
+		{failover.OpRestart, "Restart a member safely (a primary hands over first; the only synchronous standby is refused)"},
+		{failover.OpReload, "Reload a member's configuration"},
+		{failover.OpReinit, "Remove a replica's data directory and clone it again from the primary"},
+	} {
+		c := &cobra.Command{Use: o.op + " NODE", Short: o.short,
+			Long: o.short + ". Members of clusters declared with a PostgresCluster resource take these (docs/postgres.md): " +
+				"each member carries the request out when it is safe, or refuses it with the reason.",
+			Args: exactArgs(1, "harmony failover "+o.op+" NODE --cluster C"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return failoverOperate(cmd.Context(), &f, o.op, args[0], wait, stdout)
+			}}
+		c.Flags().DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the member's answer")
+		cmd.AddCommand(c)
+	}
 	return cmd
+}
+
+// failoverOperate asks a member to restart, reload or re-initialise and
+// waits for its answer.
+func failoverOperate(ctx context.Context, f *failoverFlags, op, node string, wait time.Duration, w io.Writer) error {
+	kv, closer, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closer()
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if _, err := kv.Get(ctx, failover.HeartbeatPrefix+node); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%s: no such member of cluster %s", node, f.cluster)
+	}
+	id := rand.Text()
+	req, _ := json.Marshal(failover.Operation{ID: id, Op: op, At: time.Now().UTC()})
+	key := failover.OpPrefix + node
+	if err := putKey(ctx, kv, key, req); err != nil {
+		return err
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not answer within %s (only members declared with a PostgresCluster resource take operations)", node, wait)
+		case <-tick.C:
+		}
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var got failover.Operation
+		if json.Unmarshal(e.Value, &got) != nil || got.ID != id || !got.Done {
+			continue
+		}
+		if got.Refused {
+			return fmt.Errorf("%s refused to %s: %s", node, op, got.Result)
+		}
+		fmt.Fprintf(w, "%s: %s\n", node, got.Result)
+		return nil
+	}
 }
 
 func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
@@ -133,7 +194,17 @@ func failoverStatus(ctx context.Context, f *failoverFlags, w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tHEARTBEAT\tLAG\tTIMELINE\tEPOCH")
 	for _, m := range v.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs ago\t%d B\t%d\t%d\n", m.Node, m.Role, m.State, m.HeartbeatAge, m.LagBytes, m.Timeline, m.Epoch)
+		state, beat := m.State, "none yet"
+		if m.Setup != "" && m.Setup != m.State {
+			state += " (" + m.Setup + ")"
+		}
+		if len(m.PendingRestart) > 0 {
+			state += " [restart pending: " + strings.Join(m.PendingRestart, ",") + "]"
+		}
+		if m.HeartbeatAge >= 0 {
+			beat = fmt.Sprintf("%.1fs ago", m.HeartbeatAge)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d B\t%d\t%d\n", m.Node, m.Role, state, beat, m.LagBytes, m.Timeline, m.Epoch)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -21,6 +22,10 @@ type Member struct {
 	Epoch        uint64  `json:"epoch"`
 	// Streaming (replica): it receives WAL from the primary.
 	Streaming bool `json:"streaming"`
+	// Of a declared member (docs/postgres.md): its setup phase while it
+	// joins, and the parameters that wait for a restart.
+	Setup          string   `json:"setup,omitempty"`
+	PendingRestart []string `json:"pending_restart,omitempty"`
 }
 
 // View is a cluster's current state and members.
@@ -96,6 +101,37 @@ func ReadView(ctx context.Context, kv store.KV, cluster string) (View, error) {
 			replicas++
 			if !hb.Streaming && hb.Epoch == cs.Epoch {
 				v.Warnings = append(v.Warnings, fmt.Sprintf("replica %s is not streaming from the primary", node))
+			}
+		}
+	}
+	// Declared members' own records: a member still setting up (no
+	// heartbeat yet) shows with its phase.
+	if recs, err := kv.List(ctx, MemberPrefix+"*"); err == nil {
+		seen := map[string]int{}
+		for i, m := range v.Members {
+			seen[m.Node] = i
+		}
+		for _, e := range recs {
+			var r MemberRecord
+			if json.Unmarshal(e.Value, &r) != nil {
+				continue
+			}
+			node := strings.TrimPrefix(e.Key, MemberPrefix)
+			setup := r.Phase
+			if setup != "" && r.Message != "" {
+				setup += ": " + r.Message
+			}
+			i, ok := seen[node]
+			if !ok {
+				v.Members = append(v.Members, Member{Node: node, Role: "joining", State: r.Phase, HeartbeatAge: -1})
+				i = len(v.Members) - 1
+			}
+			v.Members[i].Setup, v.Members[i].PendingRestart = setup, r.PendingRestart
+			if len(r.PendingRestart) > 0 {
+				v.Warnings = append(v.Warnings, fmt.Sprintf("%s waits for a restart (%s): it is rolled through the cluster", node, strings.Join(r.PendingRestart, ", ")))
+			}
+			if r.Failed {
+				v.Warnings = append(v.Warnings, fmt.Sprintf("%s: %s", node, setup))
 			}
 		}
 	}

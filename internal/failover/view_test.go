@@ -76,3 +76,48 @@ func TestViewWarnsWhenTheClusterCannotFailOver(t *testing.T) {
 		}
 	}
 }
+
+// A declared member's own record shows in the view: one still cloning
+// (no heartbeat yet) as joining with its phase, one waiting for a restart
+// with the parameters.
+func TestViewShowsDeclaredMembersRecords(t *testing.T) {
+	srv := meshtest.StartServer(t)
+	st, err := store.NewNATS(meshtest.Connect(t, srv), store.NATSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := failover.EnsureBucket(ctx, st, "m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, v any) {
+		b, _ := json.Marshal(v)
+		if _, err := kv.Create(ctx, key, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kv.Create(ctx, failover.KeyClusterState, failover.EncodeState(failover.ClusterState{Primary: "db-1", Epoch: 1}, "bootstrap")); err != nil {
+		t.Fatal(err)
+	}
+	put(failover.HeartbeatPrefix+"db-1", failover.Heartbeat{V: 1, Status: failover.StatusPrimary, Epoch: 1, Strategy: failover.AbsoluteConsistency})
+	put(failover.MemberPrefix+"db-1", failover.MemberRecord{Params: "abc", PendingRestart: []string{"max_connections"}})
+	put(failover.MemberPrefix+"db-2", failover.MemberRecord{Phase: "Cloning", Message: "cloning from db-1"})
+	v, err := failover.ReadView(ctx, kv, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Members) != 2 {
+		t.Fatalf("members %+v", v.Members)
+	}
+	if m := v.Members[0]; m.Node != "db-1" || strings.Join(m.PendingRestart, ",") != "max_connections" || m.Role != "primary" {
+		t.Errorf("db-1: %+v", m)
+	}
+	if m := v.Members[1]; m.Node != "db-2" || m.Role != "joining" || m.Setup != "Cloning: cloning from db-1" || m.HeartbeatAge >= 0 {
+		t.Errorf("db-2: %+v", m)
+	}
+	if !slices.ContainsFunc(v.Warnings, func(w string) bool { return strings.Contains(w, "db-1 waits for a restart (max_connections)") }) {
+		t.Errorf("warnings %v", v.Warnings)
+	}
+}

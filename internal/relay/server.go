@@ -669,7 +669,7 @@ const (
 
 // memberKey reports whether key is one the failover role writes:
 // cluster-state, switchover, bootstrap, restart, heartbeat.<node>,
-// member.<node>, event.<kind>.<node>.<epoch> (failover/loop.go,
+// member.<node>, op.<node>, event.<kind>.<node>.<epoch> (failover/loop.go,
 // agent/postgres.go)
 // (failover/loop.go).
 func memberKey(key string) bool {
@@ -680,7 +680,7 @@ func memberKey(key string) bool {
 	switch toks[0] {
 	case "cluster-state", "switchover", "bootstrap", "restart":
 		return len(toks) == 1
-	case "heartbeat", "member":
+	case "heartbeat", "member", "op":
 		return len(toks) == 2
 	case "event":
 		return len(toks) >= 3 && len(toks) <= 5

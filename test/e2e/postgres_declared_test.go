@@ -72,6 +72,19 @@ func newDeclaredCluster(t *testing.T, ids ...string) *declaredCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(c.base) })
+	t.Cleanup(func() {
+		// Registered before any agent starts, so it runs after every
+		// agent has stopped (cleanups run last first): then nothing starts
+		// PostgreSQL again, and every PostgreSQL goes.
+		for _, m := range c.members {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			_ = osexec.CommandContext(ctx, "runuser", "-u", "postgres", "--", pgtest.BinDir+"/pg_ctl", "stop", "-m", "immediate", "-D", m.dataDir).Run()
+			// The guard outlives its agent by design (a restarted agent
+			// attaches to it again); the test's agents are gone for good.
+			_ = osexec.CommandContext(ctx, "pkill", "-KILL", "-f", "guard --socket "+filepath.Join(c.dir, m.id, "state")).Run()
+			cancel()
+		}
+	})
 	for _, id := range ids {
 		c.addMember(id, "role=db")
 	}
@@ -93,15 +106,6 @@ func newDeclaredCluster(t *testing.T, ids ...string) *declaredCluster {
 					t.Logf("%s: %s", id, line)
 				}
 			}
-		}
-	})
-	t.Cleanup(func() {
-		// The agents stop first (their cleanups run after this one is
-		// registered, so before it); then every PostgreSQL goes.
-		for _, m := range c.members {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			_ = osexec.CommandContext(ctx, "runuser", "-u", "postgres", "--", pgtest.BinDir+"/pg_ctl", "stop", "-m", "immediate", "-D", m.dataDir).Run()
-			cancel()
 		}
 	})
 	return c
@@ -199,6 +203,15 @@ func (c *declaredCluster) ready(n int, ids ...string) map[string]map[string]stri
 		return nil
 	})
 	return details
+}
+
+// failover runs `harmony failover ARGS --cluster orders` as the docs
+// say: with the server's admin identity, over TLS.
+func (c *declaredCluster) failover(args ...string) (string, error) {
+	args = append([]string{"failover"}, args...)
+	args = append(args, "--cluster", "orders", "--nats-url", "nats://"+c.natsAddr, "--nats-ca", c.ca,
+		"--nats-nkey", filepath.Join(c.dir, "server", "nats-admin.nk"))
+	return c.cli(args...)
 }
 
 func (c *declaredCluster) must(out string, err error) string {
@@ -477,6 +490,81 @@ func TestDeclaredPostgresCluster(t *testing.T) {
 	t.Logf("rolling restart for max_connections: %d writes acknowledged, all kept; longest time without an acknowledged write %s",
 		len(acked), gap.Round(time.Millisecond))
 
+	// Operations on members: each refused when unsafe, else carried out.
+	var cur, syncStandby, other string
+	retry.Until(t, 2*time.Minute, func() error {
+		details = c.ready(3, "db-1", "db-2", "db-3")
+		for id, d := range details {
+			if d["role"] == "Primary" {
+				cur, syncStandby = id, d["syncStandby"]
+			}
+		}
+		if cur == "" || syncStandby == "" {
+			return fmt.Errorf("primary %q, synchronous standby %q", cur, syncStandby)
+		}
+		return nil
+	})
+	for id := range details {
+		if id != cur && id != syncStandby {
+			other = id
+		}
+	}
+	if out, err := c.failover("reload", other); err != nil || !strings.Contains(out, "reloaded") {
+		t.Fatalf("failover reload %s: %s %v", other, out, err)
+	}
+	if _, err := c.failover("reinit", cur); err == nil || !strings.Contains(err.Error(), "is the primary: switch over first") {
+		t.Fatalf("failover reinit of the primary: %v", err)
+	}
+	before = c.startTimes()
+	if out, err := c.failover("restart", syncStandby); err != nil || !strings.Contains(out, "restarted") {
+		t.Fatalf("failover restart %s (the synchronous standby, another replica streaming): %s %v", syncStandby, out, err)
+	}
+	if after := c.startTimes(); after[syncStandby] == before[syncStandby] || after[cur] != before[cur] {
+		t.Fatalf("restart of %s: start times %v -> %v", syncStandby, before, after)
+	}
+	if out, err := c.failover("reinit", other); err != nil || !strings.Contains(out, "cloning it again") {
+		t.Fatalf("failover reinit %s: %s %v", other, out, err)
+	}
+	c.ready(3, other)
+	retry.Until(t, 2*time.Minute, func() error {
+		n, err := c.query(c.member(other), "orders", "SELECT count(*)::text FROM t")
+		if err != nil || n != "1" {
+			return fmt.Errorf("%s after reinit: %s rows, %v", other, n, err)
+		}
+		return nil
+	})
+
+	// The superuser's password rotated: every member takes the new one
+	// (the primary alters the role, each member its password file), with
+	// no restart and no failover.
+	details = c.ready(3, "db-1", "db-2", "db-3")
+	epochNow := ""
+	for _, d := range details {
+		if d["role"] == "Primary" {
+			epochNow = d["epoch"]
+		}
+	}
+	before = c.startTimes()
+	oldSuper := c.superuser
+	c.superuser = "su-" + rand.Text()
+	c.must(c.cli("secret", "create", "pg", "--replace", "--from-literal", "superuser="+c.superuser, "--from-literal", "app="+app))
+	retry.Until(t, 2*time.Minute, func() error {
+		for _, m := range c.members {
+			if _, err := c.query(m, "postgres", "SELECT 1::text"); err != nil {
+				return fmt.Errorf("%s with the new password: %v", m.id, err)
+			}
+		}
+		return nil
+	})
+	for id, d := range c.ready(3, "db-1", "db-2", "db-3") {
+		if d["role"] == "Primary" && d["epoch"] != epochNow {
+			t.Errorf("rotating the superuser's password moved the primary to %s (epoch %s, was %s)", id, d["epoch"], epochNow)
+		}
+	}
+	if after := c.startTimes(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("rotating the superuser's password restarted members: %v -> %v", before, after)
+	}
+
 	// PostgreSQL's own log is outside the data directory; no password is
 	// in any log.
 	var logs strings.Builder
@@ -494,7 +582,7 @@ func TestDeclaredPostgresCluster(t *testing.T) {
 	}
 	c.server.signalAndWait(t, syscall.SIGTERM)
 	logs.WriteString(c.server.stderr.String())
-	for name, v := range map[string]string{"superuser": c.superuser, "app": app} {
+	for name, v := range map[string]string{"superuser": c.superuser, "old superuser": oldSuper, "app": app} {
 		if strings.Contains(logs.String(), v) {
 			t.Errorf("the %s password is in a log", name)
 		}
@@ -638,4 +726,17 @@ func TestDeclaredPostgresMembers(t *testing.T) {
 	}
 	t.Logf("the primary %s left: %s took over; %d writes acknowledged, all kept; longest time without one %s",
 		primary.id, newPrimary.id, len(acked), gap.Round(time.Millisecond))
+
+	// Two members left: the replica is the only synchronous standby, and
+	// restarting it would stop every write.
+	var last string
+	retry.Until(t, 2*time.Minute, func() error {
+		if last = c.ready(2, newPrimary.id)[newPrimary.id]["syncStandby"]; last == "" || last == newPrimary.id {
+			return fmt.Errorf("no synchronous standby named yet (%q)", last)
+		}
+		return nil
+	})
+	if _, err := c.failover("restart", last); err == nil || !strings.Contains(err.Error(), "only synchronous standby") {
+		t.Fatalf("failover restart of the only synchronous standby %s: %v", last, err)
+	}
 }
