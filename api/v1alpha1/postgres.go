@@ -97,12 +97,18 @@ var pgManagedParams = map[string]string{
 	"hot_standby": "", "wal_level": "",
 }
 
+// DefaultPostgresBinDir is where Debian installs PostgreSQL version's
+// programs.
+func DefaultPostgresBinDir(version int) string {
+	return fmt.Sprintf("/usr/lib/postgresql/%d/bin", version)
+}
+
 func (s *PostgresClusterSpec) setDefaults() {
 	if s.Version == 0 {
 		s.Version = 15
 	}
 	if s.BinDir == "" {
-		s.BinDir = fmt.Sprintf("/usr/lib/postgresql/%d/bin", s.Version)
+		s.BinDir = DefaultPostgresBinDir(s.Version)
 	}
 	if s.DataDir == "" && s.Cluster != "" {
 		s.DataDir = fmt.Sprintf("/var/lib/postgresql/%d/%s", s.Version, s.Cluster)

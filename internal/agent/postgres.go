@@ -73,6 +73,9 @@ func (k postgresKind) Admit(d Desired) (string, error) {
 			"this device runs a member of cluster %q from its agent config (failover section): one member per device", f.Cluster)}
 	}
 	if _, err := os.Stat(filepath.Join(s.BinDir, "postgres")); err != nil {
+		if s.BinDir == v1.DefaultPostgresBinDir(s.Version) {
+			return "", &v1.FieldError{Field: "spec.version", Reason: fmt.Sprintf("%d: PostgreSQL %d is not installed on this device (no %s/postgres)", s.Version, s.Version, s.BinDir)}
+		}
 		return "", &v1.FieldError{Field: "spec.binDir", Reason: fmt.Sprintf("%s: no PostgreSQL %d here (%v)", s.BinDir, s.Version, err)}
 	}
 	if v, err := binaryVersion(s.BinDir); err == nil && v != s.Version {
@@ -90,6 +93,8 @@ func (k postgresKind) Observe(ctx context.Context, d Desired) (Observation, erro
 		return Observation{Diff: "member not running with this spec"}, nil
 	case mb.wantKey() != want.full:
 		return Observation{Diff: "parameters, roles or databases changed"}, nil
+	case mb.isLeaving():
+		return Observation{Diff: "declared again while it was leaving"}, nil
 	}
 	return Observation{InSync: true, Result: mb.result(ctx)}, nil
 }
@@ -225,11 +230,14 @@ func (m *members) ensure(w memberWant) error {
 // remove takes the member out of the cluster: a primary first hands over
 // to its synchronous standby (a switchover), then the failover role stops,
 // its keys go from the bucket (so the primary drops its slot), and its
-// PostgreSQL stops. Its data directory stays.
+// PostgreSQL stops. Its data directory stays. A replica whose leaving
+// would stop the cluster's writes (the only synchronous standby of an
+// AbsoluteConsistency cluster whose primary stays) refuses, and the
+// engine asks again on its next pass.
 func (m *members) remove(ctx context.Context, s v1.PostgresClusterSpec) error {
 	cur := m.get(s.Cluster)
 	if cur != nil {
-		if err := cur.handOver(ctx); err != nil {
+		if err := cur.leave(ctx); err != nil {
 			return err
 		}
 		m.mu.Lock()
@@ -245,26 +253,83 @@ func (m *members) remove(ctx context.Context, s v1.PostgresClusterSpec) error {
 	return nil
 }
 
+// leave tells the others this member is leaving, then hands over if it is
+// the primary, or refuses if the cluster needs it as its standby.
+func (mb *member) leave(ctx context.Context) error {
+	mb.mu.Lock()
+	l := mb.loop
+	first := !mb.leaving
+	mb.leaving = true
+	mb.mu.Unlock()
+	if first {
+		mb.a.log.Info("postgres member: no longer declared; leaving the cluster", "cluster", mb.spec().Cluster)
+	}
+	if l == nil {
+		return nil // not a working member yet: nothing depends on it
+	}
+	kv, err := mb.openBucket(ctx, mb.spec())
+	if err != nil {
+		return err
+	}
+	n := l.Node()
+	if n.Status == failover.StatusPrimary {
+		mb.markLeaving(ctx, kv, "")
+		return mb.handOver(ctx, kv, l)
+	}
+	why := mb.onlyStandby(ctx, kv, n)
+	if why != "" {
+		if p, err := failover.ReadMember(ctx, kv, n.CS.Primary); err == nil && (p == nil || p.Leaving) {
+			why = "" // the primary goes too (or went): the cluster is being removed
+		}
+	}
+	msg := ""
+	if why != "" {
+		msg = "leaving refused: " + why + "; it stays until another replica streams or the primary leaves too"
+	}
+	mb.markLeaving(ctx, kv, msg)
+	if msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// markLeaving publishes the member's record with Leaving set and msg (why
+// it cannot leave yet, or "").
+func (mb *member) markLeaving(ctx context.Context, kv store.KV, msg string) {
+	mb.mu.Lock()
+	changed := mb.leaveMsg != msg || !mb.leaveMarked
+	mb.leaveMsg, mb.leaveMarked, mb.republish = msg, true, true
+	mb.mu.Unlock()
+	if !changed {
+		return
+	}
+	r, err := failover.ReadMember(ctx, kv, mb.a.cfg.ID)
+	if err != nil {
+		return
+	}
+	if r == nil {
+		r = &failover.MemberRecord{}
+	}
+	r.Leaving, r.Message, r.At = true, msg, time.Now().UTC()
+	v, _ := json.Marshal(r)
+	if err := failover.PutKey(ctx, kv, failover.MemberPrefix+mb.a.cfg.ID, v); err != nil {
+		mb.mu.Lock()
+		mb.leaveMarked = false
+		mb.mu.Unlock()
+	}
+}
+
 // handOverWait bounds how long a leaving primary waits for its
 // switchover.
 const handOverWait = 60 * time.Second
 
 // handOver: a primary leaving the cluster hands over to its synchronous
-// standby first. With no standby streaming (the whole cluster is being
-// removed, or it has no replica) it leaves as it is.
-func (mb *member) handOver(ctx context.Context) error {
-	mb.mu.Lock()
-	l := mb.loop
-	mb.mu.Unlock()
-	if l == nil || l.Node().Status != failover.StatusPrimary {
-		return nil
-	}
+// standby first. With no standby streaming (it has no replica), or a
+// standby that is leaving too (the cluster is being removed), it leaves as
+// it is.
+func (mb *member) handOver(ctx context.Context, kv store.KV, l *failover.Loop) error {
 	cs := l.Node().CS
-	kv, err := mb.openBucket(ctx, mb.spec())
-	if err != nil {
-		return err
-	}
-	if cs.Sync == "" {
+	if cs.Sync == "" || mb.targetLeaving(ctx, kv, cs.Sync) {
 		return nil
 	}
 	if e, err := kv.Get(ctx, failover.HeartbeatPrefix+cs.Sync); err != nil {
@@ -274,12 +339,15 @@ func (mb *member) handOver(ctx context.Context) error {
 	}
 	mb.a.log.Info("postgres member: leaving the cluster; handing over first", "to", cs.Sync)
 	req, _ := json.Marshal(failover.SwitchoverRequest{To: cs.Sync, Epoch: cs.Epoch})
-	if err := putKey(ctx, kv, failover.KeySwitchover, req); err != nil {
+	if err := failover.PutKey(ctx, kv, failover.KeySwitchover, req); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(handOverWait)
-	for time.Now().Before(deadline) {
+	for i := 0; time.Now().Before(deadline); i++ {
 		if n := l.Node(); n.CS.Epoch > cs.Epoch && n.CS.Primary != mb.a.cfg.ID {
+			return nil
+		}
+		if i%10 == 9 && mb.targetLeaving(ctx, kv, cs.Sync) {
 			return nil
 		}
 		select {
@@ -289,6 +357,12 @@ func (mb *member) handOver(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("leaving the cluster: the switchover to %s did not happen within %s; still the primary", cs.Sync, handOverWait)
+}
+
+// targetLeaving: node's record says it is leaving too.
+func (mb *member) targetLeaving(ctx context.Context, kv store.KV, node string) bool {
+	r, err := failover.ReadMember(ctx, kv, node)
+	return err == nil && r != nil && r.Leaving
 }
 
 // forget removes the member's keys from the bucket.
@@ -321,7 +395,20 @@ type member struct {
 	ensured string    // the roles and databases last made, as a key
 	askedAt time.Time // when this primary last asked to hand over (keep's goroutine only)
 	refused string    // PostgreSQL's refusal of the parameters ("": none)
-	kv      store.KV  // the cluster's bucket, once setup opened it
+	pending []string  // parameters waiting for a restart, as keep last read them
+	// leaving: the device no longer declares the member; leaveMsg is why
+	// it cannot leave yet, leaveMarked that its record says so.
+	leaving     bool
+	leaveMarked bool
+	leaveMsg    string
+	republish   bool     // the record was written outside keep: keep writes it again
+	kv          store.KV // the cluster's bucket, once setup opened it
+}
+
+func (mb *member) isLeaving() bool {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return mb.leaving
 }
 
 func (mb *member) stop() {
@@ -344,6 +431,11 @@ func (mb *member) spec() v1.PostgresClusterSpec {
 func (mb *member) update(w memberWant) {
 	mb.mu.Lock()
 	mb.want = w
+	if mb.leaving {
+		// Declared again (labelled back in): it stays.
+		mb.leaving, mb.leaveMarked, mb.leaveMsg, mb.republish = false, false, "", true
+		mb.a.log.Info("postgres member: declared again; staying in the cluster", "cluster", w.spec.Cluster)
+	}
 	mb.mu.Unlock()
 }
 
@@ -363,7 +455,7 @@ func (mb *member) set(phase string, failed bool, msg string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		v, _ := json.Marshal(failover.MemberRecord{Phase: phase, Failed: failed, Message: msg, At: time.Now().UTC()})
-		_ = putKey(ctx, kv, failover.MemberPrefix+mb.a.cfg.ID, v)
+		_ = failover.PutKey(ctx, kv, failover.MemberPrefix+mb.a.cfg.ID, v)
 	}
 }
 
@@ -391,14 +483,18 @@ func (mb *member) failoverConfig(s v1.PostgresClusterSpec) *config.Failover {
 	return &f
 }
 
-// setupError is a failure of setting the member up; permanent ones
-// (another cluster's data, a version mismatch) are not retried until the
-// spec changes.
+// setupError is a failure of setting the member up. One a person must
+// mend (another cluster's data, a version mismatch) touches nothing and is
+// checked again every recheckWait, so that the member joins once the
+// directory is moved away.
 type setupError struct {
-	reason    string
-	permanent bool
-	err       error
+	reason     string
+	needsHuman bool
+	err        error
 }
+
+// recheckWait: how often a member that needs a person looks again.
+const recheckWait = 15 * time.Second
 
 func (e *setupError) Error() string { return e.err.Error() }
 
@@ -426,9 +522,14 @@ func (mb *member) run(ctx context.Context) {
 				se = &setupError{reason: ReasonMemberFailed, err: err}
 			}
 			mb.set(se.reason, true, se.Error())
-			if se.permanent {
-				<-ctx.Done()
-				return
+			if se.needsHuman {
+				bo.Reset()
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(recheckWait):
+				}
+				continue
 			}
 		}
 		select {
@@ -529,7 +630,7 @@ func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 			// The data directory is gone (a disk replaced, a mistake):
 			// stop what still runs from it and set the member up again,
 			// which clones it from the primary.
-			n := in.KillOrphanedServer()
+			n := in.KillOrphanedServer(ctx)
 			mb.a.log.Warn("postgres member: data directory gone; cloning it again", "data_dir", in.DataDir, "killed", n)
 			mb.set(ReasonCloning, false, "data directory gone: cloning it again")
 			stop()
@@ -573,10 +674,17 @@ func (mb *member) keep(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 			mb.a.log.Warn("postgres member: pending restarts", "err", err)
 		}
 		if err == nil {
-			rec := failover.MemberRecord{Params: paramsHash(params), PendingRestart: pending, At: time.Now().UTC()}
-			if published == nil || published.Params != rec.Params || !slices.Equal(published.PendingRestart, rec.PendingRestart) {
+			mb.mu.Lock()
+			mb.pending = pending
+			rec := failover.MemberRecord{Params: paramsHash(params), PendingRestart: pending, Leaving: mb.leaving, Message: mb.leaveMsg, At: time.Now().UTC()}
+			if mb.republish {
+				published, mb.republish = nil, false
+			}
+			mb.mu.Unlock()
+			if published == nil || published.Params != rec.Params || !slices.Equal(published.PendingRestart, rec.PendingRestart) ||
+				published.Leaving != rec.Leaving || published.Message != rec.Message {
 				v, _ := json.Marshal(rec)
-				if putKey(rctx, b, failover.MemberPrefix+mb.a.cfg.ID, v) == nil {
+				if failover.PutKey(rctx, b, failover.MemberPrefix+mb.a.cfg.ID, v) == nil {
 					published = &rec
 				}
 			}
@@ -645,7 +753,7 @@ func (mb *member) roll(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 		}
 		mb.a.log.Info("postgres member: handing over to restart for its parameters (rolling restart)", "to", cs.Sync, "parameters", strings.Join(pending, ","))
 		req, _ := json.Marshal(failover.SwitchoverRequest{To: cs.Sync, Epoch: cs.Epoch})
-		if putKey(ctx, kv, failover.KeySwitchover, req) == nil {
+		if failover.PutKey(ctx, kv, failover.KeySwitchover, req) == nil {
 			mb.askedAt = time.Now()
 		}
 	}
@@ -711,7 +819,7 @@ func (mb *member) operate(ctx context.Context, in *pg.Instance, l *failover.Loop
 				return false
 			}
 			req, _ := json.Marshal(failover.SwitchoverRequest{To: n.CS.Sync, Epoch: n.CS.Epoch})
-			if err := putKey(ctx, kv, failover.KeySwitchover, req); err != nil {
+			if err := failover.PutKey(ctx, kv, failover.KeySwitchover, req); err != nil {
 				answer(true, "switchover request: %v", err)
 				return false
 			}
@@ -834,23 +942,6 @@ func (mb *member) othersDone(ctx context.Context, kv store.KV, self, params stri
 	return replicas > 0
 }
 
-// putKey writes key whatever its current revision.
-func putKey(ctx context.Context, kv store.KV, key string, value []byte) error {
-	for range 5 {
-		e, err := kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			_, err = kv.Create(ctx, key, value)
-		case err == nil:
-			_, err = kv.Update(ctx, key, value, e.Revision)
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-	}
-	return store.ErrConflict
-}
-
 func (mb *member) setRefused(msg string) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
@@ -938,7 +1029,7 @@ func readBootstrap(ctx context.Context, kv store.KV) (*bootstrapRecord, uint64, 
 // version, and writes this member's settings.
 func (mb *member) check(ctx context.Context, in *pg.Instance, s v1.PostgresClusterSpec, kv store.KV, boot *bootstrapRecord, rev uint64) error {
 	if v, err := in.Version(); err == nil && v != s.Version {
-		return &setupError{reason: ReasonVersion, permanent: true,
+		return &setupError{reason: ReasonVersion, needsHuman: true,
 			err: fmt.Errorf("spec.version: %d, but the data directory %s holds a PostgreSQL %d cluster; nothing was changed", s.Version, s.DataDir, v)}
 	}
 	id, err := in.SystemID(ctx)
@@ -960,7 +1051,7 @@ func (mb *member) check(ctx context.Context, in *pg.Instance, s v1.PostgresClust
 			return err
 		}
 	case boot.SystemID != "" && boot.SystemID != id:
-		return &setupError{reason: ReasonOtherCluster, permanent: true,
+		return &setupError{reason: ReasonOtherCluster, needsHuman: true,
 			err: fmt.Errorf("spec.dataDir: %s holds another cluster (system identifier %s; cluster %s's is %s); nothing was changed", s.DataDir, id, s.Cluster, boot.SystemID)}
 	}
 	return in.WriteSettings(s.Parameters)
@@ -1063,7 +1154,7 @@ func portFree(port int) error {
 // role.
 func (mb *member) result(ctx context.Context) Result {
 	mb.mu.Lock()
-	phase, failed, msg, loop, s, refused := mb.phase, mb.failed, mb.message, mb.loop, mb.want.spec, mb.refused
+	phase, failed, msg, loop, s, refused, pending := mb.phase, mb.failed, mb.message, mb.loop, mb.want.spec, mb.refused, mb.pending
 	mb.mu.Unlock()
 	details := map[string]string{"cluster": s.Cluster, "port": strconv.Itoa(s.Port)}
 	switch {
@@ -1083,11 +1174,7 @@ func (mb *member) result(ctx context.Context) Result {
 	if n.CS.Sync != "" {
 		details["syncStandby"] = n.CS.Sync
 	}
-	in := instanceOf(mb.a.cfg.ID, s)
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	pending, perr := in.PendingRestart(pctx)
-	cancel()
-	if perr == nil && len(pending) > 0 {
+	if len(pending) > 0 {
 		details["pendingRestart"] = strings.Join(pending, ",")
 	}
 	if refused != "" {

@@ -146,7 +146,7 @@ func failoverOperate(ctx context.Context, f *failoverFlags, op, node string, wai
 	id := rand.Text()
 	req, _ := json.Marshal(failover.Operation{ID: id, Op: op, At: time.Now().UTC()})
 	key := failover.OpPrefix + node
-	if err := putKey(ctx, kv, key, req); err != nil {
+	if err := failover.PutKey(ctx, kv, key, req); err != nil {
 		return err
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -265,7 +265,7 @@ func failoverSwitchover(ctx context.Context, f *failoverFlags, to string, w io.W
 		fmt.Fprintf(w, "note: %s is not the synchronous standby (%s); in AbsoluteConsistency the primary refuses\n", to, cs.Sync)
 	}
 	req, _ := json.Marshal(failover.SwitchoverRequest{To: to, Epoch: cs.Epoch})
-	if err := putKey(ctx, kv, failover.KeySwitchover, req); err != nil {
+	if err := failover.PutKey(ctx, kv, failover.KeySwitchover, req); err != nil {
 		return err
 	}
 	w2, err := kv.Watch(ctx, failover.KeyClusterState, store.WatchOptions{})
@@ -287,22 +287,6 @@ func failoverSwitchover(ctx context.Context, f *failoverFlags, to string, w io.W
 		return fmt.Errorf("the cluster moved on differently: %s is primary (epoch %d)", now.Primary, now.Epoch)
 	}
 	return fmt.Errorf("switchover to %s not confirmed within %s (the primary refuses when %s is not its synchronous standby, or it is busy); see 'harmony failover status'", to, f.timeout, to)
-}
-
-// putKey writes key whatever its current revision.
-func putKey(ctx context.Context, kv store.KV, key string, value []byte) error {
-	for {
-		e, err := kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			_, err = kv.Create(ctx, key, value)
-		case err == nil:
-			_, err = kv.Update(ctx, key, value, e.Revision)
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-	}
 }
 
 // failoverPause sets or clears the pause flag by compare-and-set, keeping

@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -132,6 +133,13 @@ func ReadView(ctx context.Context, kv store.KV, cluster string) (View, error) {
 			}
 			if r.Failed {
 				v.Warnings = append(v.Warnings, fmt.Sprintf("%s: %s", node, setup))
+			}
+			if r.Leaving {
+				v.Members[i].Setup = "Leaving"
+				if r.Message != "" {
+					v.Members[i].Setup += ": " + r.Message
+				}
+				v.Warnings = append(v.Warnings, fmt.Sprintf("%s is no longer declared by its deployment: %s", node, cmp.Or(r.Message, "it is leaving")))
 			}
 		}
 	}

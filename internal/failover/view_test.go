@@ -104,11 +104,12 @@ func TestViewShowsDeclaredMembersRecords(t *testing.T) {
 	put(failover.HeartbeatPrefix+"db-1", failover.Heartbeat{V: 1, Status: failover.StatusPrimary, Epoch: 1, Strategy: failover.AbsoluteConsistency})
 	put(failover.MemberPrefix+"db-1", failover.MemberRecord{Params: "abc", PendingRestart: []string{"max_connections"}})
 	put(failover.MemberPrefix+"db-2", failover.MemberRecord{Phase: "Cloning", Message: "cloning from db-1"})
+	put(failover.MemberPrefix+"db-3", failover.MemberRecord{Leaving: true, Message: "leaving refused: the only synchronous standby"})
 	v, err := failover.ReadView(ctx, kv, "m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(v.Members) != 2 {
+	if len(v.Members) != 3 {
 		t.Fatalf("members %+v", v.Members)
 	}
 	if m := v.Members[0]; m.Node != "db-1" || strings.Join(m.PendingRestart, ",") != "max_connections" || m.Role != "primary" {
@@ -117,7 +118,12 @@ func TestViewShowsDeclaredMembersRecords(t *testing.T) {
 	if m := v.Members[1]; m.Node != "db-2" || m.Role != "joining" || m.Setup != "Cloning: cloning from db-1" || m.HeartbeatAge >= 0 {
 		t.Errorf("db-2: %+v", m)
 	}
-	if !slices.ContainsFunc(v.Warnings, func(w string) bool { return strings.Contains(w, "db-1 waits for a restart (max_connections)") }) {
-		t.Errorf("warnings %v", v.Warnings)
+	if m := v.Members[2]; m.Node != "db-3" || m.Setup != "Leaving: leaving refused: the only synchronous standby" {
+		t.Errorf("db-3: %+v", m)
+	}
+	for _, want := range []string{"db-1 waits for a restart (max_connections)", "db-3 is no longer declared by its deployment: leaving refused"} {
+		if !slices.ContainsFunc(v.Warnings, func(w string) bool { return strings.Contains(w, want) }) {
+			t.Errorf("warnings %v, want %q", v.Warnings, want)
+		}
 	}
 }

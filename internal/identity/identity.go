@@ -71,7 +71,11 @@ type Record struct {
 	PublicKey string `json:"publicKey"`
 	// Cluster, when set, lets the identity also use the bucket of this
 	// PostgreSQL failover cluster (the device runs a failover member).
-	Cluster  string    `json:"cluster,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
+	// Declared: Cluster was granted because the device's desired state
+	// declares a member of it (a PostgresCluster resource); the server
+	// takes it back once that member has left.
+	Declared bool      `json:"declared,omitempty"`
 	Enrolled time.Time `json:"enrolled"`
 	// Via is "token" or "approval": how the identity was granted.
 	Via string `json:"via"`

@@ -135,7 +135,7 @@ func memberBucket(ctx context.Context, ids, desired store.KV, device string, ens
 	if err := ensure(ctx, cluster); err != nil {
 		return "", err
 	}
-	r.Cluster = cluster
+	r.Cluster, r.Declared = cluster, true
 	b, err := json.Marshal(r)
 	if err != nil {
 		return "", err
@@ -145,6 +145,72 @@ func memberBucket(ctx context.Context, ids, desired store.KV, device string, ens
 	}
 	log.Info("device granted the failover cluster its desired state declares", "device", device, "cluster", cluster)
 	return failover.BucketName(cluster), nil
+}
+
+// grantSweep is how often the server looks for declared grants to take
+// back.
+const grantSweep = 15 * time.Second
+
+// withdrawGrants takes back, every grantSweep, the failover cluster a
+// device was granted because its desired state declared a member of it,
+// once the desired state no longer does and the member has left the
+// cluster (it has no heartbeat and no member record there). A member that
+// was refused leave (the cluster's only synchronous standby) keeps its
+// keys, and so its grant, until it can go.
+func withdrawGrants(ctx context.Context, ids, desired store.KV, open func(context.Context, string) (store.KV, error), log *slog.Logger) {
+	t := time.NewTicker(grantSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		es, err := ids.List(ctx, identity.DeviceKey("*"))
+		if err != nil {
+			continue
+		}
+		for _, e := range es {
+			r, err := identity.DecodeRecord(e.Value)
+			if err != nil || !r.Declared || r.Cluster == "" {
+				continue
+			}
+			if err := withdrawGrant(ctx, ids, desired, open, e, r, log); err != nil && ctx.Err() == nil {
+				log.Warn("declared failover grant: cannot tell whether to take it back", "device", r.Device, "cluster", r.Cluster, "err", err)
+			}
+		}
+	}
+}
+
+// withdrawGrant takes r's declared cluster back if its member has left.
+func withdrawGrant(ctx context.Context, ids, desired store.KV, open func(context.Context, string) (store.KV, error), e store.Entry, r identity.Record, log *slog.Logger) error {
+	cluster, err := declaredCluster(ctx, desired, r.Device)
+	if err != nil || cluster == r.Cluster {
+		return err
+	}
+	kv, err := open(ctx, failover.BucketName(r.Cluster))
+	if err != nil {
+		return err
+	}
+	for _, key := range []string{failover.HeartbeatPrefix + r.Device, failover.MemberPrefix + r.Device} {
+		if _, err := kv.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			return err // nil: still a member
+		}
+	}
+	was := r.Cluster
+	r.Cluster, r.Declared = "", false
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := ids.Update(ctx, e.Key, b, e.Revision); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil // changed meanwhile: the next sweep looks again
+		}
+		return err
+	}
+	log.Info("failover cluster taken back: its member left, and no deployment declares it on the device", "device", r.Device, "cluster", was)
+	return nil
 }
 
 // declaredCluster is the cluster of the PostgresCluster resource in the

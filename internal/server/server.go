@@ -258,6 +258,12 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	eg.Go(func() error { return untilClosed(ectx, nc, "store") })
 	eg.Go(func() error { return untilClosed(ectx, rnc, "relay") })
 	eg.Go(func() error { return gc.Run(ectx) })
+	if ids := kvs[b.Identities]; ids != nil {
+		eg.Go(func() error {
+			withdrawGrants(ectx, ids, kvs[b.DesiredState], st.Open, log.With("component", "grants"))
+			return nil
+		})
+	}
 	eg.Go(func() error { h.probeStore(ectx); return nil })
 	eg.Go(func() error {
 		if listenLater {

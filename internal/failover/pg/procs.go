@@ -13,11 +13,17 @@ import (
 // directory (Linux: the postgres program running in it), the postmaster
 // and its children, also children left behind by a killed postmaster.
 func (i *Instance) serverProcesses() []int {
-	prog, err := filepath.EvalSymlinks(filepath.Join(i.BinDir, "postgres"))
+	dir, err := filepath.EvalSymlinks(i.DataDir)
 	if err != nil {
 		return nil
 	}
-	dir, err := filepath.EvalSymlinks(i.DataDir)
+	return i.postgresIn(dir)
+}
+
+// postgresIn are the processes of this instance's postgres program whose
+// working directory reads cwd.
+func (i *Instance) postgresIn(cwd string) []int {
+	prog, err := filepath.EvalSymlinks(filepath.Join(i.BinDir, "postgres"))
 	if err != nil {
 		return nil
 	}
@@ -32,7 +38,7 @@ func (i *Instance) serverProcesses() []int {
 		if exe, err := os.Readlink(filepath.Join(base, "exe")); err != nil || exe != prog {
 			continue
 		}
-		if cwd, err := os.Readlink(filepath.Join(base, "cwd")); err != nil || cwd != dir {
+		if wd, err := os.Readlink(filepath.Join(base, "cwd")); err != nil || wd != cwd {
 			continue
 		}
 		pids = append(pids, pid)
@@ -85,31 +91,24 @@ func (i *Instance) reapOrphans(ctx context.Context, wait time.Duration) {
 
 // KillOrphanedServer kills the server processes still running in the data
 // directory after it was removed (their working directory reads
-// "<dir> (deleted)"), and returns how many it found: a server whose files
-// are gone must not keep answering.
-func (i *Instance) KillOrphanedServer() int {
-	prog, err := filepath.EvalSymlinks(filepath.Join(i.BinDir, "postgres"))
-	if err != nil {
-		return 0
+// "<dir> (deleted)"), waits up to five seconds for them to be gone (they
+// hold the port and the socket a new server needs), and returns how many
+// it found: a server whose files are gone must not keep answering.
+func (i *Instance) KillOrphanedServer(ctx context.Context) int {
+	gone := filepath.Clean(i.DataDir) + " (deleted)"
+	pids := i.postgresIn(gone)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	want := filepath.Clean(i.DataDir) + " (deleted)"
-	entries, _ := os.ReadDir("/proc")
-	n := 0
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		base := filepath.Join("/proc", e.Name())
-		if exe, err := os.Readlink(filepath.Join(base, "exe")); err != nil || exe != prog {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join(base, "cwd")); err != nil || cwd != want {
-			continue
-		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			n++
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for len(i.postgresIn(gone)) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return len(pids)
+		case <-tick.C:
 		}
 	}
-	return n
+	return len(pids)
 }
