@@ -760,17 +760,21 @@ func (mb *member) roll(ctx context.Context, in *pg.Instance, l *failover.Loop, k
 }
 
 // dropLeftSlots drops, on the primary, the slots of members that left
-// (their heartbeat key was removed when they did).
+// (their heartbeat key and record were removed when they did).
 func (mb *member) dropLeftSlots(ctx context.Context, in *pg.Instance, kv store.KV) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	es, err := kv.List(ctx, failover.HeartbeatPrefix+"*")
-	if err != nil {
-		return
-	}
+	// A member is one with a heartbeat or a record: one still cloning has
+	// only its record, and its slot (made by the clone) must stay.
 	var members []string
-	for _, e := range es {
-		members = append(members, strings.TrimPrefix(e.Key, failover.HeartbeatPrefix))
+	for _, prefix := range []string{failover.HeartbeatPrefix, failover.MemberPrefix} {
+		es, err := kv.List(ctx, prefix+"*")
+		if err != nil {
+			return
+		}
+		for _, e := range es {
+			members = append(members, strings.TrimPrefix(e.Key, prefix))
+		}
 	}
 	if dropped, err := in.DropSlotsExcept(ctx, members); err != nil {
 		mb.a.log.Warn("postgres member: drop the slots of members that left", "err", err)

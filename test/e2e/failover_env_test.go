@@ -298,8 +298,11 @@ func (n *haNode) stop() {
 }
 
 // pgPIDs are the postmaster and its children.
-func (n *haNode) pgPIDs() []int {
-	b, err := os.ReadFile(filepath.Join(n.pg.DataDir, "postmaster.pid"))
+func (n *haNode) pgPIDs() []int { return postmasterFamily(n.pg.DataDir) }
+
+// postmasterFamily is the postmaster of dataDir and its children.
+func postmasterFamily(dataDir string) []int {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
 	if err != nil {
 		return nil
 	}
