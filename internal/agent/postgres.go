@@ -81,8 +81,55 @@ func (k postgresKind) Admit(d Desired) (string, error) {
 	if v, err := binaryVersion(s.BinDir); err == nil && v != s.Version {
 		return "", &v1.FieldError{Field: "spec.version", Reason: fmt.Sprintf("%d, but %s/postgres on this device is PostgreSQL %d", s.Version, s.BinDir, v)}
 	}
+	if err := k.m.checkMove(s); err != nil {
+		return "", err
+	}
 	// One member per device: the claim makes two of them a Conflict.
 	return "postgres-member", nil
+}
+
+// checkMove refuses, before the running member is stopped for it, a spec
+// that moves this member to a port another program holds or to a data
+// directory that holds another cluster or version: the member would go
+// down and stay down. The running member keeps its last good spec.
+func (m *members) checkMove(s *v1.PostgresClusterSpec) error {
+	cur := m.get(s.Cluster)
+	if cur == nil {
+		return nil
+	}
+	id := m.a.cfg.ID
+	old, me := cur.spec(), s.Member(id)
+	field := func(name string, overridden bool) string {
+		if overridden {
+			return "spec.members." + id + "." + name
+		}
+		return "spec." + name
+	}
+	o := s.Members[id]
+	if me.Port != old.Port {
+		if err := portFree(me.Port); err != nil {
+			return &v1.FieldError{Field: field("port", o.Port != 0), Reason: fmt.Sprintf(
+				"%d is in use by another program on this device; the member keeps running on %d", me.Port, old.Port)}
+		}
+	}
+	if me.DataDir != old.DataDir {
+		in := instanceOf(id, me)
+		if have, err := in.Initialized(); err != nil || !have {
+			return nil // nothing there: the member clones itself into it
+		}
+		f := field("dataDir", o.DataDir != "")
+		if v, err := in.Version(); err == nil && v != me.Version {
+			return &v1.FieldError{Field: f, Reason: fmt.Sprintf("%s holds a PostgreSQL %d cluster, not %d; the member keeps running from %s", me.DataDir, v, me.Version, old.DataDir)}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		want, err1 := instanceOf(id, old).SystemID(ctx)
+		got, err2 := in.SystemID(ctx)
+		if err1 == nil && err2 == nil && want != got {
+			return &v1.FieldError{Field: f, Reason: fmt.Sprintf("%s holds another cluster (system identifier %s, this one's is %s); the member keeps running from %s", me.DataDir, got, want, old.DataDir)}
+		}
+	}
+	return nil
 }
 
 func (k postgresKind) Observe(ctx context.Context, d Desired) (Observation, error) {

@@ -141,7 +141,9 @@ func (c *declaredCluster) startAgent(id string) {
 // its PostgreSQL.
 func (c *declaredCluster) machine(m declaredMember) []int {
 	pids := postmasterFamily(m.dataDir)
-	if a := c.agents[m.id]; a != nil && a.cmd.ProcessState == nil {
+	if a := c.agents[m.id]; a != nil {
+		// Its pid even if it has exited (ProcessState is written by the
+		// goroutine that waits for it): a signal to it then does nothing.
 		pids = append(pids, a.cmd.Process.Pid)
 	}
 	out, _ := osexec.Command("pgrep", "-f", "guard --socket "+filepath.Join(c.dir, m.id, "state")).Output()
@@ -1181,6 +1183,36 @@ func TestDeclaredPostgresBadInput(t *testing.T) {
 	}
 	if after := c.startTimes(); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("a refused update restarted members: %v -> %v", before, after)
+	}
+	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
+	c.ready(3, "db-1", "db-2", "db-3")
+
+	// db-1 moved to a port another program holds: refused before the
+	// member is touched, naming the field; it runs on where it was.
+	busy, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	before = c.startTimes()
+	was := c.members[0].port
+	c.members[0].port = busy.Addr().(*net.TCPAddr).Port
+	moved := c.manifest(`max_connections: "50"`)
+	c.members[0].port = was
+	c.must(c.cli("apply", "-f", moved))
+	retry.Until(t, time.Minute, func() error {
+		phase, msg, _, err := c.memberStatus("db-1")
+		if err != nil {
+			return err
+		}
+		want := fmt.Sprintf("resources[0].spec.members.db-1.port: %d is in use by another program on this device; the member keeps running on %d", busy.Addr().(*net.TCPAddr).Port, was)
+		if phase != "Invalid" || !strings.Contains(msg, want) {
+			return fmt.Errorf("db-1: %s %q, want Invalid %q", phase, msg, want)
+		}
+		return nil
+	})
+	if after := c.startTimes(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a refused move restarted members: %v -> %v", before, after)
 	}
 	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
 	c.ready(3, "db-1", "db-2", "db-3")
