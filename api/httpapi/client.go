@@ -212,6 +212,19 @@ func (c *Client) Apply(ctx context.Context, manifest []byte) (ApplyResults, erro
 	return out, c.do(ctx, call{route: RouteApply, body: manifest, contentType: "application/yaml"}, &out)
 }
 
+// History lists the kept generations of a deployment.
+func (c *Client) History(ctx context.Context, name string) (DeploymentHistory, error) {
+	var out DeploymentHistory
+	return out, c.do(ctx, call{route: RouteHistory, args: []string{name}}, &out)
+}
+
+// Undo makes a kept generation's spec the deployment's again, as a new
+// generation.
+func (c *Client) Undo(ctx context.Context, name string, r UndoRequest) (ApplyResult, error) {
+	var out ApplyResult
+	return out, c.do(ctx, call{route: RouteUndo, args: []string{name}}.withJSON(r), &out)
+}
+
 // DeleteDeployment deletes a deployment.
 func (c *Client) DeleteDeployment(ctx context.Context, name string) (DeleteResult, error) {
 	var out DeleteResult

@@ -144,6 +144,7 @@ func TestOpenAPISchemasMatchTheTypes(t *testing.T) {
 		"EnrollStatus": httpapi.EnrollStatus{}, "Identities": httpapi.Identities{}, "Identity": httpapi.Identity{},
 		"PendingRequest": httpapi.PendingRequest{}, "ApproveRequest": httpapi.ApproveRequest{}, "Approval": httpapi.Approval{},
 		"SecretWrite": httpapi.SecretWrite{}, "SecretInfo": httpapi.SecretInfo{}, "SecretList": httpapi.SecretList{},
+		"DeploymentHistory": httpapi.DeploymentHistory{}, "HistoryRecord": httpapi.HistoryRecord{}, "UndoRequest": httpapi.UndoRequest{},
 	}
 	opaque := map[string]bool{"Deployment": true, "DeviceState": true, "ErrorCode": true}
 	schemas := readOpenAPI(t).Components.Schemas

@@ -9,6 +9,8 @@ const (
 	RouteApply            = "POST /api/v1/deployments"
 	RouteDeployment       = "GET /api/v1/deployments/{name}"
 	RouteDeleteDeployment = "DELETE /api/v1/deployments/{name}"
+	RouteHistory          = "GET /api/v1/deployments/{name}/history"
+	RouteUndo             = "POST /api/v1/deployments/{name}/undo"
 	RouteDevices          = "GET /api/v1/devices"
 	RouteDevice           = "GET /api/v1/devices/{id}"
 	RouteLabels           = "PATCH /api/v1/devices/{id}/labels"
@@ -30,7 +32,7 @@ const (
 
 // Routes lists every route of the API.
 func Routes() []string {
-	return []string{RouteStatus, RouteDeployments, RouteApply, RouteDeployment, RouteDeleteDeployment,
+	return []string{RouteStatus, RouteDeployments, RouteApply, RouteDeployment, RouteDeleteDeployment, RouteHistory, RouteUndo,
 		RouteDevices, RouteDevice, RouteLabels, RouteLogs, RouteExec, RouteOrphans, RouteReleaseOrphans,
 		RouteEnrollmentTokens, RouteEnroll, RouteEnrollStatus, RouteIdentities, RouteApprove, RouteRevoke,
 		RouteSecrets, RouteCreateSecret, RouteReplaceSecret, RouteDeleteSecret}

@@ -123,6 +123,33 @@ type ApplyResult struct {
 	Result string `json:"result"`
 }
 
+// DeploymentHistory is the answer of GET /api/v1/deployments/{name}/history:
+// the generations of the deployment the store still keeps (the last few
+// changes), newest first. Only generations of the current deployment (its
+// UID) are listed: one deleted and created again starts a new history.
+type DeploymentHistory struct {
+	Name        string          `json:"name"`
+	UID         string          `json:"uid,omitempty"`
+	Generation  int64           `json:"generation"` // the current one
+	Generations []HistoryRecord `json:"generations"`
+}
+
+// HistoryRecord is one kept generation.
+type HistoryRecord struct {
+	Generation int64     `json:"generation"`
+	SpecHash   string    `json:"specHash"`
+	Stored     time.Time `json:"stored"`
+	Current    bool      `json:"current,omitempty"`
+}
+
+// UndoRequest is the body of POST /api/v1/deployments/{name}/undo: the
+// kept generation whose spec becomes the deployment's again, as a new
+// generation (0: the newest kept generation before the current one whose
+// spec differs from it). The answer is an ApplyResult.
+type UndoRequest struct {
+	ToGeneration int64 `json:"toGeneration,omitempty"`
+}
+
 // ApplyResults is the answer of POST /api/v1/deployments (a YAML or JSON
 // stream of deployments), one result per document.
 type ApplyResults struct {

@@ -83,6 +83,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newGetCmd(stdout),
 		newDescribeCmd(stdout),
 		newDeleteCmd(stdout),
+		newRolloutCmd(stdout),
 		newLabelCmd(stdout),
 		newLogsCmd(stdout),
 		newExecCmd(stdout),

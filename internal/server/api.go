@@ -30,6 +30,8 @@ func (h *handler) apiRoutes() map[string]http.HandlerFunc {
 		httpapi.RouteApply:            h.applyDeployments,
 		httpapi.RouteDeployment:       h.getDeployment,
 		httpapi.RouteDeleteDeployment: h.deleteDeployment,
+		httpapi.RouteHistory:          h.deploymentHistory, // history.go
+		httpapi.RouteUndo:             h.undoDeployment,
 		httpapi.RouteDevices:          h.listDevices,
 		httpapi.RouteDevice:           h.getDevice,
 		httpapi.RouteLabels:           h.patchLabels,
