@@ -194,6 +194,20 @@ func (g *gate) Delete(ctx context.Context, name string) error {
 	return err
 }
 
+// Undo makes the deployment's previous spec its spec again (as a new
+// generation).
+func (g *gate) Undo(ctx context.Context, name string) (int64, error) {
+	h := g.h.Load()
+	if h == nil {
+		return 0, errStarting
+	}
+	res, e := h.undo(ctx, name, 0)
+	if e != nil {
+		return 0, errors.New(e.Message)
+	}
+	return res.Generation, nil
+}
+
 func (g *gate) Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error) {
 	h := g.h.Load()
 	if h == nil {

@@ -74,20 +74,28 @@ func (h *handler) deploymentHistory(w http.ResponseWriter, r *http.Request) {
 // agents see a change, and a job's run of it is a new run), checked as an
 // apply is (the secrets it names must still exist).
 func (h *handler) undoDeployment(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
 	var req httpapi.UndoRequest
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
-	cur, kept, err := h.kept(r.Context(), name)
-	if err != nil {
-		deploymentError(w, name, err)
-		return
-	}
-	target, e := undoTarget(cur, kept, req.ToGeneration)
+	res, e := h.undo(r.Context(), r.PathValue("name"), req.ToGeneration)
 	if e != nil {
 		apiError(w, e)
 		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// undo is the API's and the dashboard's undo (to 0: the generation
+// before).
+func (h *handler) undo(ctx context.Context, name string, to int64) (httpapi.ApplyResult, *httpapi.Error) {
+	cur, kept, err := h.kept(ctx, name)
+	if err != nil {
+		return httpapi.ApplyResult{}, deploymentErrorOf(name, err)
+	}
+	target, e := undoTarget(cur, kept, to)
+	if e != nil {
+		return httpapi.ApplyResult{}, e
 	}
 	d := target.d
 	d.Metadata.Generation, d.Metadata.UID = 0, ""
@@ -96,25 +104,21 @@ func (h *handler) undoDeployment(w http.ResponseWriter, r *http.Request) {
 		if fe, ok := v1.First(err); ok {
 			e.Field = fe.Field
 		}
-		apiError(w, e)
-		return
+		return httpapi.ApplyResult{}, e
 	}
-	fe, err := h.checkSecretRefs(r.Context(), d)
+	fe, err := h.checkSecretRefs(ctx, d)
 	if err != nil {
-		storeError(w, err)
-		return
+		return httpapi.ApplyResult{}, storeErrorOf(err)
 	}
 	if fe != nil {
-		apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "generation %d: %v", target.d.Metadata.Generation, fe).WithField(fe.Field))
-		return
+		return httpapi.ApplyResult{}, httpapi.Errorf(httpapi.CodeInvalid, "generation %d: %v", target.d.Metadata.Generation, fe).WithField(fe.Field)
 	}
-	res, err := h.applyOne(r.Context(), d)
+	res, err := h.applyOne(ctx, d)
 	if err != nil {
-		storeError(w, err)
-		return
+		return httpapi.ApplyResult{}, storeErrorOf(err)
 	}
 	h.log.Info("deployment undone", "deployment", name, "to_spec_of", target.d.Metadata.Generation, "generation", res.Generation)
-	writeJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
 // undoTarget picks the kept generation to go back to: to, or (0) the
@@ -147,13 +151,15 @@ func undoTarget(cur v1.Deployment, kept []keptGeneration, to int64) (keptGenerat
 
 // deploymentError answers a failed read of deployment name.
 func deploymentError(w http.ResponseWriter, name string, err error) {
+	apiError(w, deploymentErrorOf(name, err))
+}
+
+func deploymentErrorOf(name string, err error) *httpapi.Error {
 	if errors.Is(err, store.ErrNotFound) {
-		apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "deployment %q not found", name).WithField("name"))
-		return
+		return httpapi.Errorf(httpapi.CodeNotFound, "deployment %q not found", name).WithField("name")
 	}
 	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrOutcomeUnknown) {
-		storeError(w, err)
-		return
+		return storeErrorOf(err)
 	}
-	storeError(w, fmt.Errorf("deployment %q: %w", name, err))
+	return storeErrorOf(fmt.Errorf("deployment %q: %w", name, err))
 }

@@ -365,6 +365,17 @@ func (d *Dashboard) delete(q *request) {
 	http.Redirect(q.w, q.r, "/deployments?"+d.flash("deleted "+name), http.StatusSeeOther)
 }
 
+func (d *Dashboard) undo(q *request) {
+	name := q.r.PathValue("name")
+	gen, err := d.b.Undo(q.r.Context(), name)
+	if err != nil {
+		d.fail(q, http.StatusBadRequest, "Not undone", err.Error())
+		return
+	}
+	d.log.Info("dashboard: undone", "token", q.s.Name, "deployment", name, "generation", gen)
+	http.Redirect(q.w, q.r, "/deployments/"+name+"?"+d.flash(fmt.Sprintf("%s: the previous spec is back, as generation %d", name, gen)), http.StatusSeeOther)
+}
+
 type devicesData struct {
 	Selector, State string
 	Error           string

@@ -121,6 +121,9 @@ type Backend interface {
 	// says what happened to each.
 	Apply(ctx context.Context, body []byte) ([]string, error)
 	Delete(ctx context.Context, name string) error
+	// Undo makes the deployment's previous spec its spec again, as a new
+	// generation (docs/operator.md, "Going back"), and returns it.
+	Undo(ctx context.Context, name string) (int64, error)
 	Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error)
 	// Clusters lists the HA clusters that have a failover bucket. The
 	// failover status is not part of the HTTP API (api/httpapi), so the
@@ -189,6 +192,7 @@ func New(o Options) (*Dashboard, error) {
 	d.mux.HandleFunc("POST /deployments", d.write(d.apply))
 	d.mux.HandleFunc("GET /deployments/{name}", d.read(d.deployment))
 	d.mux.HandleFunc("POST /deployments/{name}/delete", d.write(d.delete))
+	d.mux.HandleFunc("POST /deployments/{name}/undo", d.write(d.undo))
 	d.mux.HandleFunc("GET /devices", d.read(d.devices))
 	d.mux.HandleFunc("GET /devices/{id}", d.read(d.device))
 	d.mux.HandleFunc("GET /devices/{id}/logs", d.read(d.logs))

@@ -29,6 +29,7 @@ type fakeBackend struct {
 	snap    fakeFleet
 	deleted []string
 	applied []string
+	undone  []string
 }
 
 // fakeFleet is a fleet held in the fake: devices with their heartbeat's
@@ -189,6 +190,15 @@ func (f *fakeBackend) Delete(_ context.Context, name string) error {
 	defer f.mu.Unlock()
 	f.deleted = append(f.deleted, name)
 	return nil
+}
+func (f *fakeBackend) Undo(_ context.Context, name string) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if name != "web" {
+		return 0, fmt.Errorf("deployment %q not found", name)
+	}
+	f.undone = append(f.undone, name)
+	return 7, nil
 }
 func (f *fakeBackend) Command(context.Context, string, v1.CommandRequest) (v1.CommandReply, error) {
 	return v1.CommandReply{OK: true, Output: "up 3 days"}, nil
@@ -380,17 +390,17 @@ func TestViewerCannotChangeAnything(t *testing.T) {
 	viewer.login(viewerSecret)
 	token := viewer.csrf()
 	_, _, page := viewer.do("GET", "/deployments/web", nil, nil)
-	if strings.Contains(page, `id="delete"`) {
-		t.Error("a viewer is shown the delete form")
+	if strings.Contains(page, `id="delete"`) || strings.Contains(page, `id="undo"`) {
+		t.Error("a viewer is shown the delete or the undo form")
 	}
-	for _, tc := range []struct{ path string }{{"/deployments/web/delete"}, {"/deployments"}, {"/devices/dev-00001/exec"}} {
+	for _, tc := range []struct{ path string }{{"/deployments/web/delete"}, {"/deployments/web/undo"}, {"/deployments"}, {"/devices/dev-00001/exec"}} {
 		code, _, body := viewer.do("POST", tc.path, url.Values{"csrf": {token}, "sure": {"on"}, "manifest": {"x"}, "command": {"id"}}, nil)
 		if code != http.StatusForbidden || !strings.Contains(body, "viewer") {
 			t.Errorf("viewer POST %s: %d, want 403\n%s", tc.path, code, body)
 		}
 	}
-	if len(b.deleted)+len(b.applied) != 0 {
-		t.Fatalf("a viewer's request reached the backend: deleted %v, applied %v", b.deleted, b.applied)
+	if len(b.deleted)+len(b.applied)+len(b.undone) != 0 {
+		t.Fatalf("a viewer's request reached the backend: deleted %v, applied %v, undone %v", b.deleted, b.applied, b.undone)
 	}
 }
 
@@ -423,6 +433,24 @@ func TestAdminWritesNeedTheCSRFToken(t *testing.T) {
 	}
 	if _, _, body := admin.do("GET", "/deployments?msg=Enter+your+token+at+evil.example&ms=x", nil, nil); strings.Contains(body, `id="flash"`) {
 		t.Errorf("an unsigned flash message is shown:\n%.1500s", body)
+	}
+	// Undo: the form is on the page; without the token it is refused; with
+	// it the backend undoes and the page says so.
+	if _, _, page := admin.do("GET", "/deployments/web", nil, nil); !strings.Contains(page, `id="undo"`) {
+		t.Error("an admin is not shown the undo form")
+	}
+	if code, _, _ := admin.do("POST", "/deployments/web/undo", url.Values{}, nil); code != http.StatusForbidden || len(b.undone) != 0 {
+		t.Errorf("undo without CSRF token: %d, backend saw %v", code, b.undone)
+	}
+	code, h, _ = admin.do("POST", "/deployments/web/undo", url.Values{"csrf": {token}}, nil)
+	if code != http.StatusSeeOther || len(b.undone) != 1 {
+		t.Fatalf("admin undo: %d, backend saw %v", code, b.undone)
+	}
+	if _, _, body := admin.do("GET", h.Get("Location"), nil, nil); !strings.Contains(body, "web: the previous spec is back, as generation 7") {
+		t.Errorf("no flash after undo:\n%.1500s", body)
+	}
+	if code, _, body := admin.do("POST", "/deployments/nosuch/undo", url.Values{"csrf": {token}}, nil); code != http.StatusBadRequest || !strings.Contains(body, `deployment &#34;nosuch&#34; not found`) {
+		t.Errorf("undo of no deployment: %d\n%.1500s", code, body)
 	}
 	// A rejected apply comes back with the text and the reason.
 	code, _, body := admin.do("POST", "/deployments", url.Values{"csrf": {token}, "manifest": {"kind: bad"}}, nil)
