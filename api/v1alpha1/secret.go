@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -141,6 +142,18 @@ func (r SecretKeyRef) validate(e errs) {
 type SecretUse struct {
 	Field string // e.g. spec.resources[0].spec.contentFrom
 	Ref   SecretKeyRef
+	// OneLine: the value must be one line (an environment variable, a
+	// password kept in a password file); a File's content may be any.
+	OneLine bool
+}
+
+// OneLineProblem says why value cannot be used where a one-line value is
+// needed ("" when it can).
+func OneLineProblem(value string) string {
+	if strings.ContainsAny(value, "\n\r\x00") {
+		return "holds a line break or a NUL byte, and is used where the value must be one line (an environment variable, a password)"
+	}
+	return ""
 }
 
 // SecretUses lists where a decoded spec takes values from secrets, with
@@ -149,7 +162,7 @@ func SecretUses(prefix string, spec any) []SecretUse {
 	var out []SecretUse
 	envUses := func(field string, m map[string]SecretKeyRef) {
 		for _, k := range sortedKeys(m) {
-			out = append(out, SecretUse{Field: prefix + ".spec." + field + "." + k, Ref: m[k]})
+			out = append(out, SecretUse{Field: prefix + ".spec." + field + "." + k, Ref: m[k], OneLine: true})
 		}
 	}
 	switch s := spec.(type) {
@@ -163,11 +176,11 @@ func SecretUses(prefix string, spec any) []SecretUse {
 		envUses("secretEnv", s.SecretEnv)
 	case *PostgresClusterSpec:
 		if s.SuperuserPassword != nil {
-			out = append(out, SecretUse{Field: prefix + ".spec.superuserPassword", Ref: *s.SuperuserPassword})
+			out = append(out, SecretUse{Field: prefix + ".spec.superuserPassword", Ref: *s.SuperuserPassword, OneLine: true})
 		}
 		for i, r := range s.Roles {
 			if r.Password != nil {
-				out = append(out, SecretUse{Field: fmt.Sprintf("%s.spec.roles[%d].password", prefix, i), Ref: *r.Password})
+				out = append(out, SecretUse{Field: fmt.Sprintf("%s.spec.roles[%d].password", prefix, i), Ref: *r.Password, OneLine: true})
 			}
 		}
 	}

@@ -104,11 +104,18 @@ func (h *handler) replaceSecret(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	// A key a deployment uses may not go: its devices would fail.
+	// A key a deployment uses may not go, nor become several lines where
+	// one is needed: its devices would fail.
 	for _, u := range uses[name] {
-		if _, ok := s.Data[u.use.Ref.Key]; !ok {
+		v, ok := s.Data[u.use.Ref.Key]
+		if !ok {
 			apiError(w, httpapi.Errorf(httpapi.CodeConflict, "data: key %q is used by deployment %q (%s); keep it, or change the deployment first",
 				u.use.Ref.Key, u.deployment, u.use.Field).WithField("data"))
+			return
+		}
+		if p := v1.OneLineProblem(v); u.use.OneLine && p != "" {
+			apiError(w, httpapi.Errorf(httpapi.CodeInvalid, "data.%s: the new value %s (deployment %q, %s)",
+				u.use.Ref.Key, p, u.deployment, u.use.Field).WithField("data."+u.use.Ref.Key))
 			return
 		}
 	}
@@ -235,9 +242,13 @@ func (h *handler) checkSecretRefs(ctx context.Context, d v1.Deployment) (*v1.Fie
 			return &v1.FieldError{Field: u.Field + ".secret",
 				Reason: fmt.Sprintf("secret %q does not exist (harmony secret create %s --from-literal KEY=VALUE)", u.Ref.Secret, u.Ref.Secret)}, nil
 		}
-		if _, ok := s.Data[u.Ref.Key]; !ok {
+		v, ok := s.Data[u.Ref.Key]
+		if !ok {
 			return &v1.FieldError{Field: u.Field + ".key",
 				Reason: fmt.Sprintf("secret %q has no key %q (its keys: %s)", u.Ref.Secret, u.Ref.Key, strings.Join(s.Keys(), ", "))}, nil
+		}
+		if p := v1.OneLineProblem(v); u.OneLine && p != "" {
+			return &v1.FieldError{Field: u.Field + ".key", Reason: fmt.Sprintf("secret %q key %q %s", u.Ref.Secret, u.Ref.Key, p)}, nil
 		}
 	}
 	return nil, nil
