@@ -143,7 +143,7 @@ func (k postgresKind) Observe(ctx context.Context, d Desired) (Observation, erro
 	case mb.isLeaving():
 		return Observation{Diff: "declared again while it was leaving"}, nil
 	}
-	return Observation{InSync: true, Result: mb.result(ctx)}, nil
+	return Observation{InSync: true, Result: mb.result()}, nil
 }
 
 func (k postgresKind) Apply(_ context.Context, d Desired) error {
@@ -1203,7 +1203,7 @@ func portFree(port int) error {
 
 // result is the member's status, from its setup phase or its failover
 // role.
-func (mb *member) result(ctx context.Context) Result {
+func (mb *member) result() Result {
 	mb.mu.Lock()
 	phase, failed, msg, loop, s, refused, pending := mb.phase, mb.failed, mb.message, mb.loop, mb.want.spec, mb.refused, mb.pending
 	mb.mu.Unlock()

@@ -36,13 +36,12 @@ func deploymentArg(args []string, want string) (string, error) {
 	return "", usageError{errors.New("want: " + want)}
 }
 
-func newRolloutHistoryCmd(stdout io.Writer) *cobra.Command {
-	var server endpoint
-	var output string
-	const use = "history deployment/NAME"
+// onDeployment is a rollout subcommand on deployment/NAME: run gets the
+// name and a client of the server.
+func onDeployment(use, short string, server *endpoint, run func(cmd *cobra.Command, c *httpapi.Client, name string) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   use,
-		Short: "List the generations of a deployment the store keeps (the last few changes)",
+		Short: short,
 		Args:  func(_ *cobra.Command, args []string) error { _, err := deploymentArg(args, "rollout "+use); return err },
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, _ := deploymentArg(args, use)
@@ -50,6 +49,18 @@ func newRolloutHistoryCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			return run(cmd, c, name)
+		},
+	}
+	addServerFlag(cmd, server)
+	return cmd
+}
+
+func newRolloutHistoryCmd(stdout io.Writer) *cobra.Command {
+	var server endpoint
+	var output string
+	cmd := onDeployment("history deployment/NAME", "List the generations of a deployment the store keeps (the last few changes)", &server,
+		func(cmd *cobra.Command, c *httpapi.Client, name string) error {
 			h, err := c.History(cmd.Context(), name)
 			if err != nil {
 				return err
@@ -67,9 +78,7 @@ func newRolloutHistoryCmd(stdout io.Writer) *cobra.Command {
 				fmt.Fprintf(tw, "%d%s\t%s\t%s\t\n", g.Generation, mark, g.Stored.Local().Format(time.DateTime), g.SpecHash[:min(12, len(g.SpecHash))])
 			}
 			return tw.Flush()
-		},
-	}
-	addServerFlag(cmd, &server)
+		})
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -77,22 +86,8 @@ func newRolloutHistoryCmd(stdout io.Writer) *cobra.Command {
 func newRolloutUndoCmd(stdout io.Writer) *cobra.Command {
 	var server endpoint
 	var to int64
-	const use = "undo deployment/NAME [--to-generation N]"
-	cmd := &cobra.Command{
-		Use:   use,
-		Short: "Make an earlier generation's spec the deployment's again (as a new generation)",
-		Long: `Make a kept generation's spec the deployment's again: by default the newest
-earlier generation whose spec differs from the current one, or --to-generation N
-(see 'harmony rollout history'). It is stored as a new generation, like an apply
-of that spec: it is checked as an apply is, every matched device applies it like
-any other change, and a ShellJob in it runs again.`,
-		Args: func(_ *cobra.Command, args []string) error { _, err := deploymentArg(args, "rollout "+use); return err },
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, _ := deploymentArg(args, use)
-			c, err := server.client(cmd)
-			if err != nil {
-				return err
-			}
+	cmd := onDeployment("undo deployment/NAME [--to-generation N]", "Make an earlier generation's spec the deployment's again (as a new generation)", &server,
+		func(cmd *cobra.Command, c *httpapi.Client, name string) error {
 			res, err := c.Undo(cmd.Context(), name, httpapi.UndoRequest{ToGeneration: to})
 			if err != nil {
 				return err
@@ -103,9 +98,12 @@ any other change, and a ShellJob in it runs again.`,
 			}
 			fmt.Fprintf(stdout, "deployment/%s rolled back (generation %d)\n", name, res.Generation)
 			return nil
-		},
-	}
+		})
+	cmd.Long = `Make a kept generation's spec the deployment's again: by default the newest
+earlier generation whose spec differs from the current one, or --to-generation N
+(see 'harmony rollout history'). It is stored as a new generation, like an apply
+of that spec: it is checked as an apply is, every matched device applies it like
+any other change, and a ShellJob in it runs again.`
 	cmd.Flags().Int64Var(&to, "to-generation", 0, "the kept generation to go back to (default: the one before)")
-	addServerFlag(cmd, &server)
 	return cmd
 }

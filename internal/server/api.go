@@ -197,27 +197,18 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyRe
 	}
 	seen := map[string]int{}
 	for i := range docs {
-		if err := docs[i].Validate(); err != nil {
-			e := httpapi.Errorf(httpapi.CodeInvalid, "document %d: %v", i+1, err)
-			e.Document = i + 1
-			if fe, ok := v1.First(err); ok {
-				e.Field = fe.Field
-			}
-			return nil, e
-		}
-		if j, dup := seen[docs[i].Metadata.Name]; dup {
+		// A duplicate is named as such once it is valid (an invalid one
+		// is refused for what is wrong with it, below).
+		if j, dup := seen[docs[i].Metadata.Name]; dup && docs[i].Validate() == nil {
 			e := httpapi.Errorf(httpapi.CodeInvalid, "document %d: deployment %q is also document %d", i+1, docs[i].Metadata.Name, j).WithField("metadata.name")
 			e.Document = i + 1
 			return nil, e
 		}
 		seen[docs[i].Metadata.Name] = i + 1
-		fe, err := h.checkSecretRefs(ctx, docs[i])
-		if err != nil {
-			return nil, storeErrorOf(err)
-		}
-		if fe != nil {
-			e := httpapi.Errorf(httpapi.CodeInvalid, "document %d: %v", i+1, fe)
-			e.Document, e.Field = i+1, fe.Field
+		if e := h.refusal(ctx, docs[i], fmt.Sprintf("document %d", i+1)); e != nil {
+			if e.Code == httpapi.CodeInvalid {
+				e.Document = i + 1
+			}
 			return nil, e
 		}
 	}
@@ -230,6 +221,28 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyRe
 		results = append(results, res)
 	}
 	return results, nil
+}
+
+// refusal is why deployment d may not be stored (what names it, say
+// "document 2", starts the message), or nil: it must validate, and the
+// secrets and keys it takes values from must exist. An apply and an undo
+// check the same.
+func (h *handler) refusal(ctx context.Context, d v1.Deployment, what string) *httpapi.Error {
+	if err := d.Validate(); err != nil {
+		e := httpapi.Errorf(httpapi.CodeInvalid, "%s: %v", what, err)
+		if fe, ok := v1.First(err); ok {
+			e.Field = fe.Field
+		}
+		return e
+	}
+	fe, err := h.checkSecretRefs(ctx, d)
+	if err != nil {
+		return storeErrorOf(err)
+	}
+	if fe != nil {
+		return httpapi.Errorf(httpapi.CodeInvalid, "%s: %v", what, fe).WithField(fe.Field)
+	}
+	return nil
 }
 
 // applyOne stores one validated deployment. The generation grows only when
@@ -346,11 +359,7 @@ func mustMarshal(v any) string {
 func (h *handler) deleteDeployment(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := h.deleteOne(r.Context(), name); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			apiError(w, httpapi.Errorf(httpapi.CodeNotFound, "deployment %q not found", name).WithField("name"))
-			return
-		}
-		storeError(w, err)
+		deploymentError(w, name, err) // history.go
 		return
 	}
 	writeJSON(w, http.StatusOK, httpapi.DeleteResult{Name: name, Result: httpapi.ResultDeleted})

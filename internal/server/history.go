@@ -24,16 +24,16 @@ type keptGeneration struct {
 // kept reads deployment name and its kept generations of the same UID,
 // newest first, one per generation (the newest write of each).
 func (h *handler) kept(ctx context.Context, name string) (v1.Deployment, []keptGeneration, error) {
-	kv := h.kvs[h.cfg.Buckets.Deployments]
-	e, err := kv.Get(ctx, name)
+	// The newest write in the history is the current deployment (or its
+	// deletion).
+	es, err := h.kvs[h.cfg.Buckets.Deployments].History(ctx, name)
 	if err != nil {
 		return v1.Deployment{}, nil, err
 	}
-	cur, err := v1.DecodeStoredDeployment(e.Value)
-	if err != nil {
-		return v1.Deployment{}, nil, err
+	if len(es) == 0 || es[len(es)-1].Op != store.OpPut {
+		return v1.Deployment{}, nil, store.ErrNotFound
 	}
-	es, err := kv.History(ctx, name)
+	cur, err := v1.DecodeStoredDeployment(es[len(es)-1].Value)
 	if err != nil {
 		return v1.Deployment{}, nil, err
 	}
@@ -99,19 +99,8 @@ func (h *handler) undo(ctx context.Context, name string, to int64) (httpapi.Appl
 	}
 	d := target.d
 	d.Metadata.Generation, d.Metadata.UID = 0, ""
-	if err := d.Validate(); err != nil {
-		e := httpapi.Errorf(httpapi.CodeInvalid, "generation %d no longer passes validation: %v", target.d.Metadata.Generation, err)
-		if fe, ok := v1.First(err); ok {
-			e.Field = fe.Field
-		}
+	if e := h.refusal(ctx, d, fmt.Sprintf("generation %d", target.d.Metadata.Generation)); e != nil {
 		return httpapi.ApplyResult{}, e
-	}
-	fe, err := h.checkSecretRefs(ctx, d)
-	if err != nil {
-		return httpapi.ApplyResult{}, storeErrorOf(err)
-	}
-	if fe != nil {
-		return httpapi.ApplyResult{}, httpapi.Errorf(httpapi.CodeInvalid, "generation %d: %v", target.d.Metadata.Generation, fe).WithField(fe.Field)
 	}
 	res, err := h.applyOne(ctx, d)
 	if err != nil {

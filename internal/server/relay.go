@@ -170,12 +170,24 @@ func withdrawGrants(ctx context.Context, ids, desired store.KV, open func(contex
 		if err != nil {
 			continue
 		}
+		// Each cluster's bucket is opened once a sweep.
+		buckets := map[string]store.KV{}
+		bucket := func(ctx context.Context, name string) (store.KV, error) {
+			if kv, ok := buckets[name]; ok {
+				return kv, nil
+			}
+			kv, err := open(ctx, name)
+			if err == nil {
+				buckets[name] = kv
+			}
+			return kv, err
+		}
 		for _, e := range es {
 			r, err := identity.DecodeRecord(e.Value)
 			if err != nil || !r.Declared || r.Cluster == "" {
 				continue
 			}
-			if err := withdrawGrant(ctx, ids, desired, open, e, r, log); err != nil && ctx.Err() == nil {
+			if err := withdrawGrant(ctx, ids, desired, bucket, e, r, log); err != nil && ctx.Err() == nil {
 				log.Warn("declared failover grant: cannot tell whether to take it back", "device", r.Device, "cluster", r.Cluster, "err", err)
 			}
 		}

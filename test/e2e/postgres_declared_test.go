@@ -267,6 +267,19 @@ func (c *declaredCluster) ready(n int, ids ...string) map[string]map[string]stri
 	return details
 }
 
+// create makes the cluster as docs/postgres.md says: the secret with the
+// superuser's and the role's passwords, then one apply. It returns the
+// role's password.
+func (c *declaredCluster) create() string {
+	c.t.Helper()
+	app := "app-" + rand.Text()
+	c.superuser = "su-" + rand.Text()
+	c.must(c.cli("secret", "create", "pg", "--from-literal", "superuser="+c.superuser, "--from-literal", "app="+app))
+	c.applied = time.Now()
+	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
+	return app
+}
+
 // firstWrite waits until a writer finds the primary through /primary,
 // connects as app with its password and runs sql; it returns the primary
 // and how long after the apply that was.
@@ -512,11 +525,7 @@ func (c *declaredCluster) everyMember(q, want string) {
 // refused at apply; no password shows in any log.
 func TestDeclaredPostgresCluster(t *testing.T) {
 	c := newDeclaredCluster(t, "db-1", "db-2", "db-3")
-	app := "app-" + rand.Text()
-	c.superuser = "su-" + rand.Text()
-	c.must(c.cli("secret", "create", "pg", "--from-literal", "superuser="+c.superuser, "--from-literal", "app="+app))
-	c.applied = time.Now()
-	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
+	app := c.create()
 
 	// The writer: find the primary, connect as app, write.
 	primary, firstWrite := c.firstWrite(app, "CREATE TABLE IF NOT EXISTS t (id int PRIMARY KEY); INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING; CREATE TABLE IF NOT EXISTS w (id int PRIMARY KEY)")
@@ -758,10 +767,7 @@ func TestDeclaredPostgresCluster(t *testing.T) {
 func TestDeclaredPostgresMembers(t *testing.T) {
 	c := newDeclaredCluster(t, "db-1", "db-2", "db-3")
 	c.addMember("db-4", "role=spare")
-	app := "app-" + rand.Text()
-	c.superuser = "su-" + rand.Text()
-	c.must(c.cli("secret", "create", "pg", "--from-literal", "superuser="+c.superuser, "--from-literal", "app="+app))
-	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
+	app := c.create()
 	primary, _ := c.firstWrite(app, "CREATE TABLE IF NOT EXISTS w (id int PRIMARY KEY); INSERT INTO w VALUES (0) ON CONFLICT DO NOTHING")
 	c.ready(3, "db-1", "db-2", "db-3")
 	rowsOn := func(m declaredMember, want string) {
@@ -962,10 +968,7 @@ func TestDeclaredPostgresMembers(t *testing.T) {
 // rejoins as a replica. No acknowledged write is lost.
 func TestDeclaredPostgresFailover(t *testing.T) {
 	c := newDeclaredCluster(t, "db-1", "db-2", "db-3")
-	app := "app-" + rand.Text()
-	c.superuser = "su-" + rand.Text()
-	c.must(c.cli("secret", "create", "pg", "--from-literal", "superuser="+c.superuser, "--from-literal", "app="+app))
-	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
+	app := c.create()
 	first, _ := c.firstWrite(app, "CREATE TABLE IF NOT EXISTS w (id int PRIMARY KEY)")
 	c.ready(3, "db-1", "db-2", "db-3")
 	w := c.startWriter(app)
@@ -1075,10 +1078,7 @@ func TestDeclaredPostgresBadInput(t *testing.T) {
 	c := newDeclaredCluster(t, "db-1")
 	c.addMember("db-2", "role=later")
 	c.addMember("db-3", "role=later")
-	app := "app-" + rand.Text()
-	c.superuser = "su-" + rand.Text()
-	c.must(c.cli("secret", "create", "pg", "--from-literal", "superuser="+c.superuser, "--from-literal", "app="+app))
-	c.must(c.cli("apply", "-f", c.manifest(`max_connections: "50"`)))
+	app := c.create()
 	c.firstWrite(app, "CREATE TABLE IF NOT EXISTS w (id int PRIMARY KEY)")
 	c.ready(1, "db-1")
 
