@@ -38,6 +38,8 @@ type Metadata struct {
 type DeploymentSpec struct {
 	Selector  Selector   `json:"selector"`
 	Resources []Resource `json:"resources"`
+	// Rollout, when set, sends a change batch by batch (rollout.go).
+	Rollout *RolloutSpec `json:"rollout,omitempty"`
 }
 
 // Selector picks devices by their labels, like Kubernetes label selectors.
@@ -194,6 +196,9 @@ func (d *Deployment) Validate() error {
 	}
 	validateLabels(e.at("metadata.labels"), d.Metadata.Labels)
 	d.Spec.Selector.validate(e.at("spec.selector"))
+	if d.Spec.Rollout != nil {
+		d.Spec.Rollout.validate(e.at("spec.rollout"))
+	}
 	rs := e.at("spec.resources")
 	if len(d.Spec.Resources) > MaxResources {
 		rs.add("%d resources is more than the limit of %d", len(d.Spec.Resources), MaxResources)

@@ -163,6 +163,53 @@ type ResourceStatus struct {
 	Since     time.Time         `json:"since"`
 	NextRetry *time.Time        `json:"nextRetry,omitempty"`
 	Details   map[string]string `json:"details,omitempty"`
+	// Conditions are Ready, Progressing and Degraded, each True or False
+	// with the reason and the time (the agent's clock) it last changed.
+	Conditions []Condition `json:"conditions,omitempty"`
+	// Restarts counts the restarts of the resource's container seen since
+	// the agent started enforcing this generation; Repairs counts the
+	// drift the agent corrected in that time (a file changed by hand, a
+	// container stopped). A rollout's gate reads both: either growing
+	// restarts a device's Ready time.
+	Restarts int `json:"restarts,omitempty"`
+	Repairs  int `json:"repairs,omitempty"`
+}
+
+// Condition types and statuses of a resource.
+const (
+	ConditionReady       = "Ready"
+	ConditionProgressing = "Progressing"
+	ConditionDegraded    = "Degraded"
+	ConditionTrue        = "True"
+	ConditionFalse       = "False"
+)
+
+// Condition is one observed aspect of a resource (seed 001).
+type Condition struct {
+	Type               string    `json:"type"`
+	Status             string    `json:"status"`
+	Reason             string    `json:"reason,omitempty"`
+	Message            string    `json:"message,omitempty"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
+
+// Condition returns the condition of type t (ok false: not reported).
+func (r ResourceStatus) Condition(t string) (Condition, bool) {
+	for _, c := range r.Conditions {
+		if c.Type == t {
+			return c, true
+		}
+	}
+	return Condition{}, false
+}
+
+// IsReady reads the Ready condition, or the phase from an agent that
+// reports no conditions.
+func (r ResourceStatus) IsReady() bool {
+	if c, ok := r.Condition(ConditionReady); ok {
+		return c.Status == ConditionTrue
+	}
+	return r.Phase == PhaseReady
 }
 
 // DeviceState is the value of device-state/<device>.<deployment>.
