@@ -225,6 +225,24 @@ func (c *Client) Undo(ctx context.Context, name string, r UndoRequest) (ApplyRes
 	return out, c.do(ctx, call{route: RouteUndo, args: []string{name}}.withJSON(r), &out)
 }
 
+// Rollout is a deployment's rollout: its batches, phase and why.
+func (c *Client) Rollout(ctx context.Context, name string) (v1.RolloutStatus, error) {
+	var out v1.RolloutStatus
+	return out, c.do(ctx, call{route: RouteRollout, args: []string{name}}, &out)
+}
+
+// PauseRollout stops a rollout giving the change to more devices.
+func (c *Client) PauseRollout(ctx context.Context, name string) (v1.RolloutStatus, error) {
+	var out v1.RolloutStatus
+	return out, c.do(ctx, call{route: RoutePauseRollout, args: []string{name}}, &out)
+}
+
+// ResumeRollout goes on with a paused rollout, judging its batch afresh.
+func (c *Client) ResumeRollout(ctx context.Context, name string) (v1.RolloutStatus, error) {
+	var out v1.RolloutStatus
+	return out, c.do(ctx, call{route: RouteResumeRollout, args: []string{name}}, &out)
+}
+
 // DeleteDeployment deletes a deployment.
 func (c *Client) DeleteDeployment(ctx context.Context, name string) (DeleteResult, error) {
 	var out DeleteResult

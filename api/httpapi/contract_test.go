@@ -145,6 +145,7 @@ func TestOpenAPISchemasMatchTheTypes(t *testing.T) {
 		"PendingRequest": httpapi.PendingRequest{}, "ApproveRequest": httpapi.ApproveRequest{}, "Approval": httpapi.Approval{},
 		"SecretWrite": httpapi.SecretWrite{}, "SecretInfo": httpapi.SecretInfo{}, "SecretList": httpapi.SecretList{},
 		"DeploymentHistory": httpapi.DeploymentHistory{}, "HistoryRecord": httpapi.HistoryRecord{}, "UndoRequest": httpapi.UndoRequest{},
+		"RolloutStatus": v1.RolloutStatus{}, "RolloutBatchStatus": v1.RolloutBatchStatus{},
 	}
 	opaque := map[string]bool{"Deployment": true, "DeviceState": true, "ErrorCode": true}
 	schemas := readOpenAPI(t).Components.Schemas

@@ -11,6 +11,9 @@ const (
 	RouteDeleteDeployment = "DELETE /api/v1/deployments/{name}"
 	RouteHistory          = "GET /api/v1/deployments/{name}/history"
 	RouteUndo             = "POST /api/v1/deployments/{name}/undo"
+	RouteRollout          = "GET /api/v1/deployments/{name}/rollout"
+	RoutePauseRollout     = "POST /api/v1/deployments/{name}/rollout/pause"
+	RouteResumeRollout    = "POST /api/v1/deployments/{name}/rollout/resume"
 	RouteDevices          = "GET /api/v1/devices"
 	RouteDevice           = "GET /api/v1/devices/{id}"
 	RouteLabels           = "PATCH /api/v1/devices/{id}/labels"
@@ -33,6 +36,7 @@ const (
 // Routes lists every route of the API.
 func Routes() []string {
 	return []string{RouteStatus, RouteDeployments, RouteApply, RouteDeployment, RouteDeleteDeployment, RouteHistory, RouteUndo,
+		RouteRollout, RoutePauseRollout, RouteResumeRollout,
 		RouteDevices, RouteDevice, RouteLabels, RouteLogs, RouteExec, RouteOrphans, RouteReleaseOrphans,
 		RouteEnrollmentTokens, RouteEnroll, RouteEnrollStatus, RouteIdentities, RouteApprove, RouteRevoke,
 		RouteSecrets, RouteCreateSecret, RouteReplaceSecret, RouteDeleteSecret}

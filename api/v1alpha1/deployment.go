@@ -102,6 +102,10 @@ func contains(list []string, s string) bool {
 type StoredDeployment struct {
 	V          int        `json:"v"`
 	Deployment Deployment `json:"deployment"`
+	// RolloutFrom is set when this generation rolls out batch by batch
+	// (spec.rollout): the deployment the devices its rollout has not
+	// reached keep, the last generation every device had.
+	RolloutFrom *Deployment `json:"rolloutFrom,omitempty"`
 }
 
 // ParseDeployments reads one or more YAML (or JSON) documents separated by
@@ -285,9 +289,13 @@ func (d Deployment) SpecHash() (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// MaxStoredDeploymentBytes bounds a value of the deployments bucket: a
+// deployment and, while it rolls out, the one it rolls out from.
+const MaxStoredDeploymentBytes = 2 * MaxDeploymentBytes
+
 // DecodeStoredDeployment reads a value of the deployments bucket.
 func DecodeStoredDeployment(data []byte) (StoredDeployment, error) {
 	var s StoredDeployment
-	err := decodeStored(data, MaxDeploymentBytes, &s, func() int { return s.V })
+	err := decodeStored(data, MaxStoredDeploymentBytes, &s, func() int { return s.V })
 	return s, err
 }

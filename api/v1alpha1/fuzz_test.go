@@ -64,7 +64,7 @@ func TestDecodersSizeLimits(t *testing.T) {
 		value  []byte
 		decode func([]byte) error
 	}{
-		{"stored deployment", MaxDeploymentBytes, mustMarshal(t, StoredDeployment{V: FormatVersion, Deployment: fuzzDeployment()}),
+		{"stored deployment", MaxStoredDeploymentBytes, mustMarshal(t, StoredDeployment{V: FormatVersion, Deployment: fuzzDeployment()}),
 			func(b []byte) error { _, err := DecodeStoredDeployment(b); return err }},
 		{"desired state", MaxDesiredStateBytes, mustMarshal(t, DesiredState{V: FormatVersion, Device: "d", Deployment: "web", Generation: 1, Resources: fuzzDeployment().Spec.Resources}),
 			func(b []byte) error { _, err := DecodeDesiredState(b); return err }},

@@ -14,7 +14,7 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		want           string // the whole message of parsing or validating
 	}{
 		{"unknown field", "  selector:", "  selektor: {}\n  selector:",
-			"document 1 line 7: spec.selektor: unknown field (known: resources, selector)"},
+			"document 1 line 7: spec.selektor: unknown field (known: resources, rollout, selector)"},
 		{"unknown resource field", "kind: File", "kind: File\n    foo: 1",
 			"document 1 line 12: spec.resources[0].foo: unknown field (known: id, kind, spec)"},
 		{"list for a mapping", "labels: {team: edge}", "labels: [team]",

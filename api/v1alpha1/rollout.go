@@ -168,19 +168,17 @@ const (
 	RolloutRolledBack = "RolledBack"
 )
 
-// RolloutState is the value of rollouts/<deployment>: one rollout of a
-// deployment from generation From to generation To. It is written by the
-// server when the change is stored (phase Pending) and then only by the
-// operator that holds the lease (and by a person's pause or resume), each
-// write conditional on the last. It applies while the deployment's UID and
-// generation are UID and To; a later change starts a new one.
+// RolloutState is the value of rollouts/<deployment>: the progress of one
+// rollout of a deployment to generation To (the stored deployment holds
+// what the devices not yet reached keep: StoredDeployment.RolloutFrom).
+// The operator that holds the lease creates it and moves it on; a
+// person's pause or resume changes its phase; every write is conditional
+// on the last. It applies while the deployment's UID and generation are
+// UID and To; until it exists the rollout is Pending.
 type RolloutState struct {
 	V   int    `json:"v"`
 	UID string `json:"uid"`
-	// From is the deployment the devices outside the done batches keep:
-	// the last generation every device had.
-	From Deployment `json:"from"`
-	To   int64      `json:"to"`
+	To  int64  `json:"to"`
 	// Batches are the matched devices, split when the rollout started
 	// (sorted within each batch). Devices that match later join the last.
 	Batches [][]string `json:"batches,omitempty"`
@@ -199,14 +197,17 @@ type RolloutState struct {
 	// clock, for people: the gate is timed on the operator's own clock).
 	BatchStarted time.Time `json:"batchStarted,omitzero"`
 	Updated      time.Time `json:"updated,omitzero"`
-	// RollbackGeneration is the generation that stored From's spec again.
+	// Resumes counts a person's resumes: each judges the current batch
+	// afresh.
+	Resumes int `json:"resumes,omitempty"`
+	// RollbackGeneration is the generation that stored the previous spec
+	// again.
 	RollbackGeneration int64 `json:"rollbackGeneration,omitempty"`
 }
 
-// Live reports whether the rollout applies to deployment d: same UID, d is
-// its target generation, and it has not ended in a rollback.
-func (s RolloutState) Live(d Deployment) bool {
-	return s.UID == d.Metadata.UID && s.To == d.Metadata.Generation && s.Phase != RolloutRolledBack
+// Of reports whether the state is of deployment d's current generation.
+func (s RolloutState) Of(d Deployment) bool {
+	return s.UID == d.Metadata.UID && s.To == d.Metadata.Generation
 }
 
 // Done reports whether every batch has the change.
@@ -235,7 +236,7 @@ func (s RolloutState) Has(pos Position, ok bool) bool {
 	switch {
 	case s.Phase == RolloutSucceeded:
 		return true
-	case s.Phase == RolloutPending:
+	case s.Phase == RolloutPending || len(s.Batches) == 0:
 		return false
 	case ok:
 		return pos.Batch < s.Batch || (pos.Batch == s.Batch && pos.Index < s.Released)
@@ -246,7 +247,7 @@ func (s RolloutState) Has(pos Position, ok bool) bool {
 // DecodeRolloutState reads a rollouts value.
 func DecodeRolloutState(data []byte) (RolloutState, error) {
 	var s RolloutState
-	if err := decodeStored(data, MaxDeploymentBytes+MaxRolloutStateExtra, &s, func() int { return s.V }); err != nil {
+	if err := decodeStored(data, MaxRolloutStateBytes, &s, func() int { return s.V }); err != nil {
 		return s, err
 	}
 	if s.To < 1 {
@@ -255,6 +256,51 @@ func DecodeRolloutState(data []byte) (RolloutState, error) {
 	return s, nil
 }
 
-// MaxRolloutStateExtra is what a rollout's state may hold beyond its From
-// deployment: the device lists of its batches.
-const MaxRolloutStateExtra = 4 << 20
+// MaxRolloutStateBytes bounds a rollout's state, most of which is the
+// device lists of its batches (about 100,000 devices).
+const MaxRolloutStateBytes = 4 << 20
+
+// RolloutStatus is what the API, the CLI and the dashboard show of a
+// deployment's rollout: GET /api/v1/deployments/{name}/rollout.
+type RolloutStatus struct {
+	Name string `json:"name"`
+	// Generation is the deployment's current one.
+	Generation int64 `json:"generation"`
+	// Active: the current generation rolls out and has not finished
+	// (Pending, Progressing or Paused).
+	Active bool `json:"active"`
+	// From is the generation the devices not yet reached keep (0: none).
+	From  int64  `json:"from,omitempty"`
+	To    int64  `json:"to,omitempty"`
+	Phase string `json:"phase,omitempty"` // "": the deployment never rolled out
+	// Reason says why it is paused or rolled back.
+	Reason string `json:"reason,omitempty"`
+	// Batch is the batch in progress, from 1 (0: none).
+	Batch   int                  `json:"batch,omitempty"`
+	Batches []RolloutBatchStatus `json:"batches,omitempty"`
+	// Failed: the devices that failed the gate, with why.
+	Failed             map[string]string `json:"failed,omitempty"`
+	RollbackGeneration int64             `json:"rollbackGeneration,omitempty"`
+	BatchStarted       time.Time         `json:"batchStarted,omitzero"`
+	Updated            time.Time         `json:"updated,omitzero"`
+}
+
+// RolloutBatchStatus counts one batch's devices by phase: Waiting (not
+// yet given the change), Updating, Ready (the new generation Ready),
+// Failed (it failed or was refused), Offline.
+type RolloutBatchStatus struct {
+	State    string `json:"state"` // Done, InProgress, Waiting
+	Devices  int    `json:"devices"`
+	Waiting  int    `json:"waiting"`
+	Updating int    `json:"updating"`
+	Ready    int    `json:"ready"`
+	Failed   int    `json:"failed"`
+	Offline  int    `json:"offline"`
+}
+
+// Batch states.
+const (
+	BatchDone       = "Done"
+	BatchInProgress = "InProgress"
+	BatchWaiting    = "Waiting"
+)

@@ -29,6 +29,9 @@ type Buckets struct {
 	// (docs/adr/0025-secrets.md); devices read only those their desired
 	// state names.
 	Secrets string `json:"secrets"`
+	// Rollouts holds the progress of deployments' batched rollouts
+	// (docs/adr/0028-progressive-rollouts.md).
+	Rollouts string `json:"rollouts"`
 }
 
 // Server is the configuration of `harmony server`.
@@ -136,6 +139,7 @@ func DefaultServer() Server {
 			Leases:          "leases",
 			Identities:      "identities",
 			Secrets:         "secrets",
+			Rollouts:        "rollouts",
 		},
 	}
 }
@@ -276,6 +280,7 @@ func (c *Server) Validate() error {
 		"buckets.device_heartbeat": c.Buckets.DeviceHeartbeat, "buckets.device_labels": c.Buckets.DeviceLabels,
 		"buckets.leases": c.Buckets.Leases, "buckets.identities": c.Buckets.Identities,
 		"buckets.device_presence": c.Buckets.DevicePresence, "buckets.secrets": c.Buckets.Secrets,
+		"buckets.rollouts": c.Buckets.Rollouts,
 	} {
 		if !validBucketName(name) {
 			bad(key, "%q: only letters, digits, '-' and '_'", name)

@@ -40,7 +40,8 @@ func natsFixture(t *testing.T) (f fixture, leases store.KV, wipe func(store.KV))
 		return kv
 	}
 	f = fixture{ctx: ctx, b: Buckets{Deployments: open("deployments"), DesiredState: open("desired-state"), DeviceInfo: open("device-info"),
-		DeviceState: open("device-state"), DeviceHeartbeat: open("device-heartbeat"), DeviceLabels: open("device-labels")}}
+		DeviceState: open("device-state"), DeviceHeartbeat: open("device-heartbeat"), DeviceLabels: open("device-labels")},
+		spare: open("rollouts")}
 	// A wiped bucket: every key gone at once, without a per-key delete
 	// (the purge of the issue, which the store now refuses; here the
 	// bucket's stream is deleted and made again, empty).

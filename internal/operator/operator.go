@@ -43,6 +43,10 @@ type Buckets struct {
 	// state carries so that a rotation rolls out; the operator keeps no
 	// value.
 	Secrets store.KV
+	// Rollouts (nil: none) holds the progress of batched rollouts
+	// (rollout.go); without it a deployment's RolloutFrom is ignored and
+	// every change goes to every device at once.
+	Rollouts store.KV
 }
 
 func (b Buckets) all() []store.KV {
@@ -52,6 +56,9 @@ func (b Buckets) all() []store.KV {
 	}
 	if b.Secrets != nil {
 		all = append(all, b.Secrets)
+	}
+	if b.Rollouts != nil {
+		all = append(all, b.Rollouts)
 	}
 	return all
 }
@@ -87,6 +94,9 @@ type Options struct {
 	// collecting server sees a release whichever server received it. Nil:
 	// ReleaseOrphans releases this operator's hold only.
 	Releases store.KV
+	// RolloutTick is how often the rollout controller looks at the
+	// rollouts in progress (default 500ms).
+	RolloutTick time.Duration
 }
 
 // orphanMark is when a desired-state key was first seen orphaned, and
@@ -149,11 +159,15 @@ type Operator struct {
 	// the secrets each deployment uses.
 	secretVersions map[string]string
 	secretUses     map[string][]string
-	renders        int // render passes, for tests and metrics
-	writes         int // desired-state writes done
-	orphanSince    map[string]orphanMark
-	dirty          work // what changed since the last render pass
-	guard          *guard
+	// rollouts: by deployment, what rendering and the rollout controller
+	// know of its rollout (rollout.go); each value is replaced, never
+	// changed, so a pass may keep it.
+	rollouts    map[string]*Rollout
+	renders     int // render passes, for tests and metrics
+	writes      int // desired-state writes done
+	orphanSince map[string]orphanMark
+	dirty       work // what changed since the last render pass
+	guard       *guard
 	// releasesReplayed: the release record (Options.Releases) was read
 	// once; records read before are older than any hold of this operator.
 	releasesReplayed bool
@@ -196,6 +210,9 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 	if opts.OrphanHoldFraction <= 0 {
 		opts.OrphanHoldFraction = 0.10
 	}
+	if opts.RolloutTick <= 0 {
+		opts.RolloutTick = 500 * time.Millisecond
+	}
 	if opts.OrphanWindow <= 0 {
 		opts.OrphanWindow = 10 * time.Minute
 	}
@@ -204,7 +221,7 @@ func New(b Buckets, log *slog.Logger, opts Options) *Operator {
 		deployments: map[string]v1.Deployment{}, devices: map[string]v1.DeviceInfo{},
 		overrides: map[string]map[string]*string{}, states: map[string]v1.DeviceState{}, beats: map[string]heartbeat{},
 		legacy: map[string]v1.Heartbeat{}, presenceKeys: map[string]bool{},
-		secretVersions: map[string]string{}, secretUses: map[string][]string{},
+		secretVersions: map[string]string{}, secretUses: map[string][]string{}, rollouts: map[string]*Rollout{},
 		orphanSince: map[string]orphanMark{}, dirty: newWork(true), want: map[string][]byte{}, roll: newRollup(opts.Staleness),
 		guard: newGuard(GuardLimits{Min: opts.OrphanHoldMin, Fraction: opts.OrphanHoldFraction, Window: opts.OrphanWindow})}
 	for _, kv := range b.all() {
@@ -225,6 +242,9 @@ func (o *Operator) Run(ctx context.Context) error {
 		g.Go(func() error { return o.renderLoop(ctx) })
 		if o.opts.Releases != nil {
 			g.Go(func() error { return o.followReleases(ctx) })
+		}
+		if o.b.Rollouts != nil {
+			g.Go(func() error { return o.rolloutLoop(ctx) })
 		}
 	}
 	return g.Wait()
@@ -289,17 +309,38 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 	case o.b.Deployments.Bucket():
 		delete(o.deployments, e.Key)
 		delete(o.secretUses, e.Key)
+		var from *v1.Deployment
 		if !del {
 			sd, err := v1.DecodeStoredDeployment(e.Value)
 			if err != nil {
 				o.log.Warn("ignoring an undecodable deployment", "key", e.Key, "err", err)
+				o.setRolloutLocked(e.Key, &from, nil, 0, false)
 				break
 			}
 			o.deployments[e.Key] = sd.Deployment
-			if names := sd.Deployment.SecretNames(); len(names) > 0 {
+			// Devices a rollout has not reached keep the previous spec:
+			// they need the versions of its secrets too.
+			names := sd.Deployment.SecretNames()
+			if o.b.Rollouts != nil && sd.RolloutFrom != nil {
+				from = sd.RolloutFrom
+				names = union(names, from.SecretNames())
+			}
+			if len(names) > 0 {
 				o.secretUses[e.Key] = names
 			}
 		}
+		o.setRolloutLocked(e.Key, &from, nil, 0, false)
+	case o.rolloutsBucket():
+		if del {
+			o.setRolloutLocked(e.Key, nil, nil, 0, true)
+			break
+		}
+		st, err := v1.DecodeRolloutState(e.Value)
+		if err != nil {
+			o.log.Warn("ignoring an undecodable rollout state", "key", e.Key, "err", err)
+			break
+		}
+		o.setRolloutLocked(e.Key, nil, &st, e.Revision, false)
 	case o.secretsBucket():
 		// Only the version is kept: it is all that desired state needs.
 		delete(o.secretVersions, e.Key)
@@ -409,7 +450,7 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 	// Only what rendering reads wakes it: heartbeats and observed state
 	// (most of the traffic) do not.
 	switch bucket {
-	case o.b.Deployments.Bucket():
+	case o.b.Deployments.Bucket(), o.rolloutsBucket():
 		o.dirty.deployments[e.Key] = true
 	case o.b.DeviceInfo.Bucket(), o.b.DeviceLabels.Bucket():
 		o.dirty.devices[e.Key] = true
@@ -420,6 +461,35 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 		return
 	}
 	o.poke()
+}
+
+// rolloutsBucket is the rollouts bucket's name ("" when the operator has
+// none).
+func (o *Operator) rolloutsBucket() string {
+	if o.b.Rollouts == nil {
+		return ""
+	}
+	return o.b.Rollouts.Bucket()
+}
+
+// union is a and the names of b not in a.
+func union(a, b []string) []string {
+	out := append([]string(nil), a...)
+	for _, n := range b {
+		if !contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // secretsBucket is the secrets bucket's name ("" when the operator has

@@ -41,7 +41,7 @@ func TestRenderMatchesAndOverrides(t *testing.T) {
 		"c": {Info: v1.DeviceInfo{ID: "c", Labels: map[string]string{"site": "office"}}, Overrides: map[string]*string{"site": str("home")}},
 		"d": {Info: v1.DeviceInfo{ID: "d", Labels: map[string]string{"site": "home"}}, Overrides: map[string]*string{"site": nil}},
 	}
-	out, err := Render(deps, nil, devs)
+	out, err := Render(deps, nil, nil, devs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestRenderMatchesAndOverrides(t *testing.T) {
 	}
 	// Same input, same bytes, every time.
 	for i := 0; i < 20; i++ {
-		again, _ := Render(deps, nil, devs)
+		again, _ := Render(deps, nil, nil, devs)
 		for k := range out {
 			if string(again[k]) != string(out[k]) {
 				t.Fatalf("render is not deterministic for %s", k)
@@ -93,6 +93,9 @@ func TestAggregate(t *testing.T) {
 type fixture struct {
 	b   Buckets
 	ctx context.Context
+	// spare is a bucket no operator is given (natsFixture: for a test
+	// that gives it as the rollouts bucket).
+	spare store.KV
 }
 
 func newFixture(t *testing.T) fixture {

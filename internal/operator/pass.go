@@ -34,6 +34,7 @@ func (o *Operator) renderLoop(ctx context.Context) error {
 type passInput struct {
 	work        work
 	deployments map[string]v1.Deployment
+	rollouts    map[string]*Rollout
 	// secrets: by deployment, the versions of the secrets it uses.
 	secrets map[string]map[string]string
 	// devices: every device when the pass is full or deployments changed,
@@ -59,7 +60,7 @@ func (o *Operator) render(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	change, err := planWant(in.work, in.deployments, in.secrets, in.devices, o.want)
+	change, err := planWant(in.work, in.deployments, in.rollouts, in.secrets, in.devices, o.want)
 	if err != nil {
 		o.giveBack(in.work) // want is unchanged: the next pass does it all again
 		return err
@@ -85,6 +86,10 @@ func (o *Operator) takeWork() (in passInput, ok bool) {
 	in = passInput{work: w, deployments: make(map[string]v1.Deployment, len(o.deployments)), devices: map[string]Device{}}
 	for k, v := range o.deployments {
 		in.deployments[k] = v
+	}
+	in.rollouts = make(map[string]*Rollout, len(o.rollouts))
+	for k, v := range o.rollouts {
+		in.rollouts[k] = v
 	}
 	in.secrets = o.secretVersionsLocked()
 	if w.full || len(w.deployments) > 0 {

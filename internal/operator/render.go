@@ -35,11 +35,13 @@ func (d Device) Labels() map[string]string {
 }
 
 // Render returns, for every (device, deployment) match, the desired-state
-// key and its canonical bytes. It is pure: the same deployments, secret
-// versions and devices always give the same bytes, so several operators
-// render identically. secrets holds, by deployment, the versions of the
-// secrets it uses (nil: none).
-func Render(deployments map[string]v1.Deployment, secrets map[string]map[string]string, devices map[string]Device) (map[string][]byte, error) {
+// key and its canonical bytes. It is pure: the same deployments, rollouts,
+// secret versions and devices always give the same bytes, so several
+// operators render identically. rollouts holds the deployments' rollout
+// states (nil: none); a live one gives each device the generation of its
+// batch (pick). secrets holds, by deployment, the versions of the secrets
+// it uses (nil: none).
+func Render(deployments map[string]v1.Deployment, rollouts map[string]*Rollout, secrets map[string]map[string]string, devices map[string]Device) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	names := make([]string, 0, len(deployments))
 	for n := range deployments {
@@ -49,8 +51,8 @@ func Render(deployments map[string]v1.Deployment, secrets map[string]map[string]
 	for _, id := range sortedDeviceIDs(devices) {
 		labels := devices[id].Labels()
 		for _, n := range names {
-			d := deployments[n]
-			if !d.Spec.Selector.Matches(labels) {
+			d, ok := pick(id, labels, deployments[n], rollouts[n])
+			if !ok {
 				continue
 			}
 			b, err := desiredBytes(id, n, d, secrets[n])
@@ -61,6 +63,30 @@ func Render(deployments map[string]v1.Deployment, secrets map[string]map[string]
 		}
 	}
 	return out, nil
+}
+
+// pick is the deployment a device gets of d: d itself when it matches,
+// unless a live rollout of d has not reached it yet; then the rollout's
+// From when that matches the device, else nothing yet.
+func pick(id string, labels map[string]string, d v1.Deployment, r *Rollout) (v1.Deployment, bool) {
+	matches := d.Spec.Selector.Matches(labels)
+	if r == nil || r.From == nil {
+		return d, matches
+	}
+	st := r.state(d) // nil: not started (Pending)
+	if st != nil && st.Done() {
+		return d, matches
+	}
+	if matches && st != nil {
+		pos, ok := r.pos[id]
+		if st.Has(pos, ok) {
+			return d, true
+		}
+	}
+	if r.From.Spec.Selector.Matches(labels) {
+		return *r.From, true
+	}
+	return v1.Deployment{}, false
 }
 
 func sortedDeviceIDs(devices map[string]Device) []string {
@@ -105,9 +131,9 @@ type wantChange struct {
 // devices holds every device when the pass is full or deployments
 // changed, else only the changed devices that still exist. want is only
 // read.
-func planWant(w work, deployments map[string]v1.Deployment, secrets map[string]map[string]string, devices map[string]Device, want map[string][]byte) (wantChange, error) {
+func planWant(w work, deployments map[string]v1.Deployment, rollouts map[string]*Rollout, secrets map[string]map[string]string, devices map[string]Device, want map[string][]byte) (wantChange, error) {
 	if w.full {
-		set, err := Render(deployments, secrets, devices)
+		set, err := Render(deployments, rollouts, secrets, devices)
 		return wantChange{replace: true, set: set}, err
 	}
 	c := wantChange{set: map[string][]byte{}}
@@ -120,13 +146,18 @@ func planWant(w work, deployments map[string]v1.Deployment, secrets map[string]m
 	}
 	pair := func(id string, d Device, known bool, name string, dep v1.Deployment, exists bool) error {
 		key := v1.DeviceKey(id, name)
-		if !known || !exists || !dep.Spec.Selector.Matches(d.Labels()) {
+		var got v1.Deployment
+		ok := false
+		if known && exists {
+			got, ok = pick(id, d.Labels(), dep, rollouts[name])
+		}
+		if !ok {
 			if wanted(key) {
 				c.set[key] = nil
 			}
 			return nil
 		}
-		b, err := desiredBytes(id, name, dep, secrets[name])
+		b, err := desiredBytes(id, name, got, secrets[name])
 		if err != nil {
 			return err
 		}

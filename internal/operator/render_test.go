@@ -63,7 +63,7 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 			}
 		}
 		before := maps.Clone(want)
-		c, err := planWant(w, deps, nil, in, want)
+		c, err := planWant(w, deps, nil, nil, in, want)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +71,7 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 			t.Fatalf("step %d: planWant changed want", step)
 		}
 		want = c.applyTo(want)
-		full, _ := Render(deps, nil, devs)
+		full, _ := Render(deps, nil, nil, devs)
 		if !reflect.DeepEqual(keys(want), keys(full)) {
 			t.Fatalf("step %d: want %v, a full render %v", step, keys(want), keys(full))
 		}

@@ -32,6 +32,9 @@ func (h *handler) apiRoutes() map[string]http.HandlerFunc {
 		httpapi.RouteDeleteDeployment: h.deleteDeployment,
 		httpapi.RouteHistory:          h.deploymentHistory, // history.go
 		httpapi.RouteUndo:             h.undoDeployment,
+		httpapi.RouteRollout:          h.getRollout, // rollout.go
+		httpapi.RoutePauseRollout:     h.pauseRollout,
+		httpapi.RouteResumeRollout:    h.resumeRollout,
 		httpapi.RouteDevices:          h.listDevices,
 		httpapi.RouteDevice:           h.getDevice,
 		httpapi.RouteLabels:           h.patchLabels,
@@ -205,7 +208,11 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyRe
 			return nil, e
 		}
 		seen[docs[i].Metadata.Name] = i + 1
-		if e := h.refusal(ctx, docs[i], fmt.Sprintf("document %d", i+1)); e != nil {
+		e := h.refusal(ctx, docs[i], fmt.Sprintf("document %d", i+1))
+		if e == nil {
+			e = h.rolloutRefusal(docs[i], fmt.Sprintf("document %d", i+1)) // rollout.go
+		}
+		if e != nil {
 			if e.Code == httpapi.CodeInvalid {
 				e.Document = i + 1
 			}
@@ -214,7 +221,7 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyRe
 	}
 	var results []httpapi.ApplyResult
 	for _, d := range docs {
-		res, err := h.applyOne(ctx, d)
+		res, err := h.applyOne(ctx, d, true)
 		if err != nil {
 			return results, storeErrorOf(err)
 		}
@@ -246,14 +253,16 @@ func (h *handler) refusal(ctx context.Context, d v1.Deployment, what string) *ht
 }
 
 // applyOne stores one validated deployment. The generation grows only when
-// the canonical spec changes. Concurrent writers are settled by CAS.
+// the canonical spec changes. Concurrent writers are settled by CAS. A
+// new generation of a deployment with spec.rollout rolls out batch by
+// batch when rollsOut (an apply; an undo goes everywhere at once).
 //
 // Each attempt gets a third of store_timeout, and an attempt whose outcome
 // is unknown (a stream leader that went away mid-write, as when a cluster
 // member stops) is followed by another within the whole store_timeout:
 // every attempt re-reads and decides again, so a write that did land is
 // recognised instead of repeated.
-func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (httpapi.ApplyResult, error) {
+func (h *handler) applyOne(ctx context.Context, d v1.Deployment, rollsOut bool) (httpapi.ApplyResult, error) {
 	kv := h.kvs[h.cfg.Buckets.Deployments]
 	c, err := d.Canonical()
 	if err != nil {
@@ -266,7 +275,7 @@ func (h *handler) applyOne(ctx context.Context, d v1.Deployment) (httpapi.ApplyR
 	var unknown *httpapi.ApplyResult // the attempt whose outcome is not known
 	conflicts := 0
 	for {
-		res, err := h.applyAttempt(ctx, kv, c, hash, budget/3)
+		res, err := h.applyAttempt(ctx, kv, c, hash, rollsOut, budget/3)
 		switch {
 		case err == nil:
 			if unknown != nil && res.Result == httpapi.ResultUnchanged && res.Generation == unknown.Generation {
@@ -300,12 +309,13 @@ func outcome(err error, unknown *httpapi.ApplyResult) error {
 }
 
 // applyAttempt reads the deployment, decides and writes once.
-func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment, hash string, timeout time.Duration) (httpapi.ApplyResult, error) {
+func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment, hash string, rollsOut bool, timeout time.Duration) (httpapi.ApplyResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cur, err := kv.Get(ctx, c.Metadata.Name)
 	res := httpapi.ApplyResult{Name: c.Metadata.Name}
 	var rev uint64
+	var from *v1.Deployment // what the devices a rollout has not reached keep
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.Metadata.Generation, res.Result = 1, httpapi.ResultCreated
@@ -330,9 +340,14 @@ func (h *handler) applyAttempt(ctx context.Context, kv store.KV, c v1.Deployment
 				res.Result, res.Generation = httpapi.ResultUnchanged, c.Metadata.Generation
 				return res, nil
 			}
+			from = old.RolloutFrom // the same generation: its rollout goes on
+		} else if derr == nil && rollsOut && c.Spec.Rollout != nil {
+			if from, err = h.stableOf(ctx, old); err != nil {
+				return res, err
+			}
 		}
 	}
-	b, err := v1.Marshal(v1.StoredDeployment{V: v1.FormatVersion, Deployment: c})
+	b, err := v1.Marshal(v1.StoredDeployment{V: v1.FormatVersion, Deployment: c, RolloutFrom: from})
 	if err != nil {
 		return res, err
 	}

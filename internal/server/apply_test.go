@@ -77,7 +77,7 @@ func TestApplyRetriesAWriteWhoseOutcomeIsUnknown(t *testing.T) {
 		{"d", 1, 1, "configured", 4},
 	} {
 		kv.n, kv.refuse = step.lose, step.refuse
-		res, err := h.applyOne(context.Background(), dep(step.content))
+		res, err := h.applyOne(context.Background(), dep(step.content), true)
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
@@ -101,7 +101,7 @@ func TestApplyGivesUpWithinStoreTimeout(t *testing.T) {
 	dep := v1.Deployment{APIVersion: v1.APIVersion, Kind: "Deployment", Metadata: v1.Metadata{Name: "web"},
 		Spec: v1.DeploymentSpec{Selector: v1.Selector{MatchLabels: map[string]string{"site": "home"}},
 			Resources: []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}}}
-	_, err = h.applyOne(context.Background(), dep)
+	_, err = h.applyOne(context.Background(), dep, true)
 	if !errors.Is(err, store.ErrOutcomeUnknown) {
 		t.Fatalf("applyOne = %v, want an unknown outcome", err)
 	}
@@ -147,7 +147,7 @@ func TestDeploymentUIDIsNewOnlyAfterDeletion(t *testing.T) {
 	}
 	apply := func(d v1.Deployment, want string) {
 		t.Helper()
-		res, err := h.applyOne(context.Background(), d)
+		res, err := h.applyOne(context.Background(), d, true)
 		if err != nil || res.Result != want {
 			t.Fatalf("apply: %+v %v, want %s", res, err, want)
 		}

@@ -10,7 +10,10 @@ import (
 // Value size caps per bucket: a desired state holds inline file contents,
 // the others are small records.
 const (
-	maxDeploymentSize   = 4 << 20
+	// maxDeploymentSize: a deployment that rolls out holds the previous
+	// spec as well (v1.StoredDeployment.RolloutFrom); NATS's payload
+	// limit is 8 MiB (mesh).
+	maxDeploymentSize   = 8<<20 - 64<<10
 	maxDesiredStateSize = 4 << 20
 	maxRecordSize       = 256 << 10
 	maxHeartbeatSize    = 1 << 10
@@ -53,6 +56,8 @@ func FleetBuckets(c config.Server) []store.BucketConfig {
 			Description: "Harmony device identities, enrollment requests and hashed enrollment tokens"},
 		{Name: b.Secrets, History: 1, Replicas: c.Replicas, MaxValueSize: v1.MaxSecretBytes + 4096,
 			Description: "Harmony secrets, written by the server, read by the devices whose desired state names them"},
+		{Name: b.Rollouts, History: 1, Replicas: c.Replicas, MaxValueSize: v1.MaxRolloutStateBytes,
+			Description: "Harmony rollouts' progress (batches, phase), written by the operator holding the lease"},
 		{Name: b.Leases, History: 1, Replicas: c.Replicas, MaxValueSize: maxHeartbeatSize,
 			Description: "Harmony servers' leases on once-only work (orphan collection)"},
 	}

@@ -102,7 +102,7 @@ func (h *handler) undo(ctx context.Context, name string, to int64) (httpapi.Appl
 	if e := h.refusal(ctx, d, fmt.Sprintf("generation %d", target.d.Metadata.Generation)); e != nil {
 		return httpapi.ApplyResult{}, e
 	}
-	res, err := h.applyOne(ctx, d)
+	res, err := h.applyOne(ctx, d, false)
 	if err != nil {
 		return httpapi.ApplyResult{}, storeErrorOf(err)
 	}

@@ -208,7 +208,7 @@ func serve(ctx context.Context, cfg config.Server, log *slog.Logger, g *gate, in
 	op = operator.New(operator.Buckets{
 		Deployments: kvs[b.Deployments], DesiredState: kvs[b.DesiredState], DeviceInfo: kvs[b.DeviceInfo],
 		DeviceState: kvs[b.DeviceState], DeviceHeartbeat: kvs[b.DeviceHeartbeat], DeviceLabels: kvs[b.DeviceLabels],
-		DevicePresence: kvs[b.DevicePresence], Secrets: kvs[b.Secrets],
+		DevicePresence: kvs[b.DevicePresence], Secrets: kvs[b.Secrets], Rollouts: kvs[b.Rollouts],
 	}, log.With("component", "operator"), operator.Options{Staleness: cfg.HeartbeatStaleness.Std(), Render: true, Lease: gc,
 		Releases: kvs[b.Leases]}) // an admin's release of held orphan removals (collection.go)
 

@@ -1,0 +1,247 @@
+package operator
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/store"
+	"github.com/harmony-fleet/harmony/internal/testutil/retry"
+)
+
+func intp(n int) *int { return &n }
+
+func TestSplitBatches(t *testing.T) {
+	var ids []string
+	labels := map[string]map[string]string{}
+	for i := range 10 {
+		id := fmt.Sprintf("d%02d", i)
+		ids = append(ids, id)
+		labels[id] = map[string]string{}
+		if i%4 == 3 {
+			labels[id]["site"] = "lab"
+		}
+	}
+	get := func(id string) map[string]string { return labels[id] }
+	spec := &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(30)}, {Percent: intp(100)}}}
+	got, left := splitBatches(spec, ids, get)
+	want := [][]string{{"d00"}, {"d01", "d02", "d03"}, {"d04", "d05", "d06", "d07", "d08", "d09"}}
+	if !slices.EqualFunc(got, want, slices.Equal) || len(left) != 0 {
+		t.Errorf("[1, 30%%, 100%%] of 10: %v, left %v; want %v", got, left, want)
+	}
+	canary := &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Selector: &v1.Selector{MatchLabels: map[string]string{"site": "lab"}}}, {Count: intp(2)}}}
+	got, left = splitBatches(canary, ids, get)
+	want = [][]string{{"d03", "d07"}, {"d00", "d01"}}
+	if !slices.EqualFunc(got, want, slices.Equal) || len(left) != 6 {
+		t.Errorf("[site=lab, 2] of 10: %v, left %v; want %v and 6 left", got, left, want)
+	}
+}
+
+func TestPickGivesEachDeviceTheGenerationOfItsBatch(t *testing.T) {
+	from := deployment("web", 1, nil)
+	to := deployment("web", 2, map[string]string{"tier": "edge"})
+	st := &v1.RolloutState{V: 1, To: 2, Batches: [][]string{{"a"}, {"b", "c"}, {"e"}}, Batch: 1, Released: 1, Phase: v1.RolloutProgressing}
+	r := &Rollout{From: &from, State: st, pos: st.Positions()}
+	edge := map[string]string{"tier": "edge"}
+	for _, c := range []struct {
+		id     string
+		labels map[string]string
+		gen    int64 // 0: nothing
+	}{
+		{"a", edge, 2},                        // a done batch
+		{"b", edge, 2},                        // released in the current batch
+		{"c", edge, 1},                        // not yet released: keeps From
+		{"late", edge, 1},                     // in no batch, before the last batch: From
+		{"gone", map[string]string{}, 1},      // From matches, the new selector does not: From until the end
+		{"x", map[string]string{"y": "z"}, 1}, // From (no selector) matches everything
+	} {
+		d, ok := pick(c.id, c.labels, to, r)
+		if got := map[bool]int64{true: d.Metadata.Generation}[ok]; got != c.gen {
+			t.Errorf("%s: generation %d, want %d", c.id, got, c.gen)
+		}
+	}
+	st.Batch, st.Released = 2, 0 // the last batch in progress: devices in no batch join it
+	if d, ok := pick("late", edge, to, r); !ok || d.Metadata.Generation != 2 {
+		t.Errorf("late joiner during the last batch: %v %d, want generation 2", ok, d.Metadata.Generation)
+	}
+	st.Phase = v1.RolloutSucceeded
+	if _, ok := pick("gone", map[string]string{}, to, r); ok {
+		t.Error("a device only From matched keeps it after the rollout succeeded")
+	}
+	// A state of another generation is no state: Pending, everyone on From.
+	st.Phase, st.To = v1.RolloutProgressing, 7
+	if d, _ := pick("a", edge, to, r); d.Metadata.Generation != 1 {
+		t.Errorf("a state of another generation gave generation %d", d.Metadata.Generation)
+	}
+}
+
+// rolloutFixture is the operator's buckets in a real NATS, with a rollouts
+// bucket, n devices beating, and deployment web at generation 1 rendered.
+func rolloutFixture(t *testing.T, n int) (fixture, Options) {
+	f, leases, _ := natsFixture(t)
+	f.b.Rollouts = f.spare
+	for i := range n {
+		id := fmt.Sprintf("d%02d", i)
+		f.put(t, f.b.DeviceInfo, id, v1.DeviceInfo{V: 1, ID: id})
+		f.put(t, f.b.DeviceHeartbeat, id, v1.Heartbeat{V: 1, Boot: "b", Seq: 1})
+	}
+	f.put(t, f.b.Deployments, "web", v1.StoredDeployment{V: 1, Deployment: deployment("web", 1, nil)})
+	return f, Options{Render: true, Staleness: time.Hour, RolloutTick: 20 * time.Millisecond, Releases: leases}
+}
+
+// rollOut stores generation gen of web, rolling out from generation 1.
+func rollOut(t *testing.T, f fixture, gen int64, spec *v1.RolloutSpec) {
+	from := deployment("web", 1, nil)
+	to := deployment("web", gen, nil)
+	to.Spec.Rollout = spec
+	f.put(t, f.b.Deployments, "web", v1.StoredDeployment{V: 1, Deployment: to, RolloutFrom: &from})
+}
+
+// generations reads which generation of web every device's desired state
+// holds.
+func (f fixture) generations(t *testing.T) map[string]int64 {
+	t.Helper()
+	es, err := f.b.DesiredState.List(f.ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, e := range es {
+		ds, err := v1.DecodeDesiredState(e.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[ds.Device] = ds.Generation
+	}
+	return out
+}
+
+func (f fixture) rollout(t *testing.T) v1.RolloutState {
+	t.Helper()
+	e, err := f.b.Rollouts.Get(f.ctx, "web")
+	if errors.Is(err, store.ErrNotFound) {
+		return v1.RolloutState{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := v1.DecodeRolloutState(e.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// report writes device id's status of web at generation gen.
+func (f fixture) report(t *testing.T, id string, gen int64, phase string) {
+	f.put(t, f.b.DeviceState, v1.DeviceKey(id, "web"), v1.DeviceState{V: 1, Device: id, Deployment: "web", ObservedGeneration: gen, Phase: phase,
+		Resources: []v1.ResourceStatus{{ID: "f", Kind: v1.KindFile, Phase: phase}}})
+}
+
+// onGen is the devices whose desired state holds generation gen.
+func onGen(g map[string]int64, gen int64) []string {
+	var out []string
+	for id, x := range g {
+		if x == gen {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRolloutGoesBatchByBatchAndPausesOnAFailure: 10 devices, batches
+// [1, 30%, 100%]: the first device alone gets generation 2; the next
+// three once it reports it Ready; one of them failing pauses the rollout,
+// and the six others never get it, not even from an operator started
+// again.
+func TestRolloutGoesBatchByBatchAndPausesOnAFailure(t *testing.T) {
+	f, opts := rolloutFixture(t, 10)
+	stop := run(t, New(f.b, quiet(), opts))
+	f.waitKeys(t, 10)
+	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(30)}, {Percent: intp(100)}}})
+	retry.Until(t, 10*time.Second, func() error {
+		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00"}) {
+			return fmt.Errorf("devices on generation 2: %v, want [d00]", got)
+		}
+		return nil
+	})
+	st := f.rollout(t)
+	if st.Phase != v1.RolloutProgressing || st.Batch != 0 || len(st.Batches) != 3 || len(st.Batches[2]) != 6 {
+		t.Fatalf("rollout state %+v", st)
+	}
+	// Without d00 reporting, nothing more happens.
+	retry.Holds(t, 300*time.Millisecond, func() error {
+		if got := onGen(f.generations(t), 2); len(got) != 1 {
+			return fmt.Errorf("devices on generation 2 before the gate: %v", got)
+		}
+		return nil
+	})
+	f.report(t, "d00", 2, v1.PhaseReady)
+	retry.Until(t, 10*time.Second, func() error {
+		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00", "d01", "d02", "d03"}) {
+			return fmt.Errorf("devices on generation 2: %v, want d00-d03", got)
+		}
+		return nil
+	})
+	f.report(t, "d01", 2, v1.PhaseReady)
+	f.report(t, "d02", 2, v1.PhaseFailed)
+	retry.Until(t, 10*time.Second, func() error {
+		if st := f.rollout(t); st.Phase != v1.RolloutPaused || st.Failed["d02"] == "" {
+			return fmt.Errorf("phase %s, failed %v; want Paused with d02", st.Phase, st.Failed)
+		}
+		return nil
+	})
+	stop()
+	// Started again, the operator stays where the store says.
+	defer run(t, New(f.b, quiet(), opts))()
+	f.report(t, "d03", 2, v1.PhaseReady)
+	retry.Holds(t, 500*time.Millisecond, func() error {
+		g := f.generations(t)
+		if got := onGen(g, 2); len(got) != 4 || len(onGen(g, 1)) != 6 {
+			return fmt.Errorf("after the pause and a restart: generation 2 on %v, generation 1 on %v", got, onGen(g, 1))
+		}
+		if st := f.rollout(t); st.Phase != v1.RolloutPaused || st.Batch != 1 {
+			return fmt.Errorf("after a restart: phase %s batch %d", st.Phase, st.Batch)
+		}
+		return nil
+	})
+}
+
+// TestRolloutRollsBackOnAFailure: with onFailure: rollback a failed first
+// batch makes the previous spec generation 3, for every device.
+func TestRolloutRollsBackOnAFailure(t *testing.T) {
+	f, opts := rolloutFixture(t, 4)
+	defer run(t, New(f.b, quiet(), opts))()
+	f.waitKeys(t, 4)
+	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(100)}}, OnFailure: v1.OnFailureRollback})
+	retry.Until(t, 10*time.Second, func() error {
+		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00"}) {
+			return fmt.Errorf("devices on generation 2: %v, want [d00]", got)
+		}
+		return nil
+	})
+	f.report(t, "d00", 2, v1.PhaseFailed)
+	retry.Until(t, 10*time.Second, func() error {
+		g := f.generations(t)
+		if got := onGen(g, 3); len(got) != 4 {
+			return fmt.Errorf("devices on generation 3: %v (all: %v)", got, g)
+		}
+		return nil
+	})
+	e, err := f.b.Deployments.Get(f.ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, _ := v1.DecodeStoredDeployment(e.Value)
+	if sd.RolloutFrom != nil || sd.Deployment.Spec.Rollout != nil || sd.Deployment.Metadata.Generation != 3 {
+		t.Errorf("after the rollback: generation %d, rollout %v, from %v; want generation 3 with generation 1's spec",
+			sd.Deployment.Metadata.Generation, sd.Deployment.Spec.Rollout, sd.RolloutFrom)
+	}
+	if st := f.rollout(t); st.Phase != v1.RolloutRolledBack || st.RollbackGeneration != 3 || st.Failed["d00"] == "" {
+		t.Errorf("rollout state after the rollback: %+v", st)
+	}
+}
