@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +32,9 @@ type engine struct {
 	seen     map[string][]byte    // raw candidate last evaluated, by deployment
 	// keptSecrets: the secrets kept when last looked (nil: not yet).
 	keptSecrets map[string]bool
+	// conds are the conditions last published, by deployment/id, for
+	// every resource with a status (conflicts and refusals too).
+	conds map[string][]v1.Condition
 }
 
 type goodState struct {
@@ -59,6 +61,7 @@ type resState struct {
 	nextRetry time.Time
 	permanent bool
 	recheck   time.Time // the kind asked to observe again then (Result.Recheck)
+	counters            // restarts and repairs at gen
 }
 
 func newEngine(a *Agent) *engine {
@@ -306,7 +309,7 @@ func (e *engine) reconcile(ctx context.Context, d Desired) {
 		e.a.log.Warn("resource failed", "deployment", d.Deployment, "resource", d.ID, "kind", d.Kind, "err", err, "next_retry", rs.nextRetry)
 		return
 	}
-	res, err := e.observeApply(ctx, resolved)
+	res, err := e.observeApply(ctx, resolved, &rs.counters)
 	if ctx.Err() != nil {
 		return
 	}
@@ -395,9 +398,19 @@ func (e *engine) publish(conflicts map[string]plan.Conflict) {
 	for dep := range e.rejected {
 		deps[dep] = true
 	}
+	now := time.Now().UTC().Truncate(time.Second)
+	conds := map[string][]v1.Condition{}
 	for dep := range deps {
-		e.a.status.set(dep, e.deploymentStatus(dep, conflicts))
+		s := e.deploymentStatus(dep, conflicts)
+		for i := range s.Resources {
+			r := &s.Resources[i]
+			key := dep + "/" + r.ID
+			r.Conditions = conditions(e.conds[key], *r, now)
+			conds[key] = r.Conditions
+		}
+		e.a.status.set(dep, s)
 	}
+	e.conds = conds
 	e.a.status.forgetExcept(deps)
 }
 
@@ -415,6 +428,7 @@ func (e *engine) deploymentStatus(dep string, conflicts map[string]plan.Conflict
 			st.Message = fmt.Sprintf("%s %q is managed by deployment %s (resource %s)", d.Kind, d.Claim, c.Winner.Deployment, c.Winner.ID)
 		} else if rs := e.res[dep+"/"+d.ID]; rs != nil && rs.phase != "" {
 			st.Phase, st.Message, st.Since, st.Details = rs.phase, rs.message, rs.since, rs.details
+			st.Restarts, st.Repairs = rs.restarts, rs.repairs
 			if !rs.nextRetry.IsZero() {
 				t := rs.nextRetry.UTC().Truncate(time.Second)
 				st.NextRetry = &t
@@ -468,16 +482,11 @@ func (e *engine) deploymentStatus(dep string, conflicts map[string]plan.Conflict
 // firstOf names the first resource (by id) in phase and its message, for
 // a deployment's one-line message: what failed, not only how many.
 func firstOf(rs []v1.ResourceStatus, phase string) string {
-	const max = 300
 	for _, r := range rs {
 		if r.Phase != phase {
 			continue
 		}
-		msg := r.Message
-		if len(msg) > max {
-			msg = strings.ToValidUTF8(msg[:max], "") + "..."
-		}
-		return fmt.Sprintf(" (first: %s: %s)", r.ID, msg)
+		return fmt.Sprintf(" (first: %s: %s)", r.ID, shorten(r.Message, 300))
 	}
 	return ""
 }
@@ -495,26 +504,31 @@ func (e *engine) snapshotGood() map[string][]Desired {
 }
 
 // observeApply observes the resource, applies it when it differs, and
-// observes again to confirm.
-func (e *engine) observeApply(ctx context.Context, d Desired) (Result, error) {
+// observes again to confirm; c counts the restarts every observation
+// shows and the corrections (counters).
+func (e *engine) observeApply(ctx context.Context, d Desired, c *counters) (Result, error) {
 	kind := e.a.kinds[d.Kind]
 	before, err := kind.Observe(ctx, d)
+	c.observed(before.Result)
 	if err != nil {
 		return before.Result, err
 	}
 	if before.InSync {
+		c.inSync(false)
 		return before.Result, nil
 	}
 	if err := kind.Apply(ctx, d); err != nil {
 		return before.Result, err
 	}
 	after, err := kind.Observe(ctx, d)
+	c.observed(after.Result)
 	if err != nil {
 		return after.Result, err
 	}
 	if !after.InSync {
 		return after.Result, fmt.Errorf("still differs after applying: %s", after.Diff)
 	}
+	c.inSync(true)
 	res := after.Result
 	res.Message = fmt.Sprintf("%s (corrected: %s)", res.Message, before.Diff)
 	return res, nil

@@ -59,6 +59,12 @@ type Result struct {
 	// Recheck, when set, is when the kind wants to observe again, before
 	// the next resync (a container's next health check).
 	Recheck time.Time
+	// Instance and Restarts are what runs and how often it was restarted
+	// in place (a container's id and podman's RestartCount), for the
+	// engine to count the restarts it sees; empty for kinds that run
+	// nothing.
+	Instance string
+	Restarts int
 }
 
 // Observation is what Observe saw, without changing anything.
@@ -361,14 +367,19 @@ func (k containerKind) Observe(ctx context.Context, d Desired) (Observation, err
 		return Observation{}, err
 	}
 	if diff != "" || cd.Spec.HealthCheck == nil {
-		return Observation{InSync: diff == "", Diff: diff,
-			Result: Result{Phase: v1.PhaseReady, Message: "running", Details: containers.Details(c)}}, nil
+		return Observation{InSync: diff == "", Diff: diff, Result: containerResult(c)}, nil
 	}
 	h, c, err := k.p.Health(ctx, cd, c)
 	if err != nil {
-		return Observation{Result: Result{Details: containers.Details(c)}}, err
+		return Observation{Result: containerResult(c)}, err
 	}
 	return Observation{InSync: true, Result: healthResult(h, c)}, nil
+}
+
+// containerResult is the status of a running container without a health
+// check (of c as found, when it differs).
+func containerResult(c containers.Container) Result {
+	return Result{Phase: v1.PhaseReady, Message: "running", Details: containers.Details(c), Instance: c.ID, Restarts: c.RestartCount}
 }
 
 // healthResult is the status of a running container with a health check:
@@ -377,9 +388,10 @@ func (k containerKind) Observe(ctx context.Context, d Desired) (Observation, err
 func healthResult(h containers.HealthState, c containers.Container) Result {
 	// No time of the last check in the details: the status is written
 	// when it changes, and that would change it at every check.
-	details := containers.Details(c)
+	r := containerResult(c)
+	details := r.Details
 	details["health"] = h.Verdict
-	r := Result{Phase: v1.PhaseReady, Message: h.Message, Details: details, Recheck: h.Next}
+	r.Message, r.Recheck = h.Message, h.Next
 	switch h.Verdict {
 	case containers.HealthStarting:
 		r.Phase, details[detailReason] = v1.PhaseProgressing, ReasonHealthCheckPending

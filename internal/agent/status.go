@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,7 +41,7 @@ func (w *statusWriter) wake() {
 }
 
 func (w *statusWriter) set(dep string, s v1.DeviceState) {
-	b, err := v1.Marshal(s)
+	b, err := encodeStatus(s)
 	if err != nil {
 		w.log.Error("encode status", "err", err)
 		return
@@ -53,6 +54,37 @@ func (w *statusWriter) set(dep string, s v1.DeviceState) {
 		w.wake()
 	}
 }
+
+// encodeStatus encodes s within v1.MaxDeviceStateBytes, which the server's
+// decoder enforces. A status too large (hundreds of resources with long
+// messages) first loses its conditions' messages, which repeat the
+// resources', then has every message cut short; phases, conditions and
+// counters always stay.
+func encodeStatus(s v1.DeviceState) ([]byte, error) {
+	b, err := v1.Marshal(s)
+	if err != nil || len(b) <= v1.MaxDeviceStateBytes {
+		return b, err
+	}
+	s.Resources = slices.Clone(s.Resources)
+	for i := range s.Resources {
+		r := &s.Resources[i]
+		r.Conditions = slices.Clone(r.Conditions)
+		for j := range r.Conditions {
+			r.Conditions[j].Message = ""
+		}
+	}
+	if b, err = v1.Marshal(s); err != nil || len(b) <= v1.MaxDeviceStateBytes {
+		return b, err
+	}
+	for i := range s.Resources {
+		s.Resources[i].Message = shorten(s.Resources[i].Message, shortMessageMax)
+	}
+	return v1.Marshal(s)
+}
+
+// shortMessageMax is a resource's message in a status that would be too
+// large with the whole messages.
+const shortMessageMax = 120
 
 func (w *statusWriter) remove(dep string) {
 	w.mu.Lock()

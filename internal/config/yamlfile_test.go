@@ -20,7 +20,7 @@ func TestParseErrorsSpeakYAML(t *testing.T) {
 		{"unknown top-level key", "replicas: 3\nreplica_count: 3\n", false,
 			`server.yaml line 2: unknown field "replica_count" (known: buckets, client_advertise, cluster_advertise, cluster_listen, cluster_name, data_dir, heartbeat_staleness, http, log_level, name, nats, nats_auth, nats_ca, nats_cert, nats_creds, nats_key, nats_key_exchange, nats_url, no_advertise, replicas, routes, store_timeout, sync_always, tls, tls_cert, tls_hosts, tls_key, tokens, tokens_file)`},
 		{"unknown nested key", "http: :8080\nbuckets:\n  deployments: d\n  deployment: x\n", false,
-			`server.yaml line 4: buckets: unknown field "deployment" (known: deployments, desired_state, device_heartbeat, device_info, device_labels, device_presence, device_state, identities, leases, secrets)`},
+			`server.yaml line 4: buckets: unknown field "deployment" (known: deployments, desired_state, device_heartbeat, device_info, device_labels, device_presence, device_state, identities, leases, rollouts, secrets)`},
 		{"unknown key in a list item", "tokens:\n  - name: a\n    role: admin\n  - name: b\n    rol: viewer\n", false,
 			`server.yaml line 5: tokens[1]: unknown field "rol" (known: name, role, sha256)`},
 		{"unknown key in failover", "id: db-1\nfailover:\n  cluster: main\n  postgres:\n    data_dir: /d\n    prot: 5433\n", true,
