@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,15 +13,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/harmony-fleet/harmony/api/httpapi"
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 )
 
 // newRolloutCmd: what a deployment's changes were, and going back to one.
 func newRolloutCmd(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout",
-		Short: "A deployment's kept generations, and undoing a change",
+		Short: "A deployment's rollout (status, pause, resume), its kept generations, and undoing a change",
 	}
-	cmd.AddCommand(newRolloutHistoryCmd(stdout), newRolloutUndoCmd(stdout))
+	cmd.AddCommand(newRolloutStatusCmd(stdout), newRolloutPauseCmd(stdout, true), newRolloutPauseCmd(stdout, false),
+		newRolloutHistoryCmd(stdout), newRolloutUndoCmd(stdout))
 	return cmd
 }
 
@@ -54,6 +58,77 @@ func onDeployment(use, short string, server *endpoint, run func(cmd *cobra.Comma
 	}
 	addServerFlag(cmd, server)
 	return cmd
+}
+
+func newRolloutStatusCmd(stdout io.Writer) *cobra.Command {
+	var server endpoint
+	var output string
+	cmd := onDeployment("status deployment/NAME", "Show a deployment's rollout: batch k of n, each batch's devices by phase, why it is paused", &server,
+		func(cmd *cobra.Command, c *httpapi.Client, name string) error {
+			st, err := c.Rollout(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			if output != "table" {
+				return printAs(stdout, output, st)
+			}
+			return printRollout(stdout, st)
+		})
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// printRollout writes a rollout's status for people.
+func printRollout(w io.Writer, st v1.RolloutStatus) error {
+	switch {
+	case st.Phase == "":
+		_, err := fmt.Fprintf(w, "deployment/%s: generation %d; no rollout (the deployment has no spec.rollout, or its last change was an undo)\n", st.Name, st.Generation)
+		return err
+	case st.Phase == v1.RolloutRolledBack:
+		fmt.Fprintf(w, "deployment/%s: generation %d rolled back: generation %d holds the earlier spec again\n", st.Name, st.To, st.RollbackGeneration)
+	case st.Batch > 0:
+		fmt.Fprintf(w, "deployment/%s: generation %d rolling out from generation %d: %s, batch %d of %d\n", st.Name, st.To, st.From, st.Phase, st.Batch, len(st.Batches))
+	default:
+		fmt.Fprintf(w, "deployment/%s: generation %d from generation %d: %s\n", st.Name, st.To, st.From, st.Phase)
+	}
+	if st.Reason != "" {
+		fmt.Fprintf(w, "reason: %s\n", st.Reason)
+	}
+	if len(st.Batches) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "BATCH\tSTATE\tDEVICES\tREADY\tUPDATING\tWAITING\tFAILED\tOFFLINE\t")
+		for i, b := range st.Batches {
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", i+1, b.State, b.Devices, b.Ready, b.Updating, b.Waiting, b.Failed, b.Offline)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(st.Failed)) {
+		fmt.Fprintf(w, "failed: %s: %s\n", id, st.Failed[id])
+	}
+	return nil
+}
+
+func newRolloutPauseCmd(stdout io.Writer, pause bool) *cobra.Command {
+	var server endpoint
+	use, short, done := "pause deployment/NAME", "Give a rollout's change to no further device until it is resumed", "paused"
+	if !pause {
+		use, short, done = "resume deployment/NAME", "Go on with a paused rollout (its current batch is judged afresh)", "resumed"
+	}
+	return onDeployment(use, short, &server,
+		func(cmd *cobra.Command, c *httpapi.Client, name string) error {
+			call := c.PauseRollout
+			if !pause {
+				call = c.ResumeRollout
+			}
+			st, err := call(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "deployment/%s rollout %s\n", name, done)
+			return printRollout(stdout, st)
+		})
 }
 
 func newRolloutHistoryCmd(stdout io.Writer) *cobra.Command {
