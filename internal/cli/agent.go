@@ -50,7 +50,7 @@ environment variables, then flags; each overrides the one before.`,
 		defer lw.Close(time.Second)
 		log := newLogger(lw, cfg.LogLevel)
 		for {
-			a, err := agent.New(cfg, log, agent.Options{})
+			a, err := agent.New(cfg, log, agent.Options{ContainerPrefix: cfg.ContainerPrefix})
 			if err != nil {
 				return err
 			}

@@ -43,6 +43,10 @@ type Agent struct {
 	// at <root_dir>/etc/harmony/motd. AllowedRoots are checked against the
 	// path as written; nothing may resolve outside <root_dir>.
 	RootDir string `json:"root_dir"`
+	// ContainerPrefix, a test and development aid ("": none), goes before
+	// the podman name of every container the agent runs, so that several
+	// agents on one machine do not take each other's containers.
+	ContainerPrefix string `json:"container_prefix"`
 	// Capabilities the agent allows (v1.Capability* names): each lets desired
 	// state run commands as root or widen privileges on the device, so each
 	// is off unless listed here (docs/adr/0015-agent-capabilities.md). Use
@@ -148,6 +152,7 @@ func (c *Agent) Settings() []Setting {
 		durationSetting("retry_max", "retry-max", "longest retry delay of a failing resource", &c.RetryMax),
 		listSetting("allowed_roots", "allowed-roots", "directories File resources may write under, comma-separated", &c.AllowedRoots),
 		stringSetting("root_dir", "root-dir", "test/dev aid: resolve every File path under this directory (empty: none)", &c.RootDir),
+		stringSetting("container_prefix", "container-prefix", "test/dev aid: put this before every container's podman name (several agents on one machine)", &c.ContainerPrefix),
 		listSetting("capabilities", "capabilities", "capabilities to allow, comma-separated: "+strings.Join(CapabilityNames(), ", ")+" (all off by default)", &c.Capabilities),
 		olderCapabilitySetting(c, v1.CapabilityShellJob, &c.ShellJobs),
 		olderCapabilitySetting(c, v1.CapabilityExec, &c.Exec),
@@ -174,6 +179,9 @@ func (c *Agent) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &Error{Setting: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.ContainerPrefix != "" && !validContainerPrefix(c.ContainerPrefix) {
+		bad("container_prefix", "%q: only letters, digits, '_', '.' and '-', starting with a letter or digit", c.ContainerPrefix)
 	}
 	if c.ID == "" {
 		bad("id", "must be set (the hostname is used when it is a valid name)")
@@ -409,4 +417,17 @@ func olderCapabilitySetting(c *Agent, name string, p *bool) Setting {
 		return nil
 	}
 	return s
+}
+
+// validContainerPrefix: what podman takes at the start of a name.
+func validContainerPrefix(s string) bool {
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case i > 0 && (r == '_' || r == '.' || r == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
