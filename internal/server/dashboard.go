@@ -208,6 +208,38 @@ func (g *gate) Undo(ctx context.Context, name string) (int64, error) {
 	return res.Generation, nil
 }
 
+// Rollout is the deployment's rollout from the operator's read model, as
+// GET /api/v1/deployments/{name}/rollout answers.
+func (g *gate) Rollout(name string) (v1.RolloutStatus, bool) {
+	if h := g.h.Load(); h != nil {
+		return h.op.RolloutStatus(name)
+	}
+	return v1.RolloutStatus{}, false
+}
+
+func (g *gate) PauseRollout(ctx context.Context, name, by string) error {
+	return g.pauseOrResume(ctx, name, by, true)
+}
+
+func (g *gate) ResumeRollout(ctx context.Context, name, by string) error {
+	return g.pauseOrResume(ctx, name, by, false)
+}
+
+// pauseOrResume is the API's pause or resume (rollout.go). A refusal is
+// returned as the *httpapi.Error itself (the page answers with its
+// status); no refusal is a nil error, never an error holding a nil
+// *httpapi.Error.
+func (g *gate) pauseOrResume(ctx context.Context, name, by string, pause bool) error {
+	h := g.h.Load()
+	if h == nil {
+		return errStarting
+	}
+	if e := h.pauseOrResume(ctx, name, by, pause); e != nil {
+		return e
+	}
+	return nil
+}
+
 func (g *gate) Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error) {
 	h := g.h.Load()
 	if h == nil {

@@ -260,6 +260,8 @@ type deploymentData struct {
 	Devices     []httpapi.DeploymentDevice
 	Page, Pages int
 	Prev, Next  string
+	// Rollout is the progressive rollout's section (rollout.go).
+	Rollout rolloutView
 }
 
 // rollOrder puts failed devices first, then offline, then pending, then
@@ -327,6 +329,9 @@ func (d *Dashboard) deployment(q *request) {
 		data.Next = fmt.Sprintf("/deployments/%s?page=%d", url.PathEscape(name), data.Page+1)
 	}
 	data.Row = deploymentRow{DeploymentStatus: st, State: deploymentState(st), Bar: newBar(st)}
+	if ro, ok := d.b.Rollout(name); ok {
+		data.Rollout = newRolloutView(ro)
+	}
 	d.render(q, http.StatusOK, "deployment", d.page(q, "Deployment "+name, "deployments", data))
 }
 

@@ -63,6 +63,10 @@ type Fleet interface {
 	// Deployment answers for one deployment, with its device table, as
 	// GET /api/v1/deployments/{name} does.
 	Deployment(name string) (httpapi.DeploymentView, bool)
+	// Rollout is a deployment's progressive rollout, as GET
+	// /api/v1/deployments/{name}/rollout answers it (Phase "": the
+	// deployment never rolled out in batches); false: no such deployment.
+	Rollout(name string) (v1.RolloutStatus, bool)
 	// Devices is one page of the device list, as GET /api/v1/devices
 	// shows each device.
 	Devices(q DeviceQuery) DevicePage
@@ -124,6 +128,12 @@ type Backend interface {
 	// Undo makes the deployment's previous spec its spec again, as a new
 	// generation (docs/operator.md, "Going back"), and returns it.
 	Undo(ctx context.Context, name string) (int64, error)
+	// PauseRollout and ResumeRollout pause a Progressing rollout or
+	// resume a Paused one, as the API's rollout/pause and rollout/resume
+	// do; by names who asked (the pause's reason says it). An
+	// *httpapi.Error among the errors gives the page its status.
+	PauseRollout(ctx context.Context, name, by string) error
+	ResumeRollout(ctx context.Context, name, by string) error
 	Command(ctx context.Context, device string, req v1.CommandRequest) (v1.CommandReply, error)
 	// Clusters lists the HA clusters that have a failover bucket. The
 	// failover status is not part of the HTTP API (api/httpapi), so the
@@ -193,6 +203,8 @@ func New(o Options) (*Dashboard, error) {
 	d.mux.HandleFunc("GET /deployments/{name}", d.read(d.deployment))
 	d.mux.HandleFunc("POST /deployments/{name}/delete", d.write(d.delete))
 	d.mux.HandleFunc("POST /deployments/{name}/undo", d.write(d.undo))
+	d.mux.HandleFunc("POST /deployments/{name}/rollout/pause", d.write(d.pauseRollout))
+	d.mux.HandleFunc("POST /deployments/{name}/rollout/resume", d.write(d.resumeRollout))
 	d.mux.HandleFunc("GET /devices", d.read(d.devices))
 	d.mux.HandleFunc("GET /devices/{id}", d.read(d.device))
 	d.mux.HandleFunc("GET /devices/{id}/logs", d.read(d.logs))
@@ -302,6 +314,8 @@ func (d *Dashboard) parse() error {
 		"phaseCSS": phaseClass,
 		"add":      func(a, b int) int { return a + b },
 		"num":      fmtPct,
+		"batchCSS": batchClass,
+		"rollCSS":  rolloutClass,
 	}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {

@@ -30,6 +30,10 @@ type fakeBackend struct {
 	deleted []string
 	applied []string
 	undone  []string
+	// rollouts are the deployments' rollouts (none: never rolled out);
+	// rolloutCalls what pause and resume were asked ("pause web by alice").
+	rollouts     map[string]v1.RolloutStatus
+	rolloutCalls []string
 }
 
 // fakeFleet is a fleet held in the fake: devices with their heartbeat's
@@ -200,6 +204,49 @@ func (f *fakeBackend) Undo(_ context.Context, name string) (int64, error) {
 	f.undone = append(f.undone, name)
 	return 7, nil
 }
+func (f *fakeBackend) Rollout(name string) (v1.RolloutStatus, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.snap.deployments[name]
+	if !ok {
+		return v1.RolloutStatus{}, false
+	}
+	if st, ok := f.rollouts[name]; ok {
+		return st, true
+	}
+	return v1.RolloutStatus{Name: name, Generation: d.Metadata.Generation}, true
+}
+func (f *fakeBackend) PauseRollout(_ context.Context, name, by string) error {
+	return f.pauseOrResume(name, by, true)
+}
+func (f *fakeBackend) ResumeRollout(_ context.Context, name, by string) error {
+	return f.pauseOrResume(name, by, false)
+}
+
+// pauseOrResume refuses as the server does: with the API's error (its
+// status is the page's).
+func (f *fakeBackend) pauseOrResume(name, by string, pause bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	what, from, to := "resume", v1.RolloutPaused, v1.RolloutProgressing
+	if pause {
+		what, from, to = "pause", v1.RolloutProgressing, v1.RolloutPaused
+	}
+	f.rolloutCalls = append(f.rolloutCalls, what+" "+name+" by "+by)
+	st, ok := f.rollouts[name]
+	switch {
+	case !ok:
+		return httpapi.Errorf(httpapi.CodeNotFound, "deployment %q has no rollout", name)
+	case st.Phase != from:
+		return httpapi.Errorf(httpapi.CodeConflict, "deployment %q: cannot %s a rollout that is %s", name, what, st.Phase)
+	}
+	st.Phase, st.Reason = to, ""
+	if pause {
+		st.Reason = "paused by " + by
+	}
+	f.rollouts[name] = st
+	return nil
+}
 func (f *fakeBackend) Command(context.Context, string, v1.CommandRequest) (v1.CommandReply, error) {
 	return v1.CommandReply{OK: true, Output: "up 3 days"}, nil
 }
@@ -349,7 +396,8 @@ func TestSignInIsRequired(t *testing.T) {
 }
 
 func TestEveryPageIsSelfContained(t *testing.T) {
-	srv := newDashboard(t, &fakeBackend{phase: "Converged", snap: fleet(20)})
+	b := &fakeBackend{phase: "Converged", snap: fleet(20), rollouts: map[string]v1.RolloutStatus{"web": paused()}} // its bars and its form
+	srv := newDashboard(t, b)
 	c := newClient(t, srv)
 	c.login(adminSecret)
 	script := regexp.MustCompile(`(?is)<script([^>]*)>(.*?)</script>`)
@@ -393,14 +441,14 @@ func TestViewerCannotChangeAnything(t *testing.T) {
 	if strings.Contains(page, `id="delete"`) || strings.Contains(page, `id="undo"`) {
 		t.Error("a viewer is shown the delete or the undo form")
 	}
-	for _, tc := range []struct{ path string }{{"/deployments/web/delete"}, {"/deployments/web/undo"}, {"/deployments"}, {"/devices/dev-00001/exec"}} {
+	for _, tc := range []struct{ path string }{{"/deployments/web/delete"}, {"/deployments/web/undo"}, {"/deployments/web/rollout/pause"}, {"/deployments/web/rollout/resume"}, {"/deployments"}, {"/devices/dev-00001/exec"}} {
 		code, _, body := viewer.do("POST", tc.path, url.Values{"csrf": {token}, "sure": {"on"}, "manifest": {"x"}, "command": {"id"}}, nil)
 		if code != http.StatusForbidden || !strings.Contains(body, "viewer") {
 			t.Errorf("viewer POST %s: %d, want 403\n%s", tc.path, code, body)
 		}
 	}
-	if len(b.deleted)+len(b.applied)+len(b.undone) != 0 {
-		t.Fatalf("a viewer's request reached the backend: deleted %v, applied %v, undone %v", b.deleted, b.applied, b.undone)
+	if len(b.deleted)+len(b.applied)+len(b.undone)+len(b.rolloutCalls) != 0 {
+		t.Fatalf("a viewer's request reached the backend: deleted %v, applied %v, undone %v, rollouts %v", b.deleted, b.applied, b.undone, b.rolloutCalls)
 	}
 }
 
