@@ -76,6 +76,8 @@ func TestDecodersSizeLimits(t *testing.T) {
 			func(b []byte) error { _, err := DecodeHeartbeat(b); return err }},
 		{"command", MaxCommandBytes, mustMarshal(t, CommandRequest{Op: OpPing}),
 			func(b []byte) error { _, err := DecodeCommandRequest(b); return err }},
+		{"rollout state", MaxRolloutStateBytes, mustMarshal(t, RolloutState{V: FormatVersion, UID: "u", To: 2, Phase: RolloutProgressing}),
+			func(b []byte) error { _, err := DecodeRolloutState(b); return err }},
 		{"device labels", MaxDeviceInfoBytes, mustMarshal(t, DeviceLabels{V: FormatVersion, Overrides: map[string]*string{"site": &office}}),
 			func(b []byte) error { _, err := DecodeDeviceLabels(b); return err }},
 	}
