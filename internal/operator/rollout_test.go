@@ -245,3 +245,40 @@ func TestRolloutRollsBackOnAFailure(t *testing.T) {
 		t.Errorf("rollout state after the rollback: %+v", st)
 	}
 }
+
+// An offline device counts against its batch (it never blocks the
+// rollout): with a threshold of 75 % a batch of four passes without it,
+// with 100 % it fails at once naming it. Either way its desired state
+// holds its batch's generation, for when it comes back.
+func TestAnOfflineDeviceCountsAgainstItsBatch(t *testing.T) {
+	for _, c := range []struct {
+		threshold int
+		phase     string
+	}{{75, v1.RolloutSucceeded}, {100, v1.RolloutPaused}} {
+		t.Run(fmt.Sprint(c.threshold), func(t *testing.T) {
+			f, opts := rolloutFixture(t, 3)
+			f.put(t, f.b.DeviceInfo, "d03", v1.DeviceInfo{V: 1, ID: "d03"}) // no heartbeat: offline
+			defer run(t, New(f.b, quiet(), opts))()
+			f.waitKeys(t, 4)
+			rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Percent: intp(100)}}, SuccessThreshold: intp(c.threshold)})
+			for _, id := range []string{"d00", "d01", "d02"} {
+				f.report(t, id, 2, v1.PhaseReady)
+			}
+			retry.Until(t, 10*time.Second, func() error {
+				if st := f.rollout(t); st.Phase != c.phase {
+					return fmt.Errorf("phase %s (%s), want %s", st.Phase, st.Reason, c.phase)
+				}
+				return nil
+			})
+			if st := f.rollout(t); c.phase == v1.RolloutPaused && st.Failed["d03"] != "offline" {
+				t.Errorf("failed devices %v, want d03 offline", st.Failed)
+			}
+			retry.Until(t, 10*time.Second, func() error {
+				if g := f.generations(t); g["d03"] != 2 {
+					return fmt.Errorf("the offline device's desired state holds generation %d, want its batch's 2", g["d03"])
+				}
+				return nil
+			})
+		})
+	}
+}
