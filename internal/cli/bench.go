@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 	"github.com/harmony-fleet/harmony/internal/fleetbench"
 )
 
@@ -22,7 +23,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		deployments            int
 		heartbeat, idle, limit time.Duration
 		csvDir, svgDir, prof   string
-		runs, servers          int
+		runs, servers, batches int
 		insecure               bool
 	)
 	fleet := &cobra.Command{
@@ -48,7 +49,12 @@ descriptors, and what one device costs the servers (memory, idle CPU, idle
 messages, descriptors). With three servers the figures are summed over them,
 with the busiest or largest server beside. Each size runs --runs times; a
 failed run is reported as failed and the others go on; the summary gives
-min/median/max. --csv and --svg write the series (docs/BENCHMARKS.md).`,
+min/median/max.
+--rollout-batches N gives the first deployment a spec.rollout of N batches
+(N-1 of ⌈100/N⌉ percent, then 100; gate readyForSeconds 0): its creation
+still goes everywhere at once, the change goes batch by batch, and the bench
+reports each batch's time (polling the rollout status every 150 ms) and the
+server's CPU during the change (the operator runs inside the server). --csv and --svg write the series (docs/BENCHMARKS.md).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ns []int
@@ -65,6 +71,9 @@ min/median/max. --csv and --svg write the series (docs/BENCHMARKS.md).`,
 			if servers != 1 && servers != 3 {
 				return usageError{fmt.Errorf("--servers %d: want 1 or 3", servers)}
 			}
+			if batches < 0 || batches > v1.MaxRolloutBatches {
+				return usageError{fmt.Errorf("--rollout-batches %d: want 0 (off) to %d", batches, v1.MaxRolloutBatches)}
+			}
 			if runs < 1 {
 				return usageError{fmt.Errorf("--runs %d: want at least 1", runs)}
 			}
@@ -73,7 +82,8 @@ min/median/max. --csv and --svg write the series (docs/BENCHMARKS.md).`,
 			for _, n := range ns {
 				for k := 0; k < runs; k++ {
 					res, err := fleetbench.Run(cmd.Context(), fleetbench.Config{Devices: n, Deployments: deployments,
-						Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof, Insecure: insecure, Servers: servers})
+						Heartbeat: heartbeat, Idle: idle, Timeout: limit, Progress: stderr, Profile: prof, Insecure: insecure, Servers: servers,
+						RolloutBatches: batches})
 					if cmd.Context().Err() != nil {
 						return cmd.Context().Err()
 					}
@@ -103,6 +113,7 @@ min/median/max. --csv and --svg write the series (docs/BENCHMARKS.md).`,
 		},
 	}
 	fleet.Flags().IntVar(&runs, "runs", 1, "runs per fleet size")
+	fleet.Flags().IntVar(&batches, "rollout-batches", 0, "roll the change out in this many batches (0: at once, no spec.rollout)")
 	fleet.Flags().IntVar(&servers, "servers", 1, "servers: 1, or 3 forming one JetStream cluster (docs/install.md)")
 	fleet.Flags().BoolVar(&insecure, "insecure", false, "run the server with TLS and NATS identities off (to compare)")
 	fleet.Flags().StringVar(&sizes, "devices", "1000", "fleet sizes, comma-separated")

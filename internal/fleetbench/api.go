@@ -31,6 +31,10 @@ func (b *bench) doc(k int, note string) string {
 	if k > 0 {
 		sel = fmt.Sprintf(`{shard: "%d"}`, k-1)
 	}
+	rollout := ""
+	if k == 0 {
+		rollout = rolloutYAML(b.cfg.RolloutBatches)
+	}
 	return fmt.Sprintf(`apiVersion: harmony/v1alpha1
 kind: Deployment
 metadata: {name: %s}
@@ -40,7 +44,7 @@ spec:
   - id: motd
     kind: File
     spec: {path: /etc/motd, content: %q}
-`, depName(k), sel, note)
+`, depName(k), sel, note) + rollout
 }
 
 func (b *bench) post(body string) error {

@@ -3,8 +3,9 @@
 // their CPU time and memory are their own), runs N simulated devices in
 // this process (the real agent, its NATS connection, desired-state watch,
 // status and heartbeats, with instant reconcilers), applies M deployments,
-// changes one, restarts each server in turn and reports what each step
-// cost, in total and per device.
+// changes one (at once, or batch by batch with a spec.rollout), restarts
+// each server in turn and reports what each step cost, in total and per
+// device.
 package fleetbench
 
 import (
@@ -75,6 +76,13 @@ type Config struct {
 	// get all three client URLs and spread over them; the bench enrolls
 	// and applies through the first server's API.
 	Servers int
+	// RolloutBatches, when above 0, gives deployment 0 a spec.rollout of
+	// that many batches (n-1 of ⌈100/n⌉ percent, then percent 100; gate
+	// readyForSeconds 0): its creation still goes to every device at
+	// once, and the change step becomes a rollout batch by batch, timed
+	// per batch from the rollout status (docs/operator.md "Rolling out
+	// in batches"). 0: no spec.rollout, the change goes everywhere at once.
+	RolloutBatches int
 }
 
 // Latencies are per-device times from an apply to the device's succeeded
@@ -152,6 +160,24 @@ type Result struct {
 	// received per second of IdleRate; FDsPerDevice, descriptors of
 	// FDsOnline - FDsBefore.
 	RSSPerDevice, IdleCPUPerDevice, IdleMsgsPerDevice, FDsPerDevice float64
+	// ChangeCPU: CPU time of the servers during the change step (apply to
+	// every device succeeded, and with batches the rollout Succeeded).
+	// The operator runs inside the server process: this is its CPU and
+	// the rest of the server's (NATS, the relay, the API).
+	ChangeCPU time.Duration
+	// RolloutBatches is Config.RolloutBatches. Batches: each batch's time
+	// in the change, as the rollout status polled every rolloutPoll shows
+	// it: the first from the apply, each next from the previous one's
+	// Done, until the poll that first saw it Done (a failed run keeps the
+	// batches done before it failed). BatchDevices: each batch's devices.
+	RolloutBatches int
+	Batches        []time.Duration
+	BatchDevices   []int
+	// StatusPolls: rollout status requests the bench made during the
+	// change (their server CPU is in ChangeCPU); StatusPollCPU: the server
+	// CPU one costs, measured after the change (0 without batches).
+	StatusPolls   int
+	StatusPollCPU time.Duration
 }
 
 // perDevice fills in what one device costs from the totals.
@@ -192,6 +218,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Servers != 1 && cfg.Servers != 3 {
 		return Result{}, fmt.Errorf("fleetbench: %d servers: 1 or 3", cfg.Servers)
 	}
+	if cfg.RolloutBatches < 0 || cfg.RolloutBatches > v1.MaxRolloutBatches {
+		return Result{}, fmt.Errorf("fleetbench: %d rollout batches: 0 (off) to %d", cfg.RolloutBatches, v1.MaxRolloutBatches)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -202,7 +231,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		cfg.Server = []string{exe}
 	}
-	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments, Insecure: cfg.Insecure, Servers: cfg.Servers}}
+	b := &bench{cfg: cfg, res: Result{Devices: cfg.Devices, Deployments: cfg.Deployments, Insecure: cfg.Insecure, Servers: cfg.Servers,
+		RolloutBatches: cfg.RolloutBatches}}
 	res, err := b.run(ctx)
 	if err != nil {
 		res.Err = err.Error()
@@ -362,21 +392,10 @@ func (b *bench) run(ctx context.Context) (Result, error) {
 	b.say("apply %d deployments: the roll-up counts every device succeeded after %s (per device p50 %s, p99 %s)", b.cfg.Deployments,
 		b.res.ApplyTotal.Round(time.Millisecond), lat.Quantile(0.5).Round(time.Millisecond), lat.Quantile(0.99).Round(time.Millisecond))
 
-	// Change deployment 0, which every device has.
-	t0 = time.Now()
-	if err := b.applyOne(0, "two"); err != nil {
-		return b.res, err
-	}
-	lat, err = states.wait(ctx, func(string) map[string]int64 { return map[string]int64{depName(0): 2} }, t0, b.cfg.Timeout)
-	if err != nil {
+	// Change deployment 0, which every device has (change.go).
+	if err := b.change(ctx, states); err != nil {
 		return b.res, fmt.Errorf("change: %w", err)
 	}
-	if err := b.waitRollup(ctx, []*member{b.api}, b.rolledOut(1, 2)); err != nil {
-		return b.res, fmt.Errorf("change: %w", err)
-	}
-	b.res.ChangeTotal, b.res.Change = time.Since(t0), lat
-	b.say("change one deployment: the roll-up counts every device succeeded after %s (per device p50 %s, p99 %s)",
-		b.res.ChangeTotal.Round(time.Millisecond), lat.Quantile(0.5).Round(time.Millisecond), lat.Quantile(0.99).Round(time.Millisecond))
 
 	// Idle: heartbeats only.
 	if b.cfg.Idle > 0 {

@@ -2,12 +2,15 @@ package fleetbench
 
 import (
 	"encoding/csv"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
 )
 
 func TestPerDevice(t *testing.T) {
@@ -109,7 +112,8 @@ func TestShareCA(t *testing.T) {
 
 func TestCSVRowsMatchTheHeader(t *testing.T) {
 	dir := t.TempDir()
-	r := Result{Devices: 3, Deployments: 1, Servers: 3, Apply: Latencies{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}}
+	r := Result{Devices: 3, Deployments: 1, Servers: 3, Apply: Latencies{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond},
+		RolloutBatches: 2, Batches: []time.Duration{1500 * time.Millisecond, 700 * time.Millisecond}, BatchDevices: []int{2, 1}}
 	r.perDevice()
 	if err := WriteCSV(dir, []Result{r, {Devices: 5, Servers: 1, Err: "failed"}}); err != nil {
 		t.Fatal(err)
@@ -128,6 +132,144 @@ func TestCSVRowsMatchTheHeader(t *testing.T) {
 	}
 	if i := slices.Index(rows[0], "servers"); i < 0 || rows[1][i] != "3" || rows[2][i] != "1" {
 		t.Errorf("servers column: header %v, rows %v %v", rows[0], rows[1], rows[2])
+	}
+	for col, want := range map[string][2]string{"rollout_batches": {"2", "0"}, "batch_ms": {"1500.0;700.0", ""}, "batch_devices": {"2;1", ""}} {
+		if i := slices.Index(rows[0], col); i < 0 || rows[1][i] != want[0] || rows[2][i] != want[1] {
+			t.Errorf("%s column: header %v, rows %v %v; want %q and %q", col, rows[0], rows[1], rows[2], want[0], want[1])
+		}
+	}
+}
+
+// TestRolloutDoc: with batches, deployment 0 (every device's) carries a
+// valid spec.rollout of that many batches taking every device, in
+// near-equal parts; the other deployments and a run without batches carry
+// none.
+func TestRolloutDoc(t *testing.T) {
+	for _, tc := range []struct {
+		batches int
+		sizes   []int // of 10,000 devices
+	}{
+		{0, nil},
+		{1, []int{10000}},
+		{3, []int{3400, 3400, 3200}},
+		{4, []int{2500, 2500, 2500, 2500}},
+	} {
+		b := &bench{cfg: Config{Deployments: 3, RolloutBatches: tc.batches}}
+		for k := range 3 {
+			ds, err := v1.ParseDeployments([]byte(b.doc(k, "two")))
+			if err != nil {
+				t.Fatalf("%d batches, deployment %d: %v", tc.batches, k, err)
+			}
+			d := ds[0]
+			if err := d.Validate(); err != nil {
+				t.Fatalf("%d batches, deployment %d: %v", tc.batches, k, err)
+			}
+			r := d.Spec.Rollout
+			if k > 0 || tc.batches == 0 {
+				if r != nil {
+					t.Errorf("%d batches, deployment %d: has a rollout", tc.batches, k)
+				}
+				continue
+			}
+			if r == nil {
+				t.Fatalf("%d batches: deployment 0 has no rollout", tc.batches)
+			}
+			sizes, left := r.BatchSizes(10000, nil)
+			if !slices.Equal(sizes, tc.sizes) || left != 0 || r.Gate.ReadyForSeconds != 0 {
+				t.Errorf("%d batches: sizes %v, %d left, ready for %ds; want %v, none left, 0s", tc.batches, sizes, left, r.Gate.ReadyForSeconds, tc.sizes)
+			}
+		}
+	}
+}
+
+// TestBatchClock: each batch is timed from the previous one's Done (the
+// first from the apply) to the poll that first saw it Done; statuses from
+// before the operator saw the change say nothing; a pause fails the run
+// with its reason and keeps the batches done before it.
+func TestBatchClock(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	st := func(gen int64, phase string, states ...string) v1.RolloutStatus {
+		s := v1.RolloutStatus{Name: "d000", Generation: gen, Phase: phase}
+		if phase != "" {
+			s.To = gen
+		}
+		for _, state := range states {
+			s.Batches = append(s.Batches, v1.RolloutBatchStatus{State: state, Devices: 5})
+		}
+		return s
+	}
+	const D, P, W = v1.BatchDone, v1.BatchInProgress, v1.BatchWaiting
+	c := &batchClock{start: t0}
+	steps := []struct {
+		s    v1.RolloutStatus
+		ms   int
+		done bool
+	}{
+		{st(1, ""), 100, false}, // the operator has not seen the change
+		{st(2, v1.RolloutPending), 200, false},
+		{st(2, v1.RolloutProgressing, P, W, W), 300, false},
+		{st(2, v1.RolloutProgressing, D, P, W), 900, false},
+		{st(2, v1.RolloutProgressing, D, P, W), 1000, false},
+		{st(2, v1.RolloutProgressing, D, D, P), 1500, false},
+		{st(2, v1.RolloutSucceeded, D, D, D), 2400, true},
+		{st(2, v1.RolloutSucceeded, D, D, D), 2600, true},
+	}
+	for _, step := range steps {
+		done, err := c.observe(step.s, 2, at(step.ms))
+		if err != nil || done != step.done {
+			t.Fatalf("at %d ms (%s): done %v, %v; want %v", step.ms, step.s.Phase, done, err, step.done)
+		}
+	}
+	want := []time.Duration{900 * time.Millisecond, 600 * time.Millisecond, 900 * time.Millisecond}
+	if got := c.durations(); !slices.Equal(got, want) || c.polls != len(steps) || !slices.Equal(c.devices, []int{5, 5, 5}) {
+		t.Errorf("durations %v, %d polls, devices %v; want %v, %d, [5 5 5]", got, c.polls, c.devices, want, len(steps))
+	}
+
+	// Two batches seen Done in one poll: the second took no time as far
+	// as the bench can tell.
+	c = &batchClock{start: t0}
+	for _, step := range []struct {
+		s  v1.RolloutStatus
+		ms int
+	}{{st(2, v1.RolloutProgressing, P, W, W), 100}, {st(2, v1.RolloutProgressing, D, D, P), 800}} {
+		if _, err := c.observe(step.s, 2, at(step.ms)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.durations(); !slices.Equal(got, []time.Duration{800 * time.Millisecond, 0}) {
+		t.Errorf("durations %v, want [800ms 0s]", got)
+	}
+
+	paused := st(2, v1.RolloutPaused, D, P, W)
+	paused.Batch, paused.Reason = 2, "batch 2 of 3 failed its gate"
+	if _, err := c.observe(paused, 2, at(900)); !errors.Is(err, errRolloutStopped) || !strings.Contains(err.Error(), paused.Reason) {
+		t.Errorf("paused: %v; want the reason", err)
+	}
+	if _, err := c.observe(st(3, v1.RolloutProgressing, P, W, W), 2, at(900)); err == nil {
+		t.Error("a later generation (someone else's change) was taken for ours")
+	}
+}
+
+func TestWriteTableShowsBatches(t *testing.T) {
+	var off, on strings.Builder
+	WriteTable(&off, Result{Devices: 10, Servers: 1, ChangeCPU: 1500 * time.Millisecond})
+	WriteTable(&on, Result{Devices: 10, Servers: 1, RolloutBatches: 2, Batches: []time.Duration{time.Second, 2 * time.Second},
+		BatchDevices: []int{5, 5}, StatusPolls: 20, StatusPollCPU: 2 * time.Millisecond})
+	if strings.Contains(off.String(), "batch") || !strings.Contains(off.String(), "server CPU, change one") {
+		t.Errorf("without batches:\n%s", off.String())
+	}
+	for _, want := range []string{"the change in 2 batches", "batch 1 of 2", "batch 2 of 2", "2000 ms (5 devices)", "20 during the change, 2.0 ms"} {
+		if !strings.Contains(on.String(), want) {
+			t.Errorf("with batches: no %q in\n%s", want, on.String())
+		}
+	}
+	var sum strings.Builder
+	WriteSummary(&sum, []Result{{Devices: 10, Servers: 1, RolloutBatches: 2, Batches: []time.Duration{time.Second, 2 * time.Second}}})
+	for _, want := range []string{"change one: batch 1 of 2 (s)", "change one: batch 2 of 2 (s)", "server CPU, change one (s)", "per request"} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary: no %q in\n%s", want, sum.String())
+		}
 	}
 }
 

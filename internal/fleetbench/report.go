@@ -3,6 +3,7 @@ package fleetbench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -23,8 +24,15 @@ func WriteTable(w io.Writer, r Result) {
 	fmt.Fprintf(tw, "start -> all online\t%s\n", ms(r.Start))
 	fmt.Fprintf(tw, "apply -> all succeeded (roll-up)\t%s (per device p50 %s, p99 %s, max %s)\n", ms(r.ApplyTotal),
 		ms(r.Apply.Quantile(0.5)), ms(r.Apply.Quantile(0.99)), ms(r.Apply.Quantile(1)))
-	fmt.Fprintf(tw, "change one -> all succeeded (roll-up)\t%s (per device p50 %s, p99 %s, max %s)\n", ms(r.ChangeTotal),
+	change := "change one -> all succeeded (roll-up)"
+	if r.RolloutBatches > 0 {
+		change = "change one -> all succeeded (roll-up), rollout Succeeded"
+	}
+	fmt.Fprintf(tw, "%s\t%s (per device p50 %s, p99 %s, max %s)\n", change, ms(r.ChangeTotal),
 		ms(r.Change.Quantile(0.5)), ms(r.Change.Quantile(0.99)), ms(r.Change.Quantile(1)))
+	for i, d := range r.Batches {
+		fmt.Fprintf(tw, "  batch %d of %d\t%s (%d devices)\n", i+1, r.RolloutBatches, ms(d), r.BatchDevices[i])
+	}
 	restart := "server restart"
 	if r.Servers > 1 {
 		restart = "rolling restart, longest"
@@ -32,6 +40,11 @@ func WriteTable(w io.Writer, r Result) {
 	fmt.Fprintf(tw, "%s -> ready\t%s\n", restart, ms(r.Ready))
 	fmt.Fprintf(tw, "%s -> all online, roll-up restored\t%s\n", restart, ms(r.Restart))
 	fmt.Fprintf(tw, "server CPU, first rollout\t%s\n", ms(r.RolloutCPU))
+	fmt.Fprintf(tw, "server CPU, change one\t%s (the operator's and the rest of the server's)\n", ms(r.ChangeCPU))
+	if r.RolloutBatches > 0 {
+		fmt.Fprintf(tw, "rollout status requests\t%d during the change, %.1f ms of server CPU each (measured after)\n",
+			r.StatusPolls, float64(r.StatusPollCPU)/float64(time.Millisecond))
+	}
 	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
 	if r.Servers > 1 {
 		fmt.Fprintf(tw, "server CPU, idle\t%.1f %% of a core (busiest server %.1f %%)\n", 100*r.IdleCPUShare, 100*r.IdleCPUShareMax)
@@ -60,6 +73,9 @@ func mode(r Result) string {
 	}
 	if r.Servers > 1 {
 		m += fmt.Sprintf(", %d servers", r.Servers)
+	}
+	if r.RolloutBatches > 0 {
+		m += fmt.Sprintf(", the change in %d batches", r.RolloutBatches)
 	}
 	return m
 }
@@ -112,8 +128,26 @@ func WriteSummary(w io.Writer, results []Result) {
 			{"restart -> ready (s)", "%.2f", sec(func(r Result) time.Duration { return r.Ready })},
 			{"restart -> all online, roll-up restored (s)", "%.2f", sec(func(r Result) time.Duration { return r.Restart })},
 			{"server CPU, first rollout (s)", "%.2f", sec(func(r Result) time.Duration { return r.RolloutCPU })},
+			{"server CPU, change one (s)", "%.2f", sec(func(r Result) time.Duration { return r.ChangeCPU })},
 			{"idle server CPU (% of a core)", "%.1f", func(r Result) float64 { return 100 * r.IdleCPUShare }},
 			{"server peak RSS (MiB)", "%.0f", func(r Result) float64 { return float64(r.PeakRSS) / (1 << 20) }},
+		}
+		if n := ok[0].RolloutBatches; n > 0 {
+			// Each batch's time after the change's total; what a status
+			// request costs after the change's CPU.
+			var batches []row
+			for i := range n {
+				batches = append(batches, row{fmt.Sprintf("change one: batch %d of %d (s)", i+1, n), "%.2f", func(r Result) float64 {
+					if i < len(r.Batches) {
+						return r.Batches[i].Seconds()
+					}
+					return 0 // a completed run has every batch
+				}})
+			}
+			rows = slices.Insert(rows, 3, batches...)
+			at := slices.IndexFunc(rows, func(r row) bool { return r.name == "server CPU, change one (s)" })
+			rows = slices.Insert(rows, at+1, row{"rollout status: server CPU per request (ms)", "%.1f",
+				func(r Result) float64 { return float64(r.StatusPollCPU) / float64(time.Millisecond) }})
 		}
 		if ok[0].Servers > 1 {
 			rows = append(rows,

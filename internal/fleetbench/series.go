@@ -20,7 +20,8 @@ func msf(d time.Duration) string {
 // WriteCSV writes fleet.csv (one row per run) and latency-<N>.csv (every
 // device's latency after the first apply and after the change). Server
 // figures are summed over the servers; the _max columns are the busiest or
-// largest server's.
+// largest server's; batch_ms and batch_devices hold one figure per batch
+// of a batched change, ";"-separated.
 func WriteCSV(dir string, results []Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -30,7 +31,8 @@ func WriteCSV(dir string, results []Result) error {
 		"idle_cpu_share", "peak_rss_bytes", "consumers", "rollout_in_msgs_s", "rollout_out_msgs_s",
 		"rollout_in_bytes_s", "rollout_out_bytes_s", "idle_in_msgs_s", "idle_out_msgs_s",
 		"idle_cpu_share_max", "peak_rss_max_bytes", "base_rss_bytes", "connections", "fds_before", "fds_online",
-		"rss_per_device_bytes", "idle_cpu_share_per_device", "idle_in_msgs_s_per_device", "fds_per_device"}}
+		"rss_per_device_bytes", "idle_cpu_share_per_device", "idle_in_msgs_s_per_device", "fds_per_device",
+		"change_cpu_ms", "rollout_batches", "batch_ms", "batch_devices", "status_polls", "status_poll_cpu_ms"}}
 	for _, r := range results {
 		rows = append(rows, []string{strconv.Itoa(r.Devices), strconv.Itoa(r.Deployments), strconv.FormatBool(!r.Insecure), strconv.Itoa(r.Servers), r.Err, msf(r.Start),
 			msf(r.ApplyTotal), msf(r.Apply.Quantile(.5)), msf(r.Apply.Quantile(.99)), msf(r.Apply.Quantile(1)),
@@ -43,7 +45,9 @@ func WriteCSV(dir string, results []Result) error {
 			strconv.FormatFloat(r.IdleCPUShareMax, 'f', 4, 64), strconv.FormatUint(r.PeakRSSMax, 10), strconv.FormatUint(r.BaseRSS, 10),
 			strconv.Itoa(r.Connections), strconv.Itoa(r.FDsBefore), strconv.Itoa(r.FDsOnline),
 			fmt.Sprintf("%.0f", r.RSSPerDevice), strconv.FormatFloat(r.IdleCPUPerDevice, 'g', 4, 64),
-			fmt.Sprintf("%.3f", r.IdleMsgsPerDevice), fmt.Sprintf("%.3f", r.FDsPerDevice)})
+			fmt.Sprintf("%.3f", r.IdleMsgsPerDevice), fmt.Sprintf("%.3f", r.FDsPerDevice),
+			msf(r.ChangeCPU), strconv.Itoa(r.RolloutBatches), joinList(r.Batches, msf), joinList(r.BatchDevices, strconv.Itoa),
+			strconv.Itoa(r.StatusPolls), strconv.FormatFloat(float64(r.StatusPollCPU)/float64(time.Millisecond), 'f', 2, 64)})
 	}
 	if err := writeCSV(filepath.Join(dir, "fleet.csv"), rows); err != nil {
 		return err
@@ -62,6 +66,15 @@ func WriteCSV(dir string, results []Result) error {
 		}
 	}
 	return nil
+}
+
+// joinList is a list in one CSV field, ";"-separated (each batch's figure).
+func joinList[T any](xs []T, f func(T) string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = f(x)
+	}
+	return strings.Join(s, ";")
 }
 
 func writeCSV(path string, rows [][]string) error {
