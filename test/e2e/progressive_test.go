@@ -3,7 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,8 +85,12 @@ func (f *rolloutFleet) must(out string, err error) string {
 func (f *rolloutFleet) containerName(id string) string { return id + "-web-app" }
 
 // apply stores deployment web: a File and a Container carrying version,
-// the container's command, and the rollout.
+// the container's image and command, and the rollout.
 func (f *rolloutFleet) apply(version, command, rollout string) (string, error) {
+	image := podmantest.Image
+	if command == exits {
+		image = badImage
+	}
 	path := writeManifest(f.t, "web", "site: home", fmt.Sprintf(`
   - id: conf
     kind: File
@@ -91,7 +98,7 @@ func (f *rolloutFleet) apply(version, command, rollout string) (string, error) {
   - id: app
     kind: Container
     spec: {image: %s, command: %s, env: {VERSION: "%s"}, stopTimeoutSeconds: 1}
-  rollout:%s`, version, podmantest.Image, command, version, rollout))
+  rollout:%s`, version, image, command, version, rollout))
 	return f.cli("apply", "-f", path)
 }
 
@@ -167,16 +174,41 @@ func (f *rolloutFleet) waitPhase(phase string) v1.RolloutStatus {
 	return st
 }
 
+// page is a dashboard page as a signed-in admin sees it.
+func (f *rolloutFleet) page(path string) string {
+	f.t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: f.https.Transport}
+	resp, err := c.PostForm(f.base+"/login", url.Values{"token": {e2eToken}, "next": {path}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		f.t.Fatalf("sign in and GET %s: %s\n%.300s", path, resp.Status, b)
+	}
+	return string(b)
+}
+
 // fileOf and envOf are what device id runs.
 func (f *rolloutFleet) fileOf(id string) string {
 	b, _ := os.ReadFile(filepath.Join(f.dir, id, "root", "etc", "harmony", "app.conf"))
 	return string(b)
 }
 
+func (f *rolloutFleet) imageOf(id string) string {
+	out, _ := exec.Command("podman", "container", "inspect", "--format", "{{.ImageName}}", f.containerName(id)).Output()
+	return strings.TrimSpace(string(out))
+}
+
 func (f *rolloutFleet) envOf(id string) string {
 	out, _ := exec.Command("podman", "container", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", f.containerName(id)).Output()
 	return string(out)
 }
+
+// badImage is the test image under another name: the bad change's.
+const badImage = "localhost/harmony-busybox:rollout-bad"
 
 const (
 	sleeps = `["sleep", "3600"]`
@@ -193,11 +225,18 @@ const (
 func TestProgressiveRollout(t *testing.T) {
 	f := newRolloutFleet(t, 10)
 	batch1, batch2, batch3 := f.ids[:1], f.ids[1:4], f.ids[4:]
+	if out, err := exec.Command("podman", "tag", podmantest.Image, badImage).CombinedOutput(); err != nil {
+		t.Fatalf("podman tag: %s %v", out, err)
+	}
+	t.Cleanup(func() { _ = exec.Command("podman", "untag", podmantest.Image, badImage).Run() })
+	start := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 
 	// The first generation goes everywhere at once: there is nothing to
 	// protect yet.
 	f.must(f.apply("1", sleeps, staged))
 	f.readyAt(1, f.ids...)
+	step("generation 1 Ready on every device")
 
 	// Bad input: each refused naming its field; nothing stored.
 	for _, c := range []struct{ rollout, field string }{
@@ -216,6 +255,7 @@ func TestProgressiveRollout(t *testing.T) {
 	// Generation 2: batch 1 alone, then batch 2 only after the gate.
 	f.must(f.apply("2", sleeps, staged))
 	f.readyAt(2, batch1...)
+	step("generation 2 Ready on batch 1")
 	st := f.status()
 	if st.Phase != v1.RolloutProgressing || st.Batch != 1 || len(st.Batches) != 3 || st.Batches[0].Devices != 1 || st.Batches[1].Devices != 3 || st.Batches[2].Devices != 6 {
 		t.Fatalf("rollout status after batch 1: %+v", st)
@@ -224,12 +264,13 @@ func TestProgressiveRollout(t *testing.T) {
 	if !strings.Contains(out, "batch 1 of 3") {
 		t.Fatalf("rollout status says:\n%s", out)
 	}
-	page := getWithToken(t, f.https, f.base+"/deployments/web")
-	if !strings.Contains(page, "batch 1 of 3") {
+	page := f.page("/deployments/web")
+	if !strings.Contains(page, "batch 1 of 3") || !strings.Contains(page, "rollout-batches") {
 		t.Fatalf("the deployment page shows no batch progress:\n%.2000s", page)
 	}
 	f.neverAt(2, 2*time.Second, append(batch2, batch3...)...) // the gate is 6 s
 	f.readyAt(2, f.ids[:4]...)
+	step("generation 2 Ready on batches 1 and 2")
 
 	// The server is killed in the middle and comes back: the rollout
 	// goes on at the batch it was at.
@@ -237,12 +278,14 @@ func TestProgressiveRollout(t *testing.T) {
 		t.Fatal("server exited 0 on SIGKILL")
 	}
 	f.startServer()
+	step("server killed and restarted")
 	if st := f.status(); st.Batch != 2 || st.Phase != v1.RolloutProgressing {
 		t.Fatalf("after the server restart: batch %d %s, want batch 2 Progressing", st.Batch, st.Phase)
 	}
 	f.neverAt(2, 2*time.Second, batch3...)
 	f.readyAt(2, f.ids...)
 	f.waitPhase(v1.RolloutSucceeded)
+	step("generation 2 succeeded")
 	for _, id := range f.ids {
 		if got := f.fileOf(id); got != "version=2\n" || !strings.Contains(f.envOf(id), "VERSION=2") {
 			t.Fatalf("%s after generation 2: file %q, env %q", id, got, f.envOf(id))
@@ -255,6 +298,7 @@ func TestProgressiveRollout(t *testing.T) {
 		t.Fatalf("undo said %q", out)
 	}
 	f.readyAt(3, f.ids...)
+	step("the undo (generation 3) Ready everywhere")
 	for _, id := range f.ids {
 		if got := f.fileOf(id); got != "version=1\n" || !strings.Contains(f.envOf(id), "VERSION=1") {
 			t.Fatalf("%s after the undo: file %q, env %q", id, got, f.envOf(id))
@@ -265,6 +309,7 @@ func TestProgressiveRollout(t *testing.T) {
 	// the rollout pauses; no other device sees the generation.
 	f.must(f.apply("4", exits, staged))
 	st = f.waitPhase(v1.RolloutPaused)
+	step("generation 4 paused")
 	if st.Batch != 1 || st.Failed[batch1[0]] == "" || !strings.Contains(st.Reason, "batch 1 of 3 failed its gate") {
 		t.Fatalf("paused rollout: %+v", st)
 	}
@@ -279,13 +324,15 @@ func TestProgressiveRollout(t *testing.T) {
 	// container the old one; the others never saw a bad generation.
 	f.must(f.apply("5", exits, staged+"\n    onFailure: rollback"))
 	st = f.waitPhase(v1.RolloutRolledBack)
+	step("generation 5 rolled back")
 	if st.RollbackGeneration != 6 {
 		t.Fatalf("rolled back rollout: %+v", st)
 	}
 	f.readyAt(6, f.ids...)
+	step("generation 6 Ready everywhere")
 	for _, id := range f.ids {
-		if got := f.fileOf(id); got != "version=1\n" || !strings.Contains(f.envOf(id), "VERSION=1") {
-			t.Fatalf("%s after the rollback: file %q, env %q", id, got, f.envOf(id))
+		if got := f.fileOf(id); got != "version=1\n" || !strings.Contains(f.envOf(id), "VERSION=1") || f.imageOf(id) != podmantest.Image {
+			t.Fatalf("%s after the rollback: file %q, env %q, image %q", id, got, f.envOf(id), f.imageOf(id))
 		}
 	}
 }
