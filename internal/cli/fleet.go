@@ -90,6 +90,13 @@ func waitRollout(ctx context.Context, c *httpapi.Client, stdout, stderr io.Write
 			if p.Matched == 0 {
 				line = fmt.Sprintf("deployment/%s: matches no device", name)
 			}
+			// A rollout in batches: where it is, and whether it stopped.
+			var ro v1.RolloutStatus
+			if v.Deployment.Spec.Rollout != nil {
+				if ro, err = c.Rollout(ctx, name); err == nil && ro.To == gen && ro.Batch > 0 {
+					line += fmt.Sprintf(" (%s, batch %d of %d)", ro.Phase, ro.Batch, len(ro.Batches))
+				}
+			}
 			if line != last {
 				fmt.Fprintln(stdout, line)
 				last = line
@@ -99,6 +106,10 @@ func waitRollout(ctx context.Context, c *httpapi.Client, stdout, stderr io.Write
 				fmt.Fprintf(stderr, "warning: deployment/%s matches no device (selector %s): nothing was rolled out\n",
 					name, joinMap(v.Deployment.Spec.Selector.MatchLabels, "="))
 				return nil
+			case ro.To == gen && ro.Phase == v1.RolloutPaused:
+				return fmt.Errorf("deployment/%s: the rollout of generation %d is paused: %s (harmony rollout status deployment/%s)", name, gen, ro.Reason, name)
+			case ro.To == gen && ro.Phase == v1.RolloutRolledBack:
+				return fmt.Errorf("deployment/%s: generation %d was rolled back (generation %d holds the earlier spec): %s", name, gen, ro.RollbackGeneration, ro.Reason)
 			case p.Failed > 0:
 				return fmt.Errorf("deployment/%s failed at generation %d: %s", name, gen, p.LastError)
 			case p.Succeeded == p.Matched:

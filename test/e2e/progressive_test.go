@@ -86,7 +86,7 @@ func (f *rolloutFleet) containerName(id string) string { return id + "-web-app" 
 
 // apply stores deployment web: a File and a Container carrying version,
 // the container's image and command, and the rollout.
-func (f *rolloutFleet) apply(version, command, rollout string) (string, error) {
+func (f *rolloutFleet) apply(version, command, rollout string, flags ...string) (string, error) {
 	image := podmantest.Image
 	if command == exits {
 		image = badImage
@@ -99,7 +99,7 @@ func (f *rolloutFleet) apply(version, command, rollout string) (string, error) {
     kind: Container
     spec: {image: %s, command: %s, env: {VERSION: "%s"}, stopTimeoutSeconds: 1}
   rollout:%s`, version, image, command, version, rollout))
-	return f.cli("apply", "-f", path)
+	return f.cli(append([]string{"apply", "-f", path}, flags...)...)
 }
 
 // devices reads every matched device's line of web.
@@ -307,7 +307,11 @@ func TestProgressiveRollout(t *testing.T) {
 
 	// A container that exits at once: the first batch fails its gate and
 	// the rollout pauses; no other device sees the generation.
-	f.must(f.apply("4", exits, staged))
+	// apply --wait says the change did not make it.
+	if _, err := f.apply("4", exits, staged, "--wait", "--timeout", "3m"); err == nil ||
+		!strings.Contains(err.Error(), "failed at generation 4") && !strings.Contains(err.Error(), "rollout of generation 4 is paused") {
+		t.Fatalf("apply --wait of a change whose container exits: %v", err)
+	}
 	st = f.waitPhase(v1.RolloutPaused)
 	step("generation 4 paused")
 	if st.Batch != 1 || st.Failed[batch1[0]] == "" || !strings.Contains(st.Reason, "batch 1 of 3 failed its gate") {
