@@ -257,13 +257,26 @@ func (o *Operator) judgeBatch(g gates, name string, d v1.Deployment, st v1.Rollo
 		st.Phase, st.Updated = v1.RolloutSucceeded, now.UTC()
 		return st, true
 	}
-	batch := st.Batches[st.Batch]
-	need := (len(batch)*spec.Threshold() + 99) / 100
 	devs := g.of(gateKey{name: name, uid: st.UID, to: st.To, batch: st.Batch, resumes: st.Resumes})
 	pass, updating := 0, 0
 	failures := map[string]string{}
 	o.mu.RLock()
-	for _, id := range batch[:min(st.Released, len(batch))] {
+	// A device of the batch that is gone or no longer matches (relabelled)
+	// is no longer the rollout's: it counts neither way.
+	var batch []string
+	released := 0
+	for j, id := range st.Batches[st.Batch] {
+		info, ok := o.devices[id]
+		if !ok || !d.Spec.Selector.Matches(Device{Info: info, Overrides: o.overrides[id]}.Labels()) {
+			continue
+		}
+		batch = append(batch, id)
+		if j < st.Released {
+			released++
+		}
+	}
+	need := (len(batch)*spec.Threshold() + 99) / 100
+	for _, id := range batch[:released] {
 		dg := devs[id]
 		if dg == nil {
 			dg = &devGate{released: now}
@@ -296,8 +309,8 @@ func (o *Operator) judgeBatch(g gates, name string, d v1.Deployment, st v1.Rollo
 		}
 		o.log.Warn("rollout batch failed", "deployment", name, "generation", st.To, "phase", st.Phase, "reason", st.Reason)
 		return st, true
-	case spec.MaxUpdating > 0 && st.Released < len(batch) && updating < spec.MaxUpdating:
-		st.Released = min(len(batch), st.Released+spec.MaxUpdating-updating)
+	case spec.MaxUpdating > 0 && st.Released < len(st.Batches[st.Batch]) && updating < spec.MaxUpdating:
+		st.Released = min(len(st.Batches[st.Batch]), st.Released+spec.MaxUpdating-updating)
 		st.Updated = now.UTC()
 		return st, true
 	}

@@ -282,3 +282,25 @@ func TestAnOfflineDeviceCountsAgainstItsBatch(t *testing.T) {
 		})
 	}
 }
+
+// A device that leaves the fleet during its batch no longer counts: the
+// batch it was alone in passes, and the rollout goes on.
+func TestADeviceThatLeavesDoesNotHoldItsBatch(t *testing.T) {
+	f, opts := rolloutFixture(t, 3)
+	defer run(t, New(f.b, quiet(), opts))()
+	f.waitKeys(t, 3)
+	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(100)}}})
+	retry.Until(t, 10*time.Second, func() error {
+		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00"}) {
+			return fmt.Errorf("devices on generation 2: %v, want [d00]", got)
+		}
+		return nil
+	})
+	f.deleteKey(t, f.b.DeviceInfo, "d00")
+	retry.Until(t, 10*time.Second, func() error {
+		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d01", "d02"}) {
+			return fmt.Errorf("devices on generation 2: %v, want d01 and d02", got)
+		}
+		return nil
+	})
+}
