@@ -200,6 +200,10 @@ type RolloutState struct {
 	// Resumes counts a person's resumes: each judges the current batch
 	// afresh.
 	Resumes int `json:"resumes,omitempty"`
+	// Excused are devices of the current batch a person's resume left out
+	// of the judging: those that had failed the gate by being offline.
+	// They get their batch's generation when they come back.
+	Excused []string `json:"excused,omitempty"`
 	// RollbackGeneration is the generation that stored the previous spec
 	// again.
 	RollbackGeneration int64 `json:"rollbackGeneration,omitempty"`
@@ -241,7 +245,8 @@ func (s RolloutState) Has(pos Position, ok bool) bool {
 	case ok:
 		return pos.Batch < s.Batch || (pos.Batch == s.Batch && pos.Index < s.Released)
 	}
-	return len(s.Batches) > 0 && s.Batch >= len(s.Batches)-1
+	// A device in no batch joins the last one, while the rollout goes on.
+	return s.Phase == RolloutProgressing && len(s.Batches) > 0 && s.Batch >= len(s.Batches)-1
 }
 
 // DecodeRolloutState reads a rollouts value.

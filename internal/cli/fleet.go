@@ -92,7 +92,7 @@ func waitRollout(ctx context.Context, c *httpapi.Client, stdout, stderr io.Write
 			}
 			// A rollout in batches: where it is, and whether it stopped.
 			var ro v1.RolloutStatus
-			if v.Deployment.Spec.Rollout != nil {
+			if v.Deployment.Spec.Rollout != nil || v.Status.Generation > gen { // a rollback's spec may have none
 				if ro, err = c.Rollout(ctx, name); err == nil && ro.To == gen && ro.Batch > 0 {
 					line += fmt.Sprintf(" (%s, batch %d of %d)", ro.Phase, ro.Batch, len(ro.Batches))
 				}

@@ -337,7 +337,17 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 		}
 		st, err := v1.DecodeRolloutState(e.Value)
 		if err != nil {
-			o.log.Warn("ignoring an undecodable rollout state", "key", e.Key, "err", err)
+			// Kept as no state at its revision: the controller writes a
+			// new one over it.
+			o.log.Warn("an undecodable rollout state; the rollout starts again", "key", e.Key, "err", err)
+			o.setRolloutLocked(e.Key, nil, nil, 0, true)
+			if r := o.rollouts[e.Key]; r != nil {
+				next := *r
+				next.Rev = e.Revision
+				o.rollouts[e.Key] = &next
+			} else {
+				o.rollouts[e.Key] = &Rollout{Rev: e.Revision}
+			}
 			break
 		}
 		o.setRolloutLocked(e.Key, nil, &st, e.Revision, false)

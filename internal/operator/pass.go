@@ -68,7 +68,14 @@ func (o *Operator) render(ctx context.Context) error {
 	o.want = change.applyTo(o.want)
 	check := change.toCheck(in.work, in.stored)
 	have := o.storedEntries(check)
-	p := planWrites(check, o.want, have, in.deployments)
+	leased := o.opts.Lease == nil || o.opts.Lease.Held()
+	p := planWrites(check, o.want, have, in.deployments, func(key string) bool {
+		if leased {
+			return false
+		}
+		_, name, err := v1.SplitDeviceKey(key)
+		return err == nil && heldBack(in.deployments[name], in.rollouts[name])
+	})
 	return o.applyPlan(ctx, in, check, have, p)
 }
 

@@ -106,6 +106,22 @@ func desiredBytes(id, name string, d v1.Deployment, secrets map[string]string) (
 	if resources == nil {
 		resources = []v1.Resource{}
 	}
+	if len(secrets) > 0 {
+		// Only the secrets of the spec given: while a rollout goes on the
+		// versions are those of both specs, and a device may read only
+		// the secrets its desired state names.
+		names := d.SecretNames()
+		if len(names) != len(secrets) {
+			only := make(map[string]string, len(names))
+			for _, n := range names {
+				only[n] = secrets[n]
+			}
+			secrets = only
+		}
+		if len(secrets) == 0 {
+			secrets = nil
+		}
+	}
 	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name, UID: d.Metadata.UID,
 		Generation: d.Metadata.Generation, Resources: resources, Secrets: secrets})
 }
@@ -245,13 +261,15 @@ type writePlan struct {
 // with the stored entry (have). A stored value with a later generation
 // than the deployment known here was written by an operator with a
 // fresher view: it is left alone, never rolled back.
-func planWrites(check []string, want map[string][]byte, have map[string]store.Entry, deployments map[string]v1.Deployment) writePlan {
+func planWrites(check []string, want map[string][]byte, have map[string]store.Entry, deployments map[string]v1.Deployment, heldBack func(key string) bool) writePlan {
 	var p writePlan
 	for _, key := range check {
 		b, wanted := want[key]
 		cur, stored := have[key]
 		switch {
 		case wanted && stored && bytes.Equal(cur.Value, b):
+		case wanted && heldBack(key):
+			// A rollout decides these bytes: only the lease holder writes.
 		case wanted && stored && newerGeneration(cur.Value, deployments, key):
 		case wanted && stored:
 			p.writes = append(p.writes, write{key: key, value: b, rev: cur.Revision})

@@ -21,6 +21,8 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 	deps := map[string]v1.Deployment{}
 	devs := map[string]Device{}
 	want := map[string][]byte{}
+	rollouts := map[string]*Rollout{}
+	withRollout := 0
 	ids := []string{"a", "b", "c.d", "e"}
 	names := []string{"web", "db", "cache"}
 	sites := []string{"home", "office"}
@@ -29,7 +31,26 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 		// One to three changes per pass.
 		for range 1 + rng.IntN(3) {
 			id, name := ids[rng.IntN(len(ids))], names[rng.IntN(len(names))]
-			switch rng.IntN(5) {
+			switch rng.IntN(6) {
+			case 5:
+				// A rollout of name's current generation (or of another),
+				// at a random batch and phase, or none.
+				d, ok := deps[name]
+				if !ok || rng.IntN(4) == 0 {
+					delete(rollouts, name)
+					w.deployments[name] = true
+					break
+				}
+				sel := map[string]string{}
+				if rng.IntN(2) == 0 {
+					sel["site"] = sites[rng.IntN(2)]
+				}
+				from := deployment(name, d.Metadata.Generation-1, sel)
+				st := &v1.RolloutState{V: 1, To: d.Metadata.Generation - int64(rng.IntN(2)),
+					Batches: [][]string{{ids[0]}, {ids[1], ids[2]}}, Batch: rng.IntN(3), Released: rng.IntN(3),
+					Phase: []string{v1.RolloutProgressing, v1.RolloutPaused, v1.RolloutSucceeded, v1.RolloutRolledBack}[rng.IntN(4)]}
+				rollouts[name] = &Rollout{From: &from, State: st, pos: st.Positions()}
+				w.deployments[name] = true
 			case 0:
 				sel := map[string]string{}
 				if rng.IntN(2) == 0 {
@@ -63,7 +84,7 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 			}
 		}
 		before := maps.Clone(want)
-		c, err := planWant(w, deps, nil, nil, in, want)
+		c, err := planWant(w, deps, rollouts, nil, in, want)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +92,10 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 			t.Fatalf("step %d: planWant changed want", step)
 		}
 		want = c.applyTo(want)
-		full, _ := Render(deps, nil, nil, devs)
+		full, _ := Render(deps, rollouts, nil, devs)
+		if plain, _ := Render(deps, nil, nil, devs); !reflect.DeepEqual(plain, full) {
+			withRollout++ // the rollouts made a difference: the check sees them
+		}
 		if !reflect.DeepEqual(keys(want), keys(full)) {
 			t.Fatalf("step %d: want %v, a full render %v", step, keys(want), keys(full))
 		}
@@ -80,6 +104,9 @@ func TestPlanWantFollowsTheFullRender(t *testing.T) {
 				t.Fatalf("step %d: %s differs from a full render", step, k)
 			}
 		}
+	}
+	if withRollout < 100 {
+		t.Errorf("the rollouts changed the render in only %d of 3000 steps", withRollout)
 	}
 }
 
@@ -100,12 +127,39 @@ func TestPlanWrites(t *testing.T) {
 		"unwatched.": {Key: "unwatched.", Value: nil, Revision: 7},
 	}
 	check := []string{"a.web", "b.web", "c.web", "d.web", "gone.web", "not-a-key", "unwatched.", "x.web", "y.old"}
-	p := planWrites(check, want, have, deps)
+	p := planWrites(check, want, have, deps, func(string) bool { return false })
 	got := fmt.Sprint(p.writes, " ", p.orphans)
 	wantPlan := fmt.Sprint([]write{{key: "b.web", value: gen(2), rev: 2}, {key: "d.web", value: gen(2)}}, " ",
 		[]removal{{key: "x.web", rev: 4}, {key: "y.old", rev: 6}})
 	if got != wantPlan {
 		t.Fatalf("plan:\n got %s\nwant %s", got, wantPlan)
+	}
+	// Keys a rollout decides, on a server without the lease: no write
+	// (the stored generation 1 stays), the orphans as before.
+	p = planWrites(check, want, have, deps, func(key string) bool { return key == "b.web" || key == "d.web" })
+	if got := fmt.Sprint(p.writes, " ", p.orphans); got != fmt.Sprint([]write(nil), " ", []removal{{key: "x.web", rev: 4}, {key: "y.old", rev: 6}}) {
+		t.Fatalf("held-back plan: %s", got)
+	}
+}
+
+func TestHeldBackOnlyWhileARolloutGoesOn(t *testing.T) {
+	from := deployment("web", 1, nil)
+	d := deployment("web", 2, nil)
+	d.Spec.Rollout = &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Percent: intp(100)}}}
+	for _, c := range []struct {
+		r    *Rollout
+		held bool
+	}{
+		{nil, false},
+		{&Rollout{}, false},           // no From: the change goes everywhere
+		{&Rollout{From: &from}, true}, // Pending
+		{&Rollout{From: &from, State: &v1.RolloutState{To: 2, Phase: v1.RolloutPaused}}, true},
+		{&Rollout{From: &from, State: &v1.RolloutState{To: 1, Phase: v1.RolloutSucceeded}}, true}, // another generation's
+		{&Rollout{From: &from, State: &v1.RolloutState{To: 2, Phase: v1.RolloutSucceeded}}, false},
+	} {
+		if got := heldBack(d, c.r); got != c.held {
+			t.Errorf("%+v: held back %v, want %v", c.r, got, c.held)
+		}
 	}
 }
 

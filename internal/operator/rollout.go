@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -57,7 +58,7 @@ func (o *Operator) setRolloutLocked(name string, from **v1.Deployment, st *v1.Ro
 	case st != nil:
 		next.State, next.Rev, next.pos = st, rev, st.Positions()
 	}
-	if next.From == nil && next.State == nil {
+	if next.From == nil && next.State == nil && next.Rev == 0 {
 		delete(o.rollouts, name)
 		return
 	}
@@ -158,7 +159,7 @@ func (o *Operator) enterBatch(st v1.RolloutState, spec *v1.RolloutSpec, i int, n
 	for i < len(st.Batches) && len(st.Batches[i]) == 0 {
 		i++
 	}
-	st.Batch, st.Released, st.Failed, st.Reason = i, 0, nil, ""
+	st.Batch, st.Released, st.Failed, st.Reason, st.Excused = i, 0, nil, "", nil
 	st.BatchStarted, st.Updated = now.UTC(), now.UTC()
 	if i >= len(st.Batches) {
 		st.Phase = v1.RolloutSucceeded
@@ -167,6 +168,10 @@ func (o *Operator) enterBatch(st v1.RolloutState, spec *v1.RolloutSpec, i int, n
 	st.Released = released(spec, len(st.Batches[i]))
 	return st
 }
+
+// FailedOffline is why a device that was offline failed the gate: a
+// person's resume excuses such devices.
+const FailedOffline = "offline"
 
 // gateKey names one judging of one batch: a resume judges it afresh.
 type gateKey struct {
@@ -212,7 +217,7 @@ func (o *Operator) judgeDevice(id, name string, d v1.Deployment, gate v1.Rollout
 	st := o.states[v1.DeviceKey(id, name)]
 	switch o.devicePhaseLocked(id, name, d, now) {
 	case phaseOffline:
-		return failed, "offline", true
+		return failed, FailedOffline, true
 	case v1.PhaseFailed:
 		if st.RefusedGeneration == d.Metadata.Generation {
 			return failed, "refused the generation: " + st.Message, true
@@ -263,11 +268,12 @@ func (o *Operator) judgeBatch(g gates, name string, d v1.Deployment, st v1.Rollo
 	o.mu.RLock()
 	// A device of the batch that is gone or no longer matches (relabelled)
 	// is no longer the rollout's: it counts neither way.
+	// So is one a person's resume excused (it was offline).
 	var batch []string
 	released := 0
 	for j, id := range st.Batches[st.Batch] {
 		info, ok := o.devices[id]
-		if !ok || !d.Spec.Selector.Matches(Device{Info: info, Overrides: o.overrides[id]}.Labels()) {
+		if !ok || !d.Spec.Selector.Matches(Device{Info: info, Overrides: o.overrides[id]}.Labels()) || slices.Contains(st.Excused, id) {
 			continue
 		}
 		batch = append(batch, id)
@@ -294,8 +300,9 @@ func (o *Operator) judgeBatch(g gates, name string, d v1.Deployment, st v1.Rollo
 		}
 	}
 	o.mu.RUnlock()
+	all := st.Released >= len(st.Batches[st.Batch])
 	switch {
-	case pass >= need:
+	case pass >= need && all: // every device of the batch has the change
 		o.log.Info("rollout batch passed", "deployment", name, "generation", st.To, "batch", st.Batch+1, "of", len(st.Batches), "passed", pass, "devices", len(batch))
 		return o.enterBatch(st, spec, st.Batch+1, now), true
 	case len(batch)-len(failures) < need:
@@ -323,6 +330,7 @@ func (o *Operator) rolloutLoop(ctx context.Context) error {
 	t := time.NewTicker(o.opts.RolloutTick)
 	defer t.Stop()
 	g := gates{}
+	held := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -330,7 +338,16 @@ func (o *Operator) rolloutLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 		if o.Phase() != Converged || (o.opts.Lease != nil && !o.opts.Lease.Held()) {
+			// The gate's clocks are of the time the lease was held: a
+			// device waits its time again when it comes back.
+			g, held = gates{}, false
 			continue
+		}
+		if !held {
+			// Only the lease holder writes what a rollout decides
+			// (heldBack): look at everything again now that this one is.
+			held = true
+			o.renderAll()
 		}
 		o.stepRollouts(ctx, g, time.Now())
 	}
@@ -373,12 +390,12 @@ func (o *Operator) stepRollouts(ctx context.Context, g gates, now time.Time) {
 		default:
 			continue
 		}
-		rev := uint64(0)
-		if j.r.State != nil {
-			rev = j.r.Rev
-		}
-		if err := o.putRollout(ctx, j.name, next, rev); err != nil && !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
-			o.log.Warn("rollout state not stored; will retry", "deployment", j.name, "err", err)
+		if err := o.putRollout(ctx, j.name, next, j.r.Rev); err != nil && ctx.Err() == nil {
+			if errors.Is(err, store.ErrConflict) {
+				o.log.Debug("rollout state changed meanwhile; will look again", "deployment", j.name)
+			} else {
+				o.log.Warn("rollout state not stored; will retry", "deployment", j.name, "err", err)
+			}
 		}
 	}
 	for k := range g {
@@ -386,6 +403,25 @@ func (o *Operator) stepRollouts(ctx context.Context, g gates, now time.Time) {
 			delete(g, k)
 		}
 	}
+}
+
+// renderAll makes the next render pass a full one.
+func (o *Operator) renderAll() {
+	o.mu.Lock()
+	o.dirty.full = true
+	o.mu.Unlock()
+	o.poke()
+}
+
+// heldBack reports whether a rollout decides the bytes of d's keys (it
+// is in progress): then only the lease holder writes them, so that a
+// server whose view of the rollout lags never takes a device back.
+func heldBack(d v1.Deployment, r *Rollout) bool {
+	if r == nil || r.From == nil || d.Spec.Rollout == nil {
+		return false
+	}
+	st := r.state(d)
+	return st == nil || !st.Done()
 }
 
 // putRollout stores a rollout's state, conditional on rev (0: create).

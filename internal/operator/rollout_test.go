@@ -270,8 +270,21 @@ func TestAnOfflineDeviceCountsAgainstItsBatch(t *testing.T) {
 				}
 				return nil
 			})
-			if st := f.rollout(t); c.phase == v1.RolloutPaused && st.Failed["d03"] != "offline" {
-				t.Errorf("failed devices %v, want d03 offline", st.Failed)
+			if st := f.rollout(t); c.phase == v1.RolloutPaused {
+				if st.Failed["d03"] != FailedOffline {
+					t.Errorf("failed devices %v, want d03 offline", st.Failed)
+				}
+				// A person resumes (as the API does): the offline device
+				// is excused, and the batch passes without it.
+				st.Phase, st.Failed, st.Excused = v1.RolloutProgressing, nil, []string{"d03"}
+				st.Resumes++
+				f.put(t, f.b.Rollouts, "web", st)
+				retry.Until(t, 10*time.Second, func() error {
+					if st := f.rollout(t); st.Phase != v1.RolloutSucceeded {
+						return fmt.Errorf("after the resume: phase %s (%s)", st.Phase, st.Reason)
+					}
+					return nil
+				})
 			}
 			retry.Until(t, 10*time.Second, func() error {
 				if g := f.generations(t); g["d03"] != 2 {

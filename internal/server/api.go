@@ -210,7 +210,7 @@ func (h *handler) applyDocs(ctx context.Context, body []byte) ([]httpapi.ApplyRe
 		seen[docs[i].Metadata.Name] = i + 1
 		e := h.refusal(ctx, docs[i], fmt.Sprintf("document %d", i+1))
 		if e == nil {
-			e = h.rolloutRefusal(docs[i], fmt.Sprintf("document %d", i+1)) // rollout.go
+			e = h.rolloutRefusal(ctx, docs[i], fmt.Sprintf("document %d", i+1)) // rollout.go
 		}
 		if e != nil {
 			if e.Code == httpapi.CodeInvalid {

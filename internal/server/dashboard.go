@@ -234,7 +234,7 @@ func (g *gate) pauseOrResume(ctx context.Context, name, by string, pause bool) e
 	if h == nil {
 		return errStarting
 	}
-	if e := h.pauseOrResume(ctx, name, by, pause); e != nil {
+	if _, e := h.pauseOrResume(ctx, name, by, pause); e != nil {
 		return e
 	}
 	return nil

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/harmony-fleet/harmony/api/httpapi"
@@ -44,12 +46,26 @@ func (h *handler) stableOf(ctx context.Context, old v1.StoredDeployment) (*v1.De
 	return old.RolloutFrom, nil
 }
 
-// rolloutRefusal refuses a rollout whose batches leave out some of the
-// devices the deployment matches now (judged once the view is rebuilt:
-// devices that match later join the last batch).
-func (h *handler) rolloutRefusal(d v1.Deployment, what string) *httpapi.Error {
+// rolloutRefusal refuses a change that rolls out in batches leaving out
+// some of the devices the deployment matches now (judged once the view is
+// rebuilt: devices that match later join the last batch). A creation or an
+// unchanged spec rolls nothing out and is not checked.
+func (h *handler) rolloutRefusal(ctx context.Context, d v1.Deployment, what string) *httpapi.Error {
 	if d.Spec.Rollout == nil || h.op.Phase() != operator.Converged {
 		return nil
+	}
+	e, err := h.kvs[h.cfg.Buckets.Deployments].Get(ctx, d.Metadata.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return storeErrorOf(err)
+	}
+	if old, err := v1.DecodeStoredDeployment(e.Value); err == nil {
+		oldHash, _ := old.Deployment.SpecHash()
+		if hash, _ := d.SpecHash(); hash == oldHash {
+			return nil
+		}
 	}
 	left, matched := h.op.Uncovered(d.Spec.Selector, d.Spec.Rollout)
 	if left == 0 {
@@ -75,31 +91,37 @@ func (h *handler) resumeRollout(w http.ResponseWriter, r *http.Request) { h.roll
 func (h *handler) rolloutAction(w http.ResponseWriter, r *http.Request, pause bool) {
 	name := r.PathValue("name")
 	by, _ := r.Context().Value(tokenNameKey{}).(string)
-	if e := h.pauseOrResume(r.Context(), name, by, pause); e != nil {
+	stored, e := h.pauseOrResume(r.Context(), name, by, pause)
+	if e != nil {
 		apiError(w, e)
 		return
 	}
+	// The view may not have the write yet: the answer says what was
+	// written.
 	st, _ := h.op.RolloutStatus(name)
+	st.Phase, st.Reason, st.Failed = stored.Phase, stored.Reason, stored.Failed
 	writeJSON(w, http.StatusOK, st)
 }
 
 // pauseOrResume pauses the current generation's rollout (no device is
 // given the change until it resumes) or resumes it (the current batch is
-// judged afresh). The API's and the dashboard's.
-func (h *handler) pauseOrResume(ctx context.Context, name, by string, pause bool) *httpapi.Error {
+// judged afresh, without the devices that failed it by being offline: they
+// get their batch's generation when they come back). The API's and the
+// dashboard's; it returns the state written.
+func (h *handler) pauseOrResume(ctx context.Context, name, by string, pause bool) (v1.RolloutState, *httpapi.Error) {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout.Std())
 	defer cancel()
 	de, err := h.kvs[h.cfg.Buckets.Deployments].Get(ctx, name)
 	if err != nil {
-		return deploymentErrorOf(name, err)
+		return v1.RolloutState{}, deploymentErrorOf(name, err)
 	}
 	sd, err := v1.DecodeStoredDeployment(de.Value)
 	if err != nil {
-		return storeErrorOf(err)
+		return v1.RolloutState{}, storeErrorOf(err)
 	}
 	gen := sd.Deployment.Metadata.Generation
 	if sd.RolloutFrom == nil || sd.Deployment.Spec.Rollout == nil {
-		return httpapi.Errorf(httpapi.CodeConflict, "deployment %q: generation %d does not roll out in batches (no spec.rollout when it was applied)", name, gen)
+		return v1.RolloutState{}, httpapi.Errorf(httpapi.CodeConflict, "deployment %q: generation %d does not roll out in batches (no spec.rollout when it was applied)", name, gen)
 	}
 	kv := h.kvs[h.cfg.Buckets.Rollouts]
 	e, err := kv.Get(ctx, name)
@@ -109,15 +131,20 @@ func (h *handler) pauseOrResume(ctx context.Context, name, by string, pause bool
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound) || err == nil && !st.Of(sd.Deployment):
-		return httpapi.Errorf(httpapi.CodeConflict, "deployment %q: the rollout of generation %d has not started yet; try again in a moment", name, gen)
+		return v1.RolloutState{}, httpapi.Errorf(httpapi.CodeConflict, "deployment %q: the rollout of generation %d has not started yet; try again in a moment", name, gen)
 	case err != nil:
-		return storeErrorOf(err)
+		return v1.RolloutState{}, storeErrorOf(err)
 	}
 	now := time.Now().UTC()
 	switch {
 	case pause && st.Phase == v1.RolloutProgressing:
 		st.Phase, st.Reason = v1.RolloutPaused, fmt.Sprintf("paused by %s at %s", by, now.Format(time.RFC3339))
 	case !pause && st.Phase == v1.RolloutPaused:
+		for _, id := range slices.Sorted(maps.Keys(st.Failed)) {
+			if st.Failed[id] == operator.FailedOffline {
+				st.Excused = append(st.Excused, id)
+			}
+		}
 		st.Phase, st.Reason, st.Failed = v1.RolloutProgressing, "", nil
 		st.Resumes++
 		st.BatchStarted = now
@@ -126,16 +153,16 @@ func (h *handler) pauseOrResume(ctx context.Context, name, by string, pause bool
 		if pause {
 			what = "pause"
 		}
-		return httpapi.Errorf(httpapi.CodeConflict, "deployment %q: cannot %s a rollout that is %s", name, what, st.Phase)
+		return v1.RolloutState{}, httpapi.Errorf(httpapi.CodeConflict, "deployment %q: cannot %s a rollout that is %s", name, what, st.Phase)
 	}
 	st.Updated = now
 	b, err := v1.Marshal(st)
 	if err != nil {
-		return storeErrorOf(err)
+		return v1.RolloutState{}, storeErrorOf(err)
 	}
 	if _, err := kv.Update(ctx, name, b, e.Revision); err != nil {
-		return storeErrorOf(err)
+		return v1.RolloutState{}, storeErrorOf(err)
 	}
 	h.log.Info("rollout "+map[bool]string{true: "paused", false: "resumed"}[pause], "deployment", name, "generation", gen, "by", by)
-	return nil
+	return st, nil
 }
