@@ -317,3 +317,40 @@ func TestADeviceThatLeavesDoesNotHoldItsBatch(t *testing.T) {
 		return nil
 	})
 }
+
+// maxUpdating: at most two devices of the batch have the change and have
+// not yet shown it Ready; each one Ready lets one more have it.
+func TestMaxUpdatingBoundsTheDevicesUpdatingAtOnce(t *testing.T) {
+	f, opts := rolloutFixture(t, 4)
+	defer run(t, New(f.b, quiet(), opts))()
+	f.waitKeys(t, 4)
+	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Percent: intp(100)}}, MaxUpdating: 2})
+	on := func(want ...string) {
+		t.Helper()
+		retry.Until(t, 10*time.Second, func() error {
+			if got := onGen(f.generations(t), 2); !slices.Equal(got, want) {
+				return fmt.Errorf("devices on generation 2: %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	on("d00", "d01")
+	retry.Holds(t, 300*time.Millisecond, func() error {
+		if got := onGen(f.generations(t), 2); len(got) != 2 {
+			return fmt.Errorf("devices on generation 2 with none Ready: %v", got)
+		}
+		return nil
+	})
+	f.report(t, "d00", 2, v1.PhaseReady)
+	on("d00", "d01", "d02")
+	f.report(t, "d01", 2, v1.PhaseReady)
+	f.report(t, "d02", 2, v1.PhaseReady)
+	on("d00", "d01", "d02", "d03")
+	f.report(t, "d03", 2, v1.PhaseReady)
+	retry.Until(t, 10*time.Second, func() error {
+		if st := f.rollout(t); st.Phase != v1.RolloutSucceeded {
+			return fmt.Errorf("phase %s", st.Phase)
+		}
+		return nil
+	})
+}
