@@ -354,3 +354,54 @@ func TestMaxUpdatingBoundsTheDevicesUpdatingAtOnce(t *testing.T) {
 		return nil
 	})
 }
+
+// Two servers: the lease moves in the middle of a rollout. The new
+// holder goes on at the batch the store says, the old one writes nothing
+// a rollout decides any more, and no device is taken back.
+func TestARolloutGoesOnWhenTheLeaseMoves(t *testing.T) {
+	f, opts := rolloutFixture(t, 6)
+	a, b := &switchLease{}, &switchLease{}
+	a.held.Store(true)
+	optsA, optsB := opts, opts
+	optsA.Lease, optsB.Lease = a, b
+	defer run(t, New(f.b, quiet(), optsA))()
+	defer run(t, New(f.b, quiet(), optsB))()
+	f.waitKeys(t, 6)
+	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Count: intp(2)}, {Percent: intp(100)}}})
+	on := func(want ...string) {
+		t.Helper()
+		retry.Until(t, 10*time.Second, func() error {
+			if got := onGen(f.generations(t), 2); !slices.Equal(got, want) {
+				return fmt.Errorf("devices on generation 2: %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	on("d00")
+	f.report(t, "d00", 2, v1.PhaseReady)
+	on("d00", "d01", "d02")
+	// The lease moves to b; a keeps running with its view.
+	a.held.Store(false)
+	b.held.Store(true)
+	retry.Holds(t, 500*time.Millisecond, func() error {
+		if st := f.rollout(t); st.Batch != 1 || st.Phase != v1.RolloutProgressing {
+			return fmt.Errorf("after the lease moved: batch %d %s, want batch 1 (the second) Progressing", st.Batch, st.Phase)
+		}
+		if got := onGen(f.generations(t), 2); len(got) != 3 {
+			return fmt.Errorf("after the lease moved: generation 2 on %v", got)
+		}
+		return nil
+	})
+	f.report(t, "d01", 2, v1.PhaseReady)
+	f.report(t, "d02", 2, v1.PhaseReady)
+	on("d00", "d01", "d02", "d03", "d04", "d05")
+	for _, id := range []string{"d03", "d04", "d05"} {
+		f.report(t, id, 2, v1.PhaseReady)
+	}
+	retry.Until(t, 10*time.Second, func() error {
+		if st := f.rollout(t); st.Phase != v1.RolloutSucceeded {
+			return fmt.Errorf("phase %s", st.Phase)
+		}
+		return nil
+	})
+}
