@@ -50,10 +50,16 @@ func readyCondition(t *testing.T, s v1.DeviceState) v1.Condition {
 	return c
 }
 
-// afterSecondOf waits for the clock to pass the second of t, so that a
-// transition now would show as another lastTransitionTime.
-func afterSecondOf(t time.Time) {
-	time.Sleep(time.Until(t.Add(time.Second)))
+// afterSecondOf polls until the clock has passed the second of at, so
+// that a transition now would show as another lastTransitionTime.
+func afterSecondOf(t *testing.T, at time.Time) {
+	t.Helper()
+	retry.Until(t, 5*time.Second, func() error {
+		if now := time.Now(); now.Before(at.Add(time.Second)) {
+			return fmt.Errorf("the clock is at %s, not yet past the second of %s", now, at)
+		}
+		return nil
+	})
 }
 
 // A File changed by hand and restored counts as a repair; applying a
@@ -73,7 +79,7 @@ func TestAgentCountsRepairs(t *testing.T) {
 	s := f.waitStatus(t, "web", resourceAt(1, v1.PhaseReady, v1.ConditionReady, 0, 0))
 	ready := readyCondition(t, s)
 
-	afterSecondOf(ready.LastTransitionTime)
+	afterSecondOf(t, ready.LastTransitionTime)
 	if err := os.WriteFile(conf, []byte("port=8080\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +164,7 @@ func TestContainerRestartsAndRepairs(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 
-	afterSecondOf(ready.LastTransitionTime)
+	afterSecondOf(t, ready.LastTransitionTime)
 	podman("exec", n, "sh", "-c", "echo > /tmp/exit")
 	retry.Until(t, 30*time.Second, func() error {
 		out := podman("inspect", "--format", "{{.RestartCount}} {{.State.Running}}", n)
