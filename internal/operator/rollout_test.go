@@ -141,6 +141,28 @@ func (f fixture) report(t *testing.T, id string, gen int64, phase string) {
 		Resources: []v1.ResourceStatus{{ID: "f", Kind: v1.KindFile, Phase: phase}}})
 }
 
+// onGen2 waits until exactly want have generation 2 of web.
+func (f fixture) onGen2(t *testing.T, want ...string) {
+	t.Helper()
+	retry.Until(t, 10*time.Second, func() error {
+		if got := onGen(f.generations(t), 2); !slices.Equal(got, want) {
+			return fmt.Errorf("devices on generation 2: %v, want %v", got, want)
+		}
+		return nil
+	})
+}
+
+// waitPhase waits until web's rollout is in phase.
+func (f fixture) waitPhase(t *testing.T, phase string) {
+	t.Helper()
+	retry.Until(t, 10*time.Second, func() error {
+		if st := f.rollout(t); st.Phase != phase {
+			return fmt.Errorf("phase %s (%s), want %s", st.Phase, st.Reason, phase)
+		}
+		return nil
+	})
+}
+
 // onGen is the devices whose desired state holds generation gen.
 func onGen(g map[string]int64, gen int64) []string {
 	var out []string
@@ -163,12 +185,7 @@ func TestRolloutGoesBatchByBatchAndPausesOnAFailure(t *testing.T) {
 	stop := run(t, New(f.b, quiet(), opts))
 	f.waitKeys(t, 10)
 	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(30)}, {Percent: intp(100)}}})
-	retry.Until(t, 10*time.Second, func() error {
-		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00"}) {
-			return fmt.Errorf("devices on generation 2: %v, want [d00]", got)
-		}
-		return nil
-	})
+	f.onGen2(t, "d00")
 	st := f.rollout(t)
 	if st.Phase != v1.RolloutProgressing || st.Batch != 0 || len(st.Batches) != 3 || len(st.Batches[2]) != 6 {
 		t.Fatalf("rollout state %+v", st)
@@ -181,12 +198,7 @@ func TestRolloutGoesBatchByBatchAndPausesOnAFailure(t *testing.T) {
 		return nil
 	})
 	f.report(t, "d00", 2, v1.PhaseReady)
-	retry.Until(t, 10*time.Second, func() error {
-		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00", "d01", "d02", "d03"}) {
-			return fmt.Errorf("devices on generation 2: %v, want d00-d03", got)
-		}
-		return nil
-	})
+	f.onGen2(t, "d00", "d01", "d02", "d03")
 	f.report(t, "d01", 2, v1.PhaseReady)
 	f.report(t, "d02", 2, v1.PhaseFailed)
 	retry.Until(t, 10*time.Second, func() error {
@@ -218,12 +230,7 @@ func TestRolloutRollsBackOnAFailure(t *testing.T) {
 	defer run(t, New(f.b, quiet(), opts))()
 	f.waitKeys(t, 4)
 	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(100)}}, OnFailure: v1.OnFailureRollback})
-	retry.Until(t, 10*time.Second, func() error {
-		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00"}) {
-			return fmt.Errorf("devices on generation 2: %v, want [d00]", got)
-		}
-		return nil
-	})
+	f.onGen2(t, "d00")
 	f.report(t, "d00", 2, v1.PhaseFailed)
 	retry.Until(t, 10*time.Second, func() error {
 		g := f.generations(t)
@@ -303,19 +310,9 @@ func TestADeviceThatLeavesDoesNotHoldItsBatch(t *testing.T) {
 	defer run(t, New(f.b, quiet(), opts))()
 	f.waitKeys(t, 3)
 	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(100)}}})
-	retry.Until(t, 10*time.Second, func() error {
-		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d00"}) {
-			return fmt.Errorf("devices on generation 2: %v, want [d00]", got)
-		}
-		return nil
-	})
+	f.onGen2(t, "d00")
 	f.deleteKey(t, f.b.DeviceInfo, "d00")
-	retry.Until(t, 10*time.Second, func() error {
-		if got := onGen(f.generations(t), 2); !slices.Equal(got, []string{"d01", "d02"}) {
-			return fmt.Errorf("devices on generation 2: %v, want d01 and d02", got)
-		}
-		return nil
-	})
+	f.onGen2(t, "d01", "d02")
 }
 
 // maxUpdating: at most two devices of the batch have the change and have
@@ -325,16 +322,7 @@ func TestMaxUpdatingBoundsTheDevicesUpdatingAtOnce(t *testing.T) {
 	defer run(t, New(f.b, quiet(), opts))()
 	f.waitKeys(t, 4)
 	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Percent: intp(100)}}, MaxUpdating: 2})
-	on := func(want ...string) {
-		t.Helper()
-		retry.Until(t, 10*time.Second, func() error {
-			if got := onGen(f.generations(t), 2); !slices.Equal(got, want) {
-				return fmt.Errorf("devices on generation 2: %v, want %v", got, want)
-			}
-			return nil
-		})
-	}
-	on("d00", "d01")
+	f.onGen2(t, "d00", "d01")
 	retry.Holds(t, 300*time.Millisecond, func() error {
 		if got := onGen(f.generations(t), 2); len(got) != 2 {
 			return fmt.Errorf("devices on generation 2 with none Ready: %v", got)
@@ -342,17 +330,12 @@ func TestMaxUpdatingBoundsTheDevicesUpdatingAtOnce(t *testing.T) {
 		return nil
 	})
 	f.report(t, "d00", 2, v1.PhaseReady)
-	on("d00", "d01", "d02")
+	f.onGen2(t, "d00", "d01", "d02")
 	f.report(t, "d01", 2, v1.PhaseReady)
 	f.report(t, "d02", 2, v1.PhaseReady)
-	on("d00", "d01", "d02", "d03")
+	f.onGen2(t, "d00", "d01", "d02", "d03")
 	f.report(t, "d03", 2, v1.PhaseReady)
-	retry.Until(t, 10*time.Second, func() error {
-		if st := f.rollout(t); st.Phase != v1.RolloutSucceeded {
-			return fmt.Errorf("phase %s", st.Phase)
-		}
-		return nil
-	})
+	f.waitPhase(t, v1.RolloutSucceeded)
 }
 
 // Two servers: the lease moves in the middle of a rollout. The new
@@ -368,18 +351,9 @@ func TestARolloutGoesOnWhenTheLeaseMoves(t *testing.T) {
 	defer run(t, New(f.b, quiet(), optsB))()
 	f.waitKeys(t, 6)
 	rollOut(t, f, 2, &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Count: intp(2)}, {Percent: intp(100)}}})
-	on := func(want ...string) {
-		t.Helper()
-		retry.Until(t, 10*time.Second, func() error {
-			if got := onGen(f.generations(t), 2); !slices.Equal(got, want) {
-				return fmt.Errorf("devices on generation 2: %v, want %v", got, want)
-			}
-			return nil
-		})
-	}
-	on("d00")
+	f.onGen2(t, "d00")
 	f.report(t, "d00", 2, v1.PhaseReady)
-	on("d00", "d01", "d02")
+	f.onGen2(t, "d00", "d01", "d02")
 	// The lease moves to b; a keeps running with its view.
 	a.held.Store(false)
 	b.held.Store(true)
@@ -394,14 +368,9 @@ func TestARolloutGoesOnWhenTheLeaseMoves(t *testing.T) {
 	})
 	f.report(t, "d01", 2, v1.PhaseReady)
 	f.report(t, "d02", 2, v1.PhaseReady)
-	on("d00", "d01", "d02", "d03", "d04", "d05")
+	f.onGen2(t, "d00", "d01", "d02", "d03", "d04", "d05")
 	for _, id := range []string{"d03", "d04", "d05"} {
 		f.report(t, id, 2, v1.PhaseReady)
 	}
-	retry.Until(t, 10*time.Second, func() error {
-		if st := f.rollout(t); st.Phase != v1.RolloutSucceeded {
-			return fmt.Errorf("phase %s", st.Phase)
-		}
-		return nil
-	})
+	f.waitPhase(t, v1.RolloutSucceeded)
 }
