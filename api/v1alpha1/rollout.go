@@ -128,30 +128,6 @@ func (r *RolloutSpec) validate(e errs) {
 	}
 }
 
-// BatchSizes splits matched devices into the batches: the number each
-// batch takes of the devices no earlier batch took, given how many of
-// those each selector batch would pick (picked[i], for selector batches
-// only). left is how many no batch takes. Percentages are of all matched
-// devices, rounded up.
-func (r *RolloutSpec) BatchSizes(matched int, picked map[int]int) (sizes []int, left int) {
-	left = matched
-	for i, b := range r.Batches {
-		n := 0
-		switch {
-		case b.Count != nil:
-			n = *b.Count
-		case b.Percent != nil:
-			n = (matched**b.Percent + 99) / 100
-		case b.Selector != nil:
-			n = picked[i]
-		}
-		n = min(n, left)
-		sizes = append(sizes, n)
-		left -= n
-	}
-	return sizes, left
-}
-
 // Rollout phases.
 const (
 	// RolloutPending: stored with the change; the operator has not yet

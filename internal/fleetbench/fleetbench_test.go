@@ -3,6 +3,7 @@ package fleetbench
 import (
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
+	"github.com/harmony-fleet/harmony/internal/operator"
 )
 
 func TestPerDevice(t *testing.T) {
@@ -174,7 +176,16 @@ func TestRolloutDoc(t *testing.T) {
 			if r == nil {
 				t.Fatalf("%d batches: deployment 0 has no rollout", tc.batches)
 			}
-			sizes, left := r.BatchSizes(10000, nil)
+			ids := make([]string, 10000)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("sim-%05d", i)
+			}
+			batches, rest := operator.SplitBatches(r, ids, func(string) map[string]string { return nil })
+			var sizes []int
+			for _, b := range batches {
+				sizes = append(sizes, len(b))
+			}
+			left := len(rest)
 			if !slices.Equal(sizes, tc.sizes) || left != 0 || r.Gate.ReadyForSeconds != 0 {
 				t.Errorf("%d batches: sizes %v, %d left, ready for %ds; want %v, none left, 0s", tc.batches, sizes, left, r.Gate.ReadyForSeconds, tc.sizes)
 			}

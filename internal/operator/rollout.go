@@ -65,11 +65,11 @@ func (o *Operator) setRolloutLocked(name string, from **v1.Deployment, st *v1.Ro
 	o.rollouts[name] = &next
 }
 
-// splitBatches puts the matched devices (sorted) into spec's batches, in
+// SplitBatches puts the matched devices (sorted) into spec's batches, in
 // order: a count takes the next devices, a percentage the next
 // ⌈percent × matched⌉, a selector every device left that it matches.
 // left is what no batch took.
-func splitBatches(spec *v1.RolloutSpec, ids []string, labels func(string) map[string]string) (batches [][]string, left []string) {
+func SplitBatches(spec *v1.RolloutSpec, ids []string, labels func(string) map[string]string) (batches [][]string, left []string) {
 	left = ids
 	for _, b := range spec.Batches {
 		var took, rest []string
@@ -104,7 +104,7 @@ func (o *Operator) Uncovered(selector v1.Selector, spec *v1.RolloutSpec) (left, 
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	ids, labels := o.matchedLocked(selector)
-	_, rest := splitBatches(spec, ids, labels)
+	_, rest := SplitBatches(spec, ids, labels)
 	return len(rest), len(ids)
 }
 
@@ -141,7 +141,7 @@ func (o *Operator) startRollout(d v1.Deployment, now time.Time) v1.RolloutState 
 	o.mu.RLock()
 	ids, labels := o.matchedLocked(d.Spec.Selector)
 	o.mu.RUnlock()
-	batches, left := splitBatches(spec, ids, labels)
+	batches, left := SplitBatches(spec, ids, labels)
 	if n := len(batches); n > 0 {
 		batches[n-1] = append(batches[n-1], left...)
 	}

@@ -27,13 +27,13 @@ func TestSplitBatches(t *testing.T) {
 	}
 	get := func(id string) map[string]string { return labels[id] }
 	spec := &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Count: intp(1)}, {Percent: intp(30)}, {Percent: intp(100)}}}
-	got, left := splitBatches(spec, ids, get)
+	got, left := SplitBatches(spec, ids, get)
 	want := [][]string{{"d00"}, {"d01", "d02", "d03"}, {"d04", "d05", "d06", "d07", "d08", "d09"}}
 	if !slices.EqualFunc(got, want, slices.Equal) || len(left) != 0 {
 		t.Errorf("[1, 30%%, 100%%] of 10: %v, left %v; want %v", got, left, want)
 	}
 	canary := &v1.RolloutSpec{Batches: []v1.RolloutBatch{{Selector: &v1.Selector{MatchLabels: map[string]string{"site": "lab"}}}, {Count: intp(2)}}}
-	got, left = splitBatches(canary, ids, get)
+	got, left = SplitBatches(canary, ids, get)
 	want = [][]string{{"d03", "d07"}, {"d00", "d01"}}
 	if !slices.EqualFunc(got, want, slices.Equal) || len(left) != 6 {
 		t.Errorf("[site=lab, 2] of 10: %v, left %v; want %v and 6 left", got, left, want)
