@@ -3,6 +3,7 @@ package operator
 import (
 	"bytes"
 	"sort"
+	"strconv"
 	"time"
 
 	v1 "github.com/harmony-fleet/harmony/api/v1alpha1"
@@ -43,6 +44,7 @@ func (d Device) Labels() map[string]string {
 // it uses (nil: none).
 func Render(deployments map[string]v1.Deployment, rollouts map[string]*Rollout, secrets map[string]map[string]string, devices map[string]Device) (map[string][]byte, error) {
 	out := map[string][]byte{}
+	versions := newSpecSecrets(secrets)
 	names := make([]string, 0, len(deployments))
 	for n := range deployments {
 		names = append(names, n)
@@ -55,7 +57,7 @@ func Render(deployments map[string]v1.Deployment, rollouts map[string]*Rollout, 
 			if !ok {
 				continue
 			}
-			b, err := desiredBytes(id, n, d, secrets[n])
+			b, err := desiredBytes(id, n, d, versions.of(n, d))
 			if err != nil {
 				return nil, err
 			}
@@ -98,6 +100,39 @@ func sortedDeviceIDs(devices map[string]Device) []string {
 	return ids
 }
 
+// specSecrets gives the versions of the secrets one spec uses out of its
+// deployment's (while a rollout goes on, those of both its specs: a
+// device may read only the secrets its own desired state names). Each
+// spec is looked at once a pass, not once a device.
+type specSecrets struct {
+	all  map[string]map[string]string // by deployment
+	memo map[string]map[string]string // by deployment and generation
+}
+
+func newSpecSecrets(all map[string]map[string]string) *specSecrets {
+	return &specSecrets{all: all, memo: map[string]map[string]string{}}
+}
+
+func (s *specSecrets) of(name string, d v1.Deployment) map[string]string {
+	all := s.all[name]
+	if len(all) == 0 {
+		return all
+	}
+	key := name + "/" + strconv.FormatInt(d.Metadata.Generation, 10)
+	if v, ok := s.memo[key]; ok {
+		return v
+	}
+	var only map[string]string
+	for _, n := range d.SecretNames() {
+		if only == nil {
+			only = map[string]string{}
+		}
+		only[n] = all[n]
+	}
+	s.memo[key] = only
+	return only
+}
+
 // desiredBytes is the canonical desired-state value of one match; secrets
 // are the versions of the secrets the deployment uses ("" for one that
 // does not exist).
@@ -105,22 +140,6 @@ func desiredBytes(id, name string, d v1.Deployment, secrets map[string]string) (
 	resources := d.Spec.Resources
 	if resources == nil {
 		resources = []v1.Resource{}
-	}
-	if len(secrets) > 0 {
-		// Only the secrets of the spec given: while a rollout goes on the
-		// versions are those of both specs, and a device may read only
-		// the secrets its desired state names.
-		names := d.SecretNames()
-		if len(names) != len(secrets) {
-			only := make(map[string]string, len(names))
-			for _, n := range names {
-				only[n] = secrets[n]
-			}
-			secrets = only
-		}
-		if len(secrets) == 0 {
-			secrets = nil
-		}
 	}
 	return v1.Marshal(v1.DesiredState{V: v1.FormatVersion, Device: id, Deployment: name, UID: d.Metadata.UID,
 		Generation: d.Metadata.Generation, Resources: resources, Secrets: secrets})
@@ -153,6 +172,7 @@ func planWant(w work, deployments map[string]v1.Deployment, rollouts map[string]
 		return wantChange{replace: true, set: set}, err
 	}
 	c := wantChange{set: map[string][]byte{}}
+	versions := newSpecSecrets(secrets)
 	wanted := func(key string) bool {
 		if b, ok := c.set[key]; ok {
 			return b != nil
@@ -173,7 +193,7 @@ func planWant(w work, deployments map[string]v1.Deployment, rollouts map[string]
 			}
 			return nil
 		}
-		b, err := desiredBytes(id, name, got, secrets[name])
+		b, err := desiredBytes(id, name, got, versions.of(name, got))
 		if err != nil {
 			return err
 		}

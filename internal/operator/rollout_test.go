@@ -1,8 +1,10 @@
 package operator
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -373,4 +375,28 @@ func TestARolloutGoesOnWhenTheLeaseMoves(t *testing.T) {
 		f.report(t, id, 2, v1.PhaseReady)
 	}
 	f.waitPhase(t, v1.RolloutSucceeded)
+}
+
+// While a rollout goes on, a device's desired state carries the versions
+// of the secrets of the spec it gets, not those of the other spec.
+func TestEachDeviceGetsOnlyItsSpecsSecretVersions(t *testing.T) {
+	withSecret := func(gen int64, secret string) v1.Deployment {
+		d := deployment("web", gen, nil)
+		spec, _ := json.Marshal(map[string]any{"path": "/etc/harmony/web", "contentFrom": map[string]string{"secret": secret, "key": "k"}})
+		d.Spec.Resources = []v1.Resource{{ID: "f", Kind: v1.KindFile, Spec: spec}}
+		return d
+	}
+	from, to := withSecret(1, "old"), withSecret(2, "new")
+	st := &v1.RolloutState{V: 1, To: 2, Batches: [][]string{{"a"}, {"b"}}, Released: 1, Phase: v1.RolloutProgressing}
+	out, err := Render(map[string]v1.Deployment{"web": to}, map[string]*Rollout{"web": {From: &from, State: st, pos: st.Positions()}},
+		map[string]map[string]string{"web": {"old": "v-old", "new": "v-new"}}, map[string]Device{"a": dev("a", nil), "b": dev("b", nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]map[string]string{"a.web": {"new": "v-new"}, "b.web": {"old": "v-old"}} {
+		ds, err := v1.DecodeDesiredState(out[key])
+		if err != nil || !maps.Equal(ds.Secrets, want) {
+			t.Errorf("%s: secrets %v (%v), want %v", key, ds.Secrets, err, want)
+		}
+	}
 }
