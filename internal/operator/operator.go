@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -314,43 +315,39 @@ func (o *Operator) apply(bucket string, e store.Entry) {
 			sd, err := v1.DecodeStoredDeployment(e.Value)
 			if err != nil {
 				o.log.Warn("ignoring an undecodable deployment", "key", e.Key, "err", err)
-				o.setRolloutLocked(e.Key, &from, nil, 0, false)
-				break
-			}
-			o.deployments[e.Key] = sd.Deployment
-			// Devices a rollout has not reached keep the previous spec:
-			// they need the versions of its secrets too.
-			names := sd.Deployment.SecretNames()
-			if o.b.Rollouts != nil && sd.RolloutFrom != nil {
-				from = sd.RolloutFrom
-				names = union(names, from.SecretNames())
-			}
-			if len(names) > 0 {
-				o.secretUses[e.Key] = names
-			}
-		}
-		o.setRolloutLocked(e.Key, &from, nil, 0, false)
-	case o.rolloutsBucket():
-		if del {
-			o.setRolloutLocked(e.Key, nil, nil, 0, true)
-			break
-		}
-		st, err := v1.DecodeRolloutState(e.Value)
-		if err != nil {
-			// Kept as no state at its revision: the controller writes a
-			// new one over it.
-			o.log.Warn("an undecodable rollout state; the rollout starts again", "key", e.Key, "err", err)
-			o.setRolloutLocked(e.Key, nil, nil, 0, true)
-			if r := o.rollouts[e.Key]; r != nil {
-				next := *r
-				next.Rev = e.Revision
-				o.rollouts[e.Key] = &next
 			} else {
-				o.rollouts[e.Key] = &Rollout{Rev: e.Revision}
+				o.deployments[e.Key] = sd.Deployment
+				// Devices a rollout has not reached keep the previous
+				// spec: they need the versions of its secrets too.
+				names := sd.Deployment.SecretNames()
+				if o.b.Rollouts != nil && sd.RolloutFrom != nil {
+					from = sd.RolloutFrom
+					names = union(names, from.SecretNames())
+				}
+				if len(names) > 0 {
+					o.secretUses[e.Key] = names
+				}
 			}
-			break
 		}
-		o.setRolloutLocked(e.Key, nil, &st, e.Revision, false)
+		o.changeRolloutLocked(e.Key, func(r *Rollout) { r.From = from })
+	case o.rolloutsBucket():
+		var st *v1.RolloutState
+		rev := e.Revision
+		if del {
+			rev = 0
+		} else if got, err := v1.DecodeRolloutState(e.Value); err != nil {
+			// No state, at its revision: the controller writes a new one
+			// over it.
+			o.log.Warn("an undecodable rollout state; the rollout starts again", "key", e.Key, "err", err)
+		} else {
+			st = &got
+		}
+		o.changeRolloutLocked(e.Key, func(r *Rollout) {
+			r.State, r.Rev, r.pos = st, rev, nil
+			if st != nil {
+				r.pos = st.Positions()
+			}
+		})
 	case o.secretsBucket():
 		// Only the version is kept: it is all that desired state needs.
 		delete(o.secretVersions, e.Key)
@@ -486,20 +483,11 @@ func (o *Operator) rolloutsBucket() string {
 func union(a, b []string) []string {
 	out := append([]string(nil), a...)
 	for _, n := range b {
-		if !contains(out, n) {
+		if !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // secretsBucket is the secrets bucket's name ("" when the operator has

@@ -42,22 +42,15 @@ func (r *Rollout) state(d v1.Deployment) *v1.RolloutState {
 	return r.State
 }
 
-// setRolloutLocked records a change of a deployment's From or of its
-// stored progress (nil leaves it as it is, del clears the progress).
-func (o *Operator) setRolloutLocked(name string, from **v1.Deployment, st *v1.RolloutState, rev uint64, del bool) {
+// changeRolloutLocked replaces deployment name's Rollout by a copy that
+// change changed (the values stay immutable once stored); one with
+// nothing left goes. o.mu is held.
+func (o *Operator) changeRolloutLocked(name string, change func(r *Rollout)) {
 	next := Rollout{}
 	if cur := o.rollouts[name]; cur != nil {
 		next = *cur
 	}
-	if from != nil {
-		next.From = *from
-	}
-	switch {
-	case del:
-		next.State, next.Rev, next.pos = nil, 0, nil
-	case st != nil:
-		next.State, next.Rev, next.pos = st, rev, st.Positions()
-	}
+	change(&next)
 	if next.From == nil && next.State == nil && next.Rev == 0 {
 		delete(o.rollouts, name)
 		return
