@@ -266,6 +266,30 @@ type RolloutStatus struct {
 	Updated            time.Time         `json:"updated,omitzero"`
 }
 
+// Headline says where the rollout is, around its phase (head + ": " +
+// phase + tail): the CLI's and the dashboard's words.
+func (st RolloutStatus) Headline() (head, tail string) {
+	verb := "rolling out"
+	if st.Phase == RolloutSucceeded {
+		verb = "rolled out"
+	}
+	head = fmt.Sprintf("generation %d %s", st.To, verb)
+	if st.From > 0 {
+		head += fmt.Sprintf(" from generation %d", st.From)
+	}
+	switch {
+	case st.Phase == RolloutRolledBack:
+		tail = fmt.Sprintf(" to generation %d, which holds the earlier spec again", st.RollbackGeneration)
+	case st.Phase == RolloutSucceeded:
+		tail = ", every batch passed"
+	case st.Phase == RolloutPending:
+		tail = " (the devices are not split into batches yet)"
+	case st.Batch > 0:
+		tail = fmt.Sprintf(", batch %d of %d", st.Batch, len(st.Batches))
+	}
+	return head, tail
+}
+
 // RolloutBatchStatus counts one batch's devices by phase: Waiting (not
 // yet given the change), Updating, Ready (the new generation Ready),
 // Failed (it failed or was refused), Offline.

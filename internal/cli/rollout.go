@@ -80,17 +80,12 @@ func newRolloutStatusCmd(stdout io.Writer) *cobra.Command {
 
 // printRollout writes a rollout's status for people.
 func printRollout(w io.Writer, st v1.RolloutStatus) error {
-	switch {
-	case st.Phase == "":
+	if st.Phase == "" {
 		_, err := fmt.Fprintf(w, "deployment/%s: generation %d; no rollout (the deployment has no spec.rollout, or its last change was an undo)\n", st.Name, st.Generation)
 		return err
-	case st.Phase == v1.RolloutRolledBack:
-		fmt.Fprintf(w, "deployment/%s: generation %d rolled back: generation %d holds the earlier spec again\n", st.Name, st.To, st.RollbackGeneration)
-	case st.Batch > 0:
-		fmt.Fprintf(w, "deployment/%s: generation %d rolling out from generation %d: %s, batch %d of %d\n", st.Name, st.To, st.From, st.Phase, st.Batch, len(st.Batches))
-	default:
-		fmt.Fprintf(w, "deployment/%s: generation %d from generation %d: %s\n", st.Name, st.To, st.From, st.Phase)
 	}
+	head, tail := st.Headline()
+	fmt.Fprintf(w, "deployment/%s: %s: %s%s\n", st.Name, head, st.Phase, tail)
 	if st.Reason != "" {
 		fmt.Fprintf(w, "reason: %s\n", st.Reason)
 	}

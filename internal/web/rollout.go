@@ -58,7 +58,7 @@ const maxFailedShown = 50
 func newRolloutView(st v1.RolloutStatus) rolloutView {
 	v := rolloutView{Phase: st.Phase, Reason: st.Reason,
 		Pause: st.Phase == v1.RolloutProgressing, Resume: st.Phase == v1.RolloutPaused}
-	v.Head, v.Tail = rolloutLine(st)
+	v.Head, v.Tail = st.Headline()
 	for i, b := range st.Batches {
 		v.Batches = append(v.Batches, batchView{N: i + 1, RolloutBatchStatus: b, Current: i+1 == st.Batch, Bar: batchBar(b)})
 	}
@@ -70,30 +70,6 @@ func newRolloutView(st v1.RolloutStatus) rolloutView {
 		v.Failed = append(v.Failed, failedDevice{Device: id, Reason: st.Failed[id]})
 	}
 	return v
-}
-
-// rolloutLine is the headline around the phase, in the CLI's words
-// (`harmony rollout status`).
-func rolloutLine(st v1.RolloutStatus) (head, tail string) {
-	verb := "rolling out"
-	if st.Phase == v1.RolloutSucceeded {
-		verb = "rolled out"
-	}
-	head = fmt.Sprintf("generation %d %s", st.To, verb)
-	if st.From > 0 {
-		head += fmt.Sprintf(" from generation %d", st.From)
-	}
-	switch {
-	case st.Phase == v1.RolloutRolledBack:
-		tail = fmt.Sprintf(" to generation %d, which holds the earlier spec again", st.RollbackGeneration)
-	case st.Phase == v1.RolloutSucceeded:
-		tail = ", every batch passed"
-	case st.Phase == v1.RolloutPending:
-		tail = " (the devices are not split into batches yet)"
-	case st.Batch > 0:
-		tail = fmt.Sprintf(", batch %d of %d", st.Batch, len(st.Batches))
-	}
-	return head, tail
 }
 
 // batchBar draws a batch's devices from the ones done to the ones not yet

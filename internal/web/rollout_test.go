@@ -184,7 +184,7 @@ func TestRolloutLine(t *testing.T) {
 		{v1.RolloutStatus{To: 5, Phase: v1.RolloutRolledBack, RollbackGeneration: 6, Batch: 2, Batches: three},
 			"generation 5 rolling out: RolledBack to generation 6, which holds the earlier spec again"},
 	} {
-		head, tail := rolloutLine(tc.st)
+		head, tail := tc.st.Headline()
 		if got := head + ": " + tc.st.Phase + tail; got != tc.want {
 			t.Errorf("%s:\n got %q\nwant %q", tc.st.Phase, got, tc.want)
 		}
